@@ -1,0 +1,270 @@
+"""The agent's configuration: a pydantic model read from TOML or from AutoTx XML files.
+
+A minimal TOML file names the three folders::
+
+    incoming = "/data/incoming"        # users drop finished acquisitions here
+    managed = "/data/managed"          # the agent's own folders (processing, done, error, ...)
+    destination = "/mnt/storage"       # the facility's central storage
+
+Everything else has a default with AutoTx's meaning. :func:`load_config` reads a file,
+:func:`check_config` looks at the filesystem, and both report *every* problem at once
+through :class:`~autotx_lib.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from autotx_lib.errors import ConfigError, ConfigProblem
+
+HashAlgorithm = Literal["xxh3_128", "blake3", "sha256", "md5"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ReadinessSettings(_Section):
+    """When is an acquisition finished?"""
+
+    quiet_seconds: float = Field(60.0, ge=0, description="No file under the dataset changed "
+                                 "(mtime or size) for this long.")
+    marker_file: str | None = Field(None, description="If set, a dataset is only ready once a "
+                                    "file of this name exists at its top level (AutoTx MarkerFile).")
+    check_open_files: bool = Field(True, description="Wait while any process holds a file of "
+                                   "the dataset open (psutil).")
+
+
+class VerifySettings(_Section):
+    """How every copied byte is checked."""
+
+    algorithm: HashAlgorithm = "xxh3_128"
+    mode: Literal["readback", "stream"] = Field(
+        "readback", description="readback: re-read the destination and hash it again (default); "
+        "stream: trust the hash computed while writing.")
+
+
+class CopySettings(_Section):
+    """How the copy runs."""
+
+    workers: int = Field(4, ge=1, le=64, description="Files copied in parallel.")
+    max_attempts_per_file: int = Field(3, ge=1, description="Re-copies of a file that changed "
+                                       "or failed verification before the dataset gives up.")
+
+
+class GateSettings(_Section):
+    """When the agent must keep its hands off the machine (AutoTx's system checks)."""
+
+    max_cpu_percent: float = Field(25.0, gt=0, le=100)
+    min_available_memory_mb: int = Field(512, ge=0)
+    blacklisted_processes: list[str] = Field(default_factory=list)
+    min_free_destination_mb: int = Field(0, ge=0)
+    bandwidth_mb_s: float | None = Field(None, gt=0)
+    hysteresis_seconds: float = Field(4.0, ge=0)
+    time_windows: list[str] = Field(default_factory=list, description='e.g. ["Mon-Fri 19:00-07:00", '
+                                    '"Sat-Sun 00:00-24:00"]; empty = any time.')
+
+
+class SpaceCheck(_Section):
+    """A folder whose free space is watched (AutoTx SpaceMonitoring/DriveToCheck)."""
+
+    path: Path
+    min_free_mb: int = Field(ge=0)
+
+
+class EmailSettings(_Section):
+    """SMTP settings for user and admin notifications; no mail when ``smtp_host`` is empty."""
+
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, gt=0, lt=65536)
+    security: Literal["none", "starttls", "ssl"] = "none"
+    user: str | None = None
+    password: SecretStr | None = Field(None, description="Prefer password_env or password_file.")
+    password_env: str | None = None
+    password_file: Path | None = None
+    sender: str | None = None
+    subject_prefix: str = "[AutoTx] "
+    admin: str | None = None
+    admin_debug: str | None = None
+    send_transfer_notification: bool = True
+    send_admin_notification: bool = True
+    admin_notification_delta_minutes: int = Field(60, ge=0)
+    grace_notification_delta_minutes: int = Field(720, ge=0)
+    storage_notification_delta_minutes: int = Field(720, ge=0)
+    user_addresses: dict[str, str] = Field(default_factory=dict)
+    user_address_pattern: str | None = Field(None, description='e.g. "{user}@example.org"')
+    templates_dir: Path | None = None
+
+
+class Config(_Section):
+    """Everything the agent needs to know; see the module docstring for a minimal file.
+
+    Examples
+    --------
+    >>> cfg = Config(incoming="/data/in", managed="/data/managed", destination="/mnt/store")
+    >>> cfg.verify.algorithm
+    'xxh3_128'
+    >>> cfg.journal_url.startswith("sqlite:///")
+    True
+    """
+
+    incoming: Path
+    managed: Path
+    destination: Path
+    host_alias: str = Field(default_factory=socket.gethostname)
+    destination_alias: str = "central storage"
+    tmp_transfer_dir: str = Field(".autotx-tmp", description="Relative to destination; "
+                                  "datasets are assembled there, then renamed into place.")
+    create_user_dirs: bool = Field(False, description="false: datasets of users without a "
+                                   "folder at the destination go to managed/unmatched/.")
+    journal: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in managed/.")
+    poll_seconds: float = Field(5.0, gt=0, description="How often incoming/ is scanned.")
+    grace_period_days: int = Field(30, ge=0)
+    log_file: Path | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    copy_: CopySettings = Field(default_factory=CopySettings, alias="copy")
+    gate: GateSettings = Field(default_factory=GateSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    space_monitoring: list[SpaceCheck] = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @field_validator("tmp_transfer_dir")
+    @classmethod
+    def _tmp_dir_is_relative(cls, value: str) -> str:
+        parts = PurePosixPath(value.replace("\\", "/")).parts
+        if not value or PurePosixPath(value).is_absolute() or ".." in parts:
+            raise ValueError("must be a plain folder name relative to destination, "
+                             "e.g. '.autotx-tmp'")
+        return value
+
+    @property
+    def journal_url(self) -> str:
+        """The SQLAlchemy URL of the journal (SQLite inside ``managed`` by default)."""
+        return self.journal or f"sqlite:///{self.managed / 'autotx.sqlite'}"
+
+    @property
+    def tmp_path(self) -> Path:
+        """The destination's temporary transfer folder."""
+        return self.destination / self.tmp_transfer_dir
+
+
+# --- reading -------------------------------------------------------------------------
+
+_FIXES = {
+    "missing": "add this key",
+    "extra_forbidden": "remove it, or check its spelling (see `autotx config check --help`)",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def _problems_from(error: ValidationError) -> list[ConfigProblem]:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        key = key.replace("copy_", "copy")
+        fix = _FIXES.get(item["type"], "")
+        problems.append(ConfigProblem(key, item["msg"], fix))
+    return problems
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a mapping into a :class:`Config`, raising ConfigError with every problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(source, _problems_from(error)) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read a configuration file.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.toml`` file; an AutoTx ``.xml`` host file (layered over ``config.common.xml``
+        beside it, as AutoTx does); or a folder holding AutoTx's ``config.common.xml`` and
+        ``<hostname>.xml``.
+
+    Returns
+    -------
+    config : Config
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found, each with its key and a fix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(path, [ConfigProblem("(file)", "does not exist",
+                                               "give the path of a .toml or AutoTx .xml file")])
+    if path.is_dir() or path.suffix.lower() == ".xml":
+        from autotx_lib.autotx_xml import read_autotx_xml
+
+        data, _ignored = read_autotx_xml(path)
+        return config_from_dict(data, str(path))
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(path, [ConfigProblem("(syntax)", str(error),
+                                               "fix the TOML syntax at that line")]) from None
+    base = path.parent
+    for key in ("incoming", "managed", "destination"):
+        if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+            data[key] = str(base / data[key])
+    return config_from_dict(data, str(path))
+
+
+def check_config(config: Config) -> list[ConfigProblem]:
+    """Check the configured folders on disk; return every problem (empty when all is well).
+
+    The agent refuses to start while this list is not empty.
+    """
+    problems: list[ConfigProblem] = []
+    folders = {"incoming": config.incoming, "managed": config.managed,
+               "destination": config.destination}
+    resolved = {k: Path(os.path.abspath(v)) for k, v in folders.items()}
+    for key, folder in resolved.items():
+        if key == "destination":
+            continue
+        if folder.exists() and not folder.is_dir():
+            problems.append(ConfigProblem(key, f"{folder} is not a folder", "point it at a folder"))
+        elif not folder.exists() and not _creatable(folder):
+            problems.append(ConfigProblem(key, f"{folder} does not exist and cannot be created",
+                                          "create it, or fix the path"))
+    for a, b in (("incoming", "managed"), ("incoming", "destination"), ("managed", "destination")):
+        pa, pb = resolved[a], resolved[b]
+        if pa == pb or pa in pb.parents or pb in pa.parents:
+            problems.append(ConfigProblem(f"{a}/{b}", f"{pa} and {pb} overlap",
+                                          "use three separate folders, none inside another"))
+    dest = resolved["destination"]
+    if not dest.is_dir():
+        problems.append(ConfigProblem("destination", f"{dest} is not reachable (missing or not "
+                                      "a folder)", "mount the share or fix the path"))
+    elif not os.access(dest, os.W_OK):
+        problems.append(ConfigProblem("destination", f"{dest} is not writable by this user",
+                                      "grant write access to the agent's user"))
+    return problems
+
+
+def _creatable(folder: Path) -> bool:
+    parent = folder
+    while not parent.exists():
+        parent = parent.parent
+    return parent.is_dir() and os.access(parent, os.W_OK)
+
+
+def autotx_path(value: str) -> str:
+    """Turn an AutoTx (Windows) path into this system's form, keeping POSIX paths as they are."""
+    if "\\" in value or (len(value) >= 2 and value[1] == ":"):
+        return PureWindowsPath(value).as_posix()
+    return value

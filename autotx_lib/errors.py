@@ -1,0 +1,179 @@
+"""One exception tree for autotx_lib.
+
+Every message says what is wrong and what to do about it. Exceptions carry the
+values they talk about as attributes, so callers (the CLI, the agent, dashboards)
+can act on them without parsing text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class AutotxError(Exception):
+    """Base class of every error autotx_lib raises on purpose."""
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem found in a configuration: where, what, and how to fix it."""
+
+    key: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.key}: {self.message}"
+        return f"{text} (fix: {self.fix})" if self.fix else text
+
+
+class ConfigError(AutotxError):
+    """A configuration is invalid; ``problems`` lists every problem at once."""
+
+    def __init__(self, source: str | Path, problems: list[ConfigProblem]):
+        self.source = str(source)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"{self.source}: {len(self.problems)} problem(s) in the configuration:\n{lines}"
+        )
+
+
+# --- the journal ---------------------------------------------------------------------
+
+
+class JournalError(AutotxError):
+    """The journal (database) cannot be opened or is in an unexpected state."""
+
+
+# --- transfer ------------------------------------------------------------------------
+
+
+class TransferError(AutotxError):
+    """A dataset could not be transferred (the source is always left intact)."""
+
+
+class UnsafePathError(TransferError):
+    """A path would escape its folder, or a name cannot be handled safely.
+
+    Such a dataset is never copied; it goes to quarantine with this reason.
+    """
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"unsafe path {self.path!r}: {reason}. The dataset is quarantined in "
+            "managed/error/ untouched; rename or remove the offending entry and resubmit it."
+        )
+
+
+class EmptyDatasetError(TransferError):
+    """A dataset folder holds no file at all."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        super().__init__(
+            f"dataset {self.path} contains no files; nothing to transfer. "
+            "It is quarantined in managed/error/; remove it, or put the acquisition's files in it "
+            "and resubmit."
+        )
+
+
+class UnreadableFileError(TransferError):
+    """A source file cannot be read (permissions, I/O error)."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot read {self.path}: {reason}. Check the file's permissions "
+            "(the agent's user must be able to read it), then resubmit the dataset."
+        )
+
+
+class DestinationError(TransferError):
+    """The destination cannot take the dataset now; it is retried later.
+
+    Raised for a missing, unreachable or read-only destination, and a full disk.
+    ``retryable`` tells the agent the condition may heal by itself.
+    """
+
+    retryable = True
+
+    def __init__(self, destination: str | Path, reason: str):
+        self.destination = str(destination)
+        self.reason = reason
+        super().__init__(
+            f"destination {self.destination} cannot take data: {reason}. The dataset stays "
+            "queued and is retried; check that the share is mounted and writable."
+        )
+
+
+class DestinationFullError(DestinationError):
+    """No space left at the destination."""
+
+    def __init__(self, destination: str | Path, needed: int | None = None):
+        detail = "no space left on device"
+        if needed is not None:
+            detail += f" ({needed / 1e9:.2f} GB needed)"
+        super().__init__(destination, detail)
+
+
+class VerificationError(TransferError):
+    """A copied file does not match its source (size or hash)."""
+
+    def __init__(self, path: str | Path, expected: str, actual: str):
+        self.path = str(path)
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"verification failed for {self.path}: expected {expected}, got {actual}. "
+            "The copy is discarded and retried; the source is untouched."
+        )
+
+
+class SourceChangedError(TransferError):
+    """A source file kept changing while it was being copied."""
+
+    def __init__(self, path: str | Path, attempts: int):
+        self.path = str(path)
+        self.attempts = attempts
+        super().__init__(
+            f"{self.path} changed during {attempts} copy attempts; it is still being written. "
+            "The dataset goes back to waiting; raise readiness.quiet_seconds if acquisitions "
+            "pause longer than that between writes."
+        )
+
+
+class SubmitError(AutotxError):
+    """A folder cannot be submitted for transfer."""
+
+
+# --- imaging -------------------------------------------------------------------------
+
+
+class ReaderError(AutotxError):
+    """A microscopy file cannot be opened or read.
+
+    Carries the file, the backends that were tried and why each failed.
+    """
+
+    def __init__(self, path: str | Path, tried: dict[str, str] | None = None, hint: str = ""):
+        self.path = str(path)
+        self.tried = dict(tried or {})
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.tried.items())
+        message = f"cannot read {self.path}"
+        if reasons:
+            message += f" (tried {reasons})"
+        if hint:
+            message += f". {hint}"
+        super().__init__(message)
+
+
+class MissingDependencyError(AutotxError, ImportError):
+    """An optional package is needed for this feature; the message says how to install it."""
