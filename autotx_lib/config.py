@@ -126,6 +126,9 @@ class Config(_Section):
     journal: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in managed/.")
     poll_seconds: float = Field(5.0, gt=0, description="How often incoming/ is scanned.")
     grace_period_days: int = Field(30, ge=0)
+    submit_roots: list[Path] = Field(default_factory=list, description="Folders that "
+                                     "`autotx submit` accepts paths from; default: incoming's "
+                                     "parent folder (the instrument's data drive).")
     log_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
@@ -246,6 +249,10 @@ def check_config(config: Config) -> list[ConfigProblem]:
         if pa == pb or pa in pb.parents or pb in pa.parents:
             problems.append(ConfigProblem(f"{a}/{b}", f"{pa} and {pb} overlap",
                                           "use three separate folders, none inside another"))
+    if _device(resolved["incoming"]) != _device(resolved["managed"]):
+        problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
+                                      "volumes; datasets are moved between them by renaming",
+                                      "put both on the instrument's data drive"))
     dest = resolved["destination"]
     if not dest.is_dir():
         problems.append(ConfigProblem("destination", f"{dest} is not reachable (missing or not "
@@ -254,6 +261,12 @@ def check_config(config: Config) -> list[ConfigProblem]:
         problems.append(ConfigProblem("destination", f"{dest} is not writable by this user",
                                       "grant write access to the agent's user"))
     return problems
+
+
+def _device(folder: Path) -> int:
+    while not folder.exists():
+        folder = folder.parent
+    return folder.stat().st_dev
 
 
 def _creatable(folder: Path) -> bool:

@@ -117,7 +117,10 @@ def build_javabridge_wheel(java_home: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         sdist = download_javabridge_sdist(Path(tmp))
         with tarfile.open(sdist) as archive:
-            archive.extractall(tmp, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(tmp, filter="data")
+            else:  # Python < 3.11.4
+                archive.extractall(tmp)
         source = Path(tmp) / f"python_javabridge-{JAVABRIDGE_VERSION}"
         if not source.exists():
             source = Path(tmp) / f"python-javabridge-{JAVABRIDGE_VERSION}"
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--test", action="store_true", help="also install the test tools")
     args = parser.parse_args(argv)
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before the venv exists
         fail(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
     java_home = find_java_home()
     extras = "imaging,viz,postgres" + (",test" if args.test else "")

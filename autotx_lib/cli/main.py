@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from autotx_lib.cli.config import config_app
+from autotx_lib.cli.transfer import demo, run, status_command, submit_command
+
 app = typer.Typer(
     name="autotx",
     help="Move microscopy data off instrument PCs, verified; then look at what arrived.",
@@ -11,6 +14,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+app.command("demo")(demo)
+app.command("run")(run)
+app.command("status")(status_command)
+app.command("submit")(submit_command)
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:

@@ -1,0 +1,227 @@
+"""``autotx run``, ``status``, ``submit``, ``demo``: the transfer commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from autotx_lib.cli._common import (
+    EXIT_STATUS_HELP,
+    ConfigOption,
+    ExitCode,
+    err,
+    fail,
+    handle_errors,
+    human_bytes,
+    out,
+)
+from autotx_lib.config import Config, check_config, load_config
+from autotx_lib.errors import ConfigError
+from autotx_lib.logging_setup import configure_logging
+from autotx_lib.transfer import agent as agent_module
+from autotx_lib.transfer.status import Status, status
+
+
+def load_checked(path: Path) -> Config:
+    """Load a config and refuse to go on while it has problems."""
+    config = load_config(path)
+    problems = check_config(config)
+    if problems:
+        raise ConfigError(path, problems)
+    return config
+
+
+class ProgressView:
+    """Renders the agent's progress callbacks as rich progress bars, one per dataset."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[int, int] = {}
+
+    def __call__(self, p: agent_module.Progress) -> None:
+        if p.dataset_id not in self.tasks:
+            self.tasks[p.dataset_id] = self.progress.add_task(
+                f"{p.user}/{p.name}", total=p.bytes_total, files=f"0/{p.files_total}")
+        self.progress.update(self.tasks[p.dataset_id], completed=p.bytes_done,
+                             files=f"{p.files_done}/{p.files_total} files")
+
+
+def _progress_bars() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
+                    DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                    console=err, transient=False)
+
+
+def _event_printer(console):
+    def print_event(level: str, message: str) -> None:
+        style = {"error": "red", "warning": "yellow"}.get(level, "dim")
+        console.print(f"[{style}]{level}:[/] ", end="", markup=True)
+        console.print(message, markup=False, soft_wrap=True, highlight=False)
+    return print_event
+
+
+def run_agent(config: Config, once: bool) -> agent_module.RunSummary:
+    """Run the agent with progress bars; SIGTERM and Ctrl-C stop it cleanly."""
+    with _progress_bars() as bars:
+        agent = agent_module.Agent(config, on_progress=ProgressView(bars),
+                                   on_event=_event_printer(bars.console))
+        previous = signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+        try:
+            return agent.run(once=once)
+        except KeyboardInterrupt:
+            agent.stop()
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run(config: ConfigOption, once: Annotated[bool, typer.Option(
+        "--once", help="Process every dataset that is ready now, then exit.")] = False) -> None:
+    """Run the transfer agent in the foreground (Ctrl-C or SIGTERM stop it cleanly).
+
+    Exit status: 0 all done; 1 some datasets failed or wait for a retry; 2 bad
+    configuration (nothing done); 130 interrupted.
+    """
+    cfg = handle_errors(load_checked)(config)
+    configure_logging(cfg)
+    summary = handle_errors(run_agent)(cfg, once)
+    parts = [f"{len(summary.delivered)} delivered", f"{len(summary.unmatched)} unmatched",
+             f"{len(summary.failed)} quarantined", f"{len(summary.retrying)} to retry",
+             f"{len(summary.waiting)} not ready yet"]
+    out.print("; ".join(parts))
+    raise typer.Exit(int(ExitCode.OK if summary.ok else ExitCode.INCOMPLETE))
+
+
+def _status_table(snapshot: Status) -> None:
+    out.print(f"agent: [bold]{snapshot.agent_state}[/]"
+              + (f" ({snapshot.agent_detail})" if snapshot.agent_detail else ""), markup=True)
+    current = snapshot.current
+    if current is not None:
+        rate = current.rate_bytes_per_s
+        eta = current.eta_seconds
+        out.print(f"current: {current.user}/{current.name}: {current.percent:.1f} % "
+                  f"({current.copied_files}/{current.total_files} files, "
+                  f"{human_bytes(current.copied_bytes)} of {human_bytes(current.total_bytes)}"
+                  + (f", {human_bytes(rate)}/s" if rate else "")
+                  + (f", {eta:.0f} s left" if eta is not None else "") + ")")
+    table = Table("id", "user", "dataset", "state", "files", "size", "finished", "note",
+                  title="queue and recent results")
+    for d in snapshot.queue + snapshot.history:
+        note = d.error or (f"verified ({d.algorithm}), at {d.dest_path}" if d.verified else "")
+        table.add_row(str(d.id), d.user, d.name, d.state, str(d.total_files),
+                      human_bytes(d.total_bytes),
+                      f"{d.finished_at:%Y-%m-%d %H:%M}" if d.finished_at else "", note)
+    out.print(table)
+    for event in snapshot.events[:5]:
+        out.print(f"{event.at:%H:%M:%S} {event.level}: {event.message}", markup=False,
+                  soft_wrap=True)
+
+
+def status_command(config: ConfigOption, as_json: Annotated[bool, typer.Option(
+        "--json", help="Print machine-readable JSON.")] = False) -> None:
+    """Show the queue, the current transfer with its progress, and the last results.
+
+    Reads the agent's journal, so it works while the agent runs in another process.
+    Exit status: 0; 2 bad configuration.
+    """
+    cfg = handle_errors(load_config)(config)
+    snapshot = status(cfg)
+    if as_json:
+        out.print_json(json.dumps(snapshot.to_dict()))
+    else:
+        _status_table(snapshot)
+
+
+def submit_command(
+    config: ConfigOption,
+    path: Annotated[Path, typer.Argument(help="The finished acquisition folder.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Whose data it is (their folder "
+                                      "name at the destination).")],
+) -> None:
+    """Queue a folder for transfer (a rename on the same volume, else a verified copy).
+
+    Exit status: 0 queued; 2 refused (the message says why).
+    """
+    from autotx_lib.transfer.submit import submit
+
+    cfg = handle_errors(load_config)(config)
+    queued = handle_errors(submit)(cfg, path, user)
+    out.print(f"queued: {queued}")
+
+
+def demo(
+    folder: Annotated[Path | None, typer.Option("--dir", help="Where to build the demo "
+                                                "facility (default: a new temporary folder).")]
+    = None,
+    scale: Annotated[float, typer.Option(help="Data volume factor (1.0 = about 100 MB).")] = 1.0,
+) -> None:
+    """Build a small demo facility, run the agent on it, and show what arrived, verified.
+
+    No network and no set-up needed. Exit status: 0 when everything was delivered
+    as expected; 1 otherwise.
+    """
+    from autotx_lib.transfer.copy import CHECK_TOOL, verify_manifest
+    from autotx_lib.transfer.demo import build_demo_facility
+
+    root = folder or Path(tempfile.mkdtemp(prefix="autotx-demo-"))
+    if folder is not None and folder.exists() and any(folder.iterdir()):
+        raise fail(f"{folder} is not empty; give a new or empty folder to --dir")
+    err.print(f"building a demo facility in {root} ...")
+    cfg = build_demo_facility(root, scale=scale)
+    _show_incoming(cfg)
+    err.print(f"waiting {cfg.readiness.quiet_seconds:.0f} s for the acquisitions to be quiet ...")
+    time.sleep(cfg.readiness.quiet_seconds + 0.2)
+    summary = run_agent(cfg, once=True)
+    snapshot = status(cfg)
+    table = Table("user", "dataset", "files", "size", "rate", "arrived at", "verified",
+                  title="what arrived")
+    all_ok = bool(summary.delivered)
+    for d in snapshot.history:
+        if d.state != "done":
+            table.add_row(d.user, d.name, str(d.total_files), human_bytes(d.total_bytes), "",
+                          f"[yellow]{d.state}[/]: {d.final_path}", "")
+            continue
+        problems = verify_manifest(Path(d.dest_path), Path(d.manifest_path), d.algorithm)
+        all_ok &= not problems
+        rate = d.rate_bytes_per_s
+        table.add_row(d.user, d.name, str(d.total_files), human_bytes(d.total_bytes),
+                      f"{human_bytes(rate)}/s" if rate else "", d.dest_path,
+                      "[green]yes[/]" if not problems else f"[red]{len(problems)} problems[/]")
+    out.print(table)
+    algorithm = cfg.verify.algorithm
+    out.print(f"Every file was hashed ({algorithm}) while read, read back from the destination "
+              "and compared, then one rename made each dataset appear whole.")
+    delivered = [d for d in snapshot.history if d.state == "done"]
+    if delivered:
+        out.print(f"Check one yourself:  cd {delivered[-1].dest_path} && "
+                  f"{CHECK_TOOL[algorithm]} {Path(delivered[-1].manifest_path).name}")
+    out.print(f"Originals rest in the grace area: {cfg.managed / 'done'}")
+    out.print(f"Status from the journal:  autotx status -c {root / 'autotx.toml'}")
+    raise typer.Exit(int(ExitCode.OK if all_ok and summary.ok else ExitCode.INCOMPLETE))
+
+
+def _show_incoming(cfg: Config) -> None:
+    table = Table("user", "acquisition", "files", "size", title="the instrument's incoming folder")
+    for user in sorted(cfg.incoming.iterdir()):
+        for dataset in sorted(user.iterdir()):
+            sizes = [f.stat().st_size for f in dataset.rglob("*") if f.is_file()]
+            table.add_row(user.name, dataset.name, str(len(sizes)), human_bytes(sum(sizes)))
+    err.print(table)
+
+
+__all__ = ["run", "status_command", "submit_command", "demo", "EXIT_STATUS_HELP"]

@@ -1,0 +1,371 @@
+"""The journal: the single source of truth for datasets, files, events and agent sessions.
+
+SQLAlchemy 2 Core over SQLite (WAL) by default, PostgreSQL for a facility-wide journal;
+one schema for both. Every state change of a dataset is written here before and after
+the filesystem step it describes, so an agent killed at any instant resumes correctly.
+Status is read from here, never from the agent's memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, Row, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from autotx_lib.errors import JournalError
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+datasets = Table(
+    "datasets", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("stamp", String(32), nullable=False),
+    Column("state", String(32), nullable=False, index=True),
+    Column("incoming_path", Text, nullable=False),
+    Column("processing_path", Text, nullable=False),
+    Column("tmp_path", Text),
+    Column("dest_path", Text),
+    Column("final_path", Text),  # done/, error/ or unmatched/ location of the source
+    Column("algorithm", String(16), nullable=False),
+    Column("total_files", Integer, nullable=False, default=0),
+    Column("total_bytes", BigInteger, nullable=False, default=0),
+    Column("copied_files", Integer, nullable=False, default=0),
+    Column("copied_bytes", BigInteger, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime),
+    Column("error", Text),
+    Column("manifest_path", Text),
+    Column("manifest_digest", String(128)),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+)
+
+files = Table(
+    "files", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("relpath", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("digest", String(128)),
+    Column("verified", Boolean, nullable=False, default=False),
+    Column("copies", Integer, nullable=False, default=0),
+    UniqueConstraint("dataset_id", "relpath"),
+)
+Index("files_by_dataset", files.c.dataset_id, files.c.verified)
+
+events = Table(
+    "events", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime, nullable=False, index=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id")),
+    Column("level", String(8), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("started_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+    Column("ended_at", DateTime),
+    Column("clean", Boolean, nullable=False, default=False),
+    Column("state", String(32), nullable=False, default="idle"),
+    Column("state_reason", Text),
+)
+
+settings = Table(
+    "settings", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# The states a dataset goes through (see ARCHITECTURE.md, "The folder lifecycle").
+CLAIMING = "claiming"          # about to be moved from incoming/ to processing/
+QUEUED = "queued"              # in processing/, waiting for (another) copy attempt
+COPYING = "copying"            # files being copied into the destination's tmp area
+DELIVERING = "delivering"      # verified in tmp; the final rename is about to happen
+DELIVERED = "delivered"        # whole at the destination; the source still in processing/
+DONE = "done"                  # the source rests in managed/done/ (grace)
+UNMATCHING = "unmatching"      # about to move to managed/unmatched/
+UNMATCHED = "unmatched"
+QUARANTINING = "quarantining"  # about to move to managed/error/
+ERROR = "error"
+VANISHED = "vanished"          # the folder disappeared before the agent owned it
+ACTIVE_STATES = (CLAIMING, QUEUED, COPYING, DELIVERING, DELIVERED, UNMATCHING, QUARANTINING)
+FINAL_STATES = (DONE, UNMATCHED, ERROR, VANISHED)
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now (both SQLite and PostgreSQL store it the same way)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Journal:
+    """Queries and updates over the journal database.
+
+    Parameters
+    ----------
+    url : str
+        A SQLAlchemy URL, e.g. ``sqlite:////data/managed/autotx.sqlite`` or
+        ``postgresql+psycopg://user@host/autotx``.
+
+    Examples
+    --------
+    >>> j = Journal("sqlite://")          # in memory
+    >>> j.log("info", "note", "hello")
+    >>> j.recent_events(1)[0].message
+    'hello'
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            if url.startswith("sqlite"):
+                database = make_url(url).database
+                if database and database != ":memory:":
+                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+                self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            else:
+                self.engine = create_engine(url, pool_pre_ping=True)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as error:
+            raise JournalError(
+                f"cannot open the journal at {self._safe_url()}: {error.__class__.__name__}: "
+                f"{error}. Check the `journal` URL in the config and that the folder or "
+                "database server is reachable."
+            ) from None
+        self._set_default("schema_version", str(SCHEMA_VERSION))
+
+    def _safe_url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") \
+            else self.url.split("@")[-1]
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    # --- datasets ---------------------------------------------------------------------
+
+    def add_dataset(self, **values: Any) -> int:
+        """Insert a dataset row; returns its id."""
+        now = utcnow()
+        values.setdefault("created_at", now)
+        values.setdefault("updated_at", now)
+        with self.engine.begin() as conn:
+            return conn.execute(insert(datasets).values(**values)).inserted_primary_key[0]
+
+    def update_dataset(self, dataset_id: int, **values: Any) -> None:
+        """Update columns of one dataset row (``updated_at`` is set too)."""
+        values["updated_at"] = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(**values))
+
+    def dataset(self, dataset_id: int) -> Row:
+        """One dataset row by id."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(datasets).where(datasets.c.id == dataset_id)).first()
+        if row is None:
+            raise JournalError(f"no dataset with id {dataset_id} in the journal")
+        return row
+
+    def datasets_in(self, states: Iterable[str]) -> list[Row]:
+        """Datasets whose state is one of ``states``, oldest first."""
+        query = select(datasets).where(datasets.c.state.in_(list(states))).order_by(datasets.c.id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def all_datasets(self, limit: int | None = None) -> list[Row]:
+        """Datasets, newest first."""
+        query = select(datasets).order_by(datasets.c.id.desc())
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def known_incoming_paths(self) -> set[str]:
+        """Incoming paths of datasets the agent is working on (not finished)."""
+        query = select(datasets.c.incoming_path).where(datasets.c.state.in_(ACTIVE_STATES))
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(query)}
+
+    # --- files ------------------------------------------------------------------------
+
+    def add_files(self, dataset_id: int, entries: Sequence[tuple[str, int, int]]) -> None:
+        """Record the files of a dataset: (relpath, size, mtime_ns) each."""
+        rows = [{"dataset_id": dataset_id, "relpath": r, "size": s, "mtime_ns": m,
+                 "verified": False, "copies": 0} for r, s, m in entries]
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 5000):
+                conn.execute(insert(files), rows[start:start + 5000])
+
+    def files_of(self, dataset_id: int) -> list[Row]:
+        """Every file row of a dataset, in path order."""
+        query = select(files).where(files.c.dataset_id == dataset_id).order_by(files.c.relpath)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def mark_verified(self, dataset_id: int, results: Sequence[dict[str, Any]],
+                      copied_bytes: int, copied_files: int) -> None:
+        """Record verified files in one transaction, with the dataset's progress.
+
+        Each result has ``relpath``, ``digest``, ``size``, ``mtime_ns`` and ``copies``.
+        """
+        statement = (update(files)
+                     .where(files.c.dataset_id == dataset_id)
+                     .where(files.c.relpath == _bind("relpath"))
+                     .values(digest=_bind("digest"), size=_bind("size"),
+                             mtime_ns=_bind("mtime_ns"), verified=True,
+                             copies=files.c.copies + _bind("copies")))
+        params = [{"b_" + k: v for k, v in r.items()} for r in results]
+        with self.engine.begin() as conn:
+            if params:
+                conn.execute(statement, params)
+            conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
+                copied_bytes=copied_bytes, copied_files=copied_files, updated_at=utcnow()))
+
+    def reset_files(self, dataset_id: int, relpaths: Iterable[str] | None = None) -> None:
+        """Mark files (all when ``relpaths`` is None) as not verified, to be copied again."""
+        statement = update(files).where(files.c.dataset_id == dataset_id)
+        if relpaths is not None:
+            statement = statement.where(files.c.relpath.in_(list(relpaths)))
+        with self.engine.begin() as conn:
+            conn.execute(statement.values(verified=False, digest=None))
+
+    def set_progress(self, dataset_id: int, copied_bytes: int, copied_files: int) -> None:
+        """Update the live progress counters of a dataset."""
+        with self.engine.begin() as conn:
+            conn.execute(update(datasets).where(datasets.c.id == dataset_id).values(
+                copied_bytes=copied_bytes, copied_files=copied_files, updated_at=utcnow()))
+
+    # --- events -----------------------------------------------------------------------
+
+    def log(self, level: str, kind: str, message: str, dataset_id: int | None = None) -> None:
+        """Append an event (``level`` is info, warning or error)."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(events).values(at=utcnow(), dataset_id=dataset_id, level=level,
+                                               kind=kind, message=message))
+
+    def recent_events(self, limit: int = 50, dataset_id: int | None = None) -> list[Row]:
+        """Newest events first."""
+        query = select(events).order_by(events.c.id.desc()).limit(limit)
+        if dataset_id is not None:
+            query = query.where(events.c.dataset_id == dataset_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def has_event(self, kind: str, message: str) -> bool:
+        """Whether an event of this kind and message was ever recorded (report things once)."""
+        query = (select(func.count()).select_from(events)
+                 .where(events.c.kind == kind).where(events.c.message == message))
+        with self.engine.connect() as conn:
+            return bool(conn.execute(query).scalar())
+
+    # --- sessions and settings --------------------------------------------------------
+
+    def start_session(self, host: str, pid: int, version: str) -> tuple[int, Row | None]:
+        """Open an agent session; returns its id and the previous session if it ended uncleanly."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            previous = conn.execute(select(sessions).order_by(sessions.c.id.desc()).limit(1)).first()
+            new_id = conn.execute(insert(sessions).values(
+                host=host, pid=pid, version=version, started_at=now, heartbeat_at=now,
+                clean=False, state="starting")).inserted_primary_key[0]
+        unclean = previous if previous is not None and previous.ended_at is None else None
+        return new_id, unclean
+
+    def heartbeat(self, session_id: int, state: str, reason: str | None = None) -> None:
+        """Record that the agent is alive, and what it is doing."""
+        with self.engine.begin() as conn:
+            conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+                heartbeat_at=utcnow(), state=state, state_reason=reason))
+
+    def end_session(self, session_id: int) -> None:
+        """Mark a session as cleanly ended."""
+        with self.engine.begin() as conn:
+            conn.execute(update(sessions).where(sessions.c.id == session_id).values(
+                ended_at=utcnow(), clean=True, state="stopped"))
+
+    def last_session(self) -> Row | None:
+        """The newest agent session, if any."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(sessions).order_by(sessions.c.id.desc()).limit(1)).first()
+
+    def get_setting(self, key: str) -> Any:
+        """A JSON value stored under ``key`` (None when absent)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(settings.c.value).where(settings.c.key == key)).first()
+        return json.loads(row[0]) if row else None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Store a JSON value under ``key`` (persists across restarts)."""
+        payload = json.dumps(value)
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(settings.c.key).where(settings.c.key == key)).first()
+            if exists:
+                conn.execute(update(settings).where(settings.c.key == key)
+                             .values(value=payload, updated_at=utcnow()))
+            else:
+                conn.execute(insert(settings).values(key=key, value=payload, updated_at=utcnow()))
+
+    def _set_default(self, key: str, value: str) -> None:
+        if self.get_setting(key) is None:
+            self.set_setting(key, value)
+
+
+def _bind(name: str):
+    from sqlalchemy import bindparam
+
+    return bindparam("b_" + name)
+
+
+__all__ = [
+    "Journal", "datasets", "files", "events", "sessions", "settings", "utcnow",
+    "ACTIVE_STATES", "FINAL_STATES",
+]

@@ -1,0 +1,497 @@
+"""The agent: find finished acquisitions, copy, verify, deliver, keep the original in grace.
+
+Each dataset moves through the states of :mod:`autotx_lib.journal`; every step writes
+the journal before and after touching the filesystem, and every step can be repeated
+after a crash, so :meth:`Agent.run` simply advances every unfinished dataset until it
+reaches a final state (done, unmatched, error) or must wait (destination unavailable).
+
+Examples
+--------
+>>> from autotx_lib.config import load_config          # doctest: +SKIP
+>>> summary = Agent(load_config("autotx.toml")).run(once=True)  # doctest: +SKIP
+>>> summary.delivered                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autotx_lib import __version__
+from autotx_lib import journal as J
+from autotx_lib.config import Config
+from autotx_lib.errors import (
+    DestinationError,
+    EmptyDatasetError,
+    SourceChangedError,
+    TransferError,
+    UnsafePathError,
+)
+from autotx_lib.journal import Journal, utcnow
+from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.layout import (
+    ManagedFolders,
+    SourceFile,
+    check_name,
+    free_name,
+    fsync_dir,
+    list_dataset,
+    make_stamp,
+    move_dir,
+)
+from autotx_lib.transfer.readiness import candidate_folders, check_ready, stray_entries
+
+log = logging.getLogger("autotx")
+
+RETRY_BASE_SECONDS = 30.0
+RETRY_MAX_SECONDS = 3600.0
+JOURNAL_BATCH_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Live progress of the dataset being copied, handed to the ``on_progress`` callback."""
+
+    dataset_id: int
+    user: str
+    name: str
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    started: float  # time.monotonic() at the start of this copy attempt
+
+
+@dataclass
+class RunSummary:
+    """What one :meth:`Agent.run` did: dataset ids by outcome."""
+
+    delivered: list[int] = field(default_factory=list)
+    unmatched: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    retrying: list[int] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # folders not ready yet, with reason
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed and nothing is left to retry."""
+        return not (self.failed or self.retrying)
+
+
+class _CopyCounter:
+    """Bytes copied so far, shared by the copy threads."""
+
+    def __init__(self, start: int = 0):
+        self.value = start
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+class Agent:
+    """Moves finished datasets from ``incoming`` to ``destination``, verified.
+
+    Parameters
+    ----------
+    config : Config
+        The agent's configuration.
+    journal : Journal, optional
+        Defaults to ``Journal(config.journal_url)``.
+    on_progress : callable, optional
+        Receives a :class:`Progress` about twice a second during a copy.
+    on_event : callable, optional
+        Receives ``(level, message)`` for every journal event (for faces that print them).
+    """
+
+    def __init__(self, config: Config, *, journal: Journal | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 on_event: Callable[[str, str], None] | None = None):
+        self.config = config
+        self.journal = journal or Journal(config.journal_url)
+        self.folders = ManagedFolders(config.managed)
+        self.on_progress = on_progress
+        self.on_event = on_event
+        self.stop_requested = threading.Event()
+        self._recovering: set[int] = set()
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self, once: bool = False) -> RunSummary:
+        """Run the agent: ``once=True`` processes what is ready now and returns.
+
+        Without ``once`` it polls every ``config.poll_seconds`` until :meth:`stop`.
+        """
+        self.folders.create()
+        self.config.incoming.mkdir(parents=True, exist_ok=True)
+        session, unclean = self.journal.start_session(self.config.host_alias, os.getpid(),
+                                                      __version__)
+        if unclean is not None:
+            self._event("warning", "unclean-shutdown", f"the previous agent session "
+                        f"(pid {unclean.pid}, started {unclean.started_at:%Y-%m-%d %H:%M}) "
+                        "did not stop cleanly; resuming its work")
+        summary = RunSummary()
+        try:
+            self._recovering = {row.id for row in self.journal.datasets_in(J.ACTIVE_STATES)}
+            while True:
+                self.journal.heartbeat(session, "scanning")
+                claimed, summary.waiting = self.scan()
+                for dataset_id in claimed:
+                    self._record_outcome(summary, self.journal.dataset(dataset_id))
+                for row in self.journal.datasets_in(J.ACTIVE_STATES):
+                    if self.stop_requested.is_set():
+                        break
+                    if not once and not self._due(row):
+                        continue
+                    self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
+                    self._record_outcome(summary, self.process(row.id))
+                if once or self.stop_requested.is_set():
+                    break
+                self.journal.heartbeat(session, "idle")
+                self.stop_requested.wait(self.config.poll_seconds)
+        finally:
+            self.journal.end_session(session)
+        finished = {*summary.delivered, *summary.unmatched, *summary.failed}
+        summary.retrying = [i for i in summary.retrying if i not in finished]
+        return summary
+
+    def stop(self) -> None:
+        """Ask the agent to stop: files under way finish, nothing new starts."""
+        self.stop_requested.set()
+
+    def _due(self, row) -> bool:
+        return row.next_attempt_at is None or row.next_attempt_at <= utcnow()
+
+    @staticmethod
+    def _record_outcome(summary: RunSummary, row) -> None:
+        target = {J.DONE: summary.delivered, J.UNMATCHED: summary.unmatched,
+                  J.ERROR: summary.failed}.get(row.state, summary.retrying)
+        if row.id not in target:
+            target.append(row.id)
+
+    # --- finding and claiming ---------------------------------------------------------
+
+    def scan(self) -> tuple[list[int], list[str]]:
+        """Claim every dataset folder in incoming/ that is ready.
+
+        Returns the ids of the claimed datasets, and the folders still waiting (with why).
+        """
+        for stray in stray_entries(self.config.incoming):
+            if not self.journal.has_event("stray", stray):
+                self._event("warning", "stray", stray)
+        known = self.journal.known_incoming_paths()
+        claimed, waiting = [], []
+        for user, folder in candidate_folders(self.config.incoming):
+            if str(folder) in known:
+                continue
+            readiness = check_ready(folder, self.config.readiness)
+            if readiness.ready:
+                claimed.append(self.claim(user, folder))
+            else:
+                waiting.append(f"{user}/{folder.name}: {readiness.reason}")
+        return claimed, waiting
+
+    def claim(self, user: str, folder: Path) -> int:
+        """Take ownership of a ready dataset: move it from incoming/ to processing/."""
+        stamp = make_stamp()
+        try:
+            check_name(user, self.config.incoming)
+            check_name(folder.name, folder.parent)
+        except UnsafePathError as error:
+            return self._claim_unsafe(user, folder, stamp, error)
+        processing = free_name(self.folders.processing, f"{stamp}__{user}__{folder.name}")
+        dataset_id = self.journal.add_dataset(
+            user=user, name=folder.name, stamp=stamp, state=J.CLAIMING,
+            incoming_path=str(folder), processing_path=str(processing),
+            algorithm=self.config.verify.algorithm)
+        os.rename(folder, processing)
+        fsync_dir(processing.parent)
+        self.journal.update_dataset(dataset_id, state=J.QUEUED)
+        self._event("info", "claimed", f"{user}/{folder.name} is ready; queued", dataset_id)
+        return dataset_id
+
+    def _claim_unsafe(self, user: str, folder: Path, stamp: str, error: UnsafePathError) -> int:
+        safe_user = _printable(user)
+        safe_name = _printable(folder.name)
+        dataset_id = self.journal.add_dataset(
+            user=safe_user, name=safe_name, stamp=stamp, state=J.QUARANTINING,
+            incoming_path=_printable(str(folder)), processing_path=_printable(str(folder)),
+            algorithm=self.config.verify.algorithm, error=str(error))
+        self._quarantine_from(dataset_id, folder, safe_user, safe_name, stamp, str(error))
+        return dataset_id
+
+    # --- advancing one dataset --------------------------------------------------------
+
+    def process(self, dataset_id: int):
+        """Advance one dataset until it is final or must wait; returns its journal row."""
+        steps = {
+            J.CLAIMING: self._resume_claim, J.QUEUED: self._prepare, J.COPYING: self._copy,
+            J.DELIVERING: self._deliver, J.DELIVERED: self._finish,
+            J.UNMATCHING: self._unmatch, J.QUARANTINING: self._quarantine,
+        }
+        while True:
+            row = self.journal.dataset(dataset_id)
+            if row.state not in steps or self.stop_requested.is_set():
+                return row
+            try:
+                advanced = steps[row.state](row)
+            except DestinationError as error:
+                self._retry_later(row, str(error))
+                return self.journal.dataset(dataset_id)
+            except SourceChangedError as error:
+                self._retry_later(row, str(error), delay=max(self.config.readiness.quiet_seconds,
+                                                            RETRY_BASE_SECONDS))
+                return self.journal.dataset(dataset_id)
+            except TransferError as error:
+                self.journal.update_dataset(dataset_id, state=J.QUARANTINING, error=str(error))
+                continue
+            except OSError as error:  # unexpected I/O trouble: keep the data, try again later
+                self._retry_later(row, f"{error.__class__.__name__}: {error}.")
+                return self.journal.dataset(dataset_id)
+            if not advanced:
+                return self.journal.dataset(dataset_id)
+
+    def _resume_claim(self, row) -> bool:
+        if Path(row.processing_path).exists():
+            self.journal.update_dataset(row.id, state=J.QUEUED)
+            return True
+        state_note = "it is still in incoming/ and will be claimed again" \
+            if Path(row.incoming_path).exists() else "it is gone"
+        self.journal.update_dataset(row.id, state=J.VANISHED,
+                                    error=f"claim interrupted; {state_note}")
+        self._event("warning", "vanished", f"{row.user}/{row.name}: claim interrupted; "
+                    f"{state_note}", row.id)
+        return False
+
+    def _prepare(self, row) -> bool:
+        """Check destination and user folder, list the files, start copying."""
+        user_folder = self.config.destination / row.user
+        self._check_destination()
+        if not user_folder.is_dir():
+            if not self.config.create_user_dirs:
+                self.journal.update_dataset(row.id, state=J.UNMATCHING, error=(
+                    f"no folder {user_folder} at the destination"))
+                return True
+            try:
+                user_folder.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DestinationError(user_folder, str(error)) from None
+        source = Path(row.processing_path)
+        listing = list_dataset(source)
+        if not listing.files:
+            raise EmptyDatasetError(source)
+        for skipped in listing.skipped:
+            self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
+        self._reconcile_files(row.id, listing.files)
+        tmp = self.config.tmp_path / row.user / f"{row.stamp}__{row.name}"
+        self.journal.update_dataset(
+            row.id, state=J.COPYING, tmp_path=str(tmp), total_files=len(listing.files),
+            total_bytes=listing.total_bytes, attempts=row.attempts + 1,
+            started_at=row.started_at or utcnow(), error=None)
+        return True
+
+    def _check_destination(self) -> None:
+        destination = self.config.destination
+        if not destination.is_dir():
+            raise DestinationError(destination, "missing or not mounted")
+        if not os.access(destination, os.W_OK):
+            raise DestinationError(destination, "not writable")
+
+    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> None:
+        known = {f.relpath: f for f in self.journal.files_of(dataset_id)}
+        if not known:
+            self.journal.add_files(dataset_id, [(f.relpath, f.size, f.mtime_ns) for f in listed])
+            return
+        changed = [f.relpath for f in listed if f.relpath in known and
+                   (known[f.relpath].size, known[f.relpath].mtime_ns) != (f.size, f.mtime_ns)]
+        new = [(f.relpath, f.size, f.mtime_ns) for f in listed if f.relpath not in known]
+        if changed:
+            self.journal.reset_files(dataset_id, changed)
+        if new:
+            self.journal.add_files(dataset_id, new)
+
+    def _copy(self, row) -> bool:
+        source = Path(row.processing_path)
+        tmp = Path(row.tmp_path)
+        self._check_destination()
+        self._recheck_verified(row, tmp, rehash=row.id in self._recovering)
+        self._recovering.discard(row.id)
+        rows = self.journal.files_of(row.id)
+        listed = {r.relpath for r in rows}
+        todo = [SourceFile(r.relpath, r.size, r.mtime_ns) for r in rows if not r.verified]
+        done_files = len(rows) - len(todo)
+        done_bytes = sum(r.size for r in rows if r.verified)
+        counter = _CopyCounter(done_bytes)
+        state = {"files": done_files, "flushed": time.monotonic()}
+        batch: list[dict] = []
+        started = time.monotonic()
+
+        def flush() -> None:
+            self.journal.mark_verified(row.id, batch, counter.value, state["files"])
+            batch.clear()
+            state["flushed"] = time.monotonic()
+
+        def on_file(result: C.CopiedFile) -> None:
+            batch.append({"relpath": result.relpath, "digest": result.digest,
+                          "size": result.size, "mtime_ns": result.mtime_ns,
+                          "copies": result.copies})
+            state["files"] += 1
+            if time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
+                flush()
+
+        def tick() -> None:
+            if self.on_progress is not None:
+                self.on_progress(Progress(row.id, row.user, row.name, state["files"],
+                                          len(rows), counter.value, row.total_bytes, started))
+
+        try:
+            C.copy_files(todo, source, tmp, row.algorithm, workers=self.config.copy_.workers,
+                         readback=self.config.verify.mode == "readback",
+                         max_attempts=self.config.copy_.max_attempts_per_file,
+                         on_file=on_file, on_bytes=counter.add,
+                         should_stop=self.stop_requested.is_set, tick=tick)
+        finally:
+            flush()
+            tick()
+        if self.stop_requested.is_set() and state["files"] < len(rows):
+            return False  # checkpointed: verified files are in the journal
+        return self._seal(row, tmp, listed)
+
+    def _recheck_verified(self, row, tmp: Path, rehash: bool) -> None:
+        """Check that files verified earlier are still intact in tmp; re-copy those that are not.
+
+        After a crash (``rehash``) their content is hashed again, since a power loss can
+        leave a file of the right size but wrong content; otherwise size is checked.
+        """
+        bad = []
+        for entry in self.journal.files_of(row.id):
+            if not entry.verified:
+                continue
+            target = tmp / entry.relpath
+            if not target.is_file() or target.stat().st_size != entry.size or \
+                    (rehash and C.hash_file(target, row.algorithm) != entry.digest):
+                bad.append(entry.relpath)
+        if bad:
+            self.journal.reset_files(row.id, bad)
+            self._event("warning", "recheck", f"{row.user}/{row.name}: {len(bad)} file(s) "
+                        "copied earlier are missing or changed in the tmp area; copying them again",
+                        row.id)
+
+    def _seal(self, row, tmp: Path, relpaths: set[str]) -> bool:
+        """All files verified: write the manifest, sync, and pick the final name."""
+        entries = [(r.relpath, r.digest) for r in self.journal.files_of(row.id)]
+        try:
+            manifest = C.write_manifest(tmp, entries, row.algorithm, taken=relpaths)
+            C.sync_filesystem(tmp)
+        except OSError as error:
+            raise DestinationError(tmp, str(error)) from None
+        digest = C.hash_file(manifest, row.algorithm)
+        dest = free_name(self.config.destination / row.user, row.name)
+        self.journal.update_dataset(row.id, state=J.DELIVERING, dest_path=str(dest),
+                                    manifest_path=str(dest / manifest.name),
+                                    manifest_digest=digest)
+        return True
+
+    def _deliver(self, row) -> bool:
+        """One rename makes the dataset appear whole at the destination."""
+        tmp, dest = Path(row.tmp_path), Path(row.dest_path)
+        if tmp.is_dir():
+            if os.path.lexists(dest):  # taken since the name was chosen: never overwrite
+                dest = free_name(dest.parent, row.name)
+                self.journal.update_dataset(row.id, dest_path=str(dest),
+                                            manifest_path=str(dest / Path(row.manifest_path).name))
+            os.rename(tmp, dest)
+            fsync_dir(dest.parent)
+        elif not dest.is_dir():
+            self.journal.reset_files(row.id)
+            self.journal.update_dataset(row.id, state=J.QUEUED, error="the verified copy "
+                                        "vanished from the destination's tmp area; copying again")
+            self._event("error", "lost-tmp", f"{row.user}/{row.name}: the verified copy "
+                        "vanished from the tmp area before delivery; copying again", row.id)
+            return True
+        if dest.name != row.name:
+            self._event("warning", "renamed", f"{row.user}/{row.name} already existed at the "
+                        f"destination; delivered as {dest.name}", row.id)
+        self.journal.update_dataset(row.id, state=J.DELIVERED)
+        return True
+
+    def _finish(self, row) -> bool:
+        """Move the source to the grace area (managed/done/)."""
+        source = Path(row.processing_path)
+        target = self.folders.done / row.user / f"{row.stamp}__{row.name}"
+        if source.exists():
+            target = move_dir(source, target)
+        elif row.final_path:
+            target = Path(row.final_path)
+        self.journal.update_dataset(row.id, state=J.DONE, final_path=str(target),
+                                    finished_at=utcnow(), next_attempt_at=None)
+        self._event("info", "delivered", f"{row.user}/{row.name}: {row.total_files} files, "
+                    f"{row.total_bytes / 1e6:.1f} MB delivered to {row.dest_path}, verified "
+                    f"({row.algorithm}); the original rests in {target}", row.id)
+        return False
+
+    def _unmatch(self, row) -> bool:
+        source = Path(row.processing_path)
+        target = self.folders.unmatched / row.user / f"{row.stamp}__{row.name}"
+        if source.exists():
+            target = move_dir(source, target)
+        self.journal.update_dataset(row.id, state=J.UNMATCHED, final_path=str(target),
+                                    finished_at=utcnow())
+        self._event("warning", "unmatched", f"{row.user}/{row.name}: no folder for user "
+                    f"{row.user!r} at the destination; moved to {target}. Create the user's "
+                    "folder at the destination and move the dataset back to incoming/.", row.id)
+        return False
+
+    def _quarantine(self, row) -> bool:
+        source = Path(row.processing_path)
+        self._quarantine_from(row.id, source, row.user, row.name, row.stamp, row.error or "")
+        return False
+
+    def _quarantine_from(self, dataset_id: int, source: Path, user: str, name: str,
+                         stamp: str, reason: str) -> None:
+        row = self.journal.dataset(dataset_id)
+        if row.tmp_path and Path(row.tmp_path).exists():
+            shutil.rmtree(row.tmp_path, ignore_errors=True)
+        target = self.folders.error / user / f"{stamp}__{name}"
+        if os.path.lexists(source):
+            target = move_dir(source, target)
+        reason_file = target.parent / f"{target.name}.reason.txt"
+        reason_file.write_text(f"{reason}\n\nQuarantined by autotx {__version__} on "
+                               f"{dt.datetime.now():%Y-%m-%d %H:%M:%S}. Nothing was deleted.\n",
+                               encoding="utf-8")
+        self.journal.update_dataset(dataset_id, state=J.ERROR, final_path=str(target),
+                                    finished_at=utcnow())
+        self._event("error", "quarantined", f"{user}/{name}: {reason} -> {target}", dataset_id)
+
+    def _retry_later(self, row, reason: str, delay: float | None = None) -> None:
+        """Back off exponentially; a partial tmp copy on a full disk is removed."""
+        if delay is None:
+            delay = min(RETRY_BASE_SECONDS * 2 ** max(row.attempts - 1, 0), RETRY_MAX_SECONDS)
+        if "no space left" in reason and row.tmp_path and Path(row.tmp_path).exists():
+            shutil.rmtree(row.tmp_path, ignore_errors=True)
+            self.journal.reset_files(row.id)
+        when = utcnow() + dt.timedelta(seconds=delay)
+        self.journal.update_dataset(row.id, state=J.QUEUED, error=reason, next_attempt_at=when,
+                                    attempts=row.attempts + (row.state == J.QUEUED))
+        self._event("warning", "retry", f"{row.user}/{row.name}: {reason} Next attempt in "
+                    f"{delay:.0f} s.", row.id)
+
+    def _event(self, level: str, kind: str, message: str, dataset_id: int | None = None) -> None:
+        self.journal.log(level, kind, message, dataset_id)
+        getattr(log, "warning" if level == "warning" else level)(message)
+        if self.on_event is not None:
+            self.on_event(level, message)
+
+
+def _printable(text: str) -> str:
+    """Text safe for the journal and the filesystem, even from a name that is not UTF-8."""
+    cleaned = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else "_" for ch in cleaned).replace("\ufffd", "_")

@@ -1,0 +1,187 @@
+"""A snapshot of the agent's state, read from the journal (never from the agent's memory).
+
+So it works from any process: the CLI, a notebook, a dashboard watching an agent that
+runs elsewhere.
+
+Examples
+--------
+>>> from autotx_lib.transfer.status import status        # doctest: +SKIP
+>>> s = status(config)                                    # doctest: +SKIP
+>>> s.current.percent, s.queue_df().head()                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autotx_lib import journal as J
+from autotx_lib.config import Config
+from autotx_lib.journal import Journal, utcnow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+HEARTBEAT_STALE_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class DatasetStatus:
+    """One dataset as the journal knows it."""
+
+    id: int
+    user: str
+    name: str
+    state: str
+    total_files: int
+    total_bytes: int
+    copied_files: int
+    copied_bytes: int
+    attempts: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+    dest_path: str | None
+    final_path: str | None
+    manifest_path: str | None
+    algorithm: str
+    error: str | None
+
+    @property
+    def percent(self) -> float:
+        """Bytes copied, in percent of the dataset's size."""
+        return 100.0 * self.copied_bytes / self.total_bytes if self.total_bytes else 0.0
+
+    @property
+    def rate_bytes_per_s(self) -> float | None:
+        """Mean rate since the copy started (None before it started)."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or utcnow()
+        seconds = (end - self.started_at).total_seconds()
+        return self.copied_bytes / seconds if seconds > 0 else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Seconds left at the mean rate (None when unknown)."""
+        rate = self.rate_bytes_per_s
+        if not rate or self.finished_at is not None:
+            return None
+        return (self.total_bytes - self.copied_bytes) / rate
+
+    @property
+    def verified(self) -> bool:
+        """Delivered and verified (every file's hash matched)."""
+        return self.state == J.DONE
+
+
+@dataclass(frozen=True)
+class EventStatus:
+    """One journal event."""
+
+    at: dt.datetime
+    level: str
+    kind: str
+    message: str
+    dataset_id: int | None
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the agent is doing and has done, as plain data.
+
+    ``agent_state`` is idle, scanning, transferring, stopped or ``not running`` (no
+    heartbeat for two minutes); ``current`` is the dataset being copied, if any.
+    """
+
+    agent_state: str
+    agent_detail: str | None
+    current: DatasetStatus | None
+    queue: list[DatasetStatus] = field(default_factory=list)
+    history: list[DatasetStatus] = field(default_factory=list)
+    events: list[EventStatus] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (datetimes as ISO strings)."""
+        def convert(value: Any) -> Any:
+            if isinstance(value, dt.datetime):
+                return value.isoformat()
+            if isinstance(value, dict):
+                return {k: convert(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [convert(v) for v in value]
+            return value
+
+        data = asdict(self)
+        if self.current is not None:
+            data["current"].update(percent=self.current.percent,
+                                   rate_bytes_per_s=self.current.rate_bytes_per_s,
+                                   eta_seconds=self.current.eta_seconds)
+        return convert(data)
+
+    def queue_df(self) -> pd.DataFrame:
+        """The queue as a pandas DataFrame (one row per dataset)."""
+        return _frame(self.queue)
+
+    def history_df(self) -> pd.DataFrame:
+        """Finished datasets (done, unmatched, error), newest first, as a DataFrame."""
+        return _frame(self.history)
+
+    def events_df(self) -> pd.DataFrame:
+        """Recent events, newest first, as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame([asdict(e) for e in self.events],
+                            columns=["at", "level", "kind", "message", "dataset_id"])
+
+
+def _frame(rows: list[DatasetStatus]) -> pd.DataFrame:
+    import pandas as pd
+
+    columns = list(DatasetStatus.__dataclass_fields__)
+    frame = pd.DataFrame([asdict(r) for r in rows], columns=columns)
+    frame["percent"] = [r.percent for r in rows]
+    return frame
+
+
+def _dataset(row) -> DatasetStatus:
+    return DatasetStatus(**{name: getattr(row, name) for name in DatasetStatus.__dataclass_fields__})
+
+
+def status(source: Config | Journal, *, history: int = 20, events: int = 30) -> Status:
+    """Read the agent's status from its journal.
+
+    Parameters
+    ----------
+    source : Config or Journal
+        The agent's configuration (its journal is opened) or an open journal.
+    history, events : int
+        How many finished datasets and events to include.
+
+    Returns
+    -------
+    status : Status
+    """
+    journal = source if isinstance(source, Journal) else Journal(source.journal_url)
+    active = [_dataset(r) for r in journal.datasets_in(J.ACTIVE_STATES)]
+    current = next((d for d in active if d.state in (J.COPYING, J.DELIVERING)), None)
+    finished = [_dataset(r) for r in journal.all_datasets(limit=history * 3)
+                if r.state in J.FINAL_STATES][:history]
+    recent = [EventStatus(e.at, e.level, e.kind, e.message, e.dataset_id)
+              for e in journal.recent_events(events)]
+    session = journal.last_session()
+    if session is None:
+        agent_state, detail = "never started", None
+    elif session.ended_at is not None:
+        agent_state, detail = "stopped", f"at {session.ended_at:%Y-%m-%d %H:%M:%S} UTC"
+    elif (utcnow() - session.heartbeat_at).total_seconds() > HEARTBEAT_STALE_SECONDS:
+        agent_state, detail = "not running", (f"no sign of life since "
+                                              f"{session.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC")
+    else:
+        agent_state, detail = session.state, session.state_reason
+    if journal is not source:
+        journal.close()
+    return Status(agent_state, detail, current, [d for d in active if d is not current],
+                  finished, recent)

@@ -1,0 +1,77 @@
+"""Fixtures for transfer tests: a facility (incoming, managed, destination) in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from autotx_lib.config import Config
+
+
+def make_dataset(incoming: Path, user: str, name: str, files: dict[str, bytes]) -> Path:
+    """Create incoming/<user>/<name> with the given files (relpath -> content)."""
+    folder = incoming / user / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for relpath, content in files.items():
+        target = folder / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return folder
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """relpath -> content of every file below ``folder`` (the manifest excluded)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.startswith("autotx-manifest")}
+
+
+@pytest.fixture
+def facility(tmp_path: Path) -> Config:
+    """A facility whose destination has a folder for user 'alice'; no quiet period."""
+    destination = tmp_path / "storage"
+    (destination / "alice").mkdir(parents=True)
+    return Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                  destination=destination, readiness={"quiet_seconds": 0},
+                  host_alias="test-pc")
+
+
+class Mount:
+    """A real small filesystem (tmpfs) mounted for a test, or a skip saying why not."""
+
+    def __init__(self, path: Path, size: str = "2m", options: str = ""):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        opts = f"size={size}" + (f",{options}" if options else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.strip() or 'not root'}); "
+                        "this test needs a real small filesystem")
+
+    def remount(self, options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@pytest.fixture
+def mount_tmpfs():
+    """Mount tmpfs filesystems on request: ``mount_tmpfs(path, size)``; unmounted after."""
+    mounts: list[Mount] = []
+
+    def make(path: Path, size: str = "2m", options: str = "") -> Mount:
+        mounts.append(Mount(path, size, options))
+        return mounts[-1]
+
+    yield make
+    for mount in mounts:
+        mount.unmount()
+
+
+def run_as_nobody_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("setpriv") is not None
