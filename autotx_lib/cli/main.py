@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from autotx_lib.cli.config import config_app
+from autotx_lib.cli.qc import qc
 from autotx_lib.cli.transfer import demo, run, status_command, submit_command
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app.command("run")(run)
 app.command("status")(status_command)
 app.command("submit")(submit_command)
 app.add_typer(config_app, name="config")
+app.command("qc")(qc)
 
 
 def main() -> None:
