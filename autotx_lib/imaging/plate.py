@@ -590,8 +590,11 @@ def read_record_planes(record: ImageRecord) -> list[tuple[dict[str, Any], np.nda
     """
     if record.reader == "open_image":
         image = _open_image(record.path, scene=record.scene)
-        dims = str(getattr(image, "dims", ""))
-        shape = dict(zip(dims, image.shape, strict=False)) if len(dims) == len(image.shape) else {}
+        dims = image.dims
+        if hasattr(dims, "items"):  # readers' Dimensions: sizes by axis letter
+            shape = dict(dims.items())
+        else:  # a plain axis string such as "TCZYX"
+            shape = dict(zip(str(dims), image.shape, strict=False))
         names = list(getattr(image, "channel_names", None) or [])
         planes = []
         for t in range(shape.get("T", 1)):
