@@ -1,0 +1,51 @@
+"""Reading microscopy files: Bio-Formats everywhere, native speed where it can be had.
+
+>>> from autotx_lib.imaging.readers import open_image
+>>> img = open_image("cells.czi")            # doctest: +SKIP
+>>> img.dims, img.scenes, img.physical_pixel_sizes   # doctest: +SKIP
+>>> img.plane(t=0, c=1, z=4)                 # doctest: +SKIP
+
+Backends: tifffile (TIFF, OME-TIFF), nd2, readlif (LIF), czifile (CZI), and Bio-Formats
+(python-bioformats on javabridge) for everything, see :mod:`.registry`. Importing this
+package starts no JVM and imports no heavy reader.
+
+Axis conventions (where backends could disagree, the interpretation a scientist expects):
+
+- A plain multi-page TIFF without axis metadata is a **Z** stack (Bio-Formats alone would
+  call it T). ImageJ and OME-TIFF axis metadata is used when present.
+- A Leica lambda (spectral) sweep is **C**: one channel per wavelength step (Bio-Formats
+  stores it along T with a lambda modulo; readlif as a separate dimension).
+- A Leica XZ scan is a plane whose rows are Z: Y holds the scanned depth, as Bio-Formats
+  reads it, and the stacked Y positions of an XZY scan are Z.
+"""
+
+from autotx_lib.imaging.readers.api import open_image
+from autotx_lib.imaging.readers.array import ArrayReader
+from autotx_lib.imaging.readers.base import Image, Reader
+from autotx_lib.imaging.readers.registry import BackendSpec, Registry, registry
+from autotx_lib.imaging.readers.summary import summarize
+from autotx_lib.imaging.readers.types import (
+    Dimensions,
+    ImageMetadata,
+    PhysicalPixelSizes,
+    PlateInfo,
+    Scene,
+    WellInfo,
+)
+
+__all__ = [
+    "ArrayReader",
+    "BackendSpec",
+    "Dimensions",
+    "Image",
+    "ImageMetadata",
+    "PhysicalPixelSizes",
+    "PlateInfo",
+    "Reader",
+    "Registry",
+    "Scene",
+    "WellInfo",
+    "open_image",
+    "registry",
+    "summarize",
+]

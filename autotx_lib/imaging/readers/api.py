@@ -1,0 +1,91 @@
+"""``open_image``: pick a backend from the registry, try them in order, explain failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from autotx_lib.errors import MissingDependencyError, ReaderError
+from autotx_lib.imaging.readers.base import Image
+from autotx_lib.imaging.readers.registry import registry
+
+
+def open_image(
+    path: str | Path,
+    scene: int | str | None = None,
+    backend: str | None = None,
+    **options: Any,
+) -> Image:
+    """Open a microscopy file with the best available backend.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file. For multi-file sets open the master file (the ``.HTD`` of an ImageXpress
+        plate, the first position of a Micro-Manager set). Bio-Formats ``.fake`` names need
+        not exist on disk.
+    scene : int or str, optional
+        Scene to select (index, id or name); default the first.
+    backend : str, optional
+        Force one backend by name (``"bioformats"``, ``"tifffile"``, ``"nd2"``,
+        ``"readlif"``, ``"czifile"`` or a plugin's); default: the registry's order for the
+        suffix, native fast path first and Bio-Formats last.
+    **options
+        Passed to the backend's constructor.
+
+    Returns
+    -------
+    image : Image
+
+    Raises
+    ------
+    autotx_lib.errors.ReaderError
+        If the file is missing, empty, or no backend can read it; ``error.tried`` maps each
+        backend tried to why it failed.
+    ValueError
+        If ``backend`` names no registered backend.
+
+    Examples
+    --------
+    >>> img = open_image("stack.ome.tif")  # doctest: +SKIP
+    >>> img.dims, img.channel_names, img.plane(z=3).mean()  # doctest: +SKIP
+    """
+    path = Path(path).expanduser()
+    is_fake = path.suffix.lower() == ".fake"
+    if not is_fake:
+        if not path.exists():
+            raise ReaderError(path, hint="no such file; check the path (and that the share is mounted)")
+        if path.is_dir():
+            raise ReaderError(
+                path,
+                hint="this is a folder; open a file in it (for an ImageXpress plate, its .HTD file)",
+            )
+        if path.stat().st_size == 0:
+            raise ReaderError(
+                path,
+                hint="the file is empty (0 bytes): it was not written completely; copy it again "
+                     "from the instrument",
+            )
+    specs = [registry.get(backend)] if backend else registry.candidates(path)
+    tried: dict[str, str] = {}
+    for spec in specs:
+        try:
+            cls = spec.load()
+            image = cls(path, **options)
+        except ReaderError as error:
+            tried[spec.name] = "; ".join(error.tried.values()) or str(error)
+            continue
+        except MissingDependencyError as error:
+            tried[spec.name] = str(error)
+            continue
+        except Exception as error:  # any backend failure is a reason, never a crash
+            tried[spec.name] = f"{type(error).__name__}: {error}"
+            continue
+        if scene is not None:
+            image.set_scene(scene)
+        return image
+    hint = (
+        "None of these backends could read it: check the file is complete (compare its size "
+        "with the original) and of a microscopy format Bio-Formats supports"
+    )
+    raise ReaderError(path, tried, hint)

@@ -1,0 +1,470 @@
+"""The reader ABC: a backend writes a handful of hooks, the base derives the rest.
+
+A backend (``tiff.py``, ``nd2.py``, ``bioformats.py``...) subclasses :class:`Image` and
+implements four hooks:
+
+``_open()``
+    Open the file, raise on anything it cannot handle (the registry then tries the next
+    backend). Called once by ``__init__``.
+``_scene_list()``
+    ``[(id, name), ...]`` for every scene.
+``_scene_sizes(index)`` and ``_scene_dtype(index)``
+    ``{"T":..,"C":..,"Z":..,"Y":..,"X":..}`` and the numpy dtype of one scene.
+``_read_plane(scene, t, c, z)``
+    One 2-D ``(Y, X)`` plane of one scene, in the file's own dtype.
+
+Optional hooks have defaults: ``_physical_pixel_sizes``, ``_channel_names``, ``_ome_xml``,
+``_raw_metadata``, ``_plate``, ``_close``. The base validates indices, serialises calls to
+the backend with a lock (so dask threads can share one file handle), caches, and derives
+:attr:`Image.dims`, :meth:`Image.plane`, :attr:`Image.data`, :attr:`Image.dask_data`,
+scene selection, metadata parsing and the plate layout.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autotx_lib._optional import require
+from autotx_lib.errors import ReaderError
+from autotx_lib.imaging.readers.types import (
+    DIMENSION_ORDER,
+    Dimensions,
+    ImageMetadata,
+    PhysicalPixelSizes,
+    PlateInfo,
+    Scene,
+)
+
+
+class Image(ABC):
+    """An opened microscopy image: scenes of ``TCZYX`` planes, read lazily.
+
+    Use :func:`autotx_lib.imaging.readers.open_image` to get one; it picks the backend.
+    Names follow bioio (``dims``, ``scenes``, ``set_scene``, ``physical_pixel_sizes``,
+    ``channel_names``, ``data``, ``dask_data``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to open.
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    backend : str
+        Name of the backend reading it (class attribute ``name``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from autotx_lib.imaging.readers import ArrayReader
+    >>> img = ArrayReader(np.zeros((2, 1, 3, 4, 5), np.uint16))
+    >>> img.dims.shape, img.plane(t=1, z=2).shape
+    ((2, 1, 3, 4, 5), (4, 5))
+    """
+
+    #: Backend name used by the registry and in error messages.
+    name: ClassVar[str] = "abstract"
+    #: File-name suffixes this backend claims, lower case without the leading dot.
+    extensions: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        self.path = Path(path)
+        self.options = dict(options)
+        self._lock = threading.RLock()
+        self._scene_index = 0
+        self._sizes_cache: dict[int, Dimensions] = {}
+        self._dtype_cache: dict[int, np.dtype] = {}
+        self._data_cache: dict[int, np.ndarray] = {}
+        self._metadata_cache: ImageMetadata | None = None
+        self._plate_cache: tuple[PlateInfo | None] | None = None
+        self._closed = False
+        self._open()
+        scenes = self._scene_list()
+        if not scenes:
+            raise ReaderError(self.path, {self.name: "the file holds no image (no scene)"})
+        self._scenes = tuple(
+            Scene(index=i, id=str(sid), name=str(sname or "")) for i, (sid, sname) in enumerate(scenes)
+        )
+        self.dims  # noqa: B018 - validate scene 0 eagerly, so a bad file fails at open
+
+    # --- hooks --------------------------------------------------------------------------
+
+    def _open(self) -> None:  # noqa: B027 - optional hook
+        """Open the file; raise if this backend cannot read it."""
+
+    @abstractmethod
+    def _scene_list(self) -> list[tuple[str, str]]:
+        """Return ``[(id, name), ...]`` for every scene."""
+
+    @abstractmethod
+    def _scene_sizes(self, scene: int) -> dict[str, int]:
+        """Return the sizes of ``T, C, Z, Y, X`` of one scene."""
+
+    @abstractmethod
+    def _scene_dtype(self, scene: int) -> np.dtype:
+        """Return the pixel dtype of one scene."""
+
+    @abstractmethod
+    def _read_plane(self, scene: int, t: int, c: int, z: int) -> np.ndarray:
+        """Return one ``(Y, X)`` plane; indices are already validated."""
+
+    def _physical_pixel_sizes(self, scene: int) -> PhysicalPixelSizes:
+        """Voxel size in micrometres; default: from the OME metadata, else unknown."""
+        ome = self.ome_metadata
+        if ome is not None and scene < len(ome.images):
+            return _ome_pixel_sizes(ome.images[scene].pixels)
+        return PhysicalPixelSizes(None, None, None)
+
+    def _channel_names(self, scene: int) -> list[str] | None:
+        """Channel names; default: from the OME metadata, else None (the base numbers them)."""
+        ome = self.ome_metadata
+        if ome is not None and scene < len(ome.images):
+            names = [ch.name or "" for ch in ome.images[scene].pixels.channels]
+            if len(names) == self._dims(scene).C and all(names):
+                return names
+        return None
+
+    def _ome_xml(self) -> str | None:
+        """The file's OME-XML, if it has (or the backend can make) one."""
+        return None
+
+    def _raw_metadata(self) -> Any:
+        """The backend's own metadata object."""
+        return None
+
+    def _plate(self) -> PlateInfo | None:
+        """Plate layout; default: from the OME metadata's first Plate."""
+        from autotx_lib.imaging.readers.plate import plate_from_ome
+
+        ome = self.ome_metadata
+        if ome is None:
+            return None
+        return plate_from_ome(ome, [s.id for s in self._scenes])
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release file handles."""
+
+    # --- scenes -------------------------------------------------------------------------
+
+    @property
+    def scenes(self) -> tuple[Scene, ...]:
+        """tuple of Scene : Every scene of the file (``index``, ``id``, ``name``)."""
+        return self._scenes
+
+    @property
+    def current_scene(self) -> Scene:
+        """Scene : The scene that ``dims``, ``plane()``, ``data``... refer to."""
+        return self._scenes[self._scene_index]
+
+    @property
+    def current_scene_index(self) -> int:
+        """int : Index of :attr:`current_scene`."""
+        return self._scene_index
+
+    def set_scene(self, scene: int | str | Scene) -> Image:
+        """Select the scene that the other members refer to.
+
+        Parameters
+        ----------
+        scene : int, str or Scene
+            Index, id (``"Image:1"``) or name of the scene.
+
+        Returns
+        -------
+        image : Image
+            ``self``, so calls chain: ``img.set_scene(1).data``.
+
+        Raises
+        ------
+        IndexError
+            If an index is out of range.
+        ValueError
+            If no scene has that id or name.
+        """
+        if isinstance(scene, Scene):
+            scene = scene.index
+        if isinstance(scene, bool) or not isinstance(scene, int | str | np.integer):
+            raise TypeError(f"scene must be an index, an id or a name, not {type(scene).__name__}")
+        if isinstance(scene, int | np.integer):
+            if not 0 <= int(scene) < len(self._scenes):
+                raise IndexError(
+                    f"scene index {scene} is out of range: {self.path.name} has "
+                    f"{len(self._scenes)} scene(s), valid indices 0..{len(self._scenes) - 1}"
+                )
+            self._scene_index = int(scene)
+            return self
+        for s in self._scenes:
+            if scene in (s.id, s.name):
+                self._scene_index = s.index
+                return self
+        raise ValueError(
+            f"scene {scene!r} is not present in {self.path.name}; available scenes: "
+            + ", ".join(repr(str(s)) for s in self._scenes)
+        )
+
+    # --- shape --------------------------------------------------------------------------
+
+    def _dims(self, scene: int) -> Dimensions:
+        if scene not in self._sizes_cache:
+            with self._lock:
+                sizes = self._scene_sizes(scene)
+            bad = {k: v for k, v in sizes.items() if not isinstance(v, int | np.integer) or v < 1}
+            missing = [axis for axis in DIMENSION_ORDER if axis not in sizes]
+            if bad or missing:
+                raise ReaderError(
+                    self.path,
+                    {self.name: f"scene {scene} has invalid sizes {sizes} (missing {missing})"},
+                )
+            self._sizes_cache[scene] = Dimensions(**{a: int(sizes[a]) for a in DIMENSION_ORDER})
+        return self._sizes_cache[scene]
+
+    def _dtype_of(self, scene: int) -> np.dtype:
+        if scene not in self._dtype_cache:
+            with self._lock:
+                self._dtype_cache[scene] = np.dtype(self._scene_dtype(scene))
+        return self._dtype_cache[scene]
+
+    @property
+    def dims(self) -> Dimensions:
+        """Dimensions : Sizes of the current scene, ``TCZYX`` order."""
+        return self._dims(self._scene_index)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int, int]:
+        """tuple of int : ``(T, C, Z, Y, X)`` of the current scene."""
+        return self.dims.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        """numpy.dtype : Pixel type of the current scene, as stored in the file (never rescaled)."""
+        return self._dtype_of(self._scene_index)
+
+    # --- metadata -----------------------------------------------------------------------
+
+    @property
+    def physical_pixel_sizes(self) -> PhysicalPixelSizes:
+        """PhysicalPixelSizes : ``(Z, Y, X)`` in micrometres; ``None`` where unknown."""
+        return self._physical_pixel_sizes(self._scene_index)
+
+    @property
+    def channel_names(self) -> list[str]:
+        """list of str : One name per channel; ``"C:0"``, ``"C:1"``... where the file has none."""
+        names = self._channel_names(self._scene_index)
+        if not names or len(names) != self.dims.C:
+            return [f"C:{i}" for i in range(self.dims.C)]
+        return [str(n) for n in names]
+
+    @property
+    def metadata(self) -> ImageMetadata:
+        """ImageMetadata : ``ome`` (ome-types model or None), ``ome_xml`` (text) and ``raw``."""
+        if self._metadata_cache is None:
+            with self._lock:
+                xml = self._ome_xml()
+                raw = self._raw_metadata()
+            ome = None
+            if xml:
+                ome_types = require("ome_types", "to parse OME-XML metadata")
+                try:
+                    with warnings.catch_warnings():  # ome-types fixes up vendor ids noisily
+                        warnings.simplefilter("ignore")
+                        ome = ome_types.from_xml(xml, validate=False)
+                except Exception:  # a non-conforming OME-XML: the raw text stays available
+                    ome = None
+            self._metadata_cache = ImageMetadata(ome=ome, ome_xml=xml, raw=raw)
+        return self._metadata_cache
+
+    @property
+    def ome_metadata(self) -> Any:
+        """ome_types.OME or None : Shortcut for ``metadata.ome`` (bioio's name)."""
+        return self.metadata.ome
+
+    @property
+    def plate(self) -> PlateInfo | None:
+        """PlateInfo or None : Plate, wells and the scene index of each field, for HCS files."""
+        if self._plate_cache is None:
+            self._plate_cache = (self._plate(),)
+        return self._plate_cache[0]
+
+    # --- pixels -------------------------------------------------------------------------
+
+    def _checked_plane(self, scene: int, t: int, c: int, z: int) -> np.ndarray:
+        dims = self._dims(scene)
+        for axis, index in (("T", t), ("C", c), ("Z", z)):
+            size = dims[axis]
+            if isinstance(index, bool) or not isinstance(index, int | np.integer):
+                raise TypeError(f"{axis.lower()} must be an int, not {type(index).__name__}")
+            if not 0 <= index < size:
+                raise IndexError(
+                    f"{axis.lower()}={index} is out of range for scene {scene} of "
+                    f"{self.path.name} ({axis}={size}; valid 0..{size - 1})"
+                )
+        if self._closed:
+            raise ReaderError(self.path, {self.name: "the image was closed"}, "open it again")
+        try:
+            with self._lock:
+                plane = self._read_plane(scene, int(t), int(c), int(z))
+        except ReaderError:
+            raise
+        except Exception as error:
+            raise ReaderError(
+                self.path,
+                {self.name: f"reading plane t={t} c={c} z={z} of scene {scene} failed: "
+                            f"{type(error).__name__}: {error}"},
+                "The file may be truncated or corrupt; copy it again from the instrument.",
+            ) from error
+        plane = np.asarray(plane)
+        expected = (dims.Y, dims.X)
+        if plane.shape != expected:
+            raise ReaderError(
+                self.path,
+                {self.name: f"plane t={t} c={c} z={z} has shape {plane.shape}, metadata says {expected}"},
+            )
+        dtype = self._dtype_of(scene)
+        if plane.dtype != dtype:
+            if plane.dtype.kind == dtype.kind and plane.dtype.itemsize == dtype.itemsize:
+                plane = plane.astype(dtype)  # byte order only
+            else:
+                raise ReaderError(
+                    self.path,
+                    {self.name: f"plane dtype {plane.dtype} differs from the metadata's {dtype}"},
+                )
+        return plane
+
+    def plane(self, t: int = 0, c: int = 0, z: int = 0) -> np.ndarray:
+        """Read one 2-D plane of the current scene.
+
+        Parameters
+        ----------
+        t, c, z : int, optional
+            0-based indices, each within :attr:`dims`.
+
+        Returns
+        -------
+        plane : (Y, X) numpy.ndarray of :attr:`dtype`
+
+        Raises
+        ------
+        IndexError
+            If an index is out of range (the message gives the valid range).
+        autotx_lib.errors.ReaderError
+            If the backend fails to read the pixels (truncated or corrupt file).
+        """
+        return self._checked_plane(self._scene_index, t, c, z)
+
+    @property
+    def data(self) -> np.ndarray:
+        """(T, C, Z, Y, X) numpy.ndarray : Every plane of the current scene, read now and cached."""
+        scene = self._scene_index
+        if scene not in self._data_cache:
+            dims = self._dims(scene)
+            out = np.empty(dims.shape, dtype=self._dtype_of(scene))
+            for t in range(dims.T):
+                for c in range(dims.C):
+                    for z in range(dims.Z):
+                        out[t, c, z] = self._checked_plane(scene, t, c, z)
+            self._data_cache[scene] = out
+        return self._data_cache[scene]
+
+    @property
+    def dask_data(self) -> Any:
+        """dask.array.Array : The current scene, lazy, one ``(Y, X)`` plane per chunk."""
+        return self.get_dask_data()
+
+    def get_dask_data(self, chunk_dims: str = "YX") -> Any:
+        """Lazy ``TCZYX`` array of the current scene with chosen chunking.
+
+        Parameters
+        ----------
+        chunk_dims : str, optional
+            Axes that each chunk spans whole; must include ``"YX"``. ``"YX"`` (default) gives
+            one plane per chunk, ``"ZYX"`` one z-stack per chunk.
+
+        Returns
+        -------
+        array : dask.array.Array
+            Each chunk is read when computed, from any thread (the JVM is attached as needed).
+
+        Raises
+        ------
+        ValueError
+            If ``chunk_dims`` names an unknown axis or leaves out Y or X.
+        """
+        da = require("dask.array", "for lazy (dask) arrays")
+        chunk_dims = chunk_dims.upper()
+        if not set(chunk_dims) <= set(DIMENSION_ORDER) or not {"Y", "X"} <= set(chunk_dims):
+            raise ValueError(
+                f"chunk_dims={chunk_dims!r}: use letters of {DIMENSION_ORDER!r} including Y and X, "
+                "e.g. 'YX' (one plane per chunk) or 'ZYX'"
+            )
+        scene = self._scene_index
+        dims = self._dims(scene)
+        dtype = self._dtype_of(scene)
+        chunks = tuple(
+            (size,) if axis in chunk_dims else (1,) * size for axis, size in dims.items()
+        )
+
+        def read_block(block_info: dict | None = None) -> np.ndarray:
+            (t0, t1), (c0, c1), (z0, z1), _, _ = block_info[None]["array-location"]
+            out = np.empty((t1 - t0, c1 - c0, z1 - z0, dims.Y, dims.X), dtype=dtype)
+            for t in range(t0, t1):
+                for c in range(c0, c1):
+                    for z in range(z0, z1):
+                        out[t - t0, c - c0, z - z0] = self._checked_plane(scene, t, c, z)
+            return out
+
+        return da.map_blocks(
+            read_block, chunks=chunks, dtype=dtype,
+            name=f"{self.name}-{self.path.name}-s{scene}-{chunk_dims}-{id(self):x}",
+            meta=np.empty((0,) * 5, dtype=dtype),
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the file handle(s); further reads raise :class:`ReaderError`."""
+        if not self._closed:
+            with self._lock:
+                self._close()
+                self._closed = True
+
+    def __enter__(self) -> Image:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.path.name!r} backend={self.name} "
+            f"scene={self._scene_index}/{len(self._scenes)} {self.dims} {self.dtype}>"
+        )
+
+
+#: Name for plugin authors: a backend *is* an Image subclass.
+Reader = Image
+
+
+_TO_MICROMETRE = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4, "pm": 1e-6}
+
+
+def _ome_pixel_sizes(pixels: Any) -> PhysicalPixelSizes:
+    """Physical sizes of an ome-types ``Pixels`` element, converted to micrometres."""
+
+    def get(axis: str) -> float | None:
+        value = getattr(pixels, f"physical_size_{axis}", None)
+        if value is None:
+            return None
+        unit = getattr(pixels, f"physical_size_{axis}_unit", None)
+        unit = getattr(unit, "value", unit) or "µm"
+        factor = _TO_MICROMETRE.get(str(unit))
+        return None if factor is None else float(value) * factor
+
+    return PhysicalPixelSizes(get("z"), get("y"), get("x"))

@@ -1,0 +1,210 @@
+"""Bio-Formats backend (python-bioformats on javabridge): reads ~160 formats, the universal fallback.
+
+Pixels come back in the file's own dtype (no ``rescale``), one channel per plane
+(``ChannelSeparator`` splits RGB), pyramids are not flattened into extra scenes (scene =
+Bio-Formats series at full resolution), and multi-file sets (Micro-Manager positions,
+ImageXpress ``.HTD`` plates) are grouped as Bio-Formats groups them.
+
+Axis interpretation: Bio-Formats 7.3 reads a Leica lambda (spectral) sweep as T, with no
+marker saying it is a wavelength axis; the readlif backend (tried first for ``.lif``)
+reads it as C, which is what a scientist expects. See :mod:`autotx_lib.imaging.readers.lif`.
+
+When Bio-Formats fails on a file because of its companions (a vendor's multi-file set
+that it cannot group, e.g. some ImageXpress exports), it retries the file alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from autotx_lib.errors import ReaderError
+from autotx_lib.imaging.readers import jvm
+from autotx_lib.imaging.readers.base import Image
+from autotx_lib.imaging.readers.types import PhysicalPixelSizes
+
+_SUFFIX_TEXT = """1sc 2fl acff afi afm aiix aim aisf al3d ali am amiramesh ano apl arf atsf avi bif bin bip
+    bmp btf c01 cfg ch5 cif companion.ome cr2 crw csv cxd czi dat db dcm df3 dib dic dicom dm2
+    dm3 dm4 dti dv dv.log env eps epsi ets exp fake fdf fff ffr fits flex fli frm fts gel gif
+    grey h5 hdf hdr hed his htd htm html hx i2i ics ids im3 ima img ims inf inr ipl ipm ips ipw
+    j2k j2ki j2kr jp2 jpe jpeg jpf jpg jpk jpx klb l2d labels lei lif liff lim lms lof log lsm
+    lut map mdb mea mnc mng mod mov mrc mrcs mrw msr mtb mvd2 naf nd nd2 ndpi ndpis nef nhdr nii
+    nii.gz nrrd obf oib oif oir ome ome.btf ome.tf2 ome.tf8 ome.tif ome.tiff ome.xml omp2info
+    par pattern pbm pcoraw pct pcx pgm pic pict png pnl ppm pr3 ps psd pst pty qptiff r3d
+    r3d.log r3d_d3d raw rcpnl rec res scan scn sdt seq set sif sld sldy sm2 sm3 spc spe spi spl
+    st stk stp svs sxm tf2 tf8 tfr tga thm tif tiff tim tnb top txt v vff vms vsi vws wat wav
+    wpi xdce xlef xlog xml xqd xqf xv xys zfp zfr zip zpo zvi"""
+#: Suffixes Bio-Formats 7.3 claims (``ImageReader.getSuffixes()``), lower case.
+BIOFORMATS_SUFFIXES: tuple[str, ...] = tuple(_SUFFIX_TEXT.split())
+
+# loci.formats.FormatTools pixel types -> numpy
+_PIXEL_TYPES = {0: "i1", 1: "u1", 2: "i2", 3: "u2", 4: "i4", 5: "u4", 6: "f4", 7: "f8", 8: "u1"}
+
+
+def _java_message(error: BaseException) -> str:
+    """A one-line reason from a javabridge JavaException (or any exception)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+
+
+class BioformatsReader(Image):
+    """Read any format Bio-Formats knows, through python-bioformats and javabridge.
+
+    Notes
+    -----
+    One Java reader per :class:`Image`; calls to it are serialised by the base's lock and
+    run inside :func:`autotx_lib.imaging.readers.jvm.attached`, so any thread (dask's
+    included) can read. The JVM starts on the first open (see :mod:`.jvm`).
+    """
+
+    name = "bioformats"
+    extensions = BIOFORMATS_SUFFIXES
+
+    def _open(self) -> None:
+        if not self.path.exists() and self.path.suffix.lower() != ".fake":
+            raise ReaderError(self.path, {self.name: "no such file"})
+        jvm.start_jvm()
+        import javabridge
+
+        self._jb = javabridge
+        with jvm.attached():
+            try:
+                self._setup(group_files=True)
+            except javabridge.JavaException as grouped_error:
+                try:
+                    self._setup(group_files=False)
+                except javabridge.JavaException:
+                    raise ReaderError(
+                        self.path, {self.name: _java_message(grouped_error)}
+                    ) from grouped_error
+            self._format = javabridge.call(self._base_reader, "getFormat", "()Ljava/lang/String;")
+            count = self._call("getSeriesCount", "()I")
+            self._series_count = int(count)
+
+    def _setup(self, *, group_files: bool) -> None:
+        """Create the Java reader chain and open the file (inside ``jvm.attached()``)."""
+        javabridge = self._jb
+        store = javabridge.static_call(
+            "loci/formats/MetadataTools", "createOMEXMLMetadata",
+            "()Lloci/formats/meta/IMetadata;",
+        )
+        reader = javabridge.make_instance("loci/formats/ImageReader", "()V")
+        javabridge.call(reader, "setFlattenedResolutions", "(Z)V", False)
+        javabridge.call(reader, "setGroupFiles", "(Z)V", group_files)
+        javabridge.call(
+            reader, "setMetadataStore", "(Lloci/formats/meta/MetadataStore;)V", store
+        )
+        separator = javabridge.make_instance(
+            "loci/formats/ChannelSeparator", "(Lloci/formats/IFormatReader;)V", reader
+        )
+        javabridge.call(separator, "setId", "(Ljava/lang/String;)V", str(self.path))
+        self._store = store
+        self._reader = separator
+        self._base_reader = reader
+
+    # --- java helpers -------------------------------------------------------------------
+
+    def _call(self, method: str, signature: str, *args: Any) -> Any:
+        return self._jb.call(self._reader, method, signature, *args)
+
+    def _meta(self, method: str, signature: str, *args: Any) -> Any:
+        return self._jb.call(self._store, method, signature, *args)
+
+    def _select(self, scene: int) -> None:
+        if self._call("getSeries", "()I") != scene:
+            self._call("setSeries", "(I)V", scene)
+
+    # --- hooks --------------------------------------------------------------------------
+
+    def _scene_list(self) -> list[tuple[str, str]]:
+        with jvm.attached():
+            out = []
+            image_count = self._meta("getImageCount", "()I")
+            for i in range(self._series_count):
+                sid = name = None
+                if i < image_count:
+                    sid = self._meta("getImageID", "(I)Ljava/lang/String;", i)
+                    name = self._meta("getImageName", "(I)Ljava/lang/String;", i)
+                out.append((sid or f"Image:{i}", name or ""))
+            return out
+
+    def _scene_sizes(self, scene: int) -> dict[str, int]:
+        with jvm.attached():
+            self._select(scene)
+            sizes = {
+                axis: int(self._call(f"getSize{axis}", "()I")) for axis in "TCZYX"
+            }
+            return sizes
+
+    def _scene_dtype(self, scene: int) -> np.dtype:
+        with jvm.attached():
+            self._select(scene)
+            pixel_type = int(self._call("getPixelType", "()I"))
+            if pixel_type not in _PIXEL_TYPES:
+                raise ReaderError(self.path, {self.name: f"unknown Bio-Formats pixel type {pixel_type}"})
+            self._little = {**getattr(self, "_little", {}), scene: bool(self._call("isLittleEndian", "()Z"))}
+            return np.dtype(_PIXEL_TYPES[pixel_type])
+
+    def _read_plane(self, scene: int, t: int, c: int, z: int) -> np.ndarray:
+        dims = self._dims(scene)
+        dtype = self._dtype_of(scene)
+        with jvm.attached():
+            self._select(scene)
+            index = self._call("getIndex", "(III)I", z, c, t)
+            raw = self._call("openBytes", "(I)[B", index)
+        order = "<" if self._little.get(scene, True) else ">"
+        plane = np.frombuffer(bytes(raw) if not isinstance(raw, np.ndarray) else raw,
+                              dtype=dtype.newbyteorder(order))
+        return plane.reshape(dims.Y, dims.X).astype(dtype, copy=False)
+
+    def _physical_pixel_sizes(self, scene: int) -> PhysicalPixelSizes:
+        with jvm.attached():
+            micrometre = self._jb.get_static_field(
+                "ome/units/UNITS", "MICROMETER", "Lome/units/unit/Unit;"
+            )
+
+            def size(axis: str) -> float | None:
+                length = self._meta(
+                    f"getPixelsPhysicalSize{axis}", "(I)Lome/units/quantity/Length;", scene
+                )
+                if length is None:
+                    return None
+                number = self._jb.call(
+                    length, "value", "(Lome/units/unit/Unit;)Ljava/lang/Number;", micrometre
+                )
+                return None if number is None else float(self._jb.call(number, "doubleValue", "()D"))
+
+            return PhysicalPixelSizes(size("Z"), size("Y"), size("X"))
+
+    def _channel_names(self, scene: int) -> list[str] | None:
+        dims = self._dims(scene)
+        with jvm.attached():
+            names = []
+            for c in range(dims.C):
+                try:
+                    name = self._meta("getChannelName", "(II)Ljava/lang/String;", scene, c)
+                except self._jb.JavaException:
+                    name = None
+                names.append(name)
+        return names if all(names) else None
+
+    def _ome_xml(self) -> str | None:
+        with jvm.attached():
+            return self._meta("dumpXML", "()Ljava/lang/String;")
+
+    def _raw_metadata(self) -> Any:
+        return {"format": self._format, "series": self._series_count}
+
+    def _close(self) -> None:
+        try:
+            with jvm.attached():
+                self._call("close", "()V")
+        except Exception:
+            pass
+
+    @property
+    def format_name(self) -> str:
+        """str : Bio-Formats' name of the file format (``"Zeiss CZI"``, ``"OME-TIFF"``...)."""
+        return self._format
+
