@@ -181,7 +181,7 @@ def parse_well(name: str) -> tuple[int, int]:
             row += (ord(letters[0]) - ord("A") + 1) * 26
         column = int(match.group(2)) - 1
     if row < 0 or column < 0:
-        raise ValueError(f"well {name!r} has a row or column number below 1.")
+        raise ValueError(f"well {name!r} has a column number below 1; columns start at 1 (A01).")
     return row, column
 
 
@@ -839,19 +839,24 @@ def plate_qc(
 
 # --- outliers -----------------------------------------------------------------------------
 
-#: Default thresholds: robust |z| beyond which a metric is an outlier, and the smallest
-#: percentage of pixels at the maximum (or at the dtype's ceiling) that counts as saturation.
+#: Default thresholds: robust |z| beyond which a metric is an outlier; the smallest
+#: relative change from the group's median that counts for dark/bright (so a plate whose
+#: images hardly differ does not flag noise); and the smallest percentage of pixels at the
+#: maximum (or at the dtype's ceiling) that counts as saturation.
 DEFAULT_THRESHOLDS: dict[str, float] = {
     "blur": 3.0,
     "dark": 3.0,
     "bright": 3.0,
     "saturation": 3.0,
+    "min_change": 0.2,
     "saturation_percent": 0.05,
 }
 
-#: Which metric, in which direction, raises each flag (any one suffices).
+#: Which metric, in which direction, raises each z-score flag (any one suffices).
+#: Blur uses the power-spectrum slope, which does not depend on brightness; the focus
+#: score (normalized variance) scales with intensity, so a dark image would look blurred.
 FLAG_RULES: dict[str, tuple[tuple[str, str], ...]] = {
-    "blur": (("power_log_log_slope", "low"), ("focus_score", "low")),
+    "blur": (("power_log_log_slope", "low"),),
     "dark": (("mean_intensity", "low"),),
     "bright": (("mean_intensity", "high"),),
     "saturation": (("percent_maximal", "high"),),
@@ -901,9 +906,10 @@ def flag_outliers(
     (:func:`robust_z`) is computed per ``by`` group and stored as ``z_<metric>``.
     An image gets a reason in ``flags`` when:
 
-    - ``blur``: ``z_power_log_log_slope`` or ``z_focus_score`` < ``-thresholds["blur"]``;
+    - ``blur``: ``z_power_log_log_slope`` < ``-thresholds["blur"]``;
     - ``dark`` / ``bright``: ``z_mean_intensity`` below ``-thresholds["dark"]`` /
-      above ``thresholds["bright"]``;
+      above ``thresholds["bright"]``, and the mean at least ``thresholds["min_change"]``
+      (20 %) away from the group's median;
     - ``saturation``: ``percent_saturated`` >= ``thresholds["saturation_percent"]``,
       or ``z_percent_maximal`` > ``thresholds["saturation"]`` while
       ``percent_maximal`` >= ``thresholds["saturation_percent"]`` (a unique brightest
@@ -948,29 +954,36 @@ def flag_outliers(
             z = robust_z(values.to_numpy())
         result[f"z_{metric}"] = np.asarray(z, dtype=np.float64)
 
-    def below(metric: str, limit: float) -> np.ndarray:
-        column = f"z_{metric}"
-        if column not in result.columns:
-            return np.zeros(len(result), dtype=bool)
-        return (result[column] < -limit).to_numpy()
+    def outlying(reason: str) -> np.ndarray:
+        hit = np.zeros(len(result), dtype=bool)
+        limit = limits[reason]
+        for metric, direction in FLAG_RULES[reason]:
+            column = f"z_{metric}"
+            if column not in result.columns:
+                continue
+            z = result[column].to_numpy()
+            found = z < -limit if direction == "low" else z > limit
+            if reason in ("dark", "bright"):
+                values = result[metric].to_numpy()
+                medians = (
+                    result[metric].groupby([result[g] for g in groups], sort=False, dropna=False)
+                    .transform("median").to_numpy()
+                    if groups else np.full(len(result), np.nanmedian(values))
+                )
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    change = np.abs(values / medians - 1.0)
+                found &= change >= limits["min_change"]
+            hit |= found
+        return hit
 
-    def above(metric: str, limit: float) -> np.ndarray:
-        column = f"z_{metric}"
-        if column not in result.columns:
-            return np.zeros(len(result), dtype=bool)
-        return (result[column] > limit).to_numpy()
-
-    reasons: dict[str, np.ndarray] = {}
-    reasons["blur"] = below("power_log_log_slope", limits["blur"]) | below(
-        "focus_score", limits["blur"]
-    )
-    reasons["dark"] = below("mean_intensity", limits["dark"])
-    reasons["bright"] = above("mean_intensity", limits["bright"])
-    saturated = np.zeros(len(result), dtype=bool)
+    reasons: dict[str, np.ndarray] = {
+        "blur": outlying("blur"),
+        "dark": outlying("dark"),
+        "bright": outlying("bright"),
+    }
+    saturated = outlying("saturation")
     if "percent_maximal" in result.columns:
-        saturated |= above("percent_maximal", limits["saturation"]) & (
-            result["percent_maximal"] >= limits["saturation_percent"]
-        ).to_numpy()
+        saturated &= (result["percent_maximal"] >= limits["saturation_percent"]).to_numpy()
     if "percent_saturated" in result.columns:
         saturated |= (result["percent_saturated"] >= limits["saturation_percent"]).to_numpy()
     reasons["saturation"] = saturated

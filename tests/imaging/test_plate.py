@@ -1,0 +1,320 @@
+"""Plates: well names, vendor discovery on real exports, plate_qc, flags, heatmap, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.ndimage as ndi
+import tifffile
+from typer.testing import CliRunner
+
+from autotx_lib.imaging import plate as P
+from autotx_lib.imaging.qc import measure_image
+
+HCS = "hcs"
+
+
+# --- wells and geometry ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("wells", sorted(P.PLATE_FORMATS))
+def test_well_names_round_trip_on_every_format(wells):
+    geometry = P.PlateGeometry.from_wells(wells)
+    names = geometry.well_names()
+    assert len(names) == wells == geometry.rows * geometry.columns
+    for index, name in enumerate(names):
+        assert P.parse_well(name) == divmod(index, geometry.columns)
+    assert len(set(names)) == wells
+
+
+def test_well_name_corners():
+    assert names_of([(0, 0), (7, 11), (15, 23), (31, 47)]) == ["A01", "H12", "P24", "AF48"]
+    assert P.parse_well("a1") == (0, 0) and P.parse_well("AF48") == (31, 47)
+    assert P.parse_well("r16c24") == (15, 23)
+    assert P.well_name(2, 3, width=1) == "C4"
+
+
+def names_of(pairs):
+    return [P.well_name(r, c) for r, c in pairs]
+
+
+@pytest.mark.parametrize("bad", ["", "A", "01", "A-1", "A0", "ABC1"])
+def test_bad_well_names_raise_with_examples(bad):
+    with pytest.raises(ValueError, match="A01"):
+        P.parse_well(bad)
+
+
+def test_geometry_choice():
+    assert P.PlateGeometry.fitting(7, 11).wells == 96
+    assert P.PlateGeometry.fitting(8, 0).wells == 384
+    assert P.PlateGeometry.fitting(31, 47).wells == 1536
+    with pytest.raises(ValueError, match="96"):
+        P.PlateGeometry.from_wells(100)
+
+
+# --- discovery on real vendor exports ------------------------------------------------------
+
+
+def test_imagexpress_zseries_discovery(sampledata):
+    plate = P.discover_plate(sampledata / HCS / "ImageXpress_zseries_9987_Plate_3434")
+    assert plate.vendor == "imagexpress"
+    assert plate.geometry == P.PlateGeometry(96, 8, 12)  # from the .HTD
+    assert plate.wells == ["B02", "B03"]
+    assert len(plate.records) == 2 * 2 * 3 * 3
+    assert {r.z for r in plate.records} == {0, 1, 2}  # ZStep_N folders
+    assert {r.t for r in plate.records} == {1}  # TimePoint_1
+    assert {r.channel for r in plate.records} == {"w1", "w2", "w3"}
+    assert {r.field for r in plate.records} == {1, 2}
+    first = plate.records[0]
+    assert (first.well, first.row, first.column) == ("B02", 1, 1)
+    assert "ZStep_0" in first.path and first.path.endswith("9987_B02_s1_w1.TIF")
+
+
+def test_cellomics_discovery(sampledata):
+    plate = P.discover_plate(sampledata / HCS / "Cellomics_BBBC016_rowO")
+    assert plate.vendor == "cellomics"
+    assert plate.wells == [f"O0{i}" for i in range(1, 7)]
+    assert plate.geometry.wells == 384  # row O needs 16 rows
+    assert {r.channel for r in plate.records} == {"d2"} and {r.field for r in plate.records} == {0}
+
+
+def test_cellvoyager_lists_images_and_missing_files_become_failed_rows(sampledata):
+    folder = sampledata / HCS / "CV8000_metadata_only"
+    plate = P.discover_plate(folder)
+    assert plate.vendor == "cellvoyager"
+    assert plate.geometry == P.PlateGeometry(96, 8, 12)  # from MeasurementDetail.mrf
+    assert len(plate.wells) == 3 and len(plate.records) == 3 * 4 * 2 * 4
+    assert {r.z for r in plate.records} == {1, 2, 3, 4}
+    table = P.plate_qc(plate, ["focus_score"], scheduler="sync")
+    assert len(table) == len(plate.records)
+    assert table["error"].str.contains("missing").all()
+    assert table["focus_score"].isna().all()
+    assert (table["flags"] == "unreadable").all()
+
+
+def test_folder_without_plate_lists_what_was_tried(sampledata):
+    with pytest.raises(P.PlateNotFoundError) as caught:
+        P.discover_plate(sampledata / "zstack")
+    message = str(caught.value)
+    for vendor in ("cellvoyager", "opera", "imagexpress", "cellomics", "readers", "pattern="):
+        assert vendor in message
+    assert set(caught.value.tried) >= {"opera", "imagexpress", "cellomics"}
+    with pytest.raises(FileNotFoundError):
+        P.discover_plate(sampledata / "no-such-folder")
+
+
+# --- synthetic plates ---------------------------------------------------------------------
+
+
+def _cells(seed: int, shape=(64, 64)) -> np.ndarray:
+    """Blurred spots on a background, with well-to-well variation in count and brightness."""
+    rng = np.random.default_rng(seed)
+    spots = np.zeros(shape)
+    spots[tuple(rng.integers(0, shape[0], (2, int(rng.integers(30, 50)))))] = 1
+    brightness = rng.uniform(0.8, 1.2)
+    image = (
+        rng.uniform(180, 220)
+        + 3000 * brightness * ndi.gaussian_filter(spots, 1.2) / 0.1
+        + rng.normal(0, 8, shape)
+    )
+    return image.clip(0, 60000).astype(np.uint16)
+
+
+def test_opera_names_and_a_corrupt_file(tmp_path):
+    for row, col in [(1, 1), (1, 2), (2, 5)]:
+        for f in (1, 2):
+            for ch in (1, 2):
+                name = f"r{row:02d}c{col:02d}f{f:02d}p01-ch{ch}sk1fk1fl1.tiff"
+                tifffile.imwrite(tmp_path / name, _cells(row * 100 + col * 10 + f + ch))
+    broken = tmp_path / "r02c05f02p01-ch2sk1fk1fl1.tiff"
+    broken.write_bytes(b"II*\x00 this is not a tiff")
+    (tmp_path / "notes.txt").write_text("not an image")
+    plate = P.discover_plate(tmp_path)
+    assert plate.vendor == "opera" and plate.wells == ["A01", "A02", "B05"]
+    assert {r.channel for r in plate.records} == {"ch1", "ch2"}
+    table = P.plate_qc(plate, ["focus_score", "mean_intensity"], n_workers=2)
+    assert len(table) == 12
+    bad = table[table["path"] == str(broken)]
+    assert len(bad) == 1 and bad["error"].iloc[0] != "" and np.isnan(bad["focus_score"].iloc[0])
+    assert bad["flags"].iloc[0] == "unreadable"
+    good = table[table["error"] == ""]
+    assert len(good) == 11 and good["focus_score"].notna().all()
+
+
+def test_user_regex_with_row_and_col_groups(tmp_path):
+    for well in ("C03", "C04"):
+        for site in (1, 2):
+            tifffile.imwrite(tmp_path / f"scan_{well}_site{site}_DAPI.tif", _cells(site))
+    plate = P.discover_plate(
+        tmp_path, pattern=r"_(?P<row>[A-P])(?P<col>\d{2})_site(?P<field>\d+)_(?P<channel>\w+)\.tif$"
+    )
+    assert plate.vendor == "pattern" and plate.wells == ["C03", "C04"]
+    assert {(r.field, r.channel) for r in plate.records} == {(1, "DAPI"), (2, "DAPI")}
+    with pytest.raises(ValueError, match="named group 'well'"):
+        P.discover_plate(tmp_path, pattern=r"_(?P<field>\d)")
+    with pytest.raises(P.PlateNotFoundError, match="matched none"):
+        P.discover_plate(tmp_path, pattern=r"(?P<well>Z99)")
+
+
+@pytest.fixture(scope="module")
+def doctored_plate(tmp_path_factory):
+    """A 96-well ImageXpress-named plate: 24 wells x 2 sites, with known bad images."""
+    root = tmp_path_factory.mktemp("plate") / "Plate_7" / "TimePoint_1"
+    root.mkdir(parents=True)
+    (root / "P7.HTD").write_text('"HTSInfoFile", Version 1.0\n"XWells", 12\n"YWells", 8\n')
+    bad = {}
+    for index in range(24):
+        well = P.well_name(index // 6, index % 6)
+        for site in (1, 2):
+            image = _cells(index * 2 + site)
+            if (well, site) == ("B02", 1):
+                image = ndi.gaussian_filter(image.astype(float), 4).astype(np.uint16)
+                bad[(well, site)] = "blur"
+            elif (well, site) == ("C03", 2):
+                image = (image // 20).astype(np.uint16)
+                bad[(well, site)] = "dark"
+            elif (well, site) == ("D04", 1):
+                image = image.copy()
+                image[:16] = 65535
+                bad[(well, site)] = "saturation"
+            tifffile.imwrite(root / f"P7_{well}_s{site}_w1.tif", image)
+    return root.parent, bad
+
+
+def test_plate_qc_matches_measure_image_and_flags_the_doctored_images(doctored_plate):
+    folder, bad = doctored_plate
+    table = P.plate_qc(folder)
+    assert len(table) == 48 and (table["error"] == "").all()
+    assert table.attrs["plate_wells"] == 96 and table.attrs["vendor"] == "imagexpress"
+    expected_columns = ["plate", "well", "row", "column", "field", "channel", "z", "t", "path"]
+    assert list(table.columns[:9]) == expected_columns
+    # every metric equals measure_image on the file read independently
+    for _, row in table.sample(5, random_state=0).iterrows():
+        direct = measure_image(tifffile.imread(row["path"]))
+        for name, value in direct.items():
+            assert row[name] == pytest.approx(value, rel=1e-12), name
+    flagged = {(r.well, r.field): r.flags for r in table.itertuples() if r.flagged}
+    for key, reason in bad.items():
+        assert reason in flagged.get(key, ""), (key, flagged)
+    assert set(flagged) == set(bad), flagged
+    assert "bright" in P.flag_outliers(table, thresholds={"bright": 0.5})["flags"].str.cat()
+
+
+def test_thresholds_control_the_flags(doctored_plate):
+    folder, _ = doctored_plate
+    table = P.plate_qc(folder, ["mean_intensity", "percent_maximal", "percent_saturated"],
+                       scheduler="sync", thresholds={"dark": 1e9})
+    assert not table["flags"].str.contains("dark").any()
+    assert table["flags"].str.contains("saturation").sum() == 1
+    with pytest.raises(ValueError, match="unknown threshold"):
+        P.flag_outliers(table, thresholds={"blurry": 2})
+
+
+def test_robust_z():
+    z = P.robust_z([1.0, 2.0, 3.0, 4.0, 100.0, np.nan])
+    assert z[2] == 0.0 and z[4] > 50 and np.isnan(z[5])
+    assert z[3] == pytest.approx(1 / 1.4826)
+    same = P.robust_z([5.0, 5.0, 5.0, 5.0, 6.0])  # MAD 0 -> mean absolute deviation
+    assert same[:4].tolist() == [0.0] * 4 and same[4] == pytest.approx(1 / (1.2533 * 0.2))
+    assert P.robust_z([2.0, 2.0]).tolist() == [0.0, 0.0]
+
+
+def test_well_summary_and_heatmap(doctored_plate):
+    folder, _ = doctored_plate
+    table = P.plate_qc(folder, ["power_log_log_slope", "mean_intensity"], scheduler="sync")
+    summary = P.well_summary(table)
+    assert len(summary) == 24 and summary["n_images"].eq(2).all()
+    b02 = summary[summary["well"] == "B02"].iloc[0]
+    assert b02["mean_intensity"] == pytest.approx(
+        table[table["well"] == "B02"]["mean_intensity"].median()
+    )
+    assert b02["n_flagged"] >= 1 and "blur" in b02["flags"]
+    from bokeh.models import ColumnDataSource, HoverTool
+
+    figure = P.plate_heatmap(table, "mean_intensity")
+    source = figure.select_one(ColumnDataSource)
+    assert len(source.data["well"]) == 96  # every well of the plate, imaged or not
+    values = dict(zip(source.data["well"], source.data["value"], strict=True))
+    assert values["B02"] == pytest.approx(b02["mean_intensity"])
+    assert np.isnan(values["H12"])  # not imaged: grey
+    assert ("well", "@well") in figure.select_one(HoverTool).tooltips
+    with pytest.raises(ValueError, match="no column"):
+        P.plate_heatmap(table, "sharpness")
+
+
+def test_distributed_scheduler_address_and_progress(doctored_plate):
+    distributed = pytest.importorskip("distributed", reason="distributed is not installed")
+    folder, _ = doctored_plate
+    seen = []
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
+        table = P.plate_qc(folder, ["focus_score"], scheduler=cluster.scheduler_address,
+                           batch_size=8, progress=lambda done, total: seen.append((done, total)))
+    threaded = P.plate_qc(folder, ["focus_score"])
+    pd.testing.assert_series_equal(table["focus_score"], threaded["focus_score"])
+    assert seen[0] == (0, 48) and seen[-1] == (48, 48) and len(seen) == 1 + 6
+
+
+# --- readers-backed plates (Bio-Formats .fake, Zeiss CZI) -----------------------------------
+
+
+def _reader_plate(path):
+    try:
+        from autotx_lib.imaging.readers import open_image
+
+        image = open_image(str(path))
+        if image.plate is None:
+            pytest.skip(f"the readers open {path.name} but report no plate metadata")
+    except Exception as error:  # noqa: BLE001 - the readers are another part, maybe unfinished
+        pytest.skip(f"the readers cannot open {path.name} yet: {type(error).__name__}: {error}")
+    return P.discover_plate(path)
+
+
+def test_bioformats_fake_plate(tmp_path):
+    path = tmp_path / "SPW&plates=1&plateRows=8&plateCols=12&fields=2.fake"
+    path.touch()
+    plate = _reader_plate(path)
+    assert plate.vendor == "readers" and plate.geometry.wells == 96
+    assert len(plate.wells) == 96 and len(plate.records) == 192
+    table = P.plate_qc(plate.records[:4] and P.Plate(plate.name, plate.vendor, plate.geometry,
+                                                      plate.records[:4]), ["mean_intensity"])
+    assert (table["error"] == "").all() and len(table) >= 4
+
+
+def test_zeiss_well_plate_czi(sampledata):
+    plate = _reader_plate(sampledata / HCS / "czi_CD7_wells_D6-D7" / "WellD6-7_S2.czi")
+    assert plate.wells == ["D06", "D07"]
+    table = P.plate_qc(plate, ["focus_score"], scheduler="sync")
+    assert len(table) == 2 and (table["error"] == "").all()
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_cli_writes_report_and_csv(doctored_plate, tmp_path):
+    from autotx_lib.cli.main import app
+
+    folder, bad = doctored_plate
+    report, csv = tmp_path / "report.html", tmp_path / "qc.csv"
+    result = CliRunner().invoke(
+        app, ["qc", str(folder), "--out", str(report), "--csv", str(csv), "-j", "2"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "48 images" in result.output and "3 flagged" in result.output
+    page = report.read_text()
+    assert "cdn.bokeh.org" not in page and "Bokeh" in page  # BokehJS inline
+    assert page.count('<img src="data:image/png;base64,') == 3  # one thumbnail per flagged image
+    assert "B02" in page and "saturation" in page
+    table = pd.read_csv(csv)
+    assert len(table) == 48 and table["flagged"].sum() == 3
+
+
+def test_cli_on_a_folder_without_plate(sampledata, tmp_path):
+    from autotx_lib.cli.main import app
+
+    result = CliRunner().invoke(app, ["qc", str(sampledata / "zstack"), "--out",
+                                      str(tmp_path / "r.html")])
+    assert result.exit_code == 2
+    assert "no plate recognised" in result.output and "imagexpress" in result.output
+    assert not (tmp_path / "r.html").exists()
