@@ -79,8 +79,8 @@ class BioformatsReader(Image):
                         self.path, {self.name: _java_message(grouped_error)}
                     ) from grouped_error
             self._format = javabridge.call(self._base_reader, "getFormat", "()Ljava/lang/String;")
-            count = self._call("getSeriesCount", "()I")
-            self._series_count = int(count)
+            self._series = self._full_resolution_series()
+            self._image_count = int(self._meta("getImageCount", "()I"))
 
     def _setup(self, *, group_files: bool) -> None:
         """Create the Java reader chain and open the file (inside ``jvm.attached()``)."""
@@ -90,7 +90,6 @@ class BioformatsReader(Image):
             "()Lloci/formats/meta/IMetadata;",
         )
         reader = javabridge.make_instance("loci/formats/ImageReader", "()V")
-        javabridge.call(reader, "setFlattenedResolutions", "(Z)V", False)
         javabridge.call(reader, "setGroupFiles", "(Z)V", group_files)
         javabridge.call(
             reader, "setMetadataStore", "(Lloci/formats/meta/MetadataStore;)V", store
@@ -103,6 +102,27 @@ class BioformatsReader(Image):
         self._reader = separator
         self._base_reader = reader
 
+    def _full_resolution_series(self) -> list[int]:
+        """Series that are scenes: pyramid sub-resolutions (flattened by default) are skipped.
+
+        (Unflattened mode would be simpler, but Bio-Formats 7.3 then merges the differently
+        sized scenes of some CZI files into one series.)
+        """
+        count = int(self._call("getSeriesCount", "()I"))
+        core = self._call("getCoreMetadataList", "()Ljava/util/List;")
+        bases, index = [], 0
+        while index < count:
+            bases.append(index)
+            entry = self._jb.call(core, "get", "(I)Ljava/lang/Object;", index)
+            step = int(self._jb.get_field(entry, "resolutionCount", "I")) if entry is not None else 1
+            index += max(step, 1)
+        return bases
+
+    def _ome_index(self, scene: int) -> int:
+        """OME Image index of a scene (the store lists every series, or only full ones)."""
+        series = self._series[scene]
+        return series if self._image_count > len(self._series) else scene
+
     # --- java helpers -------------------------------------------------------------------
 
     def _call(self, method: str, signature: str, *args: Any) -> Any:
@@ -112,21 +132,22 @@ class BioformatsReader(Image):
         return self._jb.call(self._store, method, signature, *args)
 
     def _select(self, scene: int) -> None:
-        if self._call("getSeries", "()I") != scene:
-            self._call("setSeries", "(I)V", scene)
+        series = self._series[scene]
+        if self._call("getSeries", "()I") != series:
+            self._call("setSeries", "(I)V", series)
 
     # --- hooks --------------------------------------------------------------------------
 
     def _scene_list(self) -> list[tuple[str, str]]:
         with jvm.attached():
             out = []
-            image_count = self._meta("getImageCount", "()I")
-            for i in range(self._series_count):
+            for scene in range(len(self._series)):
                 sid = name = None
-                if i < image_count:
-                    sid = self._meta("getImageID", "(I)Ljava/lang/String;", i)
-                    name = self._meta("getImageName", "(I)Ljava/lang/String;", i)
-                out.append((sid or f"Image:{i}", name or ""))
+                index = self._ome_index(scene)
+                if index < self._image_count:
+                    sid = self._meta("getImageID", "(I)Ljava/lang/String;", index)
+                    name = self._meta("getImageName", "(I)Ljava/lang/String;", index)
+                out.append((sid or f"Image:{scene}", name or ""))
             return out
 
     def _scene_sizes(self, scene: int) -> dict[str, int]:
@@ -166,7 +187,8 @@ class BioformatsReader(Image):
 
             def size(axis: str) -> float | None:
                 length = self._meta(
-                    f"getPixelsPhysicalSize{axis}", "(I)Lome/units/quantity/Length;", scene
+                    f"getPixelsPhysicalSize{axis}", "(I)Lome/units/quantity/Length;",
+                    self._ome_index(scene),
                 )
                 if length is None:
                     return None
@@ -183,7 +205,8 @@ class BioformatsReader(Image):
             names = []
             for c in range(dims.C):
                 try:
-                    name = self._meta("getChannelName", "(II)Ljava/lang/String;", scene, c)
+                    name = self._meta("getChannelName", "(II)Ljava/lang/String;", self._ome_index(scene), c
+                    )
                 except self._jb.JavaException:
                     name = None
                 names.append(name)
@@ -194,7 +217,7 @@ class BioformatsReader(Image):
             return self._meta("dumpXML", "()Ljava/lang/String;")
 
     def _raw_metadata(self) -> Any:
-        return {"format": self._format, "series": self._series_count}
+        return {"format": self._format, "series": list(self._series)}
 
     def _close(self) -> None:
         try:

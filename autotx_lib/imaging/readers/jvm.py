@@ -125,10 +125,15 @@ def _silence_bioformats_logging(javabridge: object) -> None:
             "loci/common/DebugTools", "setRootLevel", "(Ljava/lang/String;)V", "WARN"
         )
         # "Unknown Immersion value 'null'": one line per objective of many files, not actionable
-        javabridge.static_call(
-            "loci/common/DebugTools", "setLevel", "(Ljava/lang/String;Ljava/lang/String;)V",
-            "ome.xml.model.enums.handlers", "ERROR",
+        logger = javabridge.static_call(
+            "org/slf4j/LoggerFactory", "getLogger", "(Ljava/lang/String;)Lorg/slf4j/Logger;",
+            "ome.xml.model.enums.handlers",
         )
+        level = javabridge.static_call(
+            "ch/qos/logback/classic/Level", "toLevel",
+            "(Ljava/lang/String;)Lch/qos/logback/classic/Level;", "ERROR",
+        )
+        javabridge.call(logger, "setLevel", "(Lch/qos/logback/classic/Level;)V", level)
     except Exception:  # logging set-up is cosmetic; never fail a read over it
         pass
 
