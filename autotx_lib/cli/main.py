@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from autotx_lib.cli.config import config_app
+from autotx_lib.cli.info import info
 from autotx_lib.cli.qc import qc
 from autotx_lib.cli.transfer import demo, run, status_command, submit_command
 
@@ -22,6 +23,7 @@ app.command("status")(status_command)
 app.command("submit")(submit_command)
 app.add_typer(config_app, name="config")
 app.command("qc")(qc)
+app.command("info")(info)
 
 
 def main() -> None:
