@@ -22,6 +22,7 @@ Axis conventions (where backends could disagree, the interpretation a scientist 
 from autotx_lib.imaging.readers.api import open_image
 from autotx_lib.imaging.readers.array import ArrayReader
 from autotx_lib.imaging.readers.base import Image, Reader
+from autotx_lib.imaging.readers.conformance import check_image
 from autotx_lib.imaging.readers.registry import BackendSpec, Registry, registry
 from autotx_lib.imaging.readers.summary import summarize
 from autotx_lib.imaging.readers.types import (
@@ -45,6 +46,7 @@ __all__ = [
     "Registry",
     "Scene",
     "WellInfo",
+    "check_image",
     "open_image",
     "registry",
     "summarize",

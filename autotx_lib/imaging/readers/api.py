@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from autotx_lib.errors import MissingDependencyError, ReaderError
-from autotx_lib.imaging.readers.base import Image
+from autotx_lib.imaging.readers.base import BackendRefusal, Image
 from autotx_lib.imaging.readers.registry import registry
 
 
@@ -67,19 +67,31 @@ def open_image(
                      "from the instrument",
             )
     specs = [registry.get(backend)] if backend else registry.candidates(path)
+    head = _head(path)
     tried: dict[str, str] = {}
     for spec in specs:
         try:
             cls = spec.load()
             image = cls(path, **options)
-        except ReaderError as error:
+        except BackendRefusal as error:
             tried[spec.name] = "; ".join(error.tried.values()) or str(error)
             continue
         except MissingDependencyError as error:
             tried[spec.name] = str(error)
             continue
         except Exception as error:  # any backend failure is a reason, never a crash
-            tried[spec.name] = f"{type(error).__name__}: {error}"
+            if isinstance(error, ReaderError):
+                tried[spec.name] = "; ".join(error.tried.values()) or str(error)
+            else:
+                tried[spec.name] = f"{type(error).__name__}: {error}"
+            if not backend and spec.native and spec.recognises(head):
+                raise ReaderError(
+                    path, tried,
+                    f"The file starts like a {spec.name} file but cannot be read: it is "
+                    "probably truncated or damaged; compare its size with the original and "
+                    "copy it again (other backends were not tried, as they would return "
+                    "garbage; force one with backend='bioformats')",
+                ) from error
             continue
         if scene is not None:
             image.set_scene(scene)
@@ -89,3 +101,12 @@ def open_image(
         "with the original) and of a microscopy format Bio-Formats supports"
     )
     raise ReaderError(path, tried, hint)
+
+
+def _head(path: Path, size: int = 16) -> bytes:
+    """The first bytes of a file (empty for fake or unreadable files)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""

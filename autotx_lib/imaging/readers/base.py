@@ -42,6 +42,14 @@ from autotx_lib.imaging.readers.types import (
 )
 
 
+class BackendRefusal(ReaderError):
+    """A backend declines a valid file it does not handle (an unusual axis, RGB, a mosaic).
+
+    Unlike other failures, a refusal never suggests the file is damaged: the registry
+    moves on to the next backend (in the end Bio-Formats).
+    """
+
+
 class Image(ABC):
     """An opened microscopy image: scenes of ``TCZYX`` planes, read lazily.
 

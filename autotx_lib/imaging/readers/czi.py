@@ -16,7 +16,7 @@ import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
-from autotx_lib.imaging.readers.base import Image
+from autotx_lib.imaging.readers.base import BackendRefusal, Image
 from autotx_lib.imaging.readers.plate import plate_from_scene_names
 from autotx_lib.imaging.readers.types import PhysicalPixelSizes, PlateInfo
 
@@ -44,7 +44,8 @@ class CziReader(Image):
         odd = {a: n for a, n in shape.items() if a not in "STCZYX0" and a not in _IGNORED and n > 1}
         if odd or shape.get("0", 1) > 1:
             self._czi.close()
-            raise ReaderError(self.path, {self.name: f"axes {shape} (RGB or unusual) not read natively"})
+            raise BackendRefusal(self.path, {self.name: f"axes {shape} (RGB or unusual) not read "
+                                                        "natively"})
         self._dtype = np.dtype(self._czi.dtype)
         scenes: dict[int, list[Any]] = {}
         for entry in entries:

@@ -18,7 +18,7 @@ import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
-from autotx_lib.imaging.readers.base import Image
+from autotx_lib.imaging.readers.base import BackendRefusal, Image
 from autotx_lib.imaging.readers.types import PhysicalPixelSizes
 
 _SPATIAL = (1, 2, 3)  # x, y, z dimension ids in LIF
@@ -49,10 +49,10 @@ class LifReader(Image):
         known = {plane_x, plane_y, _TIME, *_SPATIAL, *_LAMBDA}
         other = {d: n for d, n in dims.items() if d not in known and n > 1}
         if other or len(stack) > 1 or len(lambdas) > 1:
-            raise ReaderError(self.path, {self.name: f"image {index} has dimensions {dims} "
+            raise BackendRefusal(self.path, {self.name: f"image {index} has dimensions {dims} "
                                                      "(mosaic or unusual), not read natively"})
         if image.bit_depth[0] > 16:
-            raise ReaderError(self.path, {self.name: f"bit depth {image.bit_depth} not read natively"})
+            raise BackendRefusal(self.path, {self.name: f"bit depth {image.bit_depth} not read natively"})
         steps = dims[lambdas[0]] if lambdas else 1
         return {
             "x": plane_x, "y": plane_y, "z": stack[0] if stack else None,

@@ -8,7 +8,7 @@ import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
-from autotx_lib.imaging.readers.base import Image
+from autotx_lib.imaging.readers.base import BackendRefusal, Image
 from autotx_lib.imaging.readers.types import PhysicalPixelSizes
 
 
@@ -28,7 +28,7 @@ class ND2Reader(Image):
         unknown = [k for k, v in sizes.items() if k not in "TPZCYXS" and v > 1]
         if unknown or (sizes.get("S", 1) > 1 and sizes.get("C", 1) > 1):
             self._file.close()
-            raise ReaderError(self.path, {self.name: f"axes {sizes} are not read natively"})
+            raise BackendRefusal(self.path, {self.name: f"axes {sizes} are not read natively"})
         self._sizes = sizes
         self._loop_axes = [k for k in sizes if k not in "CYXS"]
         self._loop_shape = tuple(sizes[k] for k in self._loop_axes)
@@ -86,3 +86,8 @@ class ND2Reader(Image):
 
     def _close(self) -> None:
         self._file.close()
+
+    def __del__(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()

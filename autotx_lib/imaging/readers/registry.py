@@ -6,7 +6,11 @@ Selection policy
    ``tif``); matching is case-insensitive.
 2. Backends claiming that suffix are tried in order: built-in native backends (tifffile,
    nd2, readlif, czifile), then plugins (entry-point group ``autotx_lib.readers``), then
-   Bio-Formats. The first that opens the file wins; each failure is recorded.
+   Bio-Formats. The first that opens the file wins; each failure is recorded. A native
+   backend that *refuses* a valid file (an axis it does not handle) passes it on; one that
+   recognises its format's signature in the file and still fails means the file is damaged
+   (truncated): the search stops with a :class:`~autotx_lib.errors.ReaderError`, because
+   Bio-Formats would return zero-filled or misread planes for such files.
 3. A suffix nobody claims is tried with Bio-Formats, which also sniffs content.
 4. ``backend="name"`` tries that backend only.
 
@@ -49,12 +53,21 @@ class BackendSpec:
         Returns the :class:`~.base.Image` subclass; imports happen here, not at registration.
     native : bool
         True for fast paths; False for the universal fallback (Bio-Formats), tried last.
+    signatures : tuple of bytes
+        Leading bytes of the backend's format. When a file starts with one of them and the
+        backend still fails (other than by refusing), the file is damaged: the registry
+        stops there rather than let a fallback return garbage.
     """
 
     name: str
     extensions: tuple[str, ...]
     load: Callable[[], type]
     native: bool = True
+    signatures: tuple[bytes, ...] = ()
+
+    def recognises(self, head: bytes) -> bool:
+        """True if ``head`` (a file's first bytes) starts with one of the signatures."""
+        return any(head.startswith(sig) for sig in self.signatures)
 
 
 def _lazy(module: str, cls: str) -> Callable[[], type]:
@@ -72,10 +85,14 @@ def _builtin_specs() -> list[BackendSpec]:
     from autotx_lib.imaging.readers.bioformats import BIOFORMATS_SUFFIXES
 
     return [
-        BackendSpec("tifffile", _TIFF_SUFFIXES, _lazy(f"{_PKG}.tiff", "TiffReader")),
-        BackendSpec("nd2", ("nd2",), _lazy(f"{_PKG}.nd2", "ND2Reader")),
-        BackendSpec("readlif", ("lif",), _lazy(f"{_PKG}.lif", "LifReader")),
-        BackendSpec("czifile", ("czi",), _lazy(f"{_PKG}.czi", "CziReader")),
+        BackendSpec("tifffile", _TIFF_SUFFIXES, _lazy(f"{_PKG}.tiff", "TiffReader"),
+                    signatures=(b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")),
+        BackendSpec("nd2", ("nd2",), _lazy(f"{_PKG}.nd2", "ND2Reader"),
+                    signatures=(b"\xda\xce\xbe\x0a",)),
+        BackendSpec("readlif", ("lif",), _lazy(f"{_PKG}.lif", "LifReader"),
+                    signatures=(b"\x70\x00\x00\x00",)),
+        BackendSpec("czifile", ("czi",), _lazy(f"{_PKG}.czi", "CziReader"),
+                    signatures=(b"ZISRAWFILE",)),
         BackendSpec("bioformats", BIOFORMATS_SUFFIXES,
                     _lazy(f"{_PKG}.bioformats", "BioformatsReader"), native=False),
     ]

@@ -19,7 +19,7 @@ import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
-from autotx_lib.imaging.readers.base import Image
+from autotx_lib.imaging.readers.base import BackendRefusal, Image
 from autotx_lib.imaging.readers.plate import plate_from_ome
 from autotx_lib.imaging.readers.types import PhysicalPixelSizes, PlateInfo
 
@@ -62,7 +62,7 @@ class TiffReader(Image):
             raise
 
     def _refuse(self, why: str) -> ReaderError:
-        return ReaderError(self.path, {self.name: why})
+        return BackendRefusal(self.path, {self.name: why})
 
     def _layouts_of(self, index: int, series: Any) -> list[_Layout]:
         axes, shape = series.axes, tuple(series.shape)
@@ -96,13 +96,29 @@ class TiffReader(Image):
         ]
 
     def _check_complete(self) -> None:
-        """Refuse truncated files: every plane's bytes must lie inside its file."""
+        """Refuse truncated files: every plane's bytes must lie inside its file, and the
+        chain of pages must not point past the end (a cut stack would look shorter)."""
+        import struct
+
+        tif = self._tif
+        handle = tif.filehandle
+        last = tif.pages[len(tif.pages) - 1]
+        fmt = tif.tiff
+        handle.seek(last.offset)
+        (count,) = struct.unpack(fmt.tagnoformat, handle.read(fmt.tagnosize))
+        handle.seek(last.offset + fmt.tagnosize + count * fmt.tagsize)
+        raw = handle.read(fmt.offsetsize)
+        following = struct.unpack(fmt.offsetformat, raw)[0] if len(raw) == fmt.offsetsize else -1
+        if following != 0 and (following < 0 or following >= handle.size):
+            raise ReaderError(self.path, {self.name: (
+                f"truncated: page {len(tif.pages) - 1} links to a next page at byte {following}, "
+                f"the file has {handle.size}")})
         for layout in self._layouts:
             series = self._tif.series[layout.series]
             for number, page in enumerate(series.pages):
                 if page is None:
-                    raise self._refuse(f"plane {number} of series {layout.series} is missing "
-                                       "(a file of the set is absent?)")
+                    raise ReaderError(self.path, {self.name: f"plane {number} of series "
+                                      f"{layout.series} is missing (a file of the set is absent?)"})
                 handle = page.parent.filehandle
                 if handle.closed:  # a companion file of a multi-file set: keep it open
                     handle.open()
@@ -110,9 +126,9 @@ class TiffReader(Image):
                 size = handle.size
                 ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)]
                 if ends and max(ends) > size:
-                    raise self._refuse(
-                        f"truncated: plane {number} needs bytes up to {max(ends)}, the file has {size}"
-                    )
+                    raise ReaderError(self.path, {self.name: (
+                        f"truncated: plane {number} needs bytes up to {max(ends)}, the file "
+                        f"has {size}")})
 
     def _scene_list(self) -> list[tuple[str, str]]:
         ome = self.ome_metadata if self._tif.is_ome else None
