@@ -131,9 +131,9 @@ class TiffReader(Image):
                         f"has {size}")})
 
     def _scene_list(self) -> list[tuple[str, str]]:
-        ome = self.ome_metadata if self._tif.is_ome else None
-        if ome is not None and len(ome.images) == len(self._layouts):
-            return [(im.id, im.name or "") for im in ome.images]
+        images = _ome_images(self._tif.ome_metadata) if self._tif.is_ome else []
+        if images and len(images) == len(self._layouts):
+            return images
         names = []
         for i, layout in enumerate(self._layouts):
             name = self._tif.series[layout.series].name or ""
@@ -206,3 +206,19 @@ class TiffReader(Image):
         for handle in self._companions:
             handle.close()
         self._tif.close()
+
+
+def _ome_images(xml: str | None) -> list[tuple[str, str]]:
+    """``[(id, name), ...]`` of the OME-XML's Images, parsed cheaply (no ome-types)."""
+    import xml.etree.ElementTree as ET
+
+    if not xml:
+        return []
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return []
+    return [
+        (el.get("ID", f"Image:{i}"), el.get("Name", ""))
+        for i, el in enumerate(e for e in root if e.tag.rsplit("}", 1)[-1] == "Image")
+    ]
