@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -30,6 +31,9 @@ from autotx_lib.errors import (
 from autotx_lib.transfer.layout import SourceFile
 
 BUFFER_SIZE = 4 * 1024 * 1024
+KERNEL_COPY_MIN = 1024 * 1024  # from this size on, copy in the kernel and hash mapped pages
+KERNEL_CHUNK = 64 * 1024 * 1024
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
 
 # algorithm -> manifest suffix, and the standard tool that checks it
 MANIFEST_SUFFIX = {"xxh3_128": "xxh128", "blake3": "b3", "sha256": "sha256", "md5": "md5"}
@@ -62,14 +66,31 @@ def _buffer() -> memoryview:
     return buf
 
 
+def _hash_fd(fd: int, algorithm: str) -> str:
+    """Hash an open file from its start; large files through mmap (no copy to user space)."""
+    hasher = new_hasher(algorithm)
+    size = os.fstat(fd).st_size
+    if size >= KERNEL_COPY_MIN:
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+            with memoryview(mapped) as view:
+                for offset in range(0, size, KERNEL_CHUNK):
+                    hasher.update(view[offset:offset + KERNEL_CHUNK])
+        return hasher.hexdigest()
+    buf = _buffer()
+    os.lseek(fd, 0, os.SEEK_SET)
+    while n := os.readv(fd, [buf]):
+        hasher.update(buf[:n])
+    return hasher.hexdigest()
+
+
 def hash_file(path: Path, algorithm: str) -> str:
     """Hash a whole file; returns the hex digest."""
-    hasher = new_hasher(algorithm)
-    buf = _buffer()
-    with open(path, "rb", buffering=0) as handle:
-        while n := handle.readinto(buf):
-            hasher.update(buf[:n])
-    return hasher.hexdigest()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _hash_fd(fd, algorithm)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -89,11 +110,14 @@ def _destination_error(error: OSError, destination: Path) -> DestinationError:
     return DestinationError(destination, f"{error.strerror or error} ({error.filename or ''})")
 
 
-def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | None) -> int:
+def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | None,
+            limit: int) -> int:
+    """Copy at most ``limit`` bytes through a buffer, hashing them (a growing file cannot
+    keep the copy going forever: the caller notices the growth and copies again)."""
     buf = _buffer()
     total = 0
-    while True:
-        n = os.readv(src_fd, [buf])
+    while total < limit:
+        n = os.readv(src_fd, [buf[:min(len(buf), limit - total)]])
         if n == 0:
             return total
         chunk = buf[:n]
@@ -104,6 +128,46 @@ def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | 
         total += n
         if on_bytes is not None:
             on_bytes(n)
+    return total
+
+
+def _kernel_copy(src_fd: int, dst_fd: int, on_bytes: Callable[[int], None] | None,
+                 limit: int) -> int | None:
+    """Copy at most ``limit`` bytes in the kernel (copy_file_range).
+
+    Returns None when the filesystems do not support it (the caller streams instead).
+    """
+    total = 0
+    while total < limit:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, min(KERNEL_CHUNK, limit - total))
+        except OSError as error:
+            if total == 0 and error.errno in _NO_KERNEL_COPY:
+                return None
+            raise
+        if n == 0:
+            return total
+        total += n
+        if on_bytes is not None:
+            on_bytes(n)
+    return total
+
+
+def _copy_once(src_fd: int, dst_fd: int, algorithm: str, size: int, readback: bool,
+               on_bytes: Callable[[int], None] | None) -> tuple[int, str]:
+    """Copy one file's bytes; return (bytes copied, digest of what was read from the source).
+
+    With readback verification large files are copied in the kernel and the source hashed
+    from its mapped pages (the destination is hashed afterwards by the caller); otherwise
+    the bytes pass through a buffer and are hashed on the way.
+    """
+    if readback and size >= KERNEL_COPY_MIN:
+        copied = _kernel_copy(src_fd, dst_fd, on_bytes, size)
+        if copied is not None:
+            return copied, _hash_fd(src_fd, algorithm)
+    hasher = new_hasher(algorithm)
+    copied = _stream(src_fd, dst_fd, hasher, on_bytes, size)
+    return copied, hasher.hexdigest()
 
 
 def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
@@ -151,9 +215,9 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
                 dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             except OSError as error:
                 raise _destination_error(error, dst) from None
-            hasher = new_hasher(algorithm)
             try:
-                copied = _stream(src_fd, dst_fd, hasher, on_bytes)
+                copied, digest = _copy_once(src_fd, dst_fd, algorithm, before.st_size,
+                                            readback, on_bytes)
             except OSError as error:
                 if error.filename is None and error.errno in (errno.EIO,):
                     raise UnreadableFileError(src, error.strerror) from None
@@ -166,7 +230,6 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
                 or copied != after.st_size:
             continue  # the source changed while it was read: copy it again
-        digest = hasher.hexdigest()
         if readback:
             written = hash_file(dst, algorithm)
             if written != digest:

@@ -287,8 +287,8 @@ def test_file_still_being_written_is_never_delivered_half(facility):
     folder = make_dataset(facility.incoming, "alice", "exp", {"growing.raw": b"x" * 100_000})
     original = C._stream
 
-    def stream_and_grow(src_fd, dst_fd, hasher, on_bytes):
-        copied = original(src_fd, dst_fd, hasher, on_bytes)
+    def stream_and_grow(src_fd, dst_fd, hasher, on_bytes, limit):
+        copied = original(src_fd, dst_fd, hasher, on_bytes, limit)
         with open(facility.managed / "processing" / os.listdir(facility.managed / "processing")[0]
                   / "growing.raw", "ab") as handle:
             handle.write(b"more")
