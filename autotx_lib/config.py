@@ -184,7 +184,11 @@ def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(source, _problems_from(error)) from None
+        problems = _problems_from(error)
+        folders = [data.get(key) for key in ("incoming", "managed", "destination")]
+        if all(isinstance(f, str | Path) for f in folders):  # report these too, all at once
+            problems += _folder_problems(*(Path(f) for f in folders))
+        raise ConfigError(source, problems) from None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -232,9 +236,12 @@ def check_config(config: Config) -> list[ConfigProblem]:
 
     The agent refuses to start while this list is not empty.
     """
+    return _folder_problems(config.incoming, config.managed, config.destination)
+
+
+def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
-    folders = {"incoming": config.incoming, "managed": config.managed,
-               "destination": config.destination}
+    folders = {"incoming": incoming, "managed": managed, "destination": destination}
     resolved = {k: Path(os.path.abspath(v)) for k, v in folders.items()}
     for key, folder in resolved.items():
         if key == "destination":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -174,14 +175,28 @@ class Journal:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
-            metadata.create_all(self.engine)
+            self._create_schema()
         except SQLAlchemyError as error:
             raise JournalError(
                 f"cannot open the journal at {self._safe_url()}: {error.__class__.__name__}: "
                 f"{error}. Check the `journal` URL in the config and that the folder or "
                 "database server is reachable."
             ) from None
-        self._set_default("schema_version", str(SCHEMA_VERSION))
+
+    def _create_schema(self) -> None:
+        """Create missing tables; another process doing the same at once is not an error."""
+        for attempt in range(5):
+            try:
+                metadata.create_all(self.engine)
+                self._set_default("schema_version", str(SCHEMA_VERSION))
+                return
+            except SQLAlchemyError as error:
+                text = str(error).lower()
+                racing = any(word in text for word in ("already exists", "locked", "unique",
+                                                       "duplicate"))
+                if not racing or attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def _safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True) if hasattr(self, "engine") \

@@ -139,6 +139,27 @@ def build_javabridge_wheel(java_home: Path) -> Path:
         return Path(shutil.copy2(wheel, WHEELS / wheel.name))
 
 
+# command -> Debian package, for tests that check our manifests with the standard tools
+TEST_TOOLS = {"xxhsum": "xxhash", "b3sum": "b3sum", "sha256sum": "coreutils"}
+
+
+def ensure_test_tools() -> None:
+    """Install the checksum tools the tests use, via apt-get when we may; else say so."""
+    missing = sorted({pkg for cmd, pkg in TEST_TOOLS.items() if shutil.which(cmd) is None})
+    if not missing:
+        return
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        say(f"note: {', '.join(missing)} not installed; the tests that check manifests with "
+            f"them will skip (install with: apt-get install {' '.join(missing)})")
+        return
+    say(f"installing {', '.join(missing)} (Debian packages) for the tests")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False)
+    result = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env)
+    if result.returncode != 0:
+        say(f"note: could not install {', '.join(missing)}; the tests needing them will skip")
+
+
 def stamp_of(extras: str) -> str:
     parts = [extras, (ROOT / "pyproject.toml").read_text(), Path(__file__).read_text()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
@@ -167,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     java_home = find_java_home()
     extras = "imaging,viz,postgres" + (",test" if args.test else "")
     install_project(extras, java_home)
+    if args.test:
+        ensure_test_tools()
     return 0
 
 

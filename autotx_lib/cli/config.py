@@ -34,9 +34,9 @@ def check(file: Annotated[Path, typer.Argument(help="A .toml file, an AutoTx .xm
     except ConfigError as error:
         problems = error.problems
     for key, why in ignored.items():
-        err.print(f"ignored AutoTx key {key}: {why}", markup=False)
+        err.print(f"ignored AutoTx key {key}: {why}", markup=False, soft_wrap=True)
     if problems:
-        err.print(f"{file}: {len(problems)} problem(s):", markup=False)
+        err.print(f"{file}: {len(problems)} problem(s):", markup=False, soft_wrap=True)
         for problem in problems:
             err.print(f"  - {problem}", markup=False, soft_wrap=True)
         raise typer.Exit(int(ExitCode.BAD_INPUT))
