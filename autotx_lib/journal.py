@@ -110,6 +110,20 @@ sessions = Table(
     Column("state_reason", Text),
 )
 
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("kind", String(32), nullable=False),  # e.g. transfer-finished, admin-error
+    Column("recipient", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime),
+    Column("sent_at", DateTime, index=True),
+    Column("error", Text),
+)
+
 settings = Table(
     "settings", metadata,
     Column("key", String(64), primary_key=True),
@@ -369,6 +383,43 @@ class Journal:
             else:
                 conn.execute(insert(settings).values(key=key, value=payload, updated_at=utcnow()))
 
+    # --- mail outbox (a mail is never lost: it stays here until the SMTP server took it) --
+
+    def queue_mail(self, kind: str, recipient: str, subject: str, body: str) -> int:
+        """Put a message in the outbox; returns its id."""
+        with self.engine.begin() as conn:
+            return conn.execute(insert(outbox).values(
+                created_at=utcnow(), kind=kind, recipient=recipient, subject=subject,
+                body=body, attempts=0)).inserted_primary_key[0]
+
+    def pending_mail(self, limit: int = 50) -> list[Row]:
+        """Unsent messages whose next attempt is due, oldest first."""
+        now = utcnow()
+        query = (select(outbox).where(outbox.c.sent_at.is_(None))
+                 .where((outbox.c.next_attempt_at.is_(None)) | (outbox.c.next_attempt_at <= now))
+                 .order_by(outbox.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def mail_sent(self, mail_id: int) -> None:
+        """Mark a message as handed to the SMTP server."""
+        with self.engine.begin() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == mail_id).values(
+                sent_at=utcnow(), error=None))
+
+    def mail_failed(self, mail_id: int, error: str, retry_in_seconds: float) -> None:
+        """Record a failed delivery attempt and when to try again."""
+        with self.engine.begin() as conn:
+            conn.execute(update(outbox).where(outbox.c.id == mail_id).values(
+                attempts=outbox.c.attempts + 1, error=error,
+                next_attempt_at=utcnow() + dt.timedelta(seconds=retry_in_seconds)))
+
+    def last_mail_of_kind(self, kind: str) -> Row | None:
+        """The newest message of a kind (sent or not), for rate limits."""
+        query = select(outbox).where(outbox.c.kind == kind).order_by(outbox.c.id.desc()).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first()
+
     def _set_default(self, key: str, value: str) -> None:
         if self.get_setting(key) is None:
             self.set_setting(key, value)
@@ -381,6 +432,6 @@ def _bind(name: str):
 
 
 __all__ = [
-    "Journal", "datasets", "files", "events", "sessions", "settings", "utcnow",
+    "Journal", "datasets", "files", "events", "sessions", "settings", "outbox", "utcnow",
     "ACTIVE_STATES", "FINAL_STATES",
 ]
