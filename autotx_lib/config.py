@@ -13,9 +13,12 @@ through :class:`~autotx_lib.errors.ConfigError`.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 import socket
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
@@ -56,6 +59,52 @@ class CopySettings(_Section):
     workers: int = Field(4, ge=1, le=64, description="Files copied in parallel.")
     max_attempts_per_file: int = Field(3, ge=1, description="Re-copies of a file that changed "
                                        "or failed verification before the dataset gives up.")
+    stall_seconds: float = Field(300.0, gt=0, description="No byte copied for this long (while "
+                                 "not paused) aborts the copy; it is retried later.")
+
+
+DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WINDOW = re.compile(r"^\s*(?:(?P<d1>[a-z]{3})(?:-(?P<d2>[a-z]{3}))?\s+)?"
+                     r"(?P<h1>\d{1,2}):(?P<m1>\d{2})-(?P<h2>\d{1,2}):(?P<m2>\d{2})\s*$")
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """When transfers may run, e.g. ``Mon-Fri 19:00-07:00`` (crossing midnight is fine)."""
+
+    days: frozenset[int]  # weekdays on which the window *starts* (0 = Monday)
+    start: int  # minutes after midnight
+    end: int
+
+    @classmethod
+    def parse(cls, text: str) -> TimeWindow:
+        """Parse ``[Day[-Day]] HH:MM-HH:MM``; raise ValueError saying the expected form."""
+        match = _WINDOW.match(text.lower())
+        if not match or (match["d1"] and match["d1"] not in DAYS) or \
+                (match["d2"] and match["d2"] not in DAYS):
+            raise ValueError(f"time window {text!r} is not of the form 'Mon-Fri 19:00-07:00', "
+                             "'Sat 08:00-18:00' or '22:00-06:00'")
+        start = int(match["h1"]) * 60 + int(match["m1"])
+        end = int(match["h2"]) * 60 + int(match["m2"])
+        if start > 24 * 60 or end > 24 * 60 or int(match["m1"]) > 59 or int(match["m2"]) > 59:
+            raise ValueError(f"time window {text!r}: hours go from 00:00 to 24:00")
+        if match["d1"] is None:
+            days = frozenset(range(7))
+        else:
+            first = DAYS.index(match["d1"])
+            last = DAYS.index(match["d2"] or match["d1"])
+            days = frozenset((first + i) % 7 for i in range((last - first) % 7 + 1))
+        return cls(days, start, end)
+
+    def contains(self, when: dt.datetime) -> bool:
+        """Whether the local time ``when`` lies inside this window."""
+        minute = when.hour * 60 + when.minute
+        if self.start < self.end:
+            return when.weekday() in self.days and self.start <= minute < self.end
+        # crosses midnight: the evening part belongs to the start day, the morning to the next
+        if minute >= self.start and when.weekday() in self.days:
+            return True
+        return minute < self.end and (when.weekday() - 1) % 7 in self.days
 
 
 class GateSettings(_Section):
@@ -69,6 +118,13 @@ class GateSettings(_Section):
     hysteresis_seconds: float = Field(4.0, ge=0)
     time_windows: list[str] = Field(default_factory=list, description='e.g. ["Mon-Fri 19:00-07:00", '
                                     '"Sat-Sun 00:00-24:00"]; empty = any time.')
+
+    @field_validator("time_windows")
+    @classmethod
+    def _windows_parse(cls, value: list[str]) -> list[str]:
+        for text in value:
+            TimeWindow.parse(text)
+        return value
 
 
 class SpaceCheck(_Section):

@@ -5,9 +5,17 @@ from __future__ import annotations
 import typer
 
 from autotx_lib.cli.config import config_app
+from autotx_lib.cli.grace import grace_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.qc import qc
-from autotx_lib.cli.transfer import demo, run, status_command, submit_command
+from autotx_lib.cli.transfer import (
+    demo,
+    resume_command,
+    run,
+    status_command,
+    submit_command,
+    suspend_command,
+)
 
 app = typer.Typer(
     name="autotx",
@@ -21,7 +29,10 @@ app.command("demo")(demo)
 app.command("run")(run)
 app.command("status")(status_command)
 app.command("submit")(submit_command)
+app.command("suspend")(suspend_command)
+app.command("resume")(resume_command)
 app.add_typer(config_app, name="config")
+app.add_typer(grace_app, name="grace")
 app.command("qc")(qc)
 app.command("info")(info)
 

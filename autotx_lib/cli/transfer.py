@@ -104,12 +104,16 @@ def run(config: ConfigOption, once: Annotated[bool, typer.Option(
              f"{len(summary.failed)} quarantined", f"{len(summary.retrying)} to retry",
              f"{len(summary.waiting)} not ready yet"]
     out.print("; ".join(parts))
+    if summary.paused:
+        out.print("paused, nothing started: " + "; ".join(summary.paused))
     raise typer.Exit(int(ExitCode.OK if summary.ok else ExitCode.INCOMPLETE))
 
 
 def _status_table(snapshot: Status) -> None:
     out.print(f"agent: [bold]{snapshot.agent_state}[/]"
               + (f" ({snapshot.agent_detail})" if snapshot.agent_detail else ""), markup=True)
+    if snapshot.suspended:
+        out.print(f"[yellow]suspended by hand:[/] {snapshot.suspended}", markup=True)
     current = snapshot.current
     if current is not None:
         rate = current.rate_bytes_per_s
@@ -145,6 +149,35 @@ def status_command(config: ConfigOption, as_json: Annotated[bool, typer.Option(
         out.print_json(json.dumps(snapshot.to_dict()))
     else:
         _status_table(snapshot)
+
+
+def suspend_command(
+    config: ConfigOption,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why; shown to others by "
+                                        "`autotx status` and the transfer monitor.")],
+) -> None:
+    """Suspend transfers (a copy under way pauses mid-file within a second).
+
+    The suspension is kept in the journal: it holds across agent restarts until
+    `autotx resume`. Exit status: 0; 2 bad configuration or empty reason.
+    """
+    from autotx_lib.transfer.control import suspend
+
+    cfg = handle_errors(load_config)(config)
+    try:
+        record = suspend(cfg, reason)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    out.print(f"suspended: {record.reason} (by {record.by})")
+
+
+def resume_command(config: ConfigOption) -> None:
+    """Lift a suspension made with `autotx suspend`. Exit status: 0; 2 bad configuration."""
+    from autotx_lib.transfer.control import resume
+
+    cfg = handle_errors(load_config)(config)
+    lifted = resume(cfg)
+    out.print(f"resumed (was suspended: {lifted.reason})" if lifted else "was not suspended")
 
 
 def submit_command(
@@ -224,4 +257,5 @@ def _show_incoming(cfg: Config) -> None:
     err.print(table)
 
 
-__all__ = ["run", "status_command", "submit_command", "demo", "EXIT_STATUS_HELP"]
+__all__ = ["run", "status_command", "submit_command", "suspend_command", "resume_command",
+           "demo", "EXIT_STATUS_HELP"]

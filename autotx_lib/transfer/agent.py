@@ -35,7 +35,9 @@ from autotx_lib.errors import (
     UnsafePathError,
 )
 from autotx_lib.journal import Journal, utcnow
+from autotx_lib.transfer import control
 from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.gate import GateMonitor, blocking_reasons
 from autotx_lib.transfer.layout import (
     ManagedFolders,
     SourceFile,
@@ -78,6 +80,7 @@ class RunSummary:
     failed: list[int] = field(default_factory=list)
     retrying: list[int] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # folders not ready yet, with reason
+    paused: list[str] = field(default_factory=list)  # why nothing was started (gate)
 
     @property
     def ok(self) -> bool:
@@ -122,6 +125,8 @@ class Agent:
         self.on_event = on_event
         self.stop_requested = threading.Event()
         self._recovering: set[int] = set()
+        self._session: int | None = None
+        self._bandwidth_cache = (0.0, None)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -134,6 +139,7 @@ class Agent:
         self.config.incoming.mkdir(parents=True, exist_ok=True)
         session, unclean = self.journal.start_session(self.config.host_alias, os.getpid(),
                                                       __version__)
+        self._session = session
         if unclean is not None:
             self._event("warning", "unclean-shutdown", f"the previous agent session "
                         f"(pid {unclean.pid}, started {unclean.started_at:%Y-%m-%d %H:%M}) "
@@ -146,7 +152,8 @@ class Agent:
                 claimed, summary.waiting = self.scan()
                 for dataset_id in claimed:
                     self._record_outcome(summary, self.journal.dataset(dataset_id))
-                for row in self.journal.datasets_in(J.ACTIVE_STATES):
+                summary.paused = self._gate_blocks() if self._has_work() else []
+                for row in self.journal.datasets_in(J.ACTIVE_STATES) if not summary.paused else []:
                     if self.stop_requested.is_set():
                         break
                     if not once and not self._due(row):
@@ -166,6 +173,46 @@ class Agent:
     def stop(self) -> None:
         """Ask the agent to stop: files under way finish, nothing new starts."""
         self.stop_requested.set()
+
+    # --- the resource gate ------------------------------------------------------------
+
+    def _has_work(self) -> bool:
+        return bool(self.journal.datasets_in(J.ACTIVE_STATES))
+
+    def _suspension_reason(self) -> str | None:
+        suspended = control.suspension(self.journal)
+        return suspended.reason if suspended else None
+
+    def _bandwidth(self) -> float | None:
+        """The cap in MB/s: set while running (control.set_bandwidth), else the config's."""
+        checked, value = self._bandwidth_cache
+        if time.monotonic() - checked > 1.0:
+            value = control.bandwidth_override(self.journal) or self.config.gate.bandwidth_mb_s
+            self._bandwidth_cache = (time.monotonic(), value)
+        return value
+
+    def _gate_blocks(self) -> list[str]:
+        """Reasons not to start a dataset now (one reading); recorded for `autotx status`."""
+        reasons = blocking_reasons(self.config.gate, self.config.destination,
+                                   self._suspension_reason())
+        if reasons and self._session is not None:
+            self.journal.heartbeat(self._session, "paused", "; ".join(reasons))
+        return reasons
+
+    def _gate_changed(self, reasons: list[str]) -> None:
+        if reasons:
+            self._event("warning", "paused", "transfer paused: " + "; ".join(reasons))
+        else:
+            self._event("info", "resumed", "transfer resumed")
+        if self._session is not None:
+            self.journal.heartbeat(self._session, "paused" if reasons else "transferring",
+                                   "; ".join(reasons) or None)
+
+    def _gate_monitor(self) -> GateMonitor:
+        return GateMonitor(self.config.gate, self.config.destination,
+                           suspension=self._suspension_reason, on_change=self._gate_changed,
+                           stall_seconds=self.config.copy_.stall_seconds,
+                           bandwidth=self._bandwidth)
 
     def _due(self, row) -> bool:
         return row.next_attempt_at is None or row.next_attempt_at <= utcnow()
@@ -352,13 +399,15 @@ class Agent:
                 self.on_progress(Progress(row.id, row.user, row.name, state["files"],
                                           len(rows), counter.value, row.total_bytes, started))
 
+        gate = self._gate_monitor().start()
         try:
             C.copy_files(todo, source, tmp, row.algorithm, workers=self.config.copy_.workers,
                          readback=self.config.verify.mode == "readback",
                          max_attempts=self.config.copy_.max_attempts_per_file,
                          on_file=on_file, on_bytes=counter.add,
-                         should_stop=self.stop_requested.is_set, tick=tick)
+                         should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
         finally:
+            gate.stop()
             flush()
             tick()
         if self.stop_requested.is_set() and state["files"] < len(rows):

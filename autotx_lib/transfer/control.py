@@ -20,6 +20,7 @@ from autotx_lib.config import Config
 from autotx_lib.journal import Journal, utcnow
 
 SUSPENSION_KEY = "suspension"
+BANDWIDTH_KEY = "bandwidth_mb_s"
 
 
 @dataclass(frozen=True)
@@ -71,3 +72,19 @@ def suspension(source: Config | Journal) -> Suspension | None:
     if not value:
         return None
     return Suspension(value["reason"], dt.datetime.fromisoformat(value["since"]), value["by"])
+
+
+def set_bandwidth(source: Config | Journal, mb_s: float | None) -> None:
+    """Cap the copy rate at ``mb_s`` MB/s (None: back to the config's value); a running
+    agent applies it within about a second."""
+    if mb_s is not None and mb_s <= 0:
+        raise ValueError("the bandwidth cap must be a positive number of MB/s (or None)")
+    journal = _journal(source)
+    journal.set_setting(BANDWIDTH_KEY, mb_s)
+    journal.log("info", "bandwidth", f"bandwidth cap set to {mb_s} MB/s" if mb_s else
+                "bandwidth cap back to the configured value")
+
+
+def bandwidth_override(source: Config | Journal) -> float | None:
+    """The bandwidth cap set with :func:`set_bandwidth`, or None."""
+    return _journal(source).get_setting(BANDWIDTH_KEY)

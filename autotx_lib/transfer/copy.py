@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from autotx_lib.errors import (
     DestinationError,
@@ -39,6 +40,16 @@ _NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, er
 MANIFEST_SUFFIX = {"xxh3_128": "xxh128", "blake3": "b3", "sha256": "sha256", "md5": "md5"}
 CHECK_TOOL = {"xxh3_128": "xxhsum -c", "blake3": "b3sum -c", "sha256": "sha256sum -c",
               "md5": "md5sum -c"}
+
+
+class Throttle(Protocol):
+    """What the copy asks between chunks (the resource gate implements it)."""
+
+    def throttle(self, copied: int) -> None:
+        """Block while paused or over the bandwidth cap; raise to abort the copy."""
+
+    def chunk_size(self, default: int) -> int:
+        """The chunk size to use (smaller under a bandwidth cap)."""
 
 
 def new_hasher(algorithm: str):
@@ -143,13 +154,14 @@ def _destination_error(error: OSError, destination: Path) -> DestinationError:
 
 
 def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | None,
-            limit: int) -> int:
+            limit: int, throttle: Throttle | None = None) -> int:
     """Copy at most ``limit`` bytes through a buffer, hashing them (a growing file cannot
     keep the copy going forever: the caller notices the growth and copies again)."""
     buf = _buffer()
+    step = throttle.chunk_size(len(buf)) if throttle is not None else len(buf)
     total = 0
     while total < limit:
-        n = os.readv(src_fd, [buf[:min(len(buf), limit - total)]])
+        n = os.readv(src_fd, [buf[:min(step, limit - total)]])
         if n == 0:
             return total
         chunk = buf[:n]
@@ -160,19 +172,22 @@ def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | 
         total += n
         if on_bytes is not None:
             on_bytes(n)
+        if throttle is not None:
+            throttle.throttle(n)
     return total
 
 
 def _kernel_copy(src_fd: int, dst_fd: int, on_bytes: Callable[[int], None] | None,
-                 limit: int) -> int | None:
+                 limit: int, throttle: Throttle | None = None) -> int | None:
     """Copy at most ``limit`` bytes in the kernel (copy_file_range).
 
     Returns None when the filesystems do not support it (the caller streams instead).
     """
+    step = throttle.chunk_size(KERNEL_CHUNK) if throttle is not None else KERNEL_CHUNK
     total = 0
     while total < limit:
         try:
-            n = os.copy_file_range(src_fd, dst_fd, min(KERNEL_CHUNK, limit - total))
+            n = os.copy_file_range(src_fd, dst_fd, min(step, limit - total))
         except OSError as error:
             if total == 0 and error.errno in _NO_KERNEL_COPY:
                 return None
@@ -182,11 +197,14 @@ def _kernel_copy(src_fd: int, dst_fd: int, on_bytes: Callable[[int], None] | Non
         total += n
         if on_bytes is not None:
             on_bytes(n)
+        if throttle is not None:
+            throttle.throttle(n)
     return total
 
 
 def _copy_once(src_fd: int, dst_fd: int, algorithm: str, size: int, readback: bool,
-               on_bytes: Callable[[int], None] | None) -> tuple[int, str]:
+               on_bytes: Callable[[int], None] | None,
+               throttle: Throttle | None = None) -> tuple[int, str]:
     """Copy one file's bytes; return (bytes copied, digest of what was read from the source).
 
     With readback verification large files are copied in the kernel and the source hashed
@@ -194,17 +212,17 @@ def _copy_once(src_fd: int, dst_fd: int, algorithm: str, size: int, readback: bo
     the bytes pass through a buffer and are hashed on the way.
     """
     if readback and size >= KERNEL_COPY_MIN:
-        copied = _kernel_copy(src_fd, dst_fd, on_bytes, size)
+        copied = _kernel_copy(src_fd, dst_fd, on_bytes, size, throttle)
         if copied is not None:
             return copied, _hash_fd(src_fd, algorithm)
     hasher = new_hasher(algorithm)
-    copied = _stream(src_fd, dst_fd, hasher, on_bytes, size)
+    copied = _stream(src_fd, dst_fd, hasher, on_bytes, size, throttle)
     return copied, hasher.hexdigest()
 
 
 def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
               on_bytes: Callable[[int], None] | None = None, max_attempts: int = 3,
-              relpath: str = "") -> CopiedFile:
+              relpath: str = "", throttle: Throttle | None = None) -> CopiedFile:
     """Copy one file, hashing while reading; verify; re-copy if the source changed meanwhile.
 
     Parameters
@@ -219,6 +237,8 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
         Called with each number of bytes copied (progress).
     max_attempts : int
         Copies of a changing source before giving up.
+    throttle : Throttle, optional
+        Called after each chunk; may block (paused, bandwidth cap) or raise (stalled).
 
     Returns
     -------
@@ -249,7 +269,7 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
                 raise _destination_error(error, dst) from None
             try:
                 copied, digest = _copy_once(src_fd, dst_fd, algorithm, before.st_size,
-                                            readback, on_bytes)
+                                            readback, on_bytes, throttle)
             except OSError as error:
                 if error.filename is None and error.errno in (errno.EIO,):
                     raise UnreadableFileError(src, error.strerror) from None
@@ -284,7 +304,8 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algo
                on_file: Callable[[CopiedFile], None] | None = None,
                on_bytes: Callable[[int], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
-               tick: Callable[[], None] | None = None) -> list[CopiedFile]:
+               tick: Callable[[], None] | None = None,
+               throttle: Throttle | None = None) -> list[CopiedFile]:
     """Copy many files of one dataset in parallel; returns what was copied and verified.
 
     ``on_file`` is called in the calling thread for each verified file (e.g. to record
@@ -313,7 +334,8 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algo
                 return False
             pending.add(pool.submit(copy_file, src_root / entry.relpath, dst_root / entry.relpath,
                                     algorithm, readback=readback, on_bytes=on_bytes,
-                                    max_attempts=max_attempts, relpath=entry.relpath))
+                                    max_attempts=max_attempts, relpath=entry.relpath,
+                                    throttle=throttle))
             return True
 
         while len(pending) < workers * 2 and submit_next():

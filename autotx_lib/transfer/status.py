@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from autotx_lib import journal as J
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal, utcnow
+from autotx_lib.transfer import control
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,6 +101,7 @@ class Status:
     agent_detail: str | None
     current: DatasetStatus | None
     queue: list[DatasetStatus] = field(default_factory=list)
+    suspended: str | None = None  # the manual suspension's reason, by whom and since when
     history: list[DatasetStatus] = field(default_factory=list)
     events: list[EventStatus] = field(default_factory=list)
 
@@ -181,7 +183,10 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30) -> 
                                               f"{session.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC")
     else:
         agent_state, detail = session.state, session.state_reason
+    manual = control.suspension(journal)
+    suspended = (f"{manual.reason} (by {manual.by} since {manual.since:%Y-%m-%d %H:%M} UTC)"
+                 if manual else None)
     if journal is not source:
         journal.close()
     return Status(agent_state, detail, current, [d for d in active if d is not current],
-                  finished, recent)
+                  suspended=suspended, history=finished, events=recent)

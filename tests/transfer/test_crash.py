@@ -93,7 +93,7 @@ def test_kill_9_at_random_instants_resumes_without_recopying(facility, tmp_path)
     config_file = tmp_path / "autotx.toml"
     config_file.write_text(f'incoming = "{facility.incoming}"\nmanaged = "{facility.managed}"\n'
                            f'destination = "{facility.destination}"\n[readiness]\n'
-                           'quiet_seconds = 0\n[copy]\nworkers = 2\n')
+                           'quiet_seconds = 0\n[copy]\nworkers = 2\n[gate]\nmax_cpu_percent = 100\n')
     command = [sys.executable, "-m", "autotx_lib.cli", "run", "--once", "-c", str(config_file)]
     verified_mtimes: dict[str, int] = {}
     kills = 0

@@ -18,7 +18,8 @@ runner = CliRunner()
 
 def write_config(facility, path):
     path.write_text(f'incoming = "{facility.incoming}"\nmanaged = "{facility.managed}"\n'
-                    f'destination = "{facility.destination}"\n[readiness]\nquiet_seconds = 0\n')
+                    f'destination = "{facility.destination}"\n[readiness]\nquiet_seconds = 0\n'
+                    '[gate]\nmax_cpu_percent = 100\n')
     return path
 
 

@@ -1,0 +1,259 @@
+"""The resource gate: keep the agent's hands off the machine while the instrument needs it.
+
+Transfers pause while any condition holds and resume once all have been clear for a
+hysteresis period (AutoTx: one reading over a limit pauses, a few seconds under it
+resumes):
+
+* system CPU above ``max_cpu_percent`` (the agent's own share not counted),
+* available memory below ``min_available_memory_mb``,
+* a blacklisted process running (names compared case-insensitively, ``.exe`` optional),
+* free space at the destination below ``min_free_destination_mb``,
+* outside the configured time windows,
+* a manual suspension (:mod:`autotx_lib.transfer.control`).
+
+:func:`pause_reasons` is the pure decision; :class:`GateMonitor` samples the machine in
+a thread while a copy runs and gives the copy a :meth:`GateMonitor.throttle` hook that
+blocks while paused (mid-file: no progress is lost) and enforces the bandwidth cap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from autotx_lib.config import GateSettings, TimeWindow
+from autotx_lib.errors import DestinationError
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One sample of the machine's state."""
+
+    cpu_percent: float  # system-wide, the agent's own share removed
+    available_mb: float
+    processes: frozenset[str]  # lower-case names without .exe
+    destination_free_mb: float | None
+    now: dt.datetime
+    suspension: str | None = None
+
+
+def normalize_process_name(name: str) -> str:
+    """``ZEN.EXE`` -> ``zen``: how blacklisted names are compared."""
+    name = name.strip().lower()
+    return name[:-4] if name.endswith(".exe") else name
+
+
+def pause_reasons(reading: Reading, settings: GateSettings) -> list[str]:
+    """Every reason to pause now (empty: transfers may run). Pure: no I/O."""
+    reasons = []
+    if reading.suspension:
+        reasons.append(f"suspended by hand: {reading.suspension}")
+    if reading.cpu_percent > settings.max_cpu_percent:
+        reasons.append(f"CPU {reading.cpu_percent:.0f}% > {settings.max_cpu_percent:.0f}%")
+    if reading.available_mb < settings.min_available_memory_mb:
+        reasons.append(f"available memory {reading.available_mb:.0f} MB < "
+                       f"{settings.min_available_memory_mb} MB")
+    running = sorted({normalize_process_name(p) for p in settings.blacklisted_processes}
+                     & reading.processes)
+    if running:
+        reasons.append(f"blacklisted process running: {', '.join(running)}")
+    if reading.destination_free_mb is not None and settings.min_free_destination_mb and \
+            reading.destination_free_mb < settings.min_free_destination_mb:
+        reasons.append(f"destination free space {reading.destination_free_mb:.0f} MB < "
+                       f"{settings.min_free_destination_mb} MB")
+    windows = [TimeWindow.parse(w) for w in settings.time_windows]
+    if windows and not any(w.contains(reading.now) for w in windows):
+        reasons.append(f"outside the transfer time windows ({'; '.join(settings.time_windows)})")
+    return reasons
+
+
+class Sampler:
+    """Reads the machine: CPU (without the agent), memory, processes, destination space."""
+
+    def __init__(self, destination: Path, watch_processes: bool):
+        self.destination = destination
+        self.watch_processes = watch_processes
+        self.me = psutil.Process()
+        self.cores = psutil.cpu_count() or 1
+        psutil.cpu_percent(interval=None)
+        self.me.cpu_percent(interval=None)
+
+    def read(self, suspension: str | None = None) -> Reading:
+        system = psutil.cpu_percent(interval=None)
+        own = self.me.cpu_percent(interval=None) / self.cores
+        processes: frozenset[str] = frozenset()
+        if self.watch_processes:
+            names = set()
+            for process in psutil.process_iter(["name"]):
+                if process.info["name"]:
+                    names.add(normalize_process_name(process.info["name"]))
+            processes = frozenset(names)
+        try:
+            free = shutil.disk_usage(self.destination).free / 1e6
+        except OSError:
+            free = None
+        return Reading(max(system - own, 0.0), psutil.virtual_memory().available / 1e6,
+                       processes, free, dt.datetime.now(), suspension)
+
+
+@dataclass
+class GateState:
+    """What the monitor decided: paused or not, and why."""
+
+    paused: bool = False
+    reasons: list[str] = field(default_factory=list)
+    clear_since: float | None = None
+
+
+class GateMonitor:
+    """Samples the machine in a thread while a copy runs; the copy calls :meth:`throttle`.
+
+    Parameters
+    ----------
+    settings : GateSettings
+    destination : Path
+    suspension : callable
+        Returns the manual suspension's reason or None (read from the journal).
+    on_change : callable
+        Called with the list of reasons when the gate pauses, and with [] when it resumes.
+    interval : float
+        Seconds between samples (pausing takes effect within about this time).
+    stall_seconds : float, optional
+        No byte copied for this long while not paused aborts the copy (retried later).
+    """
+
+    def __init__(self, settings: GateSettings, destination: Path, *,
+                 suspension: Callable[[], str | None] = lambda: None,
+                 on_change: Callable[[list[str]], None] = lambda reasons: None,
+                 interval: float = 0.25, stall_seconds: float | None = None,
+                 bandwidth: Callable[[], float | None] | None = None):
+        self.settings = settings
+        self.sampler = Sampler(destination, bool(settings.blacklisted_processes))
+        self.suspension = suspension
+        self.on_change = on_change
+        self.interval = interval
+        self.stall_seconds = stall_seconds
+        self.bandwidth = bandwidth or (lambda: settings.bandwidth_mb_s)
+        self.state = GateState()
+        self._resume = threading.Event()
+        self._resume.set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._bucket_time = time.monotonic()
+        self._bucket_bytes = 0.0
+        self._last_progress = time.monotonic()
+        self.stalled = False
+        self._suspension_checked = 0.0
+        self._suspension_value: str | None = None
+
+    # --- sampling ---------------------------------------------------------------------
+
+    def evaluate(self) -> list[str]:
+        """Take one reading and update the paused state (with hysteresis); returns the reasons."""
+        now = time.monotonic()
+        if now - self._suspension_checked >= 1.0:  # the journal is read at most once a second
+            self._suspension_value = self.suspension()
+            self._suspension_checked = now
+        reasons = pause_reasons(self.sampler.read(self._suspension_value), self.settings)
+        state = self.state
+        if reasons:
+            state.reasons, state.clear_since = reasons, None
+            if not state.paused:
+                state.paused = True
+                self._resume.clear()
+                self.on_change(reasons)
+        elif state.paused:
+            state.clear_since = state.clear_since or now
+            manual_only = all(r.startswith("suspended by hand") for r in state.reasons)
+            if manual_only or now - state.clear_since >= self.settings.hysteresis_seconds:
+                state.paused, state.reasons = False, []
+                self._resume.set()
+                self.on_change([])
+        self._check_stall(now)
+        return reasons
+
+    def _check_stall(self, now: float) -> None:
+        if self.state.paused:
+            self._last_progress = now  # waiting on purpose is not stalling
+            return
+        if self.stall_seconds is not None and now - self._last_progress > self.stall_seconds:
+            self.stalled = True
+            self._resume.set()  # wake a waiting throttle so it can raise
+
+    def start(self) -> GateMonitor:
+        """Take a first reading (a copy never starts while paused) and start sampling."""
+        self._last_progress = time.monotonic()
+        self.evaluate()
+        self._thread = threading.Thread(target=self._loop, name="autotx-gate", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop sampling and release any waiting copy thread."""
+        self._stop.set()
+        self._resume.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.evaluate()
+            except Exception:  # noqa: BLE001 - a failed reading must not stop the copy
+                continue
+
+    # --- the hook the copy calls ------------------------------------------------------
+
+    def throttle(self, copied: int) -> None:
+        """Called by copy threads after each chunk: wait while paused; keep the bandwidth cap.
+
+        Raises
+        ------
+        DestinationError
+            When the copy stalled (no progress for ``stall_seconds``): it is retried later.
+        """
+        self._last_progress = time.monotonic()
+        while not self._resume.wait(0.2):
+            if self._stop.is_set():
+                break
+        if self.stalled:
+            raise DestinationError(self.sampler.destination, f"the copy stalled (no progress for "
+                                   f"{self.stall_seconds:.0f} s)")
+        rate = self.bandwidth()
+        if rate:
+            self._take_tokens(copied, rate * 1e6)
+
+    def _take_tokens(self, copied: int, bytes_per_s: float) -> None:
+        with self._lock:
+            now = time.monotonic()
+            # bucket depth of 0.25 s: smooth enough for +-5% over a large dataset
+            self._bucket_bytes = max(self._bucket_bytes - (now - self._bucket_time) * bytes_per_s,
+                                     -0.25 * bytes_per_s)
+            self._bucket_time = now
+            self._bucket_bytes += copied
+            wait = self._bucket_bytes / bytes_per_s
+        if wait > 0:
+            time.sleep(wait)
+
+    def chunk_size(self, default: int) -> int:
+        """Copy chunk size: smaller under a bandwidth cap so the rate stays smooth."""
+        rate = self.bandwidth()
+        if not rate:
+            return default
+        return int(min(default, max(256 * 1024, rate * 1e6 * 0.1)))
+
+
+def blocking_reasons(settings: GateSettings, destination: Path,
+                     suspension: str | None = None) -> list[str]:
+    """One reading of the gate, without hysteresis (e.g. before starting a dataset)."""
+    sampler = Sampler(destination, bool(settings.blacklisted_processes))
+    time.sleep(0.1)  # psutil needs an interval for a meaningful CPU figure
+    return pause_reasons(sampler.read(suspension), settings)
