@@ -115,16 +115,12 @@ def _start_writeback(fd: int) -> None:
         pass  # only an optimisation; the final sync makes the data durable
 
 
-def _verify_and_start_writeback(path: Path, algorithm: str) -> str:
-    """Hash a just-written file (read back from the destination), then start its writeback."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        digest = _hash_fd(fd, algorithm)
-        if os.fstat(fd).st_size >= KERNEL_COPY_MIN:
-            _start_writeback(fd)
-        return digest
-    finally:
-        os.close(fd)
+def _readback(fd: int, algorithm: str) -> str:
+    """Hash a just-written file read back from the destination, then start its writeback."""
+    digest = _hash_fd(fd, algorithm)
+    if os.fstat(fd).st_size >= KERNEL_COPY_MIN:
+        _start_writeback(fd)
+    return digest
 
 
 def hash_file(path: Path, algorithm: str) -> str:
@@ -257,16 +253,38 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
     """
     mismatches = 0
     for attempt in range(1, max_attempts + 1):
+        outcome = _attempt(src, dst, algorithm, readback, on_bytes, throttle)
+        if outcome is None:
+            continue  # the source changed while it was read: copy it again
+        size, mtime_ns, digest, written = outcome
+        if written is not None and written != digest:
+            mismatches += 1
+            if mismatches >= 2:
+                raise VerificationError(dst, digest, written)
+            continue
+        return CopiedFile(relpath or src.name, size, mtime_ns, digest, attempt)
+    raise SourceChangedError(src, max_attempts)
+
+
+def _attempt(src: Path, dst: Path, algorithm: str, readback: bool,
+             on_bytes: Callable[[int], None] | None, throttle: Throttle | None
+             ) -> tuple[int, int, str, str | None] | None:
+    """Copy one file once: (size, mtime_ns, source digest, read-back digest or None).
+
+    Returns None when the source changed while it was copied. The destination is read
+    back through the descriptor it was written with (one open per file, not two).
+    """
+    try:
+        src_fd = os.open(src, os.O_RDONLY)
+    except OSError as error:
+        raise UnreadableFileError(src, error.strerror or str(error)) from None
+    try:
+        before = os.fstat(src_fd)
         try:
-            src_fd = os.open(src, os.O_RDONLY)
+            dst_fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         except OSError as error:
-            raise UnreadableFileError(src, error.strerror or str(error)) from None
+            raise _destination_error(error, dst) from None
         try:
-            before = os.fstat(src_fd)
-            try:
-                dst_fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            except OSError as error:
-                raise _destination_error(error, dst) from None
             try:
                 copied, digest = _copy_once(src_fd, dst_fd, algorithm, before.st_size,
                                             readback, on_bytes, throttle)
@@ -274,23 +292,16 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
                 if error.filename is None and error.errno in (errno.EIO,):
                     raise UnreadableFileError(src, error.strerror) from None
                 raise _classify_stream_error(error, src, dst) from None
-            finally:
-                os.close(dst_fd)
+            after = os.stat(src)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
+                    or copied != after.st_size:
+                return None
+            written = _readback(dst_fd, algorithm) if readback else None
+            return copied, before.st_mtime_ns, digest, written
         finally:
-            os.close(src_fd)
-        after = os.stat(src)
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
-                or copied != after.st_size:
-            continue  # the source changed while it was read: copy it again
-        if readback:
-            written = _verify_and_start_writeback(dst, algorithm)
-            if written != digest:
-                mismatches += 1
-                if mismatches >= 2:
-                    raise VerificationError(dst, digest, written)
-                continue
-        return CopiedFile(relpath or src.name, copied, before.st_mtime_ns, digest, attempt)
-    raise SourceChangedError(src, max_attempts)
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
 
 
 def _classify_stream_error(error: OSError, src: Path, dst: Path) -> Exception:
