@@ -1,0 +1,123 @@
+"""``autotx grace``: the grace area (managed/done/) by user, and the explicit purge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from autotx_lib.cli._common import ExitCode, err, fail, handle_errors, human_bytes, out
+from autotx_lib.config import load_config
+from autotx_lib.transfer.grace import GraceReport, PurgeResult, grace_report, purge
+
+grace_app = typer.Typer(
+    help="`autotx grace -c CONFIG [--json]` lists what rests in the grace area (managed/done/) "
+         "by user, with age and size, and which folders are past grace_period_days; nothing is "
+         "deleted. `autotx grace purge` removes old originals, explicitly. "
+         "Exit status: 0 ok; 1 something was skipped (purge); 2 bad configuration or input.",
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="The agent's configuration (TOML, or AutoTx XML file or folder).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _report_table(report: GraceReport) -> None:
+    table = Table(title=f"grace area {report.done_folder} (grace period "
+                        f"{report.grace_period_days} days)")
+    table.add_column("user", overflow="fold")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("age (days)", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("files", justify="right")
+    table.add_column("expired")
+    table.add_column("delivered copy", overflow="fold")
+    for user, entries in report.by_user.items():
+        for e in entries:
+            table.add_row(user, e.name, f"{e.age_days:.1f}", human_bytes(e.size_bytes),
+                          str(e.file_count), "[red]yes[/]" if e.expired else "no",
+                          e.dest_path or "[yellow](not in the journal)[/]")
+    out.print(table)
+    out.print(f"{len(report.entries)} folder(s), {human_bytes(report.total_bytes)}; "
+              f"{len(report.expired)} past the grace period, "
+              f"{human_bytes(report.expired_bytes)}.", markup=False)
+    if report.expired:
+        out.print(f"Remove them (each delivered copy is verified first):  autotx grace purge "
+                  f"-c CONFIG --older-than {report.grace_period_days} --yes", markup=False,
+                  soft_wrap=True)
+
+
+@grace_app.callback(invoke_without_command=True)
+def show(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the originals in managed/done/ by user, with age and size, and which are past
+    grace_period_days. Nothing is deleted; see `autotx grace purge`.
+
+    Exit status: 0 ok; 2 bad configuration or input.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        raise fail("give the agent's configuration: autotx grace -c CONFIG")
+    cfg = handle_errors(load_config)(config)
+    report = handle_errors(grace_report)(cfg)
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        _report_table(report)
+
+
+def _purge_output(result: PurgeResult) -> None:
+    verb = "would remove" if result.dry_run else "removed"
+    kept = {id(s.entry) for s in result.skipped}
+    for entry in result.candidates:
+        if id(entry) in kept:
+            continue
+        out.print(f"{verb}: {entry.path} ({entry.age_days:.1f} days, "
+                  f"{human_bytes(entry.size_bytes)}, {entry.file_count} files)",
+                  markup=False, soft_wrap=True)
+    for skip in result.skipped:
+        err.print(f"kept: {skip.entry.path}: {skip.reason}", markup=False, soft_wrap=True)
+    if result.dry_run:
+        would = [e for e in result.candidates if id(e) not in kept]
+        out.print(f"{len(would)} folder(s), {human_bytes(sum(e.size_bytes for e in would))} "
+                  f"would be removed after their delivered copies verify; "
+                  f"{len(result.skipped)} kept. Nothing was deleted: add --yes to remove them.",
+                  markup=False, soft_wrap=True)
+    else:
+        out.print(f"{len(result.removed)} folder(s) removed, {human_bytes(result.freed_bytes)} "
+                  f"freed; {len(result.skipped)} kept.", markup=False)
+
+
+@grace_app.command("purge")
+def purge_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The agent's configuration.")],
+    older_than: Annotated[float, typer.Option(
+        "--older-than", help="Only originals older than this many days.")],
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Really delete; without it the command only lists.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove originals older than --older-than days from managed/done/.
+
+    Without --yes it only lists what it would remove. With --yes each candidate's delivered
+    copy is first re-hashed against its manifest; an original is removed only when its copy
+    verifies and holds every file, otherwise it is kept and the reason printed.
+
+    Exit status: 0 ok; 1 something was skipped (kept, the reason is printed); 2 bad
+    configuration or input (nothing done).
+    """
+    if older_than < 0:
+        raise fail(f"--older-than must be 0 or more days, got {older_than:g}")
+    cfg = handle_errors(load_config)(config)
+    result = handle_errors(purge)(cfg, older_than, dry_run=not yes)
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+    else:
+        _purge_output(result)
+    raise typer.Exit(int(ExitCode.OK if result.ok else ExitCode.INCOMPLETE))
+
+
+__all__ = ["grace_app"]
