@@ -150,6 +150,14 @@ class SourceChangedError(TransferError):
         )
 
 
+class CopyInterrupted(AutotxError):
+    """The agent was asked to stop; files under way were abandoned (copied again later)."""
+
+    def __init__(self) -> None:
+        super().__init__("the copy was interrupted by a stop request; verified files are kept "
+                         "and the rest is copied when the agent runs again")
+
+
 class SubmitError(AutotxError):
     """A folder cannot be submitted for transfer."""
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from autotx_lib.cli.config import config_app
+from autotx_lib.cli.dashboard import dashboard
 from autotx_lib.cli.grace import grace_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.qc import qc
+from autotx_lib.cli.service import service_app
 from autotx_lib.cli.transfer import (
     demo,
     resume_command,
@@ -32,9 +34,11 @@ app.command("submit")(submit_command)
 app.command("suspend")(suspend_command)
 app.command("resume")(resume_command)
 app.add_typer(config_app, name="config")
+app.add_typer(service_app, name="service")
 app.add_typer(grace_app, name="grace")
 app.command("qc")(qc)
 app.command("info")(info)
+app.command("dashboard")(dashboard)
 
 
 def main() -> None:

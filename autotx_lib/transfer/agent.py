@@ -28,6 +28,7 @@ from autotx_lib import __version__
 from autotx_lib import journal as J
 from autotx_lib.config import Config
 from autotx_lib.errors import (
+    CopyInterrupted,
     DestinationError,
     EmptyDatasetError,
     SourceChangedError,
@@ -212,7 +213,7 @@ class Agent:
         return GateMonitor(self.config.gate, self.config.destination,
                            suspension=self._suspension_reason, on_change=self._gate_changed,
                            stall_seconds=self.config.copy_.stall_seconds,
-                           bandwidth=self._bandwidth)
+                           bandwidth=self._bandwidth, interrupted=self.stop_requested.is_set)
 
     def _due(self, row) -> bool:
         return row.next_attempt_at is None or row.next_attempt_at <= utcnow()
@@ -406,6 +407,8 @@ class Agent:
                          max_attempts=self.config.copy_.max_attempts_per_file,
                          on_file=on_file, on_bytes=counter.add,
                          should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
+        except CopyInterrupted:
+            pass  # checkpointed below: what was verified is in the journal
         finally:
             gate.stop()
             flush()

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from autotx_lib.config import GateSettings, TimeWindow
-from autotx_lib.errors import DestinationError
+from autotx_lib.errors import CopyInterrupted, DestinationError
 
 
 @dataclass(frozen=True)
@@ -127,13 +127,18 @@ class GateMonitor:
         Seconds between samples (pausing takes effect within about this time).
     stall_seconds : float, optional
         No byte copied for this long while not paused aborts the copy (retried later).
+    bandwidth : callable, optional
+        Returns the cap in MB/s (None: no cap); read between chunks, so it can change.
+    interrupted : callable, optional
+        Returns True when the agent is stopping; the copy then gives up its files.
     """
 
     def __init__(self, settings: GateSettings, destination: Path, *,
                  suspension: Callable[[], str | None] = lambda: None,
                  on_change: Callable[[list[str]], None] = lambda reasons: None,
                  interval: float = 0.25, stall_seconds: float | None = None,
-                 bandwidth: Callable[[], float | None] | None = None):
+                 bandwidth: Callable[[], float | None] | None = None,
+                 interrupted: Callable[[], bool] = lambda: False):
         self.settings = settings
         self.sampler = Sampler(destination, bool(settings.blacklisted_processes))
         self.suspension = suspension
@@ -141,6 +146,7 @@ class GateMonitor:
         self.interval = interval
         self.stall_seconds = stall_seconds
         self.bandwidth = bandwidth or (lambda: settings.bandwidth_mb_s)
+        self.interrupted = interrupted
         self.state = GateState()
         self._resume = threading.Event()
         self._resume.set()
@@ -219,11 +225,15 @@ class GateMonitor:
         ------
         DestinationError
             When the copy stalled (no progress for ``stall_seconds``): it is retried later.
+        CopyInterrupted
+            When the agent is stopping (SIGTERM): the file is abandoned, copied again later.
         """
         self._last_progress = time.monotonic()
         while not self._resume.wait(0.2):
-            if self._stop.is_set():
+            if self._stop.is_set() or self.interrupted():
                 break
+        if self.interrupted():
+            raise CopyInterrupted()
         if self.stalled:
             raise DestinationError(self.sampler.destination, f"the copy stalled (no progress for "
                                    f"{self.stall_seconds:.0f} s)")
