@@ -1,0 +1,37 @@
+"""Jupyter dashboards: ipywidgets and bokeh faces over the library, no logic of their own.
+
+Each dashboard is a class whose ``.widget`` you display in a notebook (or serve as a
+Voila page from ``widgets/``, see ``autotx dashboard``):
+
+- :class:`TransferMonitor`: what the transfer agent is doing, its queue and results;
+  suspend, resume and submit a folder.
+- :class:`PlateQCDashboard`: plate quality control with a clickable heatmap.
+- :class:`StackBrowser`: pick a microscopy file in a folder and look at it.
+
+Importing this package needs the ``viz`` extra (bokeh, jupyter_bokeh, ipywidgets).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from autotx_lib.dashboards.plate_qc import PlateQCDashboard
+    from autotx_lib.dashboards.stack_browser import StackBrowser
+    from autotx_lib.dashboards.transfer_monitor import TransferMonitor
+
+__all__ = ["PlateQCDashboard", "StackBrowser", "TransferMonitor"]
+
+_MODULES = {
+    "TransferMonitor": "autotx_lib.dashboards.transfer_monitor",
+    "PlateQCDashboard": "autotx_lib.dashboards.plate_qc",
+    "StackBrowser": "autotx_lib.dashboards.stack_browser",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(_MODULES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
