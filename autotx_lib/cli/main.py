@@ -6,7 +6,6 @@ import typer
 
 from autotx_lib.cli.config import config_app
 from autotx_lib.cli.dashboard import dashboard
-from autotx_lib.cli.dashboard import dashboard
 from autotx_lib.cli.grace import grace_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.qc import qc
@@ -39,7 +38,6 @@ app.add_typer(service_app, name="service")
 app.add_typer(grace_app, name="grace")
 app.command("qc")(qc)
 app.command("info")(info)
-app.command("dashboard")(dashboard)
 app.command("dashboard")(dashboard)
 
 
