@@ -140,7 +140,8 @@ def build_javabridge_wheel(java_home: Path) -> Path:
 
 
 # command -> Debian package, for tests that check our manifests with the standard tools
-TEST_TOOLS = {"xxhsum": "xxhash", "b3sum": "b3sum", "sha256sum": "coreutils"}
+TEST_TOOLS = {"xxhsum": "xxhash", "b3sum": "b3sum", "sha256sum": "coreutils",
+              "chromium": "chromium"}
 
 
 def ensure_test_tools() -> None:
