@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -123,6 +124,24 @@ outbox = Table(
     Column("sent_at", DateTime, index=True),
     Column("error", Text),
 )
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),  # e.g. omero-import, plate-qc
+    Column("dataset_id", Integer, ForeignKey("datasets.id")),
+    Column("state", String(16), nullable=False, index=True),  # see JOB_STATES
+    Column("payload", Text, nullable=False, default="{}"),  # JSON: what the job needs
+    Column("result", Text),  # JSON: what it produced (e.g. OMERO ids)
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime),
+    Column("created_at", DateTime, nullable=False),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+    Column("duration_s", Float),
+    Column("error", Text),
+)
+JOB_STATES = ("created", "started", "finished", "error", "cancelled")
 
 settings = Table(
     "settings", metadata,
@@ -420,6 +439,36 @@ class Journal:
         with self.engine.connect() as conn:
             return conn.execute(query).first()
 
+    # --- post-delivery jobs (run outside the copy path; see autotx_lib.pipelines) ------
+
+    def add_job(self, kind: str, dataset_id: int | None, payload: dict[str, Any]) -> int:
+        """Queue a job in state "created"; returns its id."""
+        with self.engine.begin() as conn:
+            return conn.execute(insert(jobs).values(
+                kind=kind, dataset_id=dataset_id, state="created", payload=json.dumps(payload),
+                attempts=0, created_at=utcnow())).inserted_primary_key[0]
+
+    def update_job(self, job_id: int, **values: Any) -> None:
+        """Update columns of a job (``payload``/``result`` given as dicts are stored as JSON)."""
+        for key in ("payload", "result"):
+            if isinstance(values.get(key), dict | list):
+                values[key] = json.dumps(values[key])
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+    def jobs_in(self, states: Iterable[str], kind: str | None = None) -> list[Row]:
+        """Jobs whose state is one of ``states`` (optionally of one kind), oldest first."""
+        query = select(jobs).where(jobs.c.state.in_(list(states))).order_by(jobs.c.id)
+        if kind is not None:
+            query = query.where(jobs.c.kind == kind)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def recent_jobs(self, limit: int = 20) -> list[Row]:
+        """Newest jobs first."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(jobs).order_by(jobs.c.id.desc()).limit(limit)))
+
     def _set_default(self, key: str, value: str) -> None:
         if self.get_setting(key) is None:
             self.set_setting(key, value)
@@ -432,6 +481,7 @@ def _bind(name: str):
 
 
 __all__ = [
-    "Journal", "datasets", "files", "events", "sessions", "settings", "outbox", "utcnow",
+    "Journal", "datasets", "files", "events", "sessions", "settings", "outbox", "jobs", "JOB_STATES",
+    "utcnow",
     "ACTIVE_STATES", "FINAL_STATES",
 ]

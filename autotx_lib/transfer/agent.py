@@ -114,16 +114,22 @@ class Agent:
         Receives a :class:`Progress` about twice a second during a copy.
     on_event : callable, optional
         Receives ``(level, message)`` for every journal event (for faces that print them).
+    after_delivery : list of callables, optional
+        Each receives the journal row of every dataset delivered (state "done"); this is
+        where :mod:`autotx_lib.pipelines` queues its jobs (OMERO import, plate QC). They
+        must be quick (queue work, do not do it) and never raise.
     """
 
     def __init__(self, config: Config, *, journal: Journal | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
-                 on_event: Callable[[str, str], None] | None = None):
+                 on_event: Callable[[str, str], None] | None = None,
+                 after_delivery: list[Callable] | None = None):
         self.config = config
         self.journal = journal or Journal(config.journal_url)
         self.folders = ManagedFolders(config.managed)
         self.on_progress = on_progress
         self.on_event = on_event
+        self.after_delivery = list(after_delivery or [])
         self.stop_requested = threading.Event()
         self._recovering: set[int] = set()
         self._session: int | None = None
@@ -488,6 +494,13 @@ class Agent:
         self._event("info", "delivered", f"{row.user}/{row.name}: {row.total_files} files, "
                     f"{row.total_bytes / 1e6:.1f} MB delivered to {row.dest_path}, verified "
                     f"({row.algorithm}); the original rests in {target}", row.id)
+        delivered = self.journal.dataset(row.id)
+        for hook in self.after_delivery:
+            try:
+                hook(delivered)
+            except Exception as error:  # noqa: BLE001 - a hook never blocks transfers
+                self._event("error", "hook-failed", f"{row.user}/{row.name}: after-delivery "
+                            f"step {getattr(hook, '__name__', hook)} failed: {error}", row.id)
         return False
 
     def _unmatch(self, row) -> bool:
