@@ -135,7 +135,9 @@ def test_transfer_finished_mail_reaches_the_user_with_every_detail(facility, smt
     assert message["Subject"] == "[AutoTx] exp1 has arrived at central storage (25 files, 50.0 kB)"
     assert message["From"] == "autotx@pc.example.org"
     text = body(message)
-    for expected in (row.dest_path, "Files:          25", "50.0 kB", "kB/s", "Duration:",
+    seconds = (row.finished_at - row.started_at).total_seconds()
+    rate = f"Mean rate:      {notify._human_bytes(row.total_bytes / seconds)}/s"
+    for expected in (row.dest_path, "Files:          25", "50.0 kB", rate, "Duration:",
                      "img_000.tif", "img_019.tif", "... and 5 more", row.manifest_path,
                      "xxhsum -c autotx-manifest.xxh128", row.final_path, "30 days"):
         assert expected in text, expected
