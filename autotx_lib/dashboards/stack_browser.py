@@ -24,17 +24,21 @@ from autotx_lib.imaging.viewer import StackViewer
 #: At most this many files are listed (the first, in sorted order).
 MAX_FILES = 2000
 
+#: Suffixes Bio-Formats claims that are notes and tables far more often than images.
+TEXT_SUFFIXES = frozenset({"txt", "csv", "log", "json", "md", "htm", "html", "ini", "cfg"})
+
 
 def microscopy_files(folder: str | os.PathLike, *, recursive: bool = True,
                      limit: int = MAX_FILES) -> list[Path]:
     """Files under ``folder`` whose suffix a reader backend claims, sorted.
 
-    Hidden files and folders (names starting with a dot) are skipped.
+    Hidden files and folders (names starting with a dot) and text files
+    (:data:`TEXT_SUFFIXES`) are skipped.
     """
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder; give the folder to browse")
-    suffixes = {ext for spec in registry.specs for ext in spec.extensions}
+    suffixes = {ext for spec in registry.specs for ext in spec.extensions} - TEXT_SUFFIXES
     found = []
     walker = root.rglob("*") if recursive else root.glob("*")
     for path in sorted(walker):
