@@ -220,6 +220,8 @@ def demo(
     err.print(f"waiting {cfg.readiness.quiet_seconds:.0f} s for the acquisitions to be quiet ...")
     time.sleep(cfg.readiness.quiet_seconds + 0.2)
     summary = run_agent(cfg, once=True)
+    if summary.paused:
+        err.print("the agent paused: " + "; ".join(summary.paused), markup=False)
     snapshot = status(cfg)
     table = Table("user", "dataset", "files", "size", "rate", "arrived at", "verified",
                   title="what arrived")

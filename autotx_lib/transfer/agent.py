@@ -39,6 +39,7 @@ from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer import control
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.gate import GateMonitor, blocking_reasons
+from autotx_lib.transfer.grace import grace_report
 from autotx_lib.transfer.layout import (
     ManagedFolders,
     SourceFile,
@@ -49,11 +50,13 @@ from autotx_lib.transfer.layout import (
     make_stamp,
     move_dir,
 )
+from autotx_lib.transfer.notify import Notifier
 from autotx_lib.transfer.readiness import candidate_folders, check_ready, stray_entries
 
 log = logging.getLogger("autotx")
 
 RETRY_BASE_SECONDS = 30.0
+HOUSEKEEPING_SECONDS = 3600.0  # grace and free-space checks (their mails are rate limited too)
 RETRY_MAX_SECONDS = 3600.0
 JOURNAL_BATCH_SECONDS = 0.5
 
@@ -114,6 +117,10 @@ class Agent:
         Receives a :class:`Progress` about twice a second during a copy.
     on_event : callable, optional
         Receives ``(level, message)`` for every journal event (for faces that print them).
+    notifier : Notifier, optional
+        Queues e-mails (user: delivered, interrupted; admin: quarantines, destination
+        problems, low space, grace, start-up, unclean shutdown). Default: from the config
+        (no mail when ``email.smtp_host`` is empty).
     after_delivery : list of callables, optional
         Each receives the journal row of every dataset delivered (state "done"); this is
         where :mod:`autotx_lib.pipelines` queues its jobs (OMERO import, plate QC). They
@@ -123,13 +130,16 @@ class Agent:
     def __init__(self, config: Config, *, journal: Journal | None = None,
                  on_progress: Callable[[Progress], None] | None = None,
                  on_event: Callable[[str, str], None] | None = None,
-                 after_delivery: list[Callable] | None = None):
+                 after_delivery: list[Callable] | None = None,
+                 notifier: Notifier | None = None):
         self.config = config
         self.journal = journal or Journal(config.journal_url)
         self.folders = ManagedFolders(config.managed)
         self.on_progress = on_progress
         self.on_event = on_event
         self.after_delivery = list(after_delivery or [])
+        self.notifier = notifier or Notifier(config, self.journal)
+        self._housekeeping_at = 0.0
         self.stop_requested = threading.Event()
         self._recovering: set[int] = set()
         self._session: int | None = None
@@ -151,6 +161,8 @@ class Agent:
             self._event("warning", "unclean-shutdown", f"the previous agent session "
                         f"(pid {unclean.pid}, started {unclean.started_at:%Y-%m-%d %H:%M}) "
                         "did not stop cleanly; resuming its work")
+            self.notifier.unclean_shutdown(unclean)
+        self.notifier.startup_report()
         summary = RunSummary()
         try:
             self._recovering = {row.id for row in self.journal.datasets_in(J.ACTIVE_STATES)}
@@ -167,12 +179,15 @@ class Agent:
                         continue
                     self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
                     self._record_outcome(summary, self.process(row.id))
+                self._housekeeping()
+                self.notifier.flush()
                 if once or self.stop_requested.is_set():
                     break
                 self.journal.heartbeat(session, "idle")
                 self.stop_requested.wait(self.config.poll_seconds)
         finally:
             self.journal.end_session(session)
+            self.notifier.flush()
         finished = {*summary.delivered, *summary.unmatched, *summary.failed}
         summary.retrying = [i for i in summary.retrying if i not in finished]
         return summary
@@ -220,6 +235,27 @@ class Agent:
                            suspension=self._suspension_reason, on_change=self._gate_changed,
                            stall_seconds=self.config.copy_.stall_seconds,
                            bandwidth=self._bandwidth, interrupted=self.stop_requested.is_set)
+
+    def _housekeeping(self) -> None:
+        """Hourly: report low free space and expired grace folders to the admin."""
+        if time.monotonic() - self._housekeeping_at < HOUSEKEEPING_SECONDS:
+            return
+        self._housekeeping_at = time.monotonic()
+        checks = [(c.path, c.min_free_mb) for c in self.config.space_monitoring]
+        if self.config.gate.min_free_destination_mb:
+            checks.append((self.config.destination, self.config.gate.min_free_destination_mb))
+        for path, threshold in checks:
+            try:
+                free_mb = shutil.disk_usage(path).free / 1e6
+            except OSError:
+                continue
+            if free_mb < threshold:
+                self._event("warning", "low-space", f"{path}: {free_mb:.0f} MB free, below "
+                            f"{threshold} MB")
+                self.notifier.low_space(path, free_mb, threshold)
+        report = grace_report(self.config, self.journal)
+        if report.expired:
+            self.notifier.grace_summary(report)
 
     def _due(self, row) -> bool:
         return row.next_attempt_at is None or row.next_attempt_at <= utcnow()
@@ -420,6 +456,7 @@ class Agent:
             flush()
             tick()
         if self.stop_requested.is_set() and state["files"] < len(rows):
+            self.notifier.transfer_interrupted(self.journal.dataset(row.id))
             return False  # checkpointed: verified files are in the journal
         return self._seal(row, tmp, listed)
 
@@ -495,6 +532,8 @@ class Agent:
                     f"{row.total_bytes / 1e6:.1f} MB delivered to {row.dest_path}, verified "
                     f"({row.algorithm}); the original rests in {target}", row.id)
         delivered = self.journal.dataset(row.id)
+        self.notifier.transfer_finished(delivered, [f.relpath for f in
+                                                    self.journal.files_of(row.id)[:50]])
         for hook in self.after_delivery:
             try:
                 hook(delivered)
@@ -535,6 +574,7 @@ class Agent:
         self.journal.update_dataset(dataset_id, state=J.ERROR, final_path=str(target),
                                     finished_at=utcnow())
         self._event("error", "quarantined", f"{user}/{name}: {reason} -> {target}", dataset_id)
+        self.notifier.dataset_quarantined(self.journal.dataset(dataset_id))
 
     def _retry_later(self, row, reason: str, delay: float | None = None) -> None:
         """Back off exponentially; a partial tmp copy on a full disk is removed."""
@@ -548,6 +588,8 @@ class Agent:
                                     attempts=row.attempts + (row.state == J.QUEUED))
         self._event("warning", "retry", f"{row.user}/{row.name}: {reason} Next attempt in "
                     f"{delay:.0f} s.", row.id)
+        if "destination" in reason or "stalled" in reason:
+            self.notifier.destination_problem(reason)
 
     def _event(self, level: str, kind: str, message: str, dataset_id: int | None = None) -> None:
         self.journal.log(level, kind, message, dataset_id)

@@ -94,9 +94,14 @@ def body(message) -> str:
     return message.get_content()
 
 
+def run_agent_without_mail(config: Config):
+    """Run the agent with e-mail off, so a test sees only the mails it queues itself."""
+    return Agent(config.model_copy(update={"email": EmailSettings()})).run(once=True)
+
+
 def delivered_row(config: Config, files: dict[str, bytes], name: str = "exp1"):
     make_dataset(config.incoming, "alice", name, files)
-    summary = Agent(config).run(once=True)
+    summary = run_agent_without_mail(config)
     assert summary.delivered, summary
     journal = Journal(config.journal_url)
     return journal, journal.dataset(summary.delivered[-1])
@@ -262,13 +267,13 @@ def test_a_quarantine_held_back_by_the_rate_limit_is_mailed_later_not_lost(facil
     server = smtp_server()
     with_email(facility, server.port)
     make_dataset(facility.incoming, "alice", "empty1", {})
-    Agent(facility).run(once=True)
+    run_agent_without_mail(facility)
     journal = Journal(facility.journal_url)
     notifier = Notifier(facility, journal)
     assert notifier.dataset_quarantined(journal.datasets_in([J.ERROR])[0]) is not None
     assert notifier.flush() == 1
     make_dataset(facility.incoming, "alice", "empty2", {})
-    Agent(facility).run(once=True)
+    run_agent_without_mail(facility)
     second = [r for r in journal.datasets_in([J.ERROR]) if r.name == "empty2"][0]
     assert notifier.dataset_quarantined(second) is None  # within the hour
     assert any(e.kind == "mail-deferred" for e in journal.recent_events(20, second.id))
@@ -529,3 +534,31 @@ def test_templates_dir_overrides_one_template_and_a_broken_one_falls_back(facili
     assert admin_mail["Subject"].startswith("[Lab] ") and "low disk space" in admin_mail["Subject"]
     warnings = [e for e in journal.recent_events(50) if e.kind == "mail-template"]
     assert len(warnings) == 1 and "low_space.txt" in warnings[0].message
+
+
+# --- the agent itself sends them -----------------------------------------------------------
+
+
+def test_agent_mails_user_and_admin_and_keeps_mail_while_the_server_is_down(facility,
+                                                                           smtp_server):
+    port = free_port()  # nothing listens yet
+    with_email(facility, port)
+    make_dataset(facility.incoming, "alice", "exp", {"img.tif": b"pixels"})
+    make_dataset(facility.incoming, "alice", "empty", {})
+
+    summary = Agent(facility).run(once=True)
+
+    assert summary.delivered and summary.failed  # transfers do not wait for mail
+    journal = Journal(facility.journal_url)
+    finished = journal.last_mail_of_kind(notify.TRANSFER_FINISHED)
+    assert finished is not None, "the agent queued no mail for the user"
+    assert finished.sent_at is None and "refused the connection" in finished.error
+
+    server = smtp_server(port)  # the server comes back; the next agent loop sends
+    make_due(journal)
+    Agent(facility).run(once=True)
+    to_alice = server.inbox.to("alice@example.org")
+    assert len(to_alice) == 1 and "img.tif" in body(to_alice[0])
+    to_admin = [m["Subject"] for m in server.inbox.to("admin@example.org")]
+    assert any("quarantined" in subject for subject in to_admin)
+    assert any("started" in subject.lower() for subject in to_admin)
