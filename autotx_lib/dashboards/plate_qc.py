@@ -108,12 +108,12 @@ class PlateQCDashboard:
         self.well_images = W.Box()
         self.flagged = W.HTML()
         self.run_button.on_click(lambda _: self.run_in_background())
-        self.metric_picker.observe(lambda _: self._draw_heatmap(), names="value")
-        self.channel_picker.observe(lambda _: self._draw_heatmap(), names="value")
+        self.pickers = W.HBox([self.metric_picker, self.channel_picker])
+        self.well_images.add_class("autotx-well-images")
         self.widget = W.VBox([
             self.header,
             W.HBox([self.run_button, self.progress, self.progress_label]),
-            W.HBox([self.metric_picker, self.channel_picker]),
+            self.pickers,
             self.heatmap_box,
             self.well_title, self.well_metrics, self.well_images,
             W.HTML("<b>Flagged wells</b>"), self.flagged,
@@ -172,17 +172,25 @@ class PlateQCDashboard:
         metrics.sort(key=lambda m: (PREFERRED_METRICS.index(m) if m in PREFERRED_METRICS
                                     else len(PREFERRED_METRICS)))
         channels = list(dict.fromkeys(table["channel"]))
-        self.metric_picker.unobserve_all("value")
-        self.channel_picker.unobserve_all("value")
-        self.metric_picker.options = metrics
-        self.metric_picker.value = metrics[0] if metrics else None
-        self.channel_picker.options = channels
-        self.channel_picker.value = channels[0] if channels else None
-        self.metric_picker.disabled = self.channel_picker.disabled = False
-        self.metric_picker.observe(lambda _: self._draw_heatmap(), names="value")
-        self.channel_picker.observe(lambda _: self._draw_heatmap(), names="value")
+        # new pickers rather than new options: a dropdown whose options change from a
+        # background thread can show no selection in the browser
+        self.metric_picker = self._picker("metric", metrics, "320px")
+        self.channel_picker = self._picker("channel", channels, "220px")
+        old = self.pickers.children
+        self.pickers.children = [self.metric_picker, self.channel_picker]
+        for widget in old:
+            widget.close()
         self._draw_heatmap()
         self._show_flagged()
+
+    def _picker(self, name: str, options: list[str], width: str) -> Any:
+        import ipywidgets as W
+
+        picker = W.Dropdown(description=name, options=options,
+                            value=options[0] if options else None,
+                            layout=W.Layout(width=width))
+        picker.observe(lambda _: self._draw_heatmap(), names="value")
+        return picker
 
     # --- heatmap and wells --------------------------------------------------------------
 

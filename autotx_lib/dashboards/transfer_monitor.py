@@ -282,9 +282,13 @@ class TransferMonitor:
                 return badge("unmatched: no user folder", "#ff7f0e")
             return badge(d.state, "#d62728")
 
+        def where(d: Any) -> str:  # delivered copy; else why it stopped and where it rests
+            if d.verified:
+                return d.dest_path or ""
+            return "; ".join(x for x in (d.error, d.final_path) if x)
+
         rows = [(local_time(d.finished_at), d.user, d.name, outcome(d), human_bytes(d.total_bytes),
-                 d.total_files, d.final_path or d.dest_path or (d.error or ""))
-                for d in s.history]
+                 d.total_files, where(d)) for d in s.history]
         self.results.value = html_table(
             ["finished", "user", "dataset", "result", "size", "files", "where / why"], rows,
             empty="nothing transferred yet")

@@ -1,0 +1,200 @@
+"""The Voila pages in widgets/, served by `autotx dashboard`, in a real headless browser.
+
+Debian's chromium is driven by Playwright (``executable_path``; Playwright's own browser
+download is neither possible nor needed here). Every test starts the real command on
+loopback, waits for the widgets, checks real content, clicks a control, and saves a
+screenshot in its tmp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGE_TIMEOUT_MS = 120_000
+
+if not CHROMIUM.exists():
+    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium, "
+                "or run tools/setup_env.py --test as root) to test the pages in a browser",
+                allow_module_level=True)
+pytest.importorskip("playwright.sync_api", reason="the page tests need the playwright package")
+pytest.importorskip("voila", reason="the page tests need voila (the viz extra)")
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from autotx_lib.config import Config, load_config  # noqa: E402
+from autotx_lib.transfer import control  # noqa: E402
+from autotx_lib.transfer.agent import Agent  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """`autotx dashboard ...` running in its own process group, stopped by its id."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = log
+        self._log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autotx_lib.cli", "dashboard", *args, "--port", str(self.port)],
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"autotx dashboard exited: {log.read_text()}")
+            try:
+                urllib.request.urlopen(f"{self.url}voila/api/shutdown", timeout=1)
+            except urllib.error.HTTPError:
+                return  # the server answers
+            except OSError:
+                time.sleep(0.2)
+                continue
+            return
+        raise AssertionError(f"Voila did not answer on {self.url}: {log.read_text()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # voila and its kernels
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, served: Served, ready_text: str):
+    page = browser.new_page(viewport={"width": 1300, "height": 1200})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(served.url, timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_selector(".widget-label", state="attached", timeout=PAGE_TIMEOUT_MS)
+    page.get_by_text(ready_text).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+    page.errors = errors
+    return page
+
+
+def _serve(tmp_path: Path, *args: str) -> Served:
+    return Served(list(args), tmp_path / "voila.log")
+
+
+def test_transfer_monitor_page_shows_a_delivered_dataset_and_suspends(browser, tmp_path):
+    storage = tmp_path / "storage"
+    (storage / "alice").mkdir(parents=True)
+    incoming = tmp_path / "pc" / "incoming"
+    folder = incoming / "alice" / "HeLa_DAPI_zstack"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        (folder / f"plane_{i}.tif").write_bytes(bytes([i]) * 5000)
+    config_file = tmp_path / "autotx.toml"
+    config_file.write_text(
+        f'incoming = "{incoming}"\nmanaged = "{tmp_path / "pc" / "managed"}"\n'
+        f'destination = "{storage}"\nhost_alias = "browser-test-scope"\n'
+        "[readiness]\nquiet_seconds = 0\n[gate]\nmax_cpu_percent = 100\n"
+        "min_available_memory_mb = 0\n")
+    config: Config = load_config(config_file)
+    assert Agent(config).run(once=True).delivered
+    served = _serve(tmp_path, "transfer-monitor", "-c", str(config_file))
+    try:
+        page = _open(browser, served, "HeLa_DAPI_zstack")
+        body = page.locator("body").inner_text()
+        assert "browser-test-scope" in body and "verified" in body
+        assert "the queue is empty" in body
+        page.get_by_placeholder("why (shown to others)").fill("laser alignment")
+        page.get_by_role("button", name="Suspend transfers").click()
+        page.get_by_text("transfers suspended: laser alignment").wait_for(timeout=30_000)
+        held = control.suspension(config)
+        assert held is not None and held.reason == "laser alignment"
+        page.screenshot(path=str(tmp_path / "transfer_monitor.png"))
+        assert not page.errors, page.errors
+    finally:
+        served.stop()
+
+
+def test_stack_browser_page_shows_the_zstack_and_its_slider_works(browser, sampledata, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(sampledata / "zstack" / "pycudadecon_psf_bead_LLS.tif", folder / "bead.tif")
+    served = _serve(tmp_path, "stack-browser", "--path", str(folder))
+    try:
+        page = _open(browser, served, "T=1 C=1 Z=61 Y=128 X=128")
+        page.locator(".bk-Canvas, canvas").first.wait_for(state="attached", timeout=60_000)
+        assert page.locator("canvas").count() >= 1  # the bokeh view is drawn
+        assert "z 31/61: plane 30" in page.locator("body").inner_text()
+        handle = page.locator(".widget-slider .noUi-handle").first  # the z slider
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.get_by_text("z 32/61: plane 31").wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "stack_browser.png"))
+        assert not page.errors, page.errors
+    finally:
+        served.stop()
+
+
+_WELL_POSITION_JS = """
+(well) => {
+  const [row, column] = [well[0], String(Number(well.slice(1)))];
+  const views = [];
+  const walk = (v) => { views.push(v); for (const c of (v.child_views ?? [])) walk(c); };
+  for (const v of Object.values(Bokeh.index)) walk(v);
+  for (const v of views) {
+    if (v.model.type !== 'Figure' || v.model.x_range.type !== 'FactorRange') continue;
+    const sx = v.frame.x_scale.compute(v.model.x_range.synthetic(column));
+    const sy = v.frame.y_scale.compute(v.model.y_range.synthetic(row));
+    const box = v.canvas_view.el.getBoundingClientRect();
+    return [box.left + sx, box.top + sy];
+  }
+  return null;
+}
+"""
+
+
+def test_plate_qc_page_measures_and_a_click_on_a_well_shows_it(browser, sampledata, tmp_path):
+    plate = sampledata / "hcs" / "ImageXpress_9987_Plate_3435"
+    served = _serve(tmp_path, "plate-qc", "--path", str(plate))
+    try:
+        page = _open(browser, served, "8 images measured")
+        assert "96-well plate, 2 wells imaged" in page.locator("body").inner_text()
+        page.locator(".bk-Canvas, canvas").first.wait_for(state="attached", timeout=60_000)
+        position = None
+        deadline = time.monotonic() + 60
+        while position is None and time.monotonic() < deadline:  # the heatmap is drawn
+            position = page.evaluate(_WELL_POSITION_JS, "B03")
+            if position is None:
+                page.wait_for_timeout(200)
+        assert position is not None, "no plate heatmap on the page"
+        page.mouse.click(*position)
+        page.get_by_text("Well B03").wait_for(timeout=30_000)
+        page.locator(".autotx-well-images canvas").first.wait_for(state="attached",
+                                                                   timeout=60_000)
+        assert "4 images, 0 flagged" in page.locator("body").inner_text()
+        page.screenshot(path=str(tmp_path / "plate_qc.png"))
+        assert not page.errors, page.errors
+    finally:
+        served.stop()
