@@ -9,7 +9,8 @@ import typer
 
 from autotx_lib.cli._common import ExitCode, err, out
 from autotx_lib.config import check_config, load_config
-from autotx_lib.errors import ConfigError
+from autotx_lib.errors import ConfigError, ConfigProblem
+from autotx_lib.transfer.notify import check_smtp
 
 config_app = typer.Typer(help="Check and explain configuration files.", no_args_is_help=True)
 
@@ -20,7 +21,9 @@ def check(file: Annotated[Path, typer.Argument(help="A .toml file, an AutoTx .xm
           ) -> None:
     """Validate FILE and list every problem, each with its key and the fix.
 
-    Exit status: 0 valid; 2 problems found (a bad config never starts an agent).
+    Also tries the SMTP server when one is configured. Exit status: 0 valid; 2 problems
+    found (a bad config never starts an agent; an unreachable SMTP server does not stop
+    one, but is reported here).
     """
     ignored: dict[str, str] = {}
     try:
@@ -31,6 +34,11 @@ def check(file: Annotated[Path, typer.Argument(help="A .toml file, an AutoTx .xm
                 _, ignored = read_autotx_xml(file)
         config = load_config(file)
         problems = check_config(config)
+        smtp_problem = check_smtp(config)
+        if smtp_problem:
+            problems.append(ConfigProblem("email.smtp_host", smtp_problem, "check the host, "
+                                          "port, security and credentials; until then mail "
+                                          "waits in the outbox and transfers go on"))
     except ConfigError as error:
         problems = error.problems
     for key, why in ignored.items():

@@ -147,3 +147,12 @@ def test_bad_config_never_starts_an_agent(tmp_path):
     result = runner.invoke(app, ["run", "--once", "-c", str(bad)])
     assert result.exit_code == 2 and "not reachable" in result.output
     assert not (tmp_path / "m").exists()
+
+
+def test_config_check_reports_an_unreachable_smtp_host(tmp_path):
+    (tmp_path / "storage").mkdir()
+    file = write(tmp_path / "mail.toml", 'incoming = "in"\nmanaged = "m"\n'
+                 'destination = "storage"\n[email]\nsmtp_host = "127.0.0.1"\nsmtp_port = 1\n')
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 2
+    assert "email.smtp_host" in result.output and "transfers go on" in result.output
