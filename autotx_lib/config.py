@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from autotx_lib.errors import ConfigError, ConfigProblem
 
@@ -158,6 +166,61 @@ class EmailSettings(_Section):
     templates_dir: Path | None = None
 
 
+class OmeroSettings(_Section):
+    """Import delivered datasets into OMERO (needs ``python3 tools/setup_omero.py``).
+
+    The password is never written here: ``password_env`` names an environment variable,
+    ``password_file`` a file holding it (``OMERO_PASSWORD`` is used when both are unset).
+    """
+
+    enabled: bool = False
+    host: str | None = None
+    port: int = Field(4064, gt=0, lt=65536)
+    secure: bool = True
+    user: str | None = None
+    password_env: str | None = Field("OMERO_PASSWORD", description="Environment variable "
+                                     "holding the password.")
+    password_file: Path | None = Field(None, description="A file holding the password "
+                                       "(readable by the agent's user only).")
+    group: str | None = None
+    target: Literal["auto", "project/dataset", "dataset", "screen"] = Field(
+        "auto", description="auto: plates into a Screen, everything else into Project/Dataset.")
+    project: str = Field("{user}", description="Name template: {user}, {dataset}, "
+                         "{instrument}, {date}.")
+    dataset: str = "{dataset}"
+    screen: str = "{user}"
+    transfer: Literal["upload", "ln_s"] = Field("upload", description="ln_s imports in place "
+                                                "(the server must see the destination).")
+    run_in_agent: bool = Field(True, description="Run import jobs in a thread of the agent "
+                               "(else only `autotx jobs run` runs them).")
+    max_attempts: int = Field(5, ge=1, description="Tries of one import before it gives up.")
+    retry_seconds: float = Field(60.0, gt=0, description="First retry delay; doubles each time.")
+    max_retry_seconds: float = Field(3600.0, gt=0)
+
+    @field_validator("project", "dataset", "screen")
+    @classmethod
+    def _template_fields(cls, value: str) -> str:
+        import string
+
+        try:
+            names = [n for _, n, _, _ in string.Formatter().parse(value) if n is not None]
+        except ValueError as error:
+            raise ValueError(f"bad name template: {error}") from None
+        unknown = [n for n in names if n not in ("user", "dataset", "instrument", "date")]
+        if unknown or not value.strip():
+            raise ValueError("a non-empty name template using only {user}, {dataset}, "
+                             f"{{instrument}}, {{date}}; got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> OmeroSettings:
+        if self.enabled and not (self.host or os.environ.get("OMERO_HOST")):
+            raise ValueError("enabled needs a host (host = \"omero.example.org\", or OMERO_HOST)")
+        if self.enabled and not (self.user or os.environ.get("OMERO_USER")):
+            raise ValueError("enabled needs a user (user = \"importer\", or OMERO_USER)")
+        return self
+
+
 class Config(_Section):
     """Everything the agent needs to know; see the module docstring for a minimal file.
 
@@ -193,6 +256,7 @@ class Config(_Section):
     gate: GateSettings = Field(default_factory=GateSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
     space_monitoring: list[SpaceCheck] = Field(default_factory=list)
+    omero: OmeroSettings = Field(default_factory=OmeroSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
