@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -15,13 +18,17 @@ from .conftest import make_dataset, tree
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory):
+def postgres_url():
     pgserver = pytest.importorskip("pgserver", reason="pgserver (a PostgreSQL server packaged "
                                    "for pip) is installed by ./run-tests")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    # not under pytest's tmp folder: as root, pgserver runs PostgreSQL as another user, who
+    # must be able to reach the data folder (pytest's base folder is private to root)
+    data = Path(tempfile.mkdtemp(prefix="autotx-pg-"))
+    server = pgserver.get_server(data, cleanup_mode="stop")
     url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
     yield url
     server.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def test_agent_on_postgresql_journal(facility, postgres_url):
