@@ -185,3 +185,30 @@ class ReaderError(AutotxError):
 
 class MissingDependencyError(AutotxError, ImportError):
     """An optional package is needed for this feature; the message says how to install it."""
+
+
+class PlateNotFoundError(AutotxError, ValueError):
+    """A folder (or file) holds no plate in any layout autotx_lib.imaging.plate recognises.
+
+    Attributes
+    ----------
+    folder : str
+        The folder or plate file that was searched (``path`` is the same value).
+    tried : dict of str to str
+        Each layout or file-name pattern that was tried, and why it did not match.
+    """
+
+    def __init__(self, folder: str | Path, tried: dict[str, str]):
+        self.folder = str(folder)
+        self.path = self.folder
+        self.tried = dict(tried)
+        lines = "\n".join(f"  - {name}: {why}" for name, why in self.tried.items())
+        super().__init__(
+            f"no plate recognised in {self.folder}. Tried:\n{lines}\n"
+            "If your instrument names files differently, pass pattern= (or --pattern) with a "
+            "regular expression whose named groups give the well (well, or row and col) and "
+            r"optionally field, channel, z and t, e.g. r'(?P<well>[A-P]\d{2})_f(?P<field>\d+)'."
+        )
+
+    def __reduce__(self):  # picklable (dask ships errors between processes)
+        return type(self), (self.folder, self.tried)

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from autotx_lib.errors import AutotxError
+from autotx_lib.errors import PlateNotFoundError  # re-exported: imaging.plate.PlateNotFoundError
 
 __all__ = [
     "PLATE_FORMATS",
@@ -92,24 +92,6 @@ VENDOR_PATTERNS: dict[str, str] = {
 
 _READER_SUFFIXES = (".czi", ".fake", ".xdce", ".wpi", ".mrf", ".htd", ".nd2", ".lif")
 _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".c01")
-
-
-class PlateNotFoundError(AutotxError, ValueError):
-    """A path holds no plate in any layout this module recognises.
-
-    Carries the path and the layouts that were tried, with why each did not match.
-    """
-
-    def __init__(self, path: str | Path, tried: dict[str, str]):
-        self.path = str(path)
-        self.tried = dict(tried)
-        lines = "\n".join(f"  - {name}: {why}" for name, why in self.tried.items())
-        super().__init__(
-            f"no plate recognised in {self.path}. Tried:\n{lines}\n"
-            "If your instrument names files differently, pass pattern= (or --pattern) with a "
-            "regular expression whose named groups give the well (well, or row and col) and "
-            r"optionally field, channel, z and t, e.g. r'(?P<well>[A-P]\d{2})_f(?P<field>\d+)'."
-        )
 
 
 # --- wells and geometry -------------------------------------------------------------

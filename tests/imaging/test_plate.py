@@ -100,8 +100,27 @@ def test_folder_without_plate_lists_what_was_tried(sampledata):
     for vendor in ("cellvoyager", "opera", "imagexpress", "cellomics", "readers", "pattern="):
         assert vendor in message
     assert set(caught.value.tried) >= {"opera", "imagexpress", "cellomics"}
+    assert caught.value.folder == str(sampledata / "zstack") == caught.value.path
     with pytest.raises(FileNotFoundError):
         P.discover_plate(sampledata / "no-such-folder")
+
+
+def test_plate_not_found_error_lives_in_the_error_tree(tmp_path):
+    import pickle
+
+    from autotx_lib.errors import AutotxError, PlateNotFoundError
+
+    assert P.PlateNotFoundError is PlateNotFoundError  # re-exported where it was
+    with pytest.raises(AutotxError) as caught:
+        P.discover_plate(tmp_path, pattern=r"(?P<well>Z99)")
+    error = caught.value
+    assert isinstance(error, PlateNotFoundError) and isinstance(error, ValueError)
+    assert error.folder == str(tmp_path) and set(error.tried) == {"pattern"}
+    message = str(error)
+    assert "(?P<well>Z99)" in message and "matched none of 0 files" in message  # what was tried
+    assert "pass pattern=" in message  # what to do
+    copy = pickle.loads(pickle.dumps(error))
+    assert (copy.folder, copy.tried, str(copy)) == (error.folder, error.tried, message)
 
 
 # --- synthetic plates ---------------------------------------------------------------------
