@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -302,6 +303,21 @@ def bokeh_widget(model: Any) -> Any:
             with contextlib.suppress(KeyError):  # already detached from its document
                 super().close()
 
+        def _document_patched(self, event: Any) -> None:
+            # as jupyter_bokeh does, but binary buffers go out as memoryviews, not copies
+            # (an image patch is megabytes; the kernel's zmq socket sends memoryviews as is)
+            if event.setter is self:
+                return
+            from bokeh.protocol import Protocol
+
+            message = Protocol().create("PATCH-DOC", [event])
+            self.send({"msg": "patch", "payload": message.header_json})
+            self.send({"msg": "patch", "payload": message.metadata_json})
+            self.send({"msg": "patch", "payload": message.content_json})
+            for buffer in message.buffers:
+                self.send({"msg": "patch", "payload": json.dumps(buffer.ref)})
+                self.send({"msg": "patch"}, [memoryview(buffer.data).cast("B")])
+
     ensure_inline_bokeh()
     return _BokehModel(model)
 
@@ -550,7 +566,8 @@ class StackViewer:
     def _render(self) -> None:
         """Compute the image on screen for the current t, c, z and slab, and push it."""
         image = slab_mip(self.stack(), self._z, self._half_width)
-        self.source.data["image"] = [image]
+        # a patch replaces the image without bokeh comparing the old array with the new one
+        self.source.patch({"image": [(0, image)]})
 
     def _render_orthogonal(self) -> None:
         y, x = self._cross

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -35,6 +36,7 @@ pytest.importorskip("voila", reason="the page tests need voila (the viz extra)")
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from autotx_lib.config import Config, load_config  # noqa: E402
+from autotx_lib.imaging.readers import open_image  # noqa: E402
 from autotx_lib.transfer import control  # noqa: E402
 from autotx_lib.transfer.agent import Agent  # noqa: E402
 
@@ -147,15 +149,37 @@ def test_stack_browser_page_shows_the_zstack_and_its_slider_works(browser, sampl
         page.locator(".bk-Canvas, canvas").first.wait_for(state="attached", timeout=60_000)
         assert page.locator("canvas").count() >= 1  # the bokeh view is drawn
         assert "z 31/61: plane 30" in page.locator("body").inner_text()
+        with open_image(folder / "bead.tif") as image:
+            sums = {z: int(image.plane(z=z).sum(dtype=np.int64)) for z in (30, 31)}
+        assert page.evaluate(_IMAGE_SUM_JS) == sums[30]  # the pixels BokehJS holds
         handle = page.locator(".widget-slider .noUi-handle").first  # the z slider
         handle.focus()
         page.keyboard.press("ArrowRight")
         page.get_by_text("z 32/61: plane 31").wait_for(timeout=30_000)
+        page.wait_for_function(f"({_IMAGE_SUM_JS})() === {sums[31]}", timeout=30_000)
         page.screenshot(path=str(tmp_path / "stack_browser.png"))
         assert not page.errors, page.errors
     finally:
         served.stop()
 
+
+_IMAGE_SUM_JS = """
+() => {
+  const views = [];
+  const walk = (v) => { views.push(v); for (const c of (v.child_views ?? [])) walk(c); };
+  for (const v of Object.values(Bokeh.index)) walk(v);
+  for (const v of views) {
+    if (v.model.type !== 'Figure') continue;
+    for (const r of v.model.renderers) {
+      const data = r.data_source?.data;
+      const column = data instanceof Map ? data.get('image') : data?.image;
+      const image = column?.[0];
+      if (image && image.length > 1) { let s = 0; for (const x of image) s += x; return s; }
+    }
+  }
+  return null;
+}
+"""
 
 _WELL_POSITION_JS = """
 (well) => {
