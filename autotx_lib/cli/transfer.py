@@ -33,6 +33,7 @@ from autotx_lib.cli._common import (
 from autotx_lib.config import Config, check_config, load_config
 from autotx_lib.errors import ConfigError
 from autotx_lib.logging_setup import configure_logging
+from autotx_lib.pipelines import pipeline_hooks
 from autotx_lib.transfer import agent as agent_module
 from autotx_lib.transfer.status import Status, status
 
@@ -79,7 +80,8 @@ def run_agent(config: Config, once: bool) -> agent_module.RunSummary:
     """Run the agent with progress bars; SIGTERM and Ctrl-C stop it cleanly."""
     with _progress_bars() as bars:
         agent = agent_module.Agent(config, on_progress=ProgressView(bars),
-                                   on_event=_event_printer(bars.console))
+                                   on_event=_event_printer(bars.console),
+                                   after_delivery=pipeline_hooks(config))
         previous = signal.signal(signal.SIGTERM, lambda *_: agent.stop())
         try:
             return agent.run(once=once)
@@ -131,6 +133,16 @@ def _status_table(snapshot: Status) -> None:
                       human_bytes(d.total_bytes),
                       f"{d.finished_at:%Y-%m-%d %H:%M}" if d.finished_at else "", note)
     out.print(table)
+    if snapshot.jobs:
+        jobs = Table("job", "kind", "dataset", "state", "tries", "took", title="after delivery")
+        for j in snapshot.jobs:
+            jobs.add_row(str(j.id), j.kind, str(j.dataset_id or ""), j.state, str(j.attempts),
+                         f"{j.duration_s:.1f} s" if j.duration_s is not None else "")
+        out.print(jobs)
+        for j in (j for j in snapshot.jobs if j.state == "error"):
+            retry = f"retry at {j.next_attempt_at:%H:%M} UTC" if j.next_attempt_at else "gave up"
+            out.print(f"job {j.id}: {retry}: {(j.error or '')[:300]}", markup=False,
+                      soft_wrap=True)
     for event in snapshot.events[:5]:
         out.print(f"{event.at:%H:%M:%S} {event.level}: {event.message}", markup=False,
                   soft_wrap=True)

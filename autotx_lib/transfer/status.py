@@ -90,6 +90,26 @@ class EventStatus:
 
 
 @dataclass(frozen=True)
+class JobStatus:
+    """One post-delivery job (journal ``jobs`` row): what ran after a dataset arrived."""
+
+    id: int
+    kind: str
+    state: str  # created, started, finished, error, cancelled
+    dataset_id: int | None
+    attempts: int
+    error: str | None
+    duration_s: float | None
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+    next_attempt_at: dt.datetime | None  # set while a failed job waits for its retry
+
+    @classmethod
+    def from_row(cls, row) -> JobStatus:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
 class Status:
     """What the agent is doing and has done, as plain data.
 
@@ -104,6 +124,7 @@ class Status:
     suspended: str | None = None  # the manual suspension's reason, by whom and since when
     history: list[DatasetStatus] = field(default_factory=list)
     events: list[EventStatus] = field(default_factory=list)
+    jobs: list[JobStatus] = field(default_factory=list)  # newest first
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (datetimes as ISO strings)."""
@@ -152,15 +173,16 @@ def _dataset(row) -> DatasetStatus:
     return DatasetStatus(**{name: getattr(row, name) for name in DatasetStatus.__dataclass_fields__})
 
 
-def status(source: Config | Journal, *, history: int = 20, events: int = 30) -> Status:
+def status(source: Config | Journal, *, history: int = 20, events: int = 30,
+           jobs: int = 10) -> Status:
     """Read the agent's status from its journal.
 
     Parameters
     ----------
     source : Config or Journal
         The agent's configuration (its journal is opened) or an open journal.
-    history, events : int
-        How many finished datasets and events to include.
+    history, events, jobs : int
+        How many finished datasets, events and post-delivery jobs to include.
 
     Returns
     -------
@@ -183,10 +205,11 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30) -> 
                                               f"{session.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC")
     else:
         agent_state, detail = session.state, session.state_reason
+    recent_jobs = [JobStatus.from_row(r) for r in journal.recent_jobs(jobs)] if jobs else []
     manual = control.suspension(journal)
     suspended = (f"{manual.reason} (by {manual.by} since {manual.since:%Y-%m-%d %H:%M} UTC)"
                  if manual else None)
     if journal is not source:
         journal.close()
     return Status(agent_state, detail, current, [d for d in active if d is not current],
-                  suspended=suspended, history=finished, events=recent)
+                  suspended=suspended, history=finished, events=recent, jobs=recent_jobs)

@@ -1,0 +1,52 @@
+"""Fixtures for post-delivery pipelines: a facility with OMERO import enabled (no server)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from autotx_lib.config import Config
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (connecting to it is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_dataset(incoming: Path, user: str, name: str, files: dict[str, bytes]) -> Path:
+    folder = incoming / user / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for relpath, content in files.items():
+        (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relpath).write_bytes(content)
+    return folder
+
+
+@pytest.fixture
+def omero_facility(tmp_path: Path, monkeypatch) -> Config:
+    """A facility (destination folder for 'alice') whose [omero] import is enabled."""
+    for name in ("OMERO_HOST", "OMERO_USER", "OMERO_PASSWORD", "OMERO_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    destination = tmp_path / "storage"
+    (destination / "alice").mkdir(parents=True)
+    return Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                  destination=destination, readiness={"quiet_seconds": 0}, host_alias="scope-1",
+                  gate={"max_cpu_percent": 100, "min_available_memory_mb": 0},
+                  omero={"enabled": True, "host": "127.0.0.1", "port": closed_port(),
+                         "user": "importer", "run_in_agent": False, "max_attempts": 3,
+                         "retry_seconds": 60, "max_retry_seconds": 100})
+
+
+def write_config(config: Config, path: Path, omero: str = "") -> Path:
+    o = config.omero
+    path.write_text(
+        f'incoming = "{config.incoming}"\nmanaged = "{config.managed}"\n'
+        f'destination = "{config.destination}"\nhost_alias = "{config.host_alias}"\n'
+        '[readiness]\nquiet_seconds = 0\n[gate]\nmax_cpu_percent = 100\n'
+        f'[omero]\nenabled = true\nhost = "{o.host}"\nport = {o.port}\nuser = "{o.user}"\n'
+        f'run_in_agent = false\nmax_attempts = {o.max_attempts}\n{omero}')
+    return path
