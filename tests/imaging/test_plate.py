@@ -275,6 +275,23 @@ def test_distributed_scheduler_address_and_progress(doctored_plate):
     assert seen[0] == (0, 48) and seen[-1] == (48, 48) and len(seen) == 1 + 6
 
 
+def test_local_cluster_workers_get_the_qc_environment_and_give_the_same_table(doctored_plate):
+    distributed = pytest.importorskip("distributed", reason="distributed is not installed")
+    import os
+
+    folder, _ = doctored_plate
+    before = {key: os.environ.get(key) for key in P.QC_WORKER_ENVIRONMENT}
+    with P.start_local_cluster(1) as cluster, distributed.Client(cluster) as client:
+        assert {k: v.nthreads for k, v in cluster.scheduler.workers.items()}.popitem()[1] == 1
+        seen = client.run(lambda: {key: os.environ.get(key) for key in P.QC_WORKER_ENVIRONMENT})
+        assert list(seen.values()) == [P.QC_WORKER_ENVIRONMENT]
+        assert {key: os.environ.get(key) for key in P.QC_WORKER_ENVIRONMENT} == before
+        table = P.plate_qc(folder, ["focus_score", "mean_intensity"], scheduler=client, batch_size=5)
+    in_process = P.plate_qc(folder, ["focus_score", "mean_intensity"], scheduler="sync")
+    pd.testing.assert_frame_equal(table, in_process)
+    assert table.attrs == in_process.attrs
+
+
 # --- readers-backed plates (Bio-Formats .fake, Zeiss CZI) -----------------------------------
 
 
