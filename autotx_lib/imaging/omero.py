@@ -64,7 +64,7 @@ PROVENANCE_KEYS = (
 )
 STATE_KEY = "autotx.state"
 OBJECTS_KEY = "autotx.objects"
-STARTED, COMPLETE = "started", "complete"
+STARTED, COMPLETE, FAILED = "started", "complete", "failed"
 _NAME_LIMIT = 255
 
 
@@ -646,12 +646,15 @@ def import_decision(found: Iterable[tuple[int | None, Mapping[str, str]]],
     decision : ImportDecision
         ``skip`` when an annotation of the same instrument, dataset and manifest digest is
         ``complete``; ``incomplete`` when one is only ``started``; else ``import`` (also
-        when the same dataset arrived again with other content: a new digest).
+        when the same dataset arrived again with other content: a new digest). An
+        annotation left ``failed`` by an attempt that created nothing is reused
+        (``annotation_id``) by the next import.
     """
     me = _identity(provenance)
     if not all(me[1:]):
         raise OmeroSettingsError("the provenance lacks the dataset or its manifest digest")
     started: int | None = None
+    failed: int | None = None
     other_digest = False
     for annotation_id, values in found:
         ident = _identity(values)
@@ -665,14 +668,19 @@ def import_decision(found: Iterable[tuple[int | None, Mapping[str, str]]],
             return ImportDecision("skip", f"{me[1]} (manifest {me[2][:12]}...) was already "
                                   f"imported: {format_objects(objects) or 'no objects'}",
                                   annotation_id, objects)
-        started = annotation_id if started is None else started
+        if state == FAILED:
+            failed = annotation_id if failed is None else failed
+        else:
+            started = annotation_id if started is None else started
     if started is not None:
         return ImportDecision("incomplete", f"an earlier import of {me[1]} started and never "
                               "completed", started)
     reason = f"{me[1]} is not in OMERO yet"
     if other_digest:
         reason = f"{me[1]} was imported before with other content (another manifest digest)"
-    return ImportDecision("import", reason)
+    if failed is not None:
+        reason = f"an earlier import of {me[1]} failed before creating anything; importing again"
+    return ImportDecision("import", reason, failed)
 
 
 # --- bulk import files ---------------------------------------------------------------
@@ -915,6 +923,22 @@ def _run_cli(args: list[str]) -> None:
                                exit_code=error.rv) from None
 
 
+def _mark_failed(conn: Any, values: dict[str, str], annotation: Any, out_file: Path) -> None:
+    """After a failed import: ``failed`` if it created nothing (a retry may import), else
+    leave ``started`` with what it made (a retry reports the partial import)."""
+    try:
+        made = parse_import_output(out_file.read_text()) if out_file.exists() else {}
+    except OmeroImportError:
+        made = {}
+    made = {k: v for k, v in made.items() if k in ("Image", "Plate") and v}
+    if made:
+        values[OBJECTS_KEY] = format_objects(made)
+    else:
+        values[STATE_KEY] = FAILED
+    with contextlib.suppress(Exception):  # the import's own error is the one to report
+        _save_map(conn, values, annotation.getId())
+
+
 def import_files(conn: Any, paths: Sequence[str | os.PathLike[str]],
                  target: ContainerSpec | str | int, *, transfer: str = "upload",
                  annotations: Mapping[str, str] | None = None, name: str | None = None,
@@ -967,13 +991,11 @@ def import_files(conn: Any, paths: Sequence[str | os.PathLike[str]],
         if decision.action == "skip":
             log.info("%s", decision.reason)
             return []
-        if decision.action == "incomplete":
-            if on_partial != "import":
-                raise PartialImportError(values.get("autotx.dataset", "?"),
-                                         decision.annotation_id, str(spec))
-            annotation = conn.getObject("MapAnnotation", decision.annotation_id)
-        values[STATE_KEY] = STARTED
-        annotation = _save_map(conn, values, annotation.getId() if annotation else None)
+        if decision.action == "incomplete" and on_partial != "import":
+            raise PartialImportError(values.get("autotx.dataset", "?"),
+                                     decision.annotation_id, str(spec))
+        values[STATE_KEY] = STARTED  # reuses the annotation of a failed or partial attempt
+        annotation = _save_map(conn, values, decision.annotation_id)
         if spec.id is not None:
             _link(conn, spec.leaf, spec.id, annotation)
     session_key = conn.getEventContext().sessionUuid
@@ -986,6 +1008,8 @@ def import_files(conn: Any, paths: Sequence[str | os.PathLike[str]],
             _run_cli(args)
         except OmeroImportError as error:
             tail = errs_file.read_text(errors="replace")[-2000:] if errs_file.exists() else ""
+            if annotation is not None:
+                _mark_failed(conn, values, annotation, out_file)
             raise OmeroImportError(str(error), exit_code=error.exit_code,
                                    log_tail=tail) from None
         objects = parse_import_output(out_file.read_text() if out_file.exists() else "")

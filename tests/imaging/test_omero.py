@@ -265,6 +265,12 @@ def test_import_decision():
     assert decision.action == "import" and "other content" in decision.reason
     elsewhere = dict(complete, **{"autotx.instrument": "scope-9"})
     assert om.import_decision([(15, elsewhere)], prov).action == "import"
+    # an attempt whose importer failed before creating anything does not block a retry,
+    # and its annotation is reused
+    failed = dict(prov, **{om.STATE_KEY: om.FAILED})
+    decision = om.import_decision([(16, failed)], prov)
+    assert (decision.action, decision.annotation_id) == ("import", 16)
+    assert om.import_decision([(16, failed), (17, started)], prov).action == "incomplete"
     with pytest.raises(om.OmeroSettingsError):
         om.import_decision([], {"autotx.dataset": "a/b"})
 
