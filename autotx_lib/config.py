@@ -212,6 +212,15 @@ class OmeroSettings(_Section):
                              f"{{instrument}}, {{date}}; got {value!r}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_plain_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("the OMERO password is never written in the configuration: remove "
+                             "`password` and use password_env (an environment variable's name) "
+                             "or password_file")
+        return data
+
     @model_validator(mode="after")
     def _complete_when_enabled(self) -> OmeroSettings:
         if self.enabled and not (self.host or os.environ.get("OMERO_HOST")):

@@ -263,7 +263,7 @@ def test_omero_config_defaults_and_toml(omero_facility, tmp_path):
 @pytest.mark.parametrize("omero, key", [
     ({"enabled": True, "user": "u"}, "omero"),                   # no host
     ({"enabled": True, "host": "h"}, "omero"),                   # no user
-    ({"password": "plain"}, "omero.password"),                   # never in the config
+    ({"password": "plain"}, "omero"),                            # never in the config
     ({"project": "{nobody}"}, "omero.project"),
     ({"dataset": ""}, "omero.dataset"),
     ({"target": "plate"}, "omero.target"),
@@ -277,3 +277,21 @@ def test_omero_config_validation(omero, key, monkeypatch):
     with pytest.raises(ConfigError) as info:
         config_from_dict(dict(BASE, omero=omero))
     assert any(p.key == key for p in info.value.problems), info.value.problems
+
+
+def test_a_plain_password_is_refused_with_the_way_to_give_it(monkeypatch):
+    with pytest.raises(ConfigError, match="password_env") as info:
+        config_from_dict(dict(BASE, omero={"password": "hunter2"}))
+    assert "hunter2" not in str(info.value)
+
+
+def test_connection_settings_from_the_config_section(omero_facility, tmp_path):
+    settings = omero_facility.omero
+    s = om.resolve_connection(settings=settings, environ={"OMERO_PASSWORD": "pw"})
+    assert (s.host, s.port, s.user, s.password) == ("127.0.0.1", settings.port, "importer", "pw")
+    secret = tmp_path / "omero-pw"
+    secret.write_text("from-file\n")
+    with_file = settings.model_copy(update={"password_env": None, "password_file": secret})
+    assert om.resolve_connection(settings=with_file, environ={}).password == "from-file"
+    with pytest.raises(om.OmeroSettingsError, match="no password"):
+        om.resolve_connection(settings=settings, environ={})
