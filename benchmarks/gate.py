@@ -318,7 +318,7 @@ def values(xs: list[float]) -> str:
 
 def median_line(name: str, xs: list[float], target: float, unit_note: str = "") -> None:
     if not xs:
-        print(f"{name}: n/a (no trial completed) (target <= {target:g}) MISSES TARGET")
+        print(f"{name}: n/a (no trial completed) (target <= {target:g}) NOT MEASURED")
         return
     med = statistics.median(xs)
     print(f"{name}: median {med:.2f}{unit_note} (target <= {target:g}) {verdict(med <= target)}")
