@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import time
 
 import pytest
@@ -165,7 +164,6 @@ def test_a_failing_import_is_retried_and_shown_by_status_and_cli(omero_facility,
 
 def test_jobs_run_once_with_the_real_step_reports_why_it_failed(omero_facility, tmp_path):
     config_file = write_config(omero_facility, tmp_path / "autotx.toml")
-    os.environ.pop("OMERO_PASSWORD", None)
     journal, _ = deliver(omero_facility, {"run1": {"a.tif": b"x"}})
     result = cli.invoke(app, ["jobs", "run", "--once", "-c", str(config_file)])
     assert result.exit_code == 1, result.output
