@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from autotx_lib.errors import AutotxError, ConfigError, MissingDependencyError
+from autotx_lib.units import human_bytes  # noqa: F401 - re-exported for the commands
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -63,12 +64,3 @@ def handle_errors(command: F) -> F:
             sys.exit(int(ExitCode.INTERRUPTED))
 
     return wrapper  # type: ignore[return-value]
-
-
-def human_bytes(count: float) -> str:
-    """1536 -> '1.5 kB' (decimal units, as disks are sold)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"

@@ -51,6 +51,7 @@ from autotx_lib.config import Config, EmailSettings
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.copy import CHECK_TOOL
 from autotx_lib.transfer.grace import GraceReport, grace_report
+from autotx_lib.units import human_bytes, human_duration
 
 log = logging.getLogger("autotx.notify")
 
@@ -189,23 +190,6 @@ def check_smtp(config: Config) -> str | None:
 # --- formatting helpers ----------------------------------------------------------------
 
 
-def _human_bytes(count: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
-
-
-def _human_duration(seconds: float) -> str:
-    seconds = max(seconds, 0.0)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
-
-
 def _local(value: dt.datetime | None) -> str:
     if value is None:
         return "(unknown)"
@@ -218,8 +202,8 @@ def _disk(label: str, path: Path) -> dict[str, str]:
     except OSError as error:
         return {"label": label, "path": str(path), "text": f"unavailable ({error.strerror})"}
     percent = 100.0 * usage.free / usage.total if usage.total else 0.0
-    return {"label": label, "path": str(path), "text": f"{_human_bytes(usage.free)} free of "
-            f"{_human_bytes(usage.total)} ({percent:.0f} %)"}
+    return {"label": label, "path": str(path), "text": f"{human_bytes(usage.free)} free of "
+            f"{human_bytes(usage.total)} ({percent:.0f} %)"}
 
 
 class Notifier:
@@ -354,15 +338,15 @@ class Notifier:
         seconds = None
         if dataset_row.started_at is not None and dataset_row.finished_at is not None:
             seconds = (dataset_row.finished_at - dataset_row.started_at).total_seconds()
-        rate = (f"{_human_bytes(dataset_row.total_bytes / seconds)}/s" if seconds
+        rate = (f"{human_bytes(dataset_row.total_bytes / seconds)}/s" if seconds
                 else "(not measured)")
         shown = list(first_files)[:MAX_FIRST_FILES]
         manifest = dataset_row.manifest_path or "(none recorded)"
         return self._queue(
             TRANSFER_FINISHED, recipient, "transfer_finished", dataset=dataset_row,
             destination=dataset_row.dest_path, files=dataset_row.total_files,
-            size=_human_bytes(dataset_row.total_bytes),
-            duration=_human_duration(seconds) if seconds is not None else "(unknown)",
+            size=human_bytes(dataset_row.total_bytes),
+            duration=human_duration(seconds) if seconds is not None else "(unknown)",
             rate=rate, finished=_local(dataset_row.finished_at), first_files=shown,
             more_files=max(dataset_row.total_files - len(shown), 0), manifest=manifest,
             manifest_name=Path(manifest).name, algorithm=dataset_row.algorithm,
@@ -379,8 +363,8 @@ class Notifier:
         return self._queue(
             TRANSFER_INTERRUPTED, recipient, "transfer_interrupted", dataset=dataset_row,
             files=dataset_row.total_files, copied_files=dataset_row.copied_files,
-            size=_human_bytes(dataset_row.total_bytes),
-            copied_size=_human_bytes(dataset_row.copied_bytes))
+            size=human_bytes(dataset_row.total_bytes),
+            copied_size=human_bytes(dataset_row.copied_bytes))
 
     # --- admin mails --------------------------------------------------------------------
 
@@ -456,9 +440,9 @@ class Notifier:
         return self._queue_admin(
             GRACE, self.settings.grace_notification_delta_minutes, "grace_summary",
             report=report, expired_by_user=dict(sorted(expired_by_user.items())),
-            sizes={e.path: _human_bytes(e.size_bytes) for e in report.entries},
-            expired_size=_human_bytes(report.expired_bytes),
-            total_size=_human_bytes(report.total_bytes), done_folder=report.done_folder)
+            sizes={e.path: human_bytes(e.size_bytes) for e in report.entries},
+            expired_size=human_bytes(report.expired_bytes),
+            total_size=human_bytes(report.total_bytes), done_folder=report.done_folder)
 
     def startup_report(self) -> int | None:
         """Tell the admin the agent started: version, config summary, disk space, queue,
@@ -493,7 +477,7 @@ class Notifier:
                                  dt.datetime.now())
         return self._queue(STARTUP, self.settings.admin or "", "startup_report",
                            settings=settings, disks=disks, queue=self._queue_list(),
-                           grace=grace, grace_size=_human_bytes(grace.total_bytes))
+                           grace=grace, grace_size=human_bytes(grace.total_bytes))
 
     def unclean_shutdown(self, previous_session_row) -> int | None:
         """Tell the admin the previous agent session ended without a clean stop."""

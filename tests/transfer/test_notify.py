@@ -26,6 +26,7 @@ from autotx_lib.transfer import notify
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.grace import grace_report
 from autotx_lib.transfer.notify import Notifier, check_smtp
+from autotx_lib.units import human_bytes
 
 from .conftest import make_dataset
 
@@ -141,7 +142,7 @@ def test_transfer_finished_mail_reaches_the_user_with_every_detail(facility, smt
     assert message["From"] == "autotx@pc.example.org"
     text = body(message)
     seconds = (row.finished_at - row.started_at).total_seconds()
-    rate = f"Mean rate:      {notify._human_bytes(row.total_bytes / seconds)}/s"
+    rate = f"Mean rate:      {human_bytes(row.total_bytes / seconds)}/s"
     for expected in (row.dest_path, "Files:          25", "50.0 kB", rate, "Duration:",
                      "img_000.tif", "img_019.tif", "... and 5 more", row.manifest_path,
                      "xxhsum -c autotx-manifest.xxh128", row.final_path, "30 days"):
