@@ -95,11 +95,27 @@ def _open(browser, served: Served, ready_text: str):
     page = browser.new_page(viewport={"width": 1300, "height": 1200})
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # no internet, as on many instrument PCs: anything not on loopback is refused
+    page.offline_requests = []
+
+    def loopback_only(route):
+        if route.request.url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:")):
+            return route.continue_()
+        page.offline_requests.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", loopback_only)
     page.goto(served.url, timeout=PAGE_TIMEOUT_MS)
     page.wait_for_selector(".widget-label", state="attached", timeout=PAGE_TIMEOUT_MS)
     page.get_by_text(ready_text).first.wait_for(timeout=PAGE_TIMEOUT_MS)
     page.errors = errors
     return page
+
+
+def _check_offline(page) -> None:
+    """The page needed nothing from the internet but the Voila template's icon font CSS."""
+    scripts = [url for url in page.offline_requests if not url.endswith(".css")]
+    assert not scripts, f"the page tried to load from the internet: {scripts}"
 
 
 def _serve(tmp_path: Path, *args: str) -> Served:
@@ -135,6 +151,7 @@ def test_transfer_monitor_page_shows_a_delivered_dataset_and_suspends(browser, t
         assert held is not None and held.reason == "laser alignment"
         page.screenshot(path=str(tmp_path / "transfer_monitor.png"))
         assert not page.errors, page.errors
+        _check_offline(page)
     finally:
         served.stop()
 
@@ -159,6 +176,7 @@ def test_stack_browser_page_shows_the_zstack_and_its_slider_works(browser, sampl
         page.wait_for_function(f"({_IMAGE_SUM_JS})() === {sums[31]}", timeout=30_000)
         page.screenshot(path=str(tmp_path / "stack_browser.png"))
         assert not page.errors, page.errors
+        _check_offline(page)
     finally:
         served.stop()
 
@@ -220,5 +238,6 @@ def test_plate_qc_page_measures_and_a_click_on_a_well_shows_it(browser, sampleda
         assert "4 images, 0 flagged" in page.locator("body").inner_text()
         page.screenshot(path=str(tmp_path / "plate_qc.png"))
         assert not page.errors, page.errors
+        _check_offline(page)
     finally:
         served.stop()
