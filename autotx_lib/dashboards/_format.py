@@ -1,45 +1,17 @@
-"""Small display helpers shared by the dashboards: sizes, durations, HTML tables."""
+"""Small display helpers shared by the dashboards: HTML tables and badges.
+
+Sizes, durations and times come from :mod:`autotx_lib.units`, as in the CLI and the mail.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from autotx_lib.units import human_bytes, human_duration, local_time
 
-def human_bytes(count: float | None) -> str:
-    """1536 -> '1.5 kB' (decimal units, as disks are sold); None -> '?'."""
-    if count is None:
-        return "?"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
-
-
-def human_duration(seconds: float | None) -> str:
-    """75 -> '1 min 15 s'; None -> 'unknown'."""
-    if seconds is None:
-        return "unknown"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def local_time(value: dt.datetime | None) -> str:
-    """A UTC datetime from the journal, shown in local time ('' for None)."""
-    if value is None:
-        return ""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+__all__ = ["Markup", "badge", "html_table", "human_bytes", "human_duration", "local_time"]
 
 
 def html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, empty: str = "none",
