@@ -51,7 +51,7 @@ from autotx_lib.transfer.layout import (
     move_dir,
 )
 from autotx_lib.transfer.notify import Notifier
-from autotx_lib.transfer.readiness import candidate_folders, check_ready, stray_entries
+from autotx_lib.transfer.readiness import check_ready, scan_incoming
 
 log = logging.getLogger("autotx")
 
@@ -140,6 +140,7 @@ class Agent:
         self.after_delivery = list(after_delivery or [])
         self.notifier = notifier or Notifier(config, self.journal)
         self._housekeeping_at = 0.0
+        self._quiet_until: dict[Path, tuple[float, str]] = {}  # skip re-walking until then
         self.stop_requested = threading.Event()
         self._recovering: set[int] = set()
         self._session: int | None = None
@@ -274,18 +275,27 @@ class Agent:
 
         Returns the ids of the claimed datasets, and the folders still waiting (with why).
         """
-        for stray in stray_entries(self.config.incoming):
+        candidates, strays = scan_incoming(self.config.incoming)
+        for stray in strays:
             if not self.journal.has_event("stray", stray):
                 self._event("warning", "stray", stray)
         known = self.journal.known_incoming_paths()
         claimed, waiting = [], []
-        for user, folder in candidate_folders(self.config.incoming):
+        now = time.time()
+        for user, folder in candidates:
             if str(folder) in known:
                 continue
-            readiness = check_ready(folder, self.config.readiness)
+            until, reason = self._quiet_until.get(folder, (0.0, ""))
+            if now < until:  # a change can only push this later: no need to walk the tree
+                waiting.append(f"{user}/{folder.name}: {reason}")
+                continue
+            readiness = check_ready(folder, self.config.readiness, now=now)
             if readiness.ready:
+                self._quiet_until.pop(folder, None)
                 claimed.append(self.claim(user, folder))
             else:
+                if readiness.quiet_until is not None:
+                    self._quiet_until[folder] = (readiness.quiet_until, readiness.reason)
                 waiting.append(f"{user}/{folder.name}: {readiness.reason}")
         return claimed, waiting
 

@@ -4,7 +4,8 @@ Transfers pause while any condition holds and resume once all have been clear fo
 hysteresis period (AutoTx: one reading over a limit pauses, a few seconds under it
 resumes):
 
-* system CPU above ``max_cpu_percent`` (the agent's own share not counted),
+* system CPU above ``max_cpu_percent``: work at normal priority (user, system, interrupts);
+  the agent's own share, niced background jobs, I/O wait and hypervisor steal not counted,
 * available memory below ``min_available_memory_mb``,
 * a blacklisted process running (names compared case-insensitively, ``.exe`` optional),
 * free space at the destination below ``min_free_destination_mb``,
@@ -81,13 +82,20 @@ class Sampler:
         self.destination = destination
         self.watch_processes = watch_processes
         self.me = psutil.Process()
+        self.niced = self.me.nice() > 0
         self.cores = psutil.cpu_count() or 1
-        psutil.cpu_percent(interval=None)
+        psutil.cpu_times_percent(interval=None)
         self.me.cpu_percent(interval=None)
 
     def read(self, suspension: str | None = None) -> Reading:
-        system = psutil.cpu_percent(interval=None)
+        times = psutil.cpu_times_percent(interval=None)
+        # busy = work at normal priority; niced background jobs, I/O wait and time stolen
+        # by the hypervisor do not compete with the acquisition for the CPU
+        system = times.user + times.system + getattr(times, "irq", 0.0) + \
+            getattr(times, "softirq", 0.0)
         own = self.me.cpu_percent(interval=None) / self.cores
+        if self.niced:
+            own = 0.0  # a niced agent's own time is counted as nice, already left out
         processes: frozenset[str] = frozenset()
         if self.watch_processes:
             names = set()
@@ -229,6 +237,9 @@ class GateMonitor:
             When the agent is stopping (SIGTERM): the file is abandoned, copied again later.
         """
         self._last_progress = time.monotonic()
+        rate = self.bandwidth()
+        if rate:  # the cap first, so a pause decided meanwhile is obeyed before the next chunk
+            self._take_tokens(copied, rate * 1e6)
         while not self._resume.wait(0.2):
             if self._stop.is_set() or self.interrupted():
                 break
@@ -237,9 +248,6 @@ class GateMonitor:
         if self.stalled:
             raise DestinationError(self.sampler.destination, f"the copy stalled (no progress for "
                                    f"{self.stall_seconds:.0f} s)")
-        rate = self.bandwidth()
-        if rate:
-            self._take_tokens(copied, rate * 1e6)
 
     def _take_tokens(self, copied: int, bytes_per_s: float) -> None:
         with self._lock:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +39,7 @@ class Readiness:
     ready: bool
     reason: str
     state: TreeState
+    quiet_until: float | None = None  # not ready before this time.time(), whatever happens
 
 
 def tree_state(root: Path) -> TreeState:
@@ -109,7 +109,8 @@ def check_ready(root: Path, settings: ReadinessSettings, now: float | None = Non
     quiet_for = now - state.newest_change
     if quiet_for < settings.quiet_seconds:
         return Readiness(False, f"changed {quiet_for:.0f} s ago; waiting for "
-                         f"{settings.quiet_seconds:.0f} s of quiet", state)
+                         f"{settings.quiet_seconds:.0f} s of quiet", state,
+                         quiet_until=state.newest_change + settings.quiet_seconds)
     if settings.check_open_files:
         handles = open_files_under(root)
         if handles:
@@ -118,38 +119,37 @@ def check_ready(root: Path, settings: ReadinessSettings, now: float | None = Non
     return Readiness(True, "ready", state)
 
 
-def candidate_folders(incoming: Path) -> Iterator[tuple[str, Path]]:
-    """``(user, dataset folder)`` for every folder two levels below ``incoming``.
+def scan_incoming(incoming: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """One pass over ``incoming/<user>/<dataset>``.
 
-    Entries that are not real folders (files, symlinks) are not candidates; the agent
-    reports them once.
+    Returns
+    -------
+    candidates : list of (user, folder)
+        Every real folder two levels down, sorted by user and name.
+    strays : list of str
+        Entries that cannot be transferred (symlinks, loose files), each with why; the
+        agent reports each once.
     """
+    candidates: list[tuple[str, Path]] = []
+    strays: list[str] = []
     try:
         users = sorted(os.scandir(incoming), key=lambda e: e.name)
     except FileNotFoundError:
-        return
+        return candidates, strays
     for user in users:
         if not user.is_dir(follow_symlinks=False):
+            strays.append(f"{user.path}: not a user folder (files go in "
+                          "incoming/<user>/<dataset>/)")
             continue
         try:
-            datasets = sorted(os.scandir(user.path), key=lambda e: e.name)
+            entries = sorted(os.scandir(user.path), key=lambda e: e.name)
         except OSError:
             continue
-        for dataset in datasets:
-            if dataset.is_dir(follow_symlinks=False):
-                yield user.name, Path(dataset.path)
-
-
-def stray_entries(incoming: Path) -> list[str]:
-    """Entries of incoming/ that are not transferable folders (symlinks, loose files)."""
-    stray = []
-    for level1 in sorted(incoming.iterdir()) if incoming.is_dir() else []:
-        if level1.is_symlink() or not level1.is_dir():
-            stray.append(f"{level1}: not a user folder (files go in incoming/<user>/<dataset>/)")
-            continue
-        for level2 in sorted(level1.iterdir()):
-            if level2.is_symlink():
-                stray.append(f"{level2}: symbolic link, not followed")
-            elif not level2.is_dir():
-                stray.append(f"{level2}: a loose file; put it in a dataset folder")
-    return stray
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                candidates.append((user.name, Path(entry.path)))
+            elif entry.is_symlink():
+                strays.append(f"{entry.path}: symbolic link, not followed")
+            else:
+                strays.append(f"{entry.path}: a loose file; put it in a dataset folder")
+    return candidates, strays

@@ -66,3 +66,21 @@ def test_file_held_open_by_another_process_means_not_ready(tmp_path):
         holder.kill()
         holder.wait()
     assert check_ready(folder, ReadinessSettings(quiet_seconds=0)).ready
+
+
+def test_agent_does_not_rewalk_a_dataset_before_its_quiet_period_can_be_over(facility,
+                                                                            monkeypatch):
+    """Idle cost: a waiting dataset's tree is walked once, not at every poll."""
+    from autotx_lib.transfer import readiness
+    from autotx_lib.transfer.agent import Agent
+
+    facility.readiness.quiet_seconds = 3600
+    make_dataset(facility.incoming, "alice", "exp", {"a/b.tif": b"x"})
+    walks = []
+    real = readiness.tree_state
+    monkeypatch.setattr(readiness, "tree_state", lambda root: walks.append(root) or real(root))
+    agent = Agent(facility)
+    for _ in range(3):
+        claimed, waiting = agent.scan()
+        assert not claimed and "waiting for 3600 s of quiet" in waiting[0]
+    assert len(walks) == 1
