@@ -241,15 +241,16 @@ def demo(
     for d in snapshot.history:
         if d.state != "done":
             table.add_row(d.user, d.name, str(d.total_files), human_bytes(d.total_bytes), "",
-                          f"[yellow]{d.state}[/]: {d.final_path}", "")
+                          f"[yellow]{d.state}[/]: {_relative(d.final_path, root)}", "")
             continue
         problems = verify_manifest(Path(d.dest_path), Path(d.manifest_path), d.algorithm)
         all_ok &= not problems
         rate = d.rate_bytes_per_s
         table.add_row(d.user, d.name, str(d.total_files), human_bytes(d.total_bytes),
-                      f"{human_bytes(rate)}/s" if rate else "", d.dest_path,
+                      f"{human_bytes(rate)}/s" if rate else "", _relative(d.dest_path, root),
                       "[green]yes[/]" if not problems else f"[red]{len(problems)} problems[/]")
     out.print(table)
+    out.print(f"(paths are relative to {root})", markup=False, soft_wrap=True)
     algorithm = cfg.verify.algorithm
     out.print(f"Every file was hashed ({algorithm}) while read, read back from the destination "
               "and compared, then one rename made each dataset appear whole.")
@@ -260,6 +261,16 @@ def demo(
     out.print(f"Originals rest in the grace area: {cfg.managed / 'done'}")
     out.print(f"Status from the journal:  autotx status -c {root / 'autotx.toml'}")
     raise typer.Exit(int(ExitCode.OK if all_ok and summary.ok else ExitCode.INCOMPLETE))
+
+
+def _relative(path: str | None, root: Path) -> str:
+    """A path inside the demo folder, shown relative to it (the table stays readable)."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 def _show_incoming(cfg: Config) -> None:
