@@ -8,6 +8,7 @@ the page through environment variables (``AUTOTX_CONFIG``, ``AUTOTX_PATH``).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -77,8 +78,30 @@ def dashboard(
     if not 0 < port < 65536:
         raise fail(f"port {port} is not a TCP port (1..65535)")
     typer.echo(f"serving {key} at http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
+    raise typer.Exit(_serve(voila_command(page, port), env, page.parent))
+
+
+def _serve(command: list[str], env: dict[str, str], cwd: Path) -> int:
+    """Run Voila until it ends; SIGTERM and Ctrl-C stop it (and its kernels) too."""
+    process = subprocess.Popen(command, env=env, cwd=cwd)
+
+    def forward(signum: int, frame: object) -> None:
+        process.terminate()
+
     try:
-        result = subprocess.run(voila_command(page, port), env=env, cwd=page.parent)
+        previous = signal.signal(signal.SIGTERM, forward)
+    except ValueError:  # not the main thread: nothing to forward
+        previous = None
+    try:
+        return process.wait()
     except KeyboardInterrupt:
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    raise typer.Exit(result.returncode)
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return int(ExitCode.INTERRUPTED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

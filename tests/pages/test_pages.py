@@ -73,14 +73,28 @@ class Served:
         raise AssertionError(f"Voila did not answer on {self.url}: {log.read_text()}")
 
     def stop(self) -> None:
+        """SIGTERM to `autotx dashboard` alone must take Voila and its kernels down with it."""
+        leftover = False
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # voila and its kernels
+            self.process.terminate()
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.kill()
                 self.process.wait()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                os.killpg(self.process.pid, 0)  # anything left in the command's group?
+            except ProcessLookupError:
+                break
+            if time.monotonic() > deadline:
+                leftover = True
+                os.killpg(self.process.pid, signal.SIGKILL)
+                break
+            time.sleep(0.2)
         self._log.close()
+        assert not leftover, "Voila outlived `autotx dashboard` after SIGTERM"
 
 
 @pytest.fixture(scope="module")
