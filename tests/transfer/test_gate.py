@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -206,3 +207,35 @@ def test_stalled_dataset_is_retried_and_then_delivered(facility, monkeypatch):
     assert "stalled" in row.error
     assert not (facility.destination / "alice" / "exp").exists()
     assert Agent(facility).run(once=True).delivered
+
+
+def test_destination_removed_mid_transfer_and_restored(facility):
+    """The share disappears during a copy: the dataset waits, nothing partial is delivered,
+    and once the share is back the copy resumes without copying verified files again."""
+    facility.gate.bandwidth_mb_s = 4
+    facility.copy_.workers = 1
+    files = {f"f{i}.raw": os.urandom(700_000) for i in range(8)}
+    make_dataset(facility.incoming, "alice", "exp", files)
+    offline = facility.destination.with_name("storage-offline")
+
+    agent, thread, progress, result = start_agent_in_thread(facility)
+    assert wait_for(lambda: progress and progress[-1].files_done >= 2)
+    os.rename(facility.destination, offline)  # the share goes away
+    thread.join(60)
+
+    summary = result["summary"]
+    assert summary.retrying and not summary.delivered
+    journal = Journal(facility.journal_url)
+    row = journal.dataset(summary.retrying[0])
+    assert row.state == "queued" and row.error
+    verified = {f.relpath for f in journal.files_of(row.id) if f.verified}
+    assert verified
+    tmp = Path(row.tmp_path.replace(str(facility.destination), str(offline)))
+    mtimes = {p: (tmp / p).stat().st_mtime_ns for p in verified}
+
+    os.rename(offline, facility.destination)  # the share is back
+    facility.gate.bandwidth_mb_s = None
+    assert Agent(facility).run(once=True).delivered
+    delivered = facility.destination / "alice" / "exp"
+    assert tree(delivered) == files
+    assert {p: (delivered / p).stat().st_mtime_ns for p in verified} == mtimes
