@@ -806,12 +806,16 @@ def connect(host: str | None = None, port: int | None = None, user: str | None =
             conn.close()
         raise OmeroConnectionError(s.host, s.port, f"{type(error).__name__}: {error}") from None
     if not ok:
-        detail = str(getattr(conn, "getLastError", lambda: "")() or "")
+        last = getattr(conn, "getLastError", lambda: None)()
         with contextlib.suppress(Exception):
             conn.close()
-        if "password" in detail.lower():
-            detail = ""
-        raise OmeroAuthError(s.host, s.user, detail[:200])
+        import Ice
+
+        if isinstance(last, Ice.LocalException):  # transport or protocol: not an OMERO login
+            raise OmeroConnectionError(s.host, s.port, f"{type(last).__name__} (is this an "
+                                       "OMERO server's Ice port, and secure set right?)")
+        detail = type(last).__name__ if last is not None else ""
+        raise OmeroAuthError(s.host, s.user, detail)
     try:
         yield conn
     finally:

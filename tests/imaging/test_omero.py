@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import os
@@ -314,6 +315,65 @@ def test_bulk_import_yaml_refuses_bad_input(tmp_path, kwargs, match):
     args.update(kwargs)
     with pytest.raises(om.OmeroSettingsError, match=match):
         om.bulk_import_yaml(args.pop("entries"), tmp_path, **args)
+
+
+# --- with omero-py, without a server ------------------------------------------------------
+
+requires_omero_py = pytest.mark.skipif(
+    not HAS_OMERO, reason="omero-py is not installed (the optional 'omero' extra): run "
+    "`python3 tools/setup_omero.py` to check against omero-py itself")
+
+
+@requires_omero_py
+def test_omero_py_own_parser_accepts_our_import_arguments():
+    from omero.cli import CLI
+
+    args = om.import_arguments(["/d/a.tif", "/d/b c.tif"], "Screen:id:3", host="h", port=4065,
+                               session_key="key-1", transfer="ln_s", name="n",
+                               output_file="/tmp/o.yaml", errs_file="/tmp/e.log")
+    cli = CLI()
+    cli.loadplugins()
+    parsed = cli.parser.parse_args(args)
+    assert (parsed.server, parsed.port, parsed.key) == ("h", "4065", "key-1")
+    assert (parsed.target, parsed.output, parsed.transfer) == ("Screen:id:3", "yaml", "ln_s")
+    assert (parsed.file, parsed.errs) == ("/tmp/o.yaml", "/tmp/e.log")
+    assert parsed.path == ["/d/a.tif", "/d/b c.tif"] and parsed.skip == ["upgrade"]
+
+
+@requires_omero_py
+def test_a_port_that_is_not_omero_is_a_clear_connection_error():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(10)
+    port = server.getsockname()[1]
+
+    import threading
+
+    def hang_up() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = server.accept()
+                client.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        with pytest.raises(om.OmeroConnectionError, match=f"127.0.0.1:{port}") as info, \
+                om.connect(host="127.0.0.1", port=port, user="u", password="pw-not-shown"):
+            pass
+    finally:
+        server.close()
+    assert "pw-not-shown" not in str(info.value) and info.value.retryable
+
+
+@requires_omero_py
+def test_connect_to_a_closed_port_with_omero_py():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(om.OmeroConnectionError, match="refused"), \
+            om.connect(host="127.0.0.1", port=port, user="u", password="p"):
+        pass
 
 
 # --- against a real server (OMERO_HOST, OMERO_USER, OMERO_PASSWORD) ------------------------
