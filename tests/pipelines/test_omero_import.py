@@ -293,3 +293,21 @@ def test_connection_settings_from_the_config_section(omero_facility, tmp_path):
     assert om.resolve_connection(settings=with_file, environ={}).password == "from-file"
     with pytest.raises(om.OmeroSettingsError, match="no password"):
         om.resolve_connection(settings=settings, environ={})
+
+
+def test_run_in_agent_starts_one_runner_thread_per_journal(omero_facility):
+    from autotx_lib import pipelines
+
+    config = omero_facility.model_copy(update={"omero": omero_facility.omero.model_copy(
+        update={"run_in_agent": True})})
+    hooks = pipeline_hooks(config)
+    try:
+        assert len(hooks) == 1
+        runner = pipelines._runners[config.journal_url]
+        assert runner._thread.is_alive() and runner._thread.daemon
+        pipeline_hooks(config)
+        assert pipelines._runners[config.journal_url] is runner  # not a second one
+    finally:
+        runner = pipelines._runners.pop(config.journal_url)
+        runner.stop(timeout=5)
+    assert not runner._thread.is_alive()
