@@ -88,11 +88,13 @@ class Sampler:
         self.me.cpu_percent(interval=None)
 
     def read(self, suspension: str | None = None) -> Reading:
-        times = psutil.cpu_times_percent(interval=None)
-        # busy = work at normal priority; niced background jobs, I/O wait and time stolen
-        # by the hypervisor do not compete with the acquisition for the CPU
-        system = times.user + times.system + getattr(times, "irq", 0.0) + \
-            getattr(times, "softirq", 0.0)
+        times = psutil.cpu_times_percent(interval=None)._asdict()
+        # busy = everything but idle, I/O wait, niced background jobs and time stolen by the
+        # hypervisor (none of them competes with the acquisition). Shares are taken of the
+        # fields' own sum: over short intervals psutil's percentages need not add up to 100.
+        total = sum(v for k, v in times.items() if k not in ("guest", "guest_nice")) or 1.0
+        not_busy = sum(times.get(k, 0.0) for k in ("idle", "iowait", "nice", "steal"))
+        system = min(max(100.0 * (1.0 - not_busy / total), 0.0), 100.0)
         own = self.me.cpu_percent(interval=None) / self.cores
         if self.niced:
             own = 0.0  # a niced agent's own time is counted as nice, already left out
