@@ -88,21 +88,20 @@ def ensure_venv() -> None:
         "numpy>=2.0", "setuptools>=68", "wheel", "cython")
 
 
-def download_javabridge_sdist(folder: Path) -> Path:
-    name = f"python_javabridge-{JAVABRIDGE_VERSION}.tar.gz"
-    html = urllib.request.urlopen(f"{INDEX}/python-javabridge/", timeout=60).read().decode()
-    match = re.search(r'href="([^"#]*' + re.escape(name) + r')[^"]*"', html)
+def download_sdist(project: str, filename: str, sha256: str, folder: Path) -> Path:
+    """Download ``filename`` from the package index's page of ``project``; check its sha256."""
+    page = f"{INDEX}/{project}/"
+    html = urllib.request.urlopen(page, timeout=60).read().decode()
+    match = re.search(r'href="([^"#]*' + re.escape(filename) + r')[^"]*"', html)
     if not match:
-        fail(f"{name} is not listed on {INDEX}/python-javabridge/")
-    url = match.group(1)
-    if url.startswith("/") or not url.startswith("http"):
-        url = urllib.parse.urljoin(f"{INDEX}/python-javabridge/", url)
-    say(f"downloading {name}")
-    data = urllib.request.urlopen(url, timeout=120).read()
+        fail(f"{filename} is not listed on {page}")
+    url = urllib.parse.urljoin(page, match.group(1))
+    say(f"downloading {filename}")
+    data = urllib.request.urlopen(url, timeout=300).read()
     digest = hashlib.sha256(data).hexdigest()
-    if digest != JAVABRIDGE_SHA256:
-        fail(f"{name}: sha256 {digest} does not match the expected {JAVABRIDGE_SHA256}")
-    target = folder / name
+    if digest != sha256:
+        fail(f"{filename}: sha256 {digest} does not match the expected {sha256}")
+    target = folder / filename
     target.write_bytes(data)
     return target
 
@@ -115,7 +114,9 @@ def build_javabridge_wheel(java_home: Path) -> Path:
     if cached:
         return cached[-1]
     with tempfile.TemporaryDirectory() as tmp:
-        sdist = download_javabridge_sdist(Path(tmp))
+        sdist = download_sdist("python-javabridge",
+                               f"python_javabridge-{JAVABRIDGE_VERSION}.tar.gz",
+                               JAVABRIDGE_SHA256, Path(tmp))
         with tarfile.open(sdist) as archive:
             if hasattr(tarfile, "data_filter"):
                 archive.extractall(tmp, filter="data")

@@ -24,24 +24,25 @@ Needs a C++ compiler and the OpenSSL and bzip2 development headers (Debian:
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
-import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv"
-CACHE = Path(os.environ.get("AUTOTX_CACHE", Path.home() / ".cache" / "autotx_lib"))
-WHEELS = CACHE / "wheels"
-INDEX = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from setup_env import (  # noqa: E402 - the shared set-up helpers live beside this script
+    ROOT,
+    VENV,
+    WHEELS,
+    download_sdist,
+    fail,
+    run,
+    say,
+    venv_python,
+)
 
 ICE_VERSION = "3.6.5"
 ICE_SDIST = f"zeroc-ice-{ICE_VERSION}.tar.gz"
@@ -55,25 +56,6 @@ ICE_PATCHES = (
 HEADERS = {"openssl/ssl.h": "libssl-dev", "bzlib.h": "libbz2-dev"}
 
 
-def say(message: str) -> None:
-    print(f"[setup-omero] {message}", flush=True)
-
-
-def fail(message: str) -> None:
-    print(f"[setup-omero] ERROR: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
-def run(*args: str | Path, **kwargs) -> None:
-    result = subprocess.run([str(a) for a in args], **kwargs)
-    if result.returncode != 0:
-        fail(f"command failed ({result.returncode}): {' '.join(str(a) for a in args)}")
-
-
-def venv_python() -> Path:
-    return VENV / "bin" / "python"
-
-
 def check_prerequisites() -> None:
     if not venv_python().exists():
         fail(f"{VENV} does not exist; run `python3 tools/setup_env.py` first")
@@ -83,23 +65,6 @@ def check_prerequisites() -> None:
                if not any((Path(d) / header).exists() for d in ("/usr/include", "/usr/local/include"))]
     if missing:
         fail(f"missing development headers; install them, e.g. `apt-get install {' '.join(missing)}`")
-
-
-def download_sdist(folder: Path) -> Path:
-    page = f"{INDEX}/zeroc-ice/"
-    html = urllib.request.urlopen(page, timeout=60).read().decode()
-    match = re.search(r'href="([^"#]*' + re.escape(ICE_SDIST) + r')[^"]*"', html)
-    if not match:
-        fail(f"{ICE_SDIST} is not listed on {page}")
-    url = urllib.parse.urljoin(page, match.group(1))
-    say(f"downloading {ICE_SDIST}")
-    data = urllib.request.urlopen(url, timeout=300).read()
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != ICE_SHA256:
-        fail(f"{ICE_SDIST}: sha256 {digest} does not match the expected {ICE_SHA256}")
-    target = folder / ICE_SDIST
-    target.write_bytes(data)
-    return target
 
 
 def patch_sources(source: Path) -> int:
@@ -136,7 +101,7 @@ def build_ice_wheel() -> Path:
         say(f"using cached {cached[-1].name}")
         return cached[-1]
     with tempfile.TemporaryDirectory() as tmp:
-        sdist = download_sdist(Path(tmp))
+        sdist = download_sdist("zeroc-ice", ICE_SDIST, ICE_SHA256, Path(tmp))
         with tarfile.open(sdist) as archive:
             if hasattr(tarfile, "data_filter"):
                 archive.extractall(tmp, filter="data")
