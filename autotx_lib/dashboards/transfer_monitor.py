@@ -49,6 +49,8 @@ STATE_COLOURS = {
     "never started": "#7f7f7f", "starting": "#17becf",
 }
 
+JOB_COLOURS = {"finished": "#2ca02c", "error": "#d62728", "started": "#1f77b4",
+               "created": "#7f7f7f", "cancelled": "#ff7f0e"}
 GRACE_PLACEHOLDER = ("grace summary: not available (needs autotx_lib.transfer.grace, "
                      "which this installation lacks)")
 
@@ -131,6 +133,7 @@ class TransferMonitor:
                                         layout=W.Layout(width="420px"))
         self.queue = W.HTML()
         self.results = W.HTML()
+        self.jobs = W.HTML()
         self.event_log = W.HTML()
         self.grace = W.HTML()
         self.updated = W.HTML()
@@ -164,6 +167,7 @@ class TransferMonitor:
             section("Queue"), self.queue,
             section("Recent results"), self.results,
             self.grace,
+            section("After delivery (OMERO import, ...)"), self.jobs,
             W.Accordion(children=[self.event_log], titles=("Recent events",)),
             section("Suspend or resume"),
             W.HBox([self.reason, self.suspend_button, self.resume_button]),
@@ -229,6 +233,7 @@ class TransferMonitor:
             self._show_current(snapshot)
             self._show_queue(snapshot)
             self._show_results(snapshot)
+            self._show_jobs(snapshot)
             self._show_events(snapshot)
             self._show_grace()
             self.updated.value = (f"<small style='color:#888'>updated "
@@ -292,6 +297,18 @@ class TransferMonitor:
         self.results.value = html_table(
             ["finished", "user", "dataset", "result", "size", "files", "where / why"], rows,
             empty="nothing transferred yet")
+
+    def _show_jobs(self, s: Status) -> None:
+        datasets = {d.id: f"{d.user}/{d.name}" for d in s.queue + s.history}
+        rows = [(local_time(j.created_at), j.kind, datasets.get(j.dataset_id, j.dataset_id or ""),
+                 badge(j.state, JOB_COLOURS.get(j.state, "#7f7f7f")), j.attempts,
+                 human_duration(j.duration_s) if j.duration_s is not None else "",
+                 j.error or (f"next attempt {local_time(j.next_attempt_at)}"
+                             if j.next_attempt_at and j.state != "finished" else ""))
+                for j in s.jobs]
+        self.jobs.value = html_table(
+            ["queued", "job", "dataset", "state", "attempts", "took", "note"], rows,
+            empty="no post-delivery jobs")
 
     def _show_events(self, s: Status) -> None:
         rows = [(local_time(e.at), e.level, e.kind, e.message) for e in s.events]

@@ -184,3 +184,17 @@ def test_current_dataset_progress_rate_and_eta_come_from_the_journal(config):
     assert "MB/s" in text and "ETA" in text and "ETA unknown" not in text
     assert monitor.progress.value == pytest.approx(25.0)
     assert "Plate_3435" in monitor.queue.value and "96" in monitor.queue.value
+
+
+def test_post_delivery_jobs_are_listed_with_their_state(config):
+    _dataset(config, "alice", "run1")
+    summary = Agent(config).run(once=True)
+    journal = Journal(config.journal_url)
+    ok = journal.add_job("omero-import", summary.delivered[0], {})
+    journal.update_job(ok, state="finished", duration_s=12.5)
+    failed = journal.add_job("omero-import", summary.delivered[0], {})
+    journal.update_job(failed, state="error", attempts=3, error="connection refused")
+    monitor = TransferMonitor(config, start=False)
+    assert "omero-import" in monitor.jobs.value and "alice/run1" in monitor.jobs.value
+    assert "finished" in monitor.jobs.value and "12.5 s" in monitor.jobs.value
+    assert "connection refused" in monitor.jobs.value
