@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -73,7 +71,3 @@ def mount_tmpfs():
     yield make
     for mount in mounts:
         mount.unmount()
-
-
-def run_as_nobody_available() -> bool:
-    return os.geteuid() == 0 and shutil.which("setpriv") is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -235,50 +234,29 @@ def test_marker_file_is_required_when_configured(facility):
     assert deliver(facility).delivered
 
 
-def _nobody_can_use(path: Path) -> None:
-    for folder, _dirs, names in os.walk(path):
-        os.chmod(folder, 0o777)
-        for name in names:
-            os.chmod(os.path.join(folder, name), 0o666)
-
-
-def test_unreadable_file_quarantines_the_dataset_and_keeps_it():
+def test_unreadable_file_quarantines_the_dataset_and_keeps_it(facility, tmp_path):
+    # root reads any file: run the agent as root without the capabilities that bypass file
+    # permissions, so it meets a real "permission denied" (as a service account would)
+    runner = []
     if os.geteuid() == 0:
-        # root reads any file: run the agent as 'nobody' to meet a real permission error
-        runner = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    else:
-        runner = []
-    base = Path(tempfile.mkdtemp(prefix="autotx-perm-"))
-    try:
-        os.chmod(base, 0o777)
-        (base / "storage" / "alice").mkdir(parents=True)
-        folder = make_dataset(base / "incoming", "alice", "exp", {"ok.txt": b"ok",
-                                                                   "locked.tif": b"secret"})
-        _nobody_can_use(base)
-        os.chmod(folder / "locked.tif", 0o000)
-        if runner:
-            os.chown(folder / "locked.tif", 0, 0)
-        config_file = base / "autotx.toml"
-        config_file.write_text(f'incoming = "{base}/incoming"\nmanaged = "{base}/managed"\n'
-                               f'destination = "{base}/storage"\n[readiness]\nquiet_seconds = 0\n'
-                               '[gate]\nmax_cpu_percent = 100\n')
-        os.chmod(config_file, 0o644)
-        result = subprocess.run([*runner, sys.executable, "-m", "autotx_lib.cli", "run", "--once",
-                                 "-c", str(config_file)], capture_output=True, text=True,
-                                cwd=base, env={**os.environ, "HOME": str(base)})
-        assert result.returncode == 1, result.stderr
-        assert "cannot read" in result.stderr and "locked.tif" in result.stderr
-        config = Config(incoming=base / "incoming", managed=base / "managed",
-                        destination=base / "storage")
-        quarantine, reason = quarantined(config, "alice")
-        assert "permission" in reason.lower()
-        assert (quarantine / "ok.txt").read_bytes() == b"ok"
-        os.chmod(quarantine / "locked.tif", 0o600)
-        assert (quarantine / "locked.tif").read_bytes() == b"secret"
-        assert not (base / "storage" / "alice" / "exp").exists()
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwX", str(base)], check=False)
-        subprocess.run(["rm", "-rf", str(base)], check=False)
+        runner = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    folder = make_dataset(facility.incoming, "alice", "exp", {"ok.txt": b"ok",
+                                                               "locked.tif": b"secret"})
+    os.chmod(folder / "locked.tif", 0o000)
+    config_file = tmp_path / "autotx.toml"
+    config_file.write_text(f'incoming = "{facility.incoming}"\nmanaged = "{facility.managed}"\n'
+                           f'destination = "{facility.destination}"\n[readiness]\n'
+                           'quiet_seconds = 0\n[gate]\nmax_cpu_percent = 100\n')
+    result = subprocess.run([*runner, sys.executable, "-m", "autotx_lib.cli", "run", "--once",
+                             "-c", str(config_file)], capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    assert "cannot read" in result.stderr and "locked.tif" in result.stderr
+    quarantine, reason = quarantined(facility, "alice")
+    assert "permission" in reason.lower()
+    assert (quarantine / "ok.txt").read_bytes() == b"ok"
+    os.chmod(quarantine / "locked.tif", 0o600)
+    assert (quarantine / "locked.tif").read_bytes() == b"secret"
+    assert not (facility.destination / "alice" / "exp").exists()
 
 
 def test_file_still_being_written_is_never_delivered_half(facility):
