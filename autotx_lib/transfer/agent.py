@@ -448,6 +448,8 @@ class Agent:
                 flush()
 
         def tick() -> None:
+            if batch and time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
+                flush()  # progress visible to `autotx status` at least twice a second
             if self.on_progress is not None:
                 self.on_progress(Progress(row.id, row.user, row.name, state["files"],
                                           len(rows), counter.value, row.total_bytes, started))

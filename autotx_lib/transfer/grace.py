@@ -239,7 +239,10 @@ def _entry(folder: Path, user: str, row, grace_days: int, now: dt.datetime) -> G
     else:
         since, source = dt.datetime.fromtimestamp(folder.stat().st_mtime), "mtime"
     age_days = max((now - since).total_seconds() / 86400.0, 0.0)
-    size, count = _tree_size(folder)
+    if row is not None and row.state == J.DONE:  # the journal counted it: no walk needed
+        size, count = row.total_bytes, row.total_files
+    else:
+        size, count = _tree_size(folder)
     return GraceEntry(
         path=str(folder), user=user, name=row.name if row is not None else name, stamp=stamp,
         age_days=age_days, age_source=source, size_bytes=size, file_count=count,

@@ -145,3 +145,16 @@ def test_copy_files_copies_a_tree_in_parallel(tmp_path):
 def test_sync_filesystem_runs_on_a_folder(tmp_path: Path):
     C.sync_filesystem(tmp_path)  # must not raise; durability itself cannot be observed here
     assert tmp_path.is_dir()
+
+
+def test_small_files_travel_in_batches_and_large_ones_alone():
+    from autotx_lib.transfer.layout import SourceFile
+
+    small = [SourceFile(f"s{i}", 10_000, 0) for i in range(70)]
+    large = SourceFile("big.raw", C.KERNEL_COPY_MIN, 0)
+    batches = C._batches(small[:40] + [large] + small[40:])
+    assert [large] in batches
+    assert all(len(b) <= C.BATCH_FILES for b in batches)
+    assert all(sum(f.size for f in b) <= C.BATCH_BYTES for b in batches if large not in b)
+    assert sorted(f.relpath for b in batches for f in b) == sorted(
+        f.relpath for f in small + [large])  # every file exactly once
