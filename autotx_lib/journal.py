@@ -293,9 +293,11 @@ class Journal:
             for start in range(0, len(rows), 5000):
                 conn.execute(insert(files), rows[start:start + 5000])
 
-    def files_of(self, dataset_id: int) -> list[Row]:
-        """Every file row of a dataset, in path order."""
+    def files_of(self, dataset_id: int, limit: int | None = None) -> list[Row]:
+        """The file rows of a dataset (all, or the first ``limit``), in path order."""
         query = select(files).where(files.c.dataset_id == dataset_id).order_by(files.c.relpath)
+        if limit is not None:
+            query = query.limit(limit)
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 

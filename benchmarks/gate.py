@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from _machine import cpu_model, mount_of  # benchmarks/_machine.py, beside this script
 
 from autotx_lib import __version__ as autotx_version
 from autotx_lib.config import Config
@@ -85,25 +86,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # --- the machine --------------------------------------------------------------------
-
-
-def mount_of(path: Path) -> tuple[str, str, str]:
-    """(mount point, device, filesystem type) holding ``path``, from /proc/mounts."""
-    best = ("/", "?", "?")
-    real = str(path.resolve())
-    for line in Path("/proc/mounts").read_text().splitlines():
-        device, point, fstype = line.split()[:3]
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and \
-                len(point) >= len(best[0]):
-            best = (point, device, fstype)
-    return best
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def load() -> str:

@@ -49,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from _machine import cpu_model, mount_of  # benchmarks/_machine.py, beside this script
+
 from autotx_lib import __version__ as autotx_version
 from autotx_lib.config import Config
 from autotx_lib.transfer.agent import Agent
@@ -104,25 +106,6 @@ def tool_version(argv: list[str]) -> str:
         return f"not installed ({INSTALL_HINT})"
     out = subprocess.run(argv, capture_output=True, text=True).stdout
     return out.splitlines()[0].strip() if out else "?"
-
-
-def mount_of(path: Path) -> tuple[str, str, str]:
-    """(mount point, device, filesystem type) holding ``path``, from /proc/mounts."""
-    best = ("/", "?", "?")
-    real = str(path.resolve())
-    for line in Path("/proc/mounts").read_text().splitlines():
-        device, point, fstype = line.split()[:3]
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and \
-                len(point) >= len(best[0]):
-            best = (point, device, fstype)
-    return best
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "?"
 
 
 def print_header(workdir: Path) -> None:

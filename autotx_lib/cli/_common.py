@@ -35,6 +35,10 @@ ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="The agent's 
                                             "(TOML, or AutoTx XML file or folder).",
                                             exists=False, dir_okay=True)]
 
+OptionalConfigOption = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="The agent's configuration (TOML, or AutoTx XML file or folder).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
 F = TypeVar("F", bound=Callable)
 
 

@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from autotx_lib.cli._common import ExitCode, err, fail, handle_errors, human_bytes, out
+from autotx_lib.cli._common import (
+    ExitCode,
+    JsonOption,
+    OptionalConfigOption,
+    err,
+    fail,
+    handle_errors,
+    human_bytes,
+    out,
+)
 from autotx_lib.config import load_config
 from autotx_lib.transfer.grace import GraceReport, PurgeResult, grace_report, purge
 
@@ -20,9 +29,6 @@ grace_app = typer.Typer(
          "Exit status: 0 ok; 1 something was skipped (purge); 2 bad configuration or input.",
 )
 
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="The agent's configuration (TOML, or AutoTx XML file or folder).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _report_table(report: GraceReport) -> None:
@@ -51,7 +57,7 @@ def _report_table(report: GraceReport) -> None:
 
 
 @grace_app.callback(invoke_without_command=True)
-def show(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonOption = False) -> None:
     """List the originals in managed/done/ by user, with age and size, and which are past
     grace_period_days. Nothing is deleted; see `autotx grace purge`.
 
@@ -98,7 +104,7 @@ def purge_command(
         "--older-than", help="Only originals older than this many days.")],
     yes: Annotated[bool, typer.Option(
         "--yes", help="Really delete; without it the command only lists.")] = False,
-    as_json: JsonOpt = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Remove originals older than --older-than days from managed/done/.
 

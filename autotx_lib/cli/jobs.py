@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from autotx_lib.cli._common import ExitCode, err, fail, handle_errors, out
+from autotx_lib.cli._common import (
+    ExitCode,
+    JsonOption,
+    OptionalConfigOption,
+    err,
+    fail,
+    handle_errors,
+    out,
+)
 from autotx_lib.config import Config, load_config
 from autotx_lib.journal import Journal
 from autotx_lib.pipelines import job_runner
@@ -24,9 +32,6 @@ jobs_app = typer.Typer(
          "2 bad configuration or input.",
 )
 
-ConfigOpt = Annotated[Path | None, typer.Option(
-    "--config", "-c", help="The agent's configuration (TOML, or AutoTx XML file or folder).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
 def _load(config: Path | None, command: str) -> Config:
@@ -36,7 +41,7 @@ def _load(config: Path | None, command: str) -> Config:
 
 
 @jobs_app.callback(invoke_without_command=True)
-def show(ctx: typer.Context, config: ConfigOpt = None, as_json: JsonOpt = False,
+def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonOption = False,
          limit: Annotated[int, typer.Option(help="How many jobs, newest first.")] = 30) -> None:
     """List recent post-delivery jobs, newest first. Exit status: 0; 2 bad configuration."""
     if ctx.invoked_subcommand is not None:
@@ -80,7 +85,7 @@ def _print_outcome(outcome: JobOutcome) -> None:
 
 
 @jobs_app.command("run")
-def run_command(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
+def run_command(config: OptionalConfigOption = None, once: Annotated[bool, typer.Option(
         "--once", help="Run the jobs due now, then exit.")] = False,
         poll: Annotated[float, typer.Option(help="Seconds between looks at the queue.")] = 10.0
         ) -> None:
@@ -112,7 +117,7 @@ def run_command(config: ConfigOpt = None, once: Annotated[bool, typer.Option(
 
 @jobs_app.command("cancel")
 def cancel_command(job_id: Annotated[int, typer.Argument(help="The job's id.")],
-                   config: ConfigOpt = None) -> None:
+                   config: OptionalConfigOption = None) -> None:
     """Cancel a job that has not finished. Exit status: 0; 2 no such unfinished job."""
     cfg = _load(config, "cancel ID ")
     if not cancel_job(Journal(cfg.journal_url), job_id):
@@ -122,7 +127,7 @@ def cancel_command(job_id: Annotated[int, typer.Argument(help="The job's id.")],
 
 @jobs_app.command("retry")
 def retry_command(job_id: Annotated[int, typer.Argument(help="The job's id.")],
-                  config: ConfigOpt = None) -> None:
+                  config: OptionalConfigOption = None) -> None:
     """Make a failed or cancelled job due now. Exit status: 0; 2 no such failed job."""
     cfg = _load(config, "retry ID ")
     if not retry_job(Journal(cfg.journal_url), job_id):

@@ -544,8 +544,8 @@ class Agent:
                     f"{row.total_bytes / 1e6:.1f} MB delivered to {row.dest_path}, verified "
                     f"({row.algorithm}); the original rests in {target}", row.id)
         delivered = self.journal.dataset(row.id)
-        self.notifier.transfer_finished(delivered, [f.relpath for f in
-                                                    self.journal.files_of(row.id)[:50]])
+        first = self.journal.files_of(row.id, limit=50)  # the mail names the first few
+        self.notifier.transfer_finished(delivered, [f.relpath for f in first])
         for hook in self.after_delivery:
             try:
                 hook(delivered)
