@@ -50,6 +50,28 @@ class JournalError(AutotxError):
     """The journal (database) cannot be opened or is in an unexpected state."""
 
 
+class JournalBusyError(JournalError):
+    """Another process has held the journal locked for longer than the agent waits."""
+
+
+class AgentRunningError(AutotxError):
+    """Another agent already runs on this managed folder or journal.
+
+    ``holder`` is what that agent wrote in the lock file (``pid``, ``host``, ``started``).
+    """
+
+    def __init__(self, lock_file: str | Path, holder: dict):
+        self.lock_file = str(lock_file)
+        self.holder = dict(holder)
+        who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, running since "
+               f"{holder.get('started', '?')}")
+        super().__init__(
+            f"another autotx agent is already running ({who}; lock {self.lock_file}). Only "
+            "one agent may use a managed folder and journal: stop that one first "
+            "(`systemctl stop autotx`, or Ctrl-C where it runs), or use `autotx status`."
+        )
+
+
 # --- transfer ------------------------------------------------------------------------
 
 
@@ -112,6 +134,21 @@ class DestinationError(TransferError):
             f"destination {self.destination} cannot take data: {reason}. The dataset stays "
             "queued and is retried; check that the share is mounted and writable."
         )
+
+
+class DestinationNotMountedError(DestinationError):
+    """The destination folder exists but is not the destination: its marker file is missing
+    or belongs to another destination (typically: the share is not mounted and the empty
+    mount point remains)."""
+
+    def __init__(self, destination: str | Path, reason: str):
+        super().__init__(destination, reason + ". If the share is mounted and this is "
+                         "really the destination, run `autotx destination init -c CONFIG`")
+
+
+class DestinationLayoutError(DestinationError):
+    """The destination cannot be used as laid out (e.g. a user folder on another
+    filesystem than the tmp area); it needs an admin, retrying alone will not help."""
 
 
 class DestinationFullError(DestinationError):

@@ -8,8 +8,12 @@ Status is read from here, never from the agent's memory.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
+import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine, Row, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from autotx_lib.errors import JournalError
+from autotx_lib.errors import JournalBusyError, JournalError
 
 SCHEMA_VERSION = 1
 
@@ -171,6 +175,13 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def _create_private(path: Path) -> None:
+    """Create a new journal file readable by its owner only (SQLite keeps this mode for
+    its -wal and -shm files)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -199,22 +210,82 @@ class Journal:
 
     def __init__(self, url: str):
         self.url = url
+        self.path: Path | None = None  # the SQLite file, if the journal is one
+        self._identity: tuple[int, int] | None = None
         try:
             if url.startswith("sqlite"):
                 database = make_url(url).database
                 if database and database != ":memory:":
-                    Path(database).parent.mkdir(parents=True, exist_ok=True)
+                    self.path = Path(database)
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    _create_private(self.path)
                 self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
+            event.listen(self.engine, "handle_error", self._explain_error)
             self._create_schema()
-        except SQLAlchemyError as error:
+        except JournalError:
+            raise
+        except (SQLAlchemyError, OSError) as error:
             raise JournalError(
                 f"cannot open the journal at {self._safe_url()}: {error.__class__.__name__}: "
                 f"{error}. Check the `journal` URL in the config and that the folder or "
                 "database server is reachable."
             ) from None
+        if self.path is not None:
+            st = self.path.stat()
+            self._identity = (st.st_dev, st.st_ino)
+
+    def _explain_error(self, context: Any) -> None:
+        """Turn a locked or damaged SQLite journal into a clear JournalError (by error code)."""
+        original = context.original_exception
+        code = getattr(original, "sqlite_errorcode", None)
+        if code is None:
+            return
+        primary = code & 0xFF
+        where = self.path or self._safe_url()
+        if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise JournalBusyError(
+                f"the journal {where} has been locked by another process for more than 30 s "
+                "(a long query, a backup tool, or a database browser left open); close that "
+                "program, then try again") from None
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            raise JournalError(
+                f"the journal {where} is damaged ({original}). Move it aside (e.g. rename it "
+                "to autotx.sqlite.damaged) and start the agent again: it adopts what is in "
+                "managed/processing/ and copies it again, so nothing is lost") from None
+
+    def protect(self) -> None:
+        """Make a SQLite journal readable by its owner only (it holds addresses and mail)."""
+        if self.path is None:
+            return
+        for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            try:
+                mode = stat.S_IMODE(path.stat().st_mode)
+                if mode & 0o077:
+                    path.chmod(mode & 0o700)
+            except OSError:
+                continue  # not there (yet), or not ours: nothing to tighten
+
+    def check_unchanged(self) -> None:
+        """Raise JournalError when the SQLite file was deleted or replaced under us.
+
+        An agent that went on writing into a deleted journal would record deliveries
+        nobody can ever read; it stops instead, and the next start adopts its work.
+        """
+        if self.path is None or self._identity is None:
+            return
+        try:
+            st = self.path.stat()
+            current = (st.st_dev, st.st_ino)
+        except OSError:
+            current = None
+        if current != self._identity:
+            raise JournalError(
+                f"the journal {self.path} was deleted or replaced while the agent ran; the "
+                "agent stops. Start it again: it adopts the datasets left in "
+                "managed/processing/ and copies them again, so nothing is lost")
 
     def _create_schema(self) -> None:
         """Create missing tables; another process doing the same at once is not an error."""
@@ -276,6 +347,11 @@ class Journal:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             return list(conn.execute(query))
+
+    def known_processing_paths(self) -> set[str]:
+        """Processing paths of every dataset the journal knows."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(select(datasets.c.processing_path))}
 
     def known_incoming_paths(self) -> set[str]:
         """Incoming paths of datasets the agent is working on (not finished)."""

@@ -156,7 +156,7 @@ def status_command(config: ConfigOption, as_json: Annotated[bool, typer.Option(
     Exit status: 0; 2 bad configuration.
     """
     cfg = handle_errors(load_config)(config)
-    snapshot = status(cfg)
+    snapshot = handle_errors(status)(cfg)
     if as_json:
         out.print_json(json.dumps(snapshot.to_dict()))
     else:

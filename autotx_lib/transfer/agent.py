@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import shutil
@@ -30,7 +31,11 @@ from autotx_lib.config import Config
 from autotx_lib.errors import (
     CopyInterrupted,
     DestinationError,
+    DestinationFullError,
+    DestinationLayoutError,
     EmptyDatasetError,
+    JournalBusyError,
+    JournalError,
     SourceChangedError,
     TransferError,
     UnsafePathError,
@@ -38,6 +43,8 @@ from autotx_lib.errors import (
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer import control
 from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.agent_lock import AgentLock, lock_paths
+from autotx_lib.transfer.destination import check_destination
 from autotx_lib.transfer.gate import GateMonitor, blocking_reasons
 from autotx_lib.transfer.grace import grace_report
 from autotx_lib.transfer.layout import (
@@ -49,6 +56,8 @@ from autotx_lib.transfer.layout import (
     list_dataset,
     make_stamp,
     move_dir,
+    parse_stamped,
+    stamped_name,
 )
 from autotx_lib.transfer.notify import Notifier
 from autotx_lib.transfer.readiness import check_ready, scan_incoming
@@ -59,6 +68,7 @@ RETRY_BASE_SECONDS = 30.0
 HOUSEKEEPING_SECONDS = 3600.0  # grace and free-space checks (their mails are rate limited too)
 RETRY_MAX_SECONDS = 3600.0
 JOURNAL_BATCH_SECONDS = 0.5
+MAX_SEAL_ROUNDS = 3  # sources changed after verification this often: wait for quiet instead
 
 
 @dataclass(frozen=True)
@@ -141,8 +151,10 @@ class Agent:
         self.notifier = notifier or Notifier(config, self.journal)
         self._housekeeping_at = 0.0
         self._quiet_until: dict[Path, tuple[float, str]] = {}  # skip re-walking until then
+        self._seen: dict[Path, tuple] = {}  # folder -> (TreeState, unchanged since)
         self.stop_requested = threading.Event()
         self._recovering: set[int] = set()
+        self._seal_rounds: dict[int, int] = {}
         self._session: int | None = None
         self._bandwidth_cache = (0.0, None)
 
@@ -152,36 +164,40 @@ class Agent:
         """Run the agent: ``once=True`` processes what is ready now and returns.
 
         Without ``once`` it polls every ``config.poll_seconds`` until :meth:`stop`.
+
+        Raises
+        ------
+        AgentRunningError
+            Another agent already runs on this managed folder or journal.
+        JournalError
+            The journal was removed or replaced while the agent ran, or cannot be used.
         """
         self.folders.create()
         self.config.incoming.mkdir(parents=True, exist_ok=True)
+        with AgentLock(lock_paths(self.config.managed, self.config.journal_url)):
+            return self._run_locked(once)
+
+    def _run_locked(self, once: bool) -> RunSummary:
+        self.journal.protect()
         session, unclean = self.journal.start_session(self.config.host_alias, os.getpid(),
                                                       __version__)
         self._session = session
-        if unclean is not None:
+        if unclean is not None:  # we hold the lock, so that agent is really gone
             self._event("warning", "unclean-shutdown", f"the previous agent session "
                         f"(pid {unclean.pid}, started {unclean.started_at:%Y-%m-%d %H:%M}) "
                         "did not stop cleanly; resuming its work")
             self.notifier.unclean_shutdown(unclean)
         self.notifier.startup_report()
+        self._adopt_orphans()
         summary = RunSummary()
         try:
             self._recovering = {row.id for row in self.journal.datasets_in(J.ACTIVE_STATES)}
             while True:
-                self.journal.heartbeat(session, "scanning")
-                claimed, summary.waiting = self.scan()
-                for dataset_id in claimed:
-                    self._record_outcome(summary, self.journal.dataset(dataset_id))
-                summary.paused = self._gate_blocks() if self._has_work() else []
-                for row in self.journal.datasets_in(J.ACTIVE_STATES) if not summary.paused else []:
-                    if self.stop_requested.is_set():
-                        break
-                    if not once and not self._due(row):
-                        continue
-                    self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
-                    self._record_outcome(summary, self.process(row.id))
-                self._housekeeping()
-                self.notifier.flush()
+                self._check_journal()
+                try:
+                    self._one_pass(summary, session, once)
+                except JournalBusyError as error:
+                    self._busy_journal(error)
                 if once or self.stop_requested.is_set():
                     break
                 self.journal.heartbeat(session, "idle")
@@ -192,6 +208,73 @@ class Agent:
         finished = {*summary.delivered, *summary.unmatched, *summary.failed}
         summary.retrying = [i for i in summary.retrying if i not in finished]
         return summary
+
+    def _check_journal(self) -> None:
+        """Stop, telling the admin, when the journal was deleted or replaced under us."""
+        try:
+            self.journal.check_unchanged()
+        except JournalError as error:
+            self._event("error", "journal-lost", str(error))
+            self.notifier.needs_attention("journal-lost", "its journal was deleted or replaced",
+                                          str(error))
+            self.notifier.flush()
+            raise
+
+    def _one_pass(self, summary: RunSummary, session: int, once: bool) -> None:
+        """Claim what is ready, advance every active dataset, housekeeping, mail."""
+        self.journal.heartbeat(session, "scanning")
+        claimed, summary.waiting = self.scan()
+        for dataset_id in claimed:
+            self._record_outcome(summary, self.journal.dataset(dataset_id))
+        summary.paused = self._gate_blocks() if self._has_work() else []
+        for row in self.journal.datasets_in(J.ACTIVE_STATES) if not summary.paused else []:
+            if self.stop_requested.is_set():
+                break
+            if not once and not self._due(row):
+                continue
+            self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
+            self._record_outcome(summary, self.process(row.id))
+        self._housekeeping()
+        self.notifier.flush()
+
+    @staticmethod
+    def _busy_journal(error: JournalBusyError) -> None:
+        """Another process holds the journal: say so and try again at the next poll."""
+        log.warning("%s; trying again at the next poll", error)
+
+    def _adopt_orphans(self) -> None:
+        """Take back what processing/ holds that the journal does not know.
+
+        This happens when the journal was deleted or replaced while datasets were being
+        processed: they are queued again (every file is hashed and copied again, nothing
+        trusted) and the admin is told.
+        """
+        known = self.journal.known_processing_paths()
+        adopted = []
+        for folder in sorted(self.folders.processing.iterdir()):
+            if str(folder) in known or folder.is_symlink() or not folder.is_dir():
+                continue
+            stamp, user, name = parse_stamped(folder.name)
+            if user is None:
+                self._event("error", "orphan", f"{folder} is in processing/ but was not put "
+                            "there by the agent (its name is not <stamp>__<user>__<dataset>); "
+                            "left untouched: move it back to incoming/<user>/ by hand")
+                continue
+            dataset_id = self.journal.add_dataset(
+                user=user, name=name, stamp=stamp, state=J.QUEUED,
+                incoming_path=str(self.config.incoming / user / name),
+                processing_path=str(folder), algorithm=self.config.verify.algorithm)
+            adopted.append(f"{user}/{name}")
+            self._event("warning", "adopted", f"{user}/{name}: found in {folder} but unknown "
+                        "to the journal (journal lost or replaced?); queued again, every file "
+                        "is hashed and copied again", dataset_id)
+        if adopted:
+            self.notifier.needs_attention(
+                "adopted", f"{len(adopted)} dataset(s) adopted from processing/",
+                "The journal did not know these datasets, which were being processed (was the "
+                "journal deleted or replaced?). They are queued again; every file will be "
+                "hashed and copied again, and nothing was lost:\n" +
+                "\n".join(f"  {a}" for a in adopted))
 
     def stop(self) -> None:
         """Ask the agent to stop: files under way finish, nothing new starts."""
@@ -277,8 +360,7 @@ class Agent:
         """
         candidates, strays = scan_incoming(self.config.incoming)
         for stray in strays:
-            if not self.journal.has_event("stray", stray):
-                self._event("warning", "stray", stray)
+            self._report_once("stray", stray)
         known = self.journal.known_incoming_paths()
         claimed, waiting = [], []
         now = time.time()
@@ -289,15 +371,28 @@ class Agent:
             if now < until:  # a change can only push this later: no need to walk the tree
                 waiting.append(f"{user}/{folder.name}: {reason}")
                 continue
-            readiness = check_ready(folder, self.config.readiness, now=now)
+            readiness = check_ready(folder, self.config.readiness, now=now,
+                                    seen=self._seen.get(folder))
+            self._seen[folder] = (readiness.state, readiness.unchanged_since)
+            if readiness.clock_skew is not None:
+                self._report_once("clock-skew", f"{user}/{folder.name}: files are dated in "
+                                  "the future (the instrument's or file server's clock is "
+                                  "ahead?); quiet is measured by the agent's clock instead")
             if readiness.ready:
                 self._quiet_until.pop(folder, None)
+                self._seen.pop(folder, None)
                 claimed.append(self.claim(user, folder))
             else:
                 if readiness.quiet_until is not None:
                     self._quiet_until[folder] = (readiness.quiet_until, readiness.reason)
                 waiting.append(f"{user}/{folder.name}: {readiness.reason}")
+        current = {folder for _, folder in candidates}
+        self._seen = {k: v for k, v in self._seen.items() if k in current}
         return claimed, waiting
+
+    def _report_once(self, kind: str, message: str) -> None:
+        if not self.journal.has_event(kind, message):
+            self._event("warning", kind, message)
 
     def claim(self, user: str, folder: Path) -> int:
         """Take ownership of a ready dataset: move it from incoming/ to processing/."""
@@ -307,7 +402,7 @@ class Agent:
             check_name(folder.name, folder.parent)
         except UnsafePathError as error:
             return self._claim_unsafe(user, folder, stamp, error)
-        processing = free_name(self.folders.processing, f"{stamp}__{user}__{folder.name}")
+        processing = free_name(self.folders.processing, stamped_name(stamp, user, folder.name))
         dataset_id = self.journal.add_dataset(
             user=user, name=folder.name, stamp=stamp, state=J.CLAIMING,
             incoming_path=str(folder), processing_path=str(processing),
@@ -344,7 +439,7 @@ class Agent:
             try:
                 advanced = steps[row.state](row)
             except DestinationError as error:
-                self._retry_later(row, str(error))
+                self._retry_later(row, str(error), error=error)
                 return self.journal.dataset(dataset_id)
             except SourceChangedError as error:
                 self._retry_later(row, str(error), delay=max(self.config.readiness.quiet_seconds,
@@ -391,7 +486,9 @@ class Agent:
         for skipped in listing.skipped:
             self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
         self._reconcile_files(row.id, listing.files)
-        tmp = self.config.tmp_path / row.user / f"{row.stamp}__{row.name}"
+        tmp = self.config.tmp_path / row.user / stamped_name(row.stamp, row.name)
+        if not any(f.verified for f in self.journal.files_of(row.id)) and tmp.exists():
+            shutil.rmtree(tmp)  # a stale partial copy (e.g. journal lost): nothing in it counts
         self.journal.update_dataset(
             row.id, state=J.COPYING, tmp_path=str(tmp), total_files=len(listing.files),
             total_bytes=listing.total_bytes, attempts=row.attempts + 1,
@@ -399,17 +496,14 @@ class Agent:
         return True
 
     def _check_destination(self) -> None:
-        destination = self.config.destination
-        if not destination.is_dir():
-            raise DestinationError(destination, "missing or not mounted")
-        if not os.access(destination, os.W_OK):
-            raise DestinationError(destination, "not writable")
+        check_destination(self.config.destination, self.journal, self.config.host_alias)
 
-    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> None:
+    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> list[str]:
+        """Bring the journal's file rows in line with the source; returns what changed."""
         known = {f.relpath: f for f in self.journal.files_of(dataset_id)}
         if not known:
             self.journal.add_files(dataset_id, [(f.relpath, f.size, f.mtime_ns) for f in listed])
-            return
+            return []
         changed = [f.relpath for f in listed if f.relpath in known and
                    (known[f.relpath].size, known[f.relpath].mtime_ns) != (f.size, f.mtime_ns)]
         new = [(f.relpath, f.size, f.mtime_ns) for f in listed if f.relpath not in known]
@@ -417,6 +511,7 @@ class Agent:
             self.journal.reset_files(dataset_id, changed)
         if new:
             self.journal.add_files(dataset_id, new)
+        return changed + [relpath for relpath, _, _ in new]
 
     def _copy(self, row) -> bool:
         source = Path(row.processing_path)
@@ -492,8 +587,31 @@ class Agent:
                         "copied earlier are missing or changed in the tmp area; copying them again",
                         row.id)
 
+    def _sources_changed_since_verified(self, row) -> bool:
+        """Re-list the source: a file changed or added after it was verified is copied again.
+
+        Raises
+        ------
+        SourceChangedError
+            The source kept changing for ``MAX_SEAL_ROUNDS`` rounds: wait for quiet.
+        """
+        changed = self._reconcile_files(row.id, list_dataset(Path(row.processing_path)).files)
+        if not changed:
+            self._seal_rounds.pop(row.id, None)
+            return False
+        rounds = self._seal_rounds[row.id] = self._seal_rounds.get(row.id, 0) + 1
+        self._event("warning", "source-changed", f"{row.user}/{row.name}: {len(changed)} "
+                    f"file(s) changed or appeared after verification (e.g. {changed[0]}); "
+                    "copying them again", row.id)
+        if rounds >= MAX_SEAL_ROUNDS:
+            self._seal_rounds.pop(row.id, None)
+            raise SourceChangedError(Path(row.processing_path) / changed[0], rounds)
+        return True
+
     def _seal(self, row, tmp: Path, relpaths: set[str]) -> bool:
         """All files verified: write the manifest, sync, and pick the final name."""
+        if self._sources_changed_since_verified(row):
+            return True  # still COPYING: the changed files are copied in the next round
         entries = [(r.relpath, r.digest) for r in self.journal.files_of(row.id)]
         try:
             manifest = C.write_manifest(tmp, entries, row.algorithm, taken=relpaths)
@@ -510,12 +628,22 @@ class Agent:
     def _deliver(self, row) -> bool:
         """One rename makes the dataset appear whole at the destination."""
         tmp, dest = Path(row.tmp_path), Path(row.dest_path)
+        self._check_destination()  # an unmounted share must not look like a lost tmp copy
         if tmp.is_dir():
             if os.path.lexists(dest):  # taken since the name was chosen: never overwrite
                 dest = free_name(dest.parent, row.name)
                 self.journal.update_dataset(row.id, dest_path=str(dest),
                                             manifest_path=str(dest / Path(row.manifest_path).name))
-            os.rename(tmp, dest)
+            try:
+                os.rename(tmp, dest)
+            except OSError as error:
+                if error.errno == errno.EXDEV:
+                    raise DestinationLayoutError(dest.parent, (
+                        f"{dest.parent} is on another filesystem than the tmp area {tmp.parent} "
+                        "(a separate mount under the destination?), so the dataset cannot be "
+                        "renamed into place. Mount the user folder elsewhere or remove the "
+                        "mount; the verified copy waits in the tmp area")) from None
+                raise
             fsync_dir(dest.parent)
         elif not dest.is_dir():
             self.journal.reset_files(row.id)
@@ -533,7 +661,7 @@ class Agent:
     def _finish(self, row) -> bool:
         """Move the source to the grace area (managed/done/)."""
         source = Path(row.processing_path)
-        target = self.folders.done / row.user / f"{row.stamp}__{row.name}"
+        target = self.folders.done / row.user / stamped_name(row.stamp, row.name)
         if source.exists():
             target = move_dir(source, target)
         elif row.final_path:
@@ -556,7 +684,7 @@ class Agent:
 
     def _unmatch(self, row) -> bool:
         source = Path(row.processing_path)
-        target = self.folders.unmatched / row.user / f"{row.stamp}__{row.name}"
+        target = self.folders.unmatched / row.user / stamped_name(row.stamp, row.name)
         if source.exists():
             target = move_dir(source, target)
         self.journal.update_dataset(row.id, state=J.UNMATCHED, final_path=str(target),
@@ -576,7 +704,7 @@ class Agent:
         row = self.journal.dataset(dataset_id)
         if row.tmp_path and Path(row.tmp_path).exists():
             shutil.rmtree(row.tmp_path, ignore_errors=True)
-        target = self.folders.error / user / f"{stamp}__{name}"
+        target = self.folders.error / user / stamped_name(stamp, name)
         if os.path.lexists(source):
             target = move_dir(source, target)
         reason_file = target.parent / f"{target.name}.reason.txt"
@@ -588,19 +716,34 @@ class Agent:
         self._event("error", "quarantined", f"{user}/{name}: {reason} -> {target}", dataset_id)
         self.notifier.dataset_quarantined(self.journal.dataset(dataset_id))
 
-    def _retry_later(self, row, reason: str, delay: float | None = None) -> None:
-        """Back off exponentially; a partial tmp copy on a full disk is removed."""
+    def _retry_later(self, row, reason: str, delay: float | None = None,
+                     error: Exception | None = None) -> None:
+        """Back off exponentially; a partial tmp copy on a full disk is removed.
+
+        A destination laid out so that delivery cannot work (:class:`DestinationLayoutError`)
+        keeps the dataset in its state (nothing is copied or sealed again), waits the longest
+        delay and is reported once.
+        """
         if delay is None:
             delay = min(RETRY_BASE_SECONDS * 2 ** max(row.attempts - 1, 0), RETRY_MAX_SECONDS)
-        if "no space left" in reason and row.tmp_path and Path(row.tmp_path).exists():
+        if isinstance(error, DestinationFullError) and row.tmp_path and \
+                Path(row.tmp_path).exists():
             shutil.rmtree(row.tmp_path, ignore_errors=True)
             self.journal.reset_files(row.id)
+        if isinstance(error, DestinationLayoutError):
+            first = row.error != reason
+            self.journal.update_dataset(row.id, error=reason, next_attempt_at=utcnow() +
+                                        dt.timedelta(seconds=RETRY_MAX_SECONDS))
+            if first:
+                self._event("error", "needs-admin", f"{row.user}/{row.name}: {reason}", row.id)
+                self.notifier.destination_problem(reason)
+            return
         when = utcnow() + dt.timedelta(seconds=delay)
         self.journal.update_dataset(row.id, state=J.QUEUED, error=reason, next_attempt_at=when,
                                     attempts=row.attempts + (row.state == J.QUEUED))
         self._event("warning", "retry", f"{row.user}/{row.name}: {reason} Next attempt in "
                     f"{delay:.0f} s.", row.id)
-        if "destination" in reason or "stalled" in reason:
+        if isinstance(error, DestinationError):
             self.notifier.destination_problem(reason)
 
     def _event(self, level: str, kind: str, message: str, dataset_id: int | None = None) -> None:

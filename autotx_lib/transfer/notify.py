@@ -486,6 +486,12 @@ class Notifier:
                                  started=_local(previous_session_row.started_at),
                                  heartbeat=_local(previous_session_row.heartbeat_at))
 
+    def needs_attention(self, kind: str, summary: str, details: str) -> int | None:
+        """Tell the admin about something that needs a human (rate limited per ``kind``)."""
+        return self._queue_admin(f"admin-{kind}"[:32],
+                                 self.settings.admin_notification_delta_minutes,
+                                 "needs_attention", summary=summary, details=details)
+
     # --- sending ------------------------------------------------------------------------
 
     def _message(self, mail) -> EmailMessage:
