@@ -7,6 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from autotx_lib.cli._common import (
@@ -20,7 +28,13 @@ from autotx_lib.cli._common import (
     out,
 )
 from autotx_lib.config import load_config
-from autotx_lib.transfer.grace import GraceReport, PurgeResult, grace_report, purge
+from autotx_lib.transfer.grace import (
+    GraceReport,
+    PurgeProgress,
+    PurgeResult,
+    grace_report,
+    purge,
+)
 
 grace_app = typer.Typer(
     help="`autotx grace -c CONFIG [--json]` lists what rests in the grace area (managed/done/) "
@@ -51,9 +65,9 @@ def _report_table(report: GraceReport) -> None:
               f"{len(report.expired)} past the grace period, "
               f"{human_bytes(report.expired_bytes)}.", markup=False)
     if report.expired:
-        out.print(f"Remove them (each delivered copy is verified first):  autotx grace purge "
-                  f"-c CONFIG --older-than {report.grace_period_days} --yes", markup=False,
-                  soft_wrap=True)
+        out.print("Remove them (each original and its delivered copy are hashed first):  "
+                  f"autotx grace purge -c CONFIG --older-than {report.grace_period_days} --yes",
+                  markup=False, soft_wrap=True)
 
 
 @grace_app.callback(invoke_without_command=True)
@@ -75,8 +89,11 @@ def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonO
         _report_table(report)
 
 
+SHOWN_REASONS = 20  # per original; --json has them all
+
+
 def _purge_output(result: PurgeResult) -> None:
-    verb = "would remove" if result.dry_run else "removed"
+    verb, keep = ("would remove", "would keep") if result.dry_run else ("removed", "kept")
     kept = {id(s.entry) for s in result.skipped}
     for entry in result.candidates:
         if id(entry) in kept:
@@ -85,16 +102,32 @@ def _purge_output(result: PurgeResult) -> None:
                   f"{human_bytes(entry.size_bytes)}, {entry.file_count} files)",
                   markup=False, soft_wrap=True)
     for skip in result.skipped:
-        err.print(f"kept: {skip.entry.path}: {skip.reason}", markup=False, soft_wrap=True)
+        for reason in skip.reasons[:SHOWN_REASONS]:
+            err.print(f"{keep}: {skip.entry.path}: {reason}", markup=False, soft_wrap=True)
+        if len(skip.reasons) > SHOWN_REASONS:
+            err.print(f"{keep}: {skip.entry.path}: and {len(skip.reasons) - SHOWN_REASONS} "
+                      "more (all of them: --json)", markup=False, soft_wrap=True)
     if result.dry_run:
         would = [e for e in result.candidates if id(e) not in kept]
         out.print(f"{len(would)} folder(s), {human_bytes(sum(e.size_bytes for e in would))} "
-                  f"would be removed after their delivered copies verify; "
-                  f"{len(result.skipped)} kept. Nothing was deleted: add --yes to remove them.",
+                  f"would be removed if every file hashes as the journal recorded; "
+                  f"{len(result.skipped)} would be kept. Compared without hashing: the file "
+                  "lists, sizes and modification times against the journal, and the manifest. "
+                  "With --yes every file of each original and its delivered copy is hashed "
+                  "first. Nothing was deleted: add --yes to remove them.",
                   markup=False, soft_wrap=True)
     else:
         out.print(f"{len(result.removed)} folder(s) removed, {human_bytes(result.freed_bytes)} "
-                  f"freed; {len(result.skipped)} kept.", markup=False)
+                  f"freed; {len(result.skipped)} kept. Each removed original and its delivered "
+                  "copy were hashed and agreed with the journal and the manifest.",
+                  markup=False, soft_wrap=True)
+
+
+def _hashing_bar(shown: bool) -> Progress:
+    return Progress(TextColumn("hashing {task.description}"), BarColumn(),
+                    TextColumn("{task.fields[files]}"), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
+                    disable=not shown)
 
 
 @grace_app.command("purge")
@@ -108,9 +141,12 @@ def purge_command(
 ) -> None:
     """Remove originals older than --older-than days from managed/done/.
 
-    Without --yes it only lists what it would remove. With --yes each candidate's delivered
-    copy is first re-hashed against its manifest; an original is removed only when its copy
-    verifies and holds every file, otherwise it is kept and the reason printed.
+    The journal's file rows are the reference. Without --yes nothing is deleted and nothing
+    hashed: the file lists, sizes and modification times of the original, the delivered
+    copy's file list and sizes, and its manifest are compared with the journal, and what
+    would be kept is named. With --yes every file of the original and of the delivered copy
+    is also hashed against the journal. Any disagreement keeps the original and prints one
+    line per file saying why.
 
     Exit status: 0 ok; 1 something was skipped (kept, the reason is printed); 2 bad
     configuration or input (nothing done).
@@ -118,7 +154,14 @@ def purge_command(
     if older_than < 0:
         raise fail(f"--older-than must be 0 or more days, got {older_than:g}")
     cfg = handle_errors(load_config)(config)
-    result = handle_errors(purge)(cfg, older_than, dry_run=not yes)
+    with _hashing_bar(shown=yes and err.is_terminal) as bar:
+        task = bar.add_task("", total=None, files="")
+
+        def show(p: PurgeProgress) -> None:
+            bar.update(task, description=p.entry.name, completed=p.bytes_done,
+                       total=p.bytes_total, files=f"{p.files_done}/{p.files_total} files")
+
+        result = handle_errors(purge)(cfg, older_than, dry_run=not yes, on_progress=show)
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
     else:
