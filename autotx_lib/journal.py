@@ -182,13 +182,15 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_s: float):
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+    return set_pragmas
 
 
 class Journal:
@@ -199,6 +201,9 @@ class Journal:
     url : str
         A SQLAlchemy URL, e.g. ``sqlite:////data/managed/autotx.sqlite`` or
         ``postgresql+psycopg://user@host/autotx``.
+    busy_timeout_s : float
+        How long a SQLite journal locked by another process is waited for before
+        :class:`~autotx_lib.errors.JournalBusyError` is raised.
 
     Examples
     --------
@@ -208,7 +213,7 @@ class Journal:
     'hello'
     """
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0):
         self.url = url
         self.path: Path | None = None  # the SQLite file, if the journal is one
         self._identity: tuple[int, int] | None = None
@@ -219,8 +224,8 @@ class Journal:
                     self.path = Path(database)
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     _create_private(self.path)
-                self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
-                event.listen(self.engine, "connect", _sqlite_pragmas)
+                self.engine: Engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+                event.listen(self.engine, "connect", _sqlite_pragmas(busy_timeout_s))
             else:
                 self.engine = create_engine(url, pool_pre_ping=True)
             event.listen(self.engine, "handle_error", self._explain_error)
@@ -247,7 +252,7 @@ class Journal:
         where = self.path or self._safe_url()
         if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
             raise JournalBusyError(
-                f"the journal {where} has been locked by another process for more than 30 s "
+                f"the journal {where} has been locked by another process for too long "
                 "(a long query, a backup tool, or a database browser left open); close that "
                 "program, then try again") from None
         if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
