@@ -282,7 +282,8 @@ class Config(_Section):
                                   "datasets are assembled there, then renamed into place.")
     create_user_dirs: bool = Field(False, description="false: datasets of users without a "
                                    "folder at the destination go to managed/unmatched/.")
-    journal: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in managed/.")
+    journal: str | None = Field(None, repr=False,  # the URL may hold a password
+                                description="SQLAlchemy URL; default: SQLite in managed/.")
     poll_seconds: float = Field(5.0, gt=0, description="How often incoming/ is scanned.")
     grace_period_days: int = Field(30, ge=0)
     submit_roots: list[Path] = Field(default_factory=list, description="Folders that "

@@ -187,6 +187,13 @@ def test_config_check_never_prints_the_journal_password(tmp_path):
     assert "s3cr3t-pw" not in result.output
     assert "journal=postgresql+psycopg://autotx:***@db.example.org/autotx" in result.output
 
+    assert "s3cr3t-pw" not in repr(load_config(file))
+    unreachable = write(tmp_path / "down.toml", file.read_text().replace(
+        "db.example.org", "127.0.0.1:1"))  # nothing listens on port 1
+    result = runner.invoke(app, ["run", "--once", "-c", str(unreachable)])
+    assert result.exit_code == 2 and "cannot open the journal" in result.output
+    assert "autotx:***@127.0.0.1:1" in result.output and "s3cr3t-pw" not in result.output
+
     bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
                 'journal = "postgresql://autotx:s3cr3t-pw@db.example.org:fivefour/autotx"\n')
     result = runner.invoke(app, ["config", "check", str(bad)])
