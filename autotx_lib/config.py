@@ -17,6 +17,7 @@ import datetime as dt
 import os
 import re
 import socket
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -32,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from autotx_lib.addresses import check_pattern, parse_address
 from autotx_lib.errors import ConfigError, ConfigProblem
 
 HashAlgorithm = Literal["xxh3_128", "blake3", "sha256", "md5"]
@@ -165,6 +167,35 @@ class EmailSettings(_Section):
     user_address_pattern: str | None = Field(None, description='e.g. "{user}@example.org"')
     templates_dir: Path | None = None
 
+    @field_validator("sender", "admin", "admin_debug")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        if value:  # empty: no such mail (AutoTx XML may leave the element empty)
+            try:
+                parse_address(value)
+            except ValueError as error:
+                raise ValueError(f"not one e-mail address ({error}); write one address, "
+                                 "e.g. 'admin@example.org' or 'Name <admin@example.org>'") from None
+        return value
+
+    @field_validator("user_addresses")
+    @classmethod
+    def _one_address_each(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, address in value.items():
+            try:
+                parse_address(address)
+            except ValueError as error:
+                raise ValueError(f"the address of {user!r} is not one e-mail address "
+                                 f"({error})") from None
+        return value
+
+    @field_validator("user_address_pattern")
+    @classmethod
+    def _pattern_gives_an_address(cls, value: str | None) -> str | None:
+        if value:
+            check_pattern(value)
+        return value
+
 
 class OmeroSettings(_Section):
     """Import delivered datasets into OMERO (needs ``python3 tools/setup_omero.py``).
@@ -251,7 +282,8 @@ class Config(_Section):
                                   "datasets are assembled there, then renamed into place.")
     create_user_dirs: bool = Field(False, description="false: datasets of users without a "
                                    "folder at the destination go to managed/unmatched/.")
-    journal: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in managed/.")
+    journal: str | None = Field(None, repr=False,  # the URL may hold a password
+                                description="SQLAlchemy URL; default: SQLite in managed/.")
     poll_seconds: float = Field(5.0, gt=0, description="How often incoming/ is scanned.")
     grace_period_days: int = Field(30, ge=0)
     submit_roots: list[Path] = Field(default_factory=list, description="Folders that "
@@ -276,6 +308,20 @@ class Config(_Section):
         if not value or PurePosixPath(value).is_absolute() or ".." in parts:
             raise ValueError("must be a plain folder name relative to destination, "
                              "e.g. '.autotx-tmp'")
+        return value
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_is_a_url(cls, value: str | None) -> str | None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if value is not None:
+            try:
+                make_url(value)
+            except (ArgumentError, ValueError):  # never repeat the URL: it may hold a password
+                raise ValueError("not a database URL; e.g. 'sqlite:////data/autotx.sqlite' or "
+                                 "'postgresql+psycopg://autotx@db.example.org/autotx'") from None
         return value
 
     @property
@@ -363,15 +409,73 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def check_config(config: Config) -> list[ConfigProblem]:
     """Check the configured folders on disk; return every problem (empty when all is well).
 
-    The agent refuses to start while this list is not empty.
+    Folders are compared after resolving symbolic links, so a destination that is a link
+    into ``incoming`` is found. The agent refuses to start while this list is not empty.
     """
     return _folder_problems(config.incoming, config.managed, config.destination)
+
+
+def config_warnings(config: Config) -> list[ConfigProblem]:
+    """What works but should be fixed: secret files (``*password_file``) others may read.
+
+    Not refusals: ``autotx config check`` prints them and the agent logs them when it
+    starts (:func:`autotx_lib.logging_setup.configure_logging`).
+    """
+    warnings = []
+    for key, path in _secret_files(config):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue  # a missing file is reported where the secret is read
+        if os.name == "posix" and mode & 0o077:
+            warnings.append(ConfigProblem(key, f"{path} holds a secret and other users can "
+                                          f"read or change it (mode {mode:04o})",
+                                          f"chmod 600 {path}"))
+    return warnings
+
+
+_SECRET_FILE = re.compile(r"(password|secret|token|key)_file$")
+
+
+def _secret_files(model: BaseModel, prefix: str = "") -> list[tuple[str, Path]]:
+    """(key, path) of every set ``*password_file``-like field, in any section."""
+    found = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        key = prefix + name.rstrip("_")
+        if isinstance(value, BaseModel):
+            found += _secret_files(value, key + ".")
+        elif isinstance(value, Path) and _SECRET_FILE.search(name):
+            found.append((key, value))
+    return found
+
+
+def display_url(url: str) -> str:
+    """A database URL fit to print or log: its password replaced by ``***``.
+
+    Examples
+    --------
+    >>> display_url("postgresql+psycopg://autotx:s3cret@db.example.org/autotx")
+    'postgresql+psycopg://autotx:***@db.example.org/autotx'
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(a journal URL that cannot be parsed; not shown)"
+
+
+def _shown(given: Path, real: Path) -> str:
+    return str(given) if Path(os.path.abspath(given)) == real else f"{given} (-> {real})"
 
 
 def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     folders = {"incoming": incoming, "managed": managed, "destination": destination}
-    resolved = {k: Path(os.path.abspath(v)) for k, v in folders.items()}
+    # resolved: a symbolic link anywhere in a path must not hide an overlap
+    resolved = {k: Path(os.path.realpath(v)) for k, v in folders.items()}
     for key, folder in resolved.items():
         if key == "destination":
             continue
@@ -383,8 +487,9 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[C
     for a, b in (("incoming", "managed"), ("incoming", "destination"), ("managed", "destination")):
         pa, pb = resolved[a], resolved[b]
         if pa == pb or pa in pb.parents or pb in pa.parents:
-            problems.append(ConfigProblem(f"{a}/{b}", f"{pa} and {pb} overlap",
-                                          "use three separate folders, none inside another"))
+            problems.append(ConfigProblem(
+                f"{a}/{b}", f"{_shown(folders[a], pa)} and {_shown(folders[b], pb)} overlap",
+                "use three separate folders, none inside another (symbolic links resolved)"))
     if _device(resolved["incoming"]) != _device(resolved["managed"]):
         problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
                                       "volumes; datasets are moved between them by renaming",

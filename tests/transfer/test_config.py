@@ -156,3 +156,90 @@ def test_config_check_reports_an_unreachable_smtp_host(tmp_path):
     result = runner.invoke(app, ["config", "check", str(file)])
     assert result.exit_code == 2
     assert "email.smtp_host" in result.output and "transfers go on" in result.output
+
+
+# --- symbolic links, secrets, addresses ------------------------------------------------------
+
+
+def test_a_destination_that_is_a_symlink_into_incoming_is_refused(tmp_path):
+    (tmp_path / "in" / "alice").mkdir(parents=True)
+    (tmp_path / "storage").symlink_to(tmp_path / "in" / "alice")
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "mnt" / "managed").symlink_to(tmp_path / "storage")  # a link to a link
+    file = write(tmp_path / "a.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n')
+    problems = {p.key: p.message for p in check_config(load_config(file))}
+    assert "overlap" in problems["incoming/destination"]
+    assert f"-> {tmp_path / 'in' / 'alice'}" in problems["incoming/destination"]
+    config = load_config(file)
+    config.managed = tmp_path / "mnt" / "managed" / "sub"
+    keys = {p.key for p in check_config(config)}
+    assert {"incoming/managed", "managed/destination"} <= keys
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 2 and "overlap" in result.output
+
+
+def test_config_check_never_prints_the_journal_password(tmp_path):
+    (tmp_path / "storage").mkdir()
+    file = write(tmp_path / "pg.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                 'journal = "postgresql+psycopg://autotx:s3cr3t-pw@db.example.org/autotx"\n')
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-pw" not in result.output
+    assert "journal=postgresql+psycopg://autotx:***@db.example.org/autotx" in result.output
+
+    assert "s3cr3t-pw" not in repr(load_config(file))
+    unreachable = write(tmp_path / "down.toml", file.read_text().replace(
+        "db.example.org", "127.0.0.1:1"))  # nothing listens on port 1
+    result = runner.invoke(app, ["run", "--once", "-c", str(unreachable)])
+    assert result.exit_code == 2 and "cannot open the journal" in result.output
+    assert "autotx:***@127.0.0.1:1" in result.output and "s3cr3t-pw" not in result.output
+
+    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                'journal = "postgresql://autotx:s3cr3t-pw@db.example.org:fivefour/autotx"\n')
+    result = runner.invoke(app, ["config", "check", str(bad)])
+    assert result.exit_code == 2 and "journal: " in result.output
+    assert "not a database URL" in result.output and "s3cr3t-pw" not in result.output
+
+
+@pytest.mark.parametrize("section", ["email", "omero"])
+def test_a_password_file_others_can_read_is_warned_about_not_refused(tmp_path, section):
+    (tmp_path / "storage").mkdir()
+    secret = tmp_path / "smtp-password"
+    secret.write_text("s3cr3t-pw\n")
+    secret.chmod(0o644)
+    file = write(tmp_path / "a.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                 f'[{section}]\npassword_file = "{secret}"\n')
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 0, result.output  # a warning, not a refusal
+    assert f"warning: {section}.password_file" in result.output
+    assert f"chmod 600 {secret}" in result.output and "0644" in result.output
+    assert "s3cr3t-pw" not in result.output
+
+    secret.chmod(0o600)
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ('admin = "admin@example.org, evil@attacker.test"', "email.admin"),
+    ('sender = "autotx@pc\\u2028Bcc: evil@attacker.test"', "email.sender"),
+    ('user_address_pattern = "{user}@example.org,evil@attacker.test"',
+     "email.user_address_pattern"),
+    ('user_address_pattern = "{login}@example.org"', "email.user_address_pattern"),
+    ('user_addresses = {alice = "alice@example.org;bob@example.org"}', "email.user_addresses"),
+])
+def test_an_address_setting_that_is_not_one_address_is_a_config_problem(tmp_path, setting, key):
+    (tmp_path / "storage").mkdir()
+    file = write(tmp_path / "a.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                 f'[email]\n{setting}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(file)
+    assert [p.key for p in caught.value.problems] == [key]
+
+
+def test_address_settings_that_are_one_address_are_accepted():
+    config = Config(incoming="/in", managed="/m", destination="/d", email={
+        "admin": "Facility Admin <admin@example.org>", "sender": "autotx@lsm880.example.org",
+        "user_address_pattern": "{user}@example.org", "admin_debug": "",
+        "user_addresses": {"jörg": "Jörg Müller <j.mueller@example.org>"}})
+    assert config.email.user_addresses["jörg"].endswith("<j.mueller@example.org>")
