@@ -36,6 +36,7 @@ from autotx_lib.logging_setup import configure_logging
 from autotx_lib.pipelines import pipeline_hooks
 from autotx_lib.transfer import agent as agent_module
 from autotx_lib.transfer.status import Status, status
+from autotx_lib.units import human_duration, local_time
 
 
 def load_checked(path: Path) -> Config:
@@ -106,6 +107,8 @@ def run(config: ConfigOption, once: Annotated[bool, typer.Option(
              f"{len(summary.failed)} quarantined", f"{len(summary.retrying)} to retry",
              f"{len(summary.waiting)} not ready yet"]
     out.print("; ".join(parts))
+    for waiting in summary.waiting:
+        out.print(f"  not ready: {waiting}", markup=False, soft_wrap=True)
     if summary.paused:
         out.print("paused, nothing started: " + "; ".join(summary.paused))
     raise typer.Exit(int(ExitCode.OK if summary.ok else ExitCode.INCOMPLETE))
@@ -120,11 +123,19 @@ def _status_table(snapshot: Status) -> None:
     if current is not None:
         rate = current.rate_bytes_per_s
         eta = current.eta_seconds
+        pace = f", paused: {current.paused}" if current.paused else \
+            (f", {human_bytes(rate)}/s" if rate else "") + \
+            (f", {human_duration(eta)} left" if eta is not None else "")
         out.print(f"current: {current.user}/{current.name}: {current.percent:.1f} % "
                   f"({current.copied_files}/{current.total_files} files, "
                   f"{human_bytes(current.copied_bytes)} of {human_bytes(current.total_bytes)}"
-                  + (f", {human_bytes(rate)}/s" if rate else "")
-                  + (f", {eta:.0f} s left" if eta is not None else "") + ")")
+                  f"{pace})", markup=False, soft_wrap=True)
+    if snapshot.waiting:
+        waiting = Table("user", "folder in incoming/", "waits for", "until",
+                        title="not ready yet")
+        for w in snapshot.waiting:
+            waiting.add_row(w.user, w.name, w.reason, local_time(w.until) if w.until else "")
+        out.print(waiting)
     table = Table("id", "user", "dataset", "state", "files", "size", "finished", "note",
                   title="queue and recent results")
     for d in snapshot.queue + snapshot.history:

@@ -21,6 +21,7 @@ import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,7 @@ from autotx_lib.transfer.layout import (
 )
 from autotx_lib.transfer.notify import Notifier
 from autotx_lib.transfer.readiness import check_ready, scan_incoming
+from autotx_lib.transfer.status import LIVE_PROGRESS_KEY, WAITING_KEY
 
 log = logging.getLogger("autotx")
 
@@ -68,6 +70,8 @@ RETRY_BASE_SECONDS = 30.0
 HOUSEKEEPING_SECONDS = 3600.0  # grace and free-space checks (their mails are rate limited too)
 RETRY_MAX_SECONDS = 3600.0
 JOURNAL_BATCH_SECONDS = 0.5
+PROGRESS_SECONDS = 1.0  # live byte progress and rate written to the journal this often
+RATE_WINDOW_SECONDS = 5.0
 MAX_SEAL_ROUNDS = 3  # sources changed after verification this often: wait for quiet instead
 
 
@@ -100,6 +104,24 @@ class RunSummary:
     def ok(self) -> bool:
         """True when nothing failed and nothing is left to retry."""
         return not (self.failed or self.retrying)
+
+
+class RateMeter:
+    """The copy rate over the last few seconds (a mean since the start hides pauses)."""
+
+    def __init__(self, window: float = RATE_WINDOW_SECONDS):
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, when: float, total_bytes: int) -> float | None:
+        """Record the byte count at ``when``; returns bytes/s over the window (None: unknown)."""
+        self._samples.append((when, total_bytes))
+        while len(self._samples) > 2 and when - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+        first_time, first_bytes = self._samples[0]
+        if when - first_time < 0.5:
+            return None
+        return (total_bytes - first_bytes) / (when - first_time)
 
 
 class _CopyCounter:
@@ -200,7 +222,8 @@ class Agent:
                     self._busy_journal(error)
                 if once or self.stop_requested.is_set():
                     break
-                self.journal.heartbeat(session, "idle")
+                self.journal.heartbeat(session, "paused" if summary.paused else "idle",
+                                       "; ".join(summary.paused) or None)
                 self.stop_requested.wait(self.config.poll_seconds)
         finally:
             self.journal.end_session(session)
@@ -362,14 +385,20 @@ class Agent:
         for stray in strays:
             self._report_once("stray", stray)
         known = self.journal.known_incoming_paths()
-        claimed, waiting = [], []
+        claimed: list[int] = []
+        waiting: list[dict] = []
         now = time.time()
+
+        def wait(user: str, folder: Path, reason: str, until: float | None) -> None:
+            waiting.append({"user": user, "name": folder.name, "path": str(folder),
+                            "reason": reason, "until": _utc_iso(until)})
+
         for user, folder in candidates:
             if str(folder) in known:
                 continue
             until, reason = self._quiet_until.get(folder, (0.0, ""))
             if now < until:  # a change can only push this later: no need to walk the tree
-                waiting.append(f"{user}/{folder.name}: {reason}")
+                wait(user, folder, reason, until)
                 continue
             readiness = check_ready(folder, self.config.readiness, now=now,
                                     seen=self._seen.get(folder))
@@ -385,10 +414,12 @@ class Agent:
             else:
                 if readiness.quiet_until is not None:
                     self._quiet_until[folder] = (readiness.quiet_until, readiness.reason)
-                waiting.append(f"{user}/{folder.name}: {readiness.reason}")
+                wait(user, folder, readiness.reason, readiness.quiet_until)
         current = {folder for _, folder in candidates}
         self._seen = {k: v for k, v in self._seen.items() if k in current}
-        return claimed, waiting
+        if waiting or self.journal.get_setting(WAITING_KEY):
+            self.journal.set_setting(WAITING_KEY, waiting)  # for `autotx status` and faces
+        return claimed, [f"{w['user']}/{w['name']}: {w['reason']}" for w in waiting]
 
     def _report_once(self, kind: str, message: str) -> None:
         if not self.journal.has_event(kind, message):
@@ -472,8 +503,10 @@ class Agent:
         self._check_destination()
         if not user_folder.is_dir():
             if not self.config.create_user_dirs:
+                listing = list_dataset(Path(row.processing_path))
                 self.journal.update_dataset(row.id, state=J.UNMATCHING, error=(
-                    f"no folder {user_folder} at the destination"))
+                    f"no folder {user_folder} at the destination"),
+                    total_files=len(listing.files), total_bytes=listing.total_bytes)
                 return True
             try:
                 user_folder.mkdir(parents=True, exist_ok=True)
@@ -525,14 +558,27 @@ class Agent:
         done_files = len(rows) - len(todo)
         done_bytes = sum(r.size for r in rows if r.verified)
         counter = _CopyCounter(done_bytes)
-        state = {"files": done_files, "flushed": time.monotonic()}
+        state = {"files": done_files, "flushed": time.monotonic(), "live": 0.0}
         batch: list[dict] = []
         started = time.monotonic()
+        meter = RateMeter()
 
         def flush() -> None:
             self.journal.mark_verified(row.id, batch, counter.value, state["files"])
             batch.clear()
             state["flushed"] = time.monotonic()
+
+        def publish_progress() -> None:
+            """Bytes, even inside one large file, and the recent rate: for status and faces."""
+            now = time.monotonic()
+            rate = meter.add(now, counter.value)
+            if now - state["live"] < PROGRESS_SECONDS:
+                return
+            state["live"] = now
+            flush()
+            self.journal.set_setting(LIVE_PROGRESS_KEY, {
+                "dataset_id": row.id, "copied_bytes": counter.value,
+                "rate_bytes_per_s": rate, "at": utcnow().isoformat()})
 
         def on_file(result: C.CopiedFile) -> None:
             batch.append({"relpath": result.relpath, "digest": result.digest,
@@ -545,6 +591,7 @@ class Agent:
         def tick() -> None:
             if batch and time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
                 flush()  # progress visible to `autotx status` at least twice a second
+            publish_progress()
             if self.on_progress is not None:
                 self.on_progress(Progress(row.id, row.user, row.name, state["files"],
                                           len(rows), counter.value, row.total_bytes, started))
@@ -562,6 +609,7 @@ class Agent:
             gate.stop()
             flush()
             tick()
+            self.journal.set_setting(LIVE_PROGRESS_KEY, None)
         if self.stop_requested.is_set() and state["files"] < len(rows):
             self.notifier.transfer_interrupted(self.journal.dataset(row.id))
             return False  # checkpointed: verified files are in the journal
@@ -751,6 +799,13 @@ class Agent:
         getattr(log, "warning" if level == "warning" else level)(message)
         if self.on_event is not None:
             self.on_event(level, message)
+
+
+def _utc_iso(when: float | None) -> str | None:
+    """A ``time.time()`` value as aware UTC ISO text (None stays None)."""
+    if when is None:
+        return None
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
 def _printable(text: str) -> str:
