@@ -120,7 +120,7 @@ def test_kill_9_during_the_copy_resumes_without_recopying(facility, tmp_path):
         _wait_for_progress(process, database, stderr, lambda p, b=before: p.verified >= b + 50,
                            f"kill {kill}: 50 more verified files than the {before} before")
         _kill_while_copying(process, database, f"kill {kill}")
-        verified_mtimes.update(_verified_tmp_files(facility))
+        _remember_first_mtimes(verified_mtimes, facility)
 
     # kill 3: at a random instant within a copy that the cap makes last long enough
     before = _copy_progress(database)
@@ -133,7 +133,7 @@ def test_kill_9_during_the_copy_resumes_without_recopying(facility, tmp_path):
     print(f"random kill {delay:.2f} s after the first new progress (>= {guaranteed:.1f} s left)")
     time.sleep(delay)  # this sleep *chooses* the instant; it waits for nothing
     _kill_while_copying(process, database, f"kill 3 (random, after {delay:.2f} s)")
-    verified_mtimes.update(_verified_tmp_files(facility))
+    _remember_first_mtimes(verified_mtimes, facility)
 
     final = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
@@ -199,6 +199,12 @@ def _kill_while_copying(process: subprocess.Popen, database: Path, which: str) -
     after = _copy_progress(database)
     assert after.state == J.COPYING and after.verified < after.total_files, \
         f"{which} missed the copy: the journal says {after}"
+
+
+def _remember_first_mtimes(seen: dict[str, int], config) -> None:
+    """Keep the mtime a file had when first found verified: any later re-copy changes it."""
+    for relpath, mtime_ns in _verified_tmp_files(config).items():
+        seen.setdefault(relpath, mtime_ns)
 
 
 def _verified_tmp_files(config) -> dict[str, int]:
