@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ from autotx_lib.dashboards.transfer_monitor import GRACE_PLACEHOLDER  # noqa: E4
 from autotx_lib.journal import Journal  # noqa: E402
 from autotx_lib.transfer import control  # noqa: E402
 from autotx_lib.transfer.agent import Agent  # noqa: E402
+
+from ..conftest import wait_for  # noqa: E402
 
 
 def _facility(root: Path) -> Config:
@@ -39,16 +40,6 @@ def _dataset(config: Config, user: str, name: str, files: int = 3) -> Path:
     for i in range(files):
         (folder / f"image_{i}.tif").write_bytes(bytes([i]) * (1000 + i))
     return folder
-
-
-def _wait_for(predicate, what: str, seconds: float = 30.0) -> None:
-    """Poll until ``predicate()`` holds (the monitor updates in its own thread)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the monitor never showed {what}")
 
 
 @pytest.fixture
@@ -149,15 +140,17 @@ def test_live_updates_follow_an_agent_in_another_thread_and_close_stops_them(con
         agent = threading.Thread(target=lambda: Agent(config).run(once=True))
         agent.start()
         agent.join()
-        _wait_for(lambda: "arrives_later" in monitor.results.value, "the new dataset")
+        wait_for(lambda: "arrives_later" in monitor.results.value, 30,
+                 "the monitor to show the new dataset")
         assert "verified" in monitor.results.value
+        updater = monitor._thread
     finally:
         monitor.close()
     assert not monitor.running
+    assert not updater.is_alive(), "close() left the update thread running"
     frozen = monitor.updated.value
     _dataset(config, "alice", "after_close")
-    Agent(config).run(once=True)
-    time.sleep(0.3)  # three intervals: a running monitor would have updated by now
+    Agent(config).run(once=True)  # with the update thread gone, nothing can show it
     assert monitor.updated.value == frozen and "after_close" not in monitor.results.value
 
 

@@ -6,9 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from autotx_lib import journal as J
@@ -16,6 +16,7 @@ from autotx_lib.cli import app
 from autotx_lib.journal import Journal
 from autotx_lib.transfer.service import systemd_unit
 
+from ..conftest import wait_for
 from .conftest import make_dataset, tree
 
 
@@ -27,16 +28,18 @@ def write_config(facility, path: Path, extra: str = "") -> Path:
 
 
 def wait_for_copying(facility, process, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and process.poll() is None:
-        if (facility.managed / "autotx.sqlite").exists():
-            journal = Journal(facility.journal_url)
-            rows = journal.datasets_in([J.COPYING])
-            journal.close()
-            if rows and rows[0].copied_files >= 2:
-                return
-        time.sleep(0.05)
-    raise AssertionError("the agent never started copying")
+    """Wait until the agent process has verified two files (the journal says so)."""
+    def copying() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"the agent exited ({process.returncode}) before copying two files")
+        if not (facility.managed / "autotx.sqlite").exists():
+            return False
+        journal = Journal(facility.journal_url)
+        rows = journal.datasets_in([J.COPYING])
+        journal.close()
+        return bool(rows) and rows[0].copied_files >= 2
+
+    wait_for(copying, seconds, "the agent to verify two files", interval=0.05)
 
 
 def test_sigterm_mid_transfer_checkpoints_and_ends_cleanly(facility, tmp_path):
