@@ -41,7 +41,8 @@ def human_duration(seconds: float | None) -> str:
 
 
 def local_time(value: dt.datetime | None) -> str:
-    """A naive UTC datetime from the journal, in local time with its zone ('' for None)."""
+    """A UTC datetime from the journal, in local time with its zone ('' for None); a naive
+    value is taken to be UTC."""
     if value is None:
         return ""
     if value.tzinfo is None:

@@ -10,6 +10,7 @@ from autotx_lib.cli.destination import destination_app
 from autotx_lib.cli.grace import grace_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.jobs import jobs_app
+from autotx_lib.cli.journal import journal_app
 from autotx_lib.cli.qc import qc
 from autotx_lib.cli.service import service_app
 from autotx_lib.cli.transfer import (
@@ -40,6 +41,7 @@ app.add_typer(service_app, name="service")
 app.add_typer(destination_app, name="destination")
 app.add_typer(grace_app, name="grace")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(journal_app, name="journal")
 app.command("qc")(qc)
 app.command("info")(info)
 app.command("dashboard")(dashboard)

@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass
 
 from autotx_lib.config import Config
-from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal import Journal, as_utc, utcnow
 
 SUSPENSION_KEY = "suspension"
 BANDWIDTH_KEY = "bandwidth_mb_s"
@@ -71,7 +71,8 @@ def suspension(source: Config | Journal) -> Suspension | None:
     value = _journal(source).get_setting(SUSPENSION_KEY)
     if not value:
         return None
-    return Suspension(value["reason"], dt.datetime.fromisoformat(value["since"]), value["by"])
+    since = as_utc(dt.datetime.fromisoformat(value["since"]))  # older releases wrote no zone
+    return Suspension(value["reason"], since, value["by"])
 
 
 def set_bandwidth(source: Config | Journal, mb_s: float | None) -> None:

@@ -51,7 +51,7 @@ def wait_for(predicate, what: str, timeout: float = 60.0):
 
 def write_config(facility, path: Path, extra: str = "") -> Path:
     path.write_text(f'incoming = "{facility.incoming}"\nmanaged = "{facility.managed}"\n'
-                    f'destination = "{facility.destination}"\nhost_alias = "pc1"\n'
+                    f'destination = "{facility.destination}"\nhost_alias = "{facility.host_alias}"\n'
                     'poll_seconds = 0.2\n' + extra +
                     '[readiness]\nquiet_seconds = 0\n[gate]\nmax_cpu_percent = 100\n'
                     'min_available_memory_mb = 0\n')
