@@ -109,9 +109,13 @@ class Journal(DatasetRecords, FileRecords, EventRecords, SessionRecords, Setting
         if not self.readonly:
             if self.path is None and self.url.startswith("sqlite"):  # in memory: no one else
                 with self.engine.begin() as conn:
-                    migrate.upgrade_connection(conn, str(where))
+                    done = migrate.upgrade_connection(conn, str(where))
             else:
-                migrate.upgrade(self.url, str(where), busy_timeout_s=busy_timeout_s)
+                done = migrate.upgrade(self.url, str(where), busy_timeout_s=busy_timeout_s)
+            if done.needed and (done.current is not None or done.legacy):  # not a new one
+                self.log("info", "journal", f"journal upgraded from schema "
+                         f"{done.current or 'of the release before migrations'} to {done.head}, "
+                         "every row kept")
             return
         if empty:
             raise JournalError(f"the journal {where} is empty: the agent creates its tables "
