@@ -124,10 +124,21 @@ class GateSettings(_Section):
     min_available_memory_mb: int = Field(512, ge=0)
     blacklisted_processes: list[str] = Field(default_factory=list)
     min_free_destination_mb: int = Field(0, ge=0)
-    bandwidth_mb_s: float | None = Field(None, gt=0)
+    bandwidth_mb_s: float | str | None = Field(None, description="A cap in MB/s, or a "
+                                               "rate ('512k', '20M', 'off') or a timetable "
+                                               "like rclone's: 'Mon-Fri 08:00,10M 19:00,off'.")
     hysteresis_seconds: float = Field(4.0, ge=0)
     time_windows: list[str] = Field(default_factory=list, description='e.g. ["Mon-Fri 19:00-07:00", '
                                     '"Sat-Sun 00:00-24:00"]; empty = any time.')
+
+    @field_validator("bandwidth_mb_s")
+    @classmethod
+    def _bandwidth_parses(cls, value: float | str | None) -> float | str | None:
+        from autotx_lib.transfer.bandwidth import check
+
+        if isinstance(value, int | float) and value <= 0:
+            raise ValueError("must be a positive number of MB/s (leave it out for no cap)")
+        return check(value) if isinstance(value, str) else value
 
     @field_validator("time_windows")
     @classmethod

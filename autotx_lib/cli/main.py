@@ -13,7 +13,9 @@ from autotx_lib.cli.jobs import jobs_app
 from autotx_lib.cli.qc import qc
 from autotx_lib.cli.service import service_app
 from autotx_lib.cli.transfer import (
+    bandwidth_command,
     demo,
+    requeue_command,
     resume_command,
     run,
     status_command,
@@ -35,6 +37,8 @@ app.command("status")(status_command)
 app.command("submit")(submit_command)
 app.command("suspend")(suspend_command)
 app.command("resume")(resume_command)
+app.command("requeue")(requeue_command)
+app.command("bandwidth")(bandwidth_command)
 app.add_typer(config_app, name="config")
 app.add_typer(service_app, name="service")
 app.add_typer(destination_app, name="destination")

@@ -316,7 +316,7 @@ class Agent:
         """The cap in MB/s: set while running (control.set_bandwidth), else the config's."""
         checked, value = self._bandwidth_cache
         if time.monotonic() - checked > 1.0:
-            value = control.bandwidth_override(self.journal) or self.config.gate.bandwidth_mb_s
+            value = control.effective_bandwidth(self.config, self.journal)
             self._bandwidth_cache = (time.monotonic(), value)
         return value
 
