@@ -940,6 +940,7 @@ def plate_qc(
             "plate_wells": plate.geometry.wells,
             "plate_format_guessed": plate.geometry_guessed,
             "channel_names": dict(plate.channel_names),
+            "intensity_scale": str(scale),
         }
     )
     return decide_verdicts(table, thresholds=thresholds, controls=controls)

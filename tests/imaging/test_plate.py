@@ -155,6 +155,8 @@ def test_opera_names_and_a_corrupt_file(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     plate = P.discover_plate(tmp_path)
     assert plate.vendor == "opera" and plate.wells == ["A01", "A02", "B05"]
+    assert plate.geometry.wells == 24 and plate.geometry_guessed  # no metadata: B05 fits 24
+    assert plate.format_description.startswith("24-well plate (guessed from the wells imaged")
     assert {r.channel for r in plate.records} == {"ch1", "ch2"}
     table = P.plate_qc(plate, ["focus_score", "mean_intensity"], n_workers=2)
     assert len(table) == 12
@@ -339,13 +341,102 @@ def test_cli_writes_report_and_csv(doctored_plate, tmp_path):
         app, ["qc", str(folder), "--out", str(report), "--csv", str(csv), "-j", "2"]
     )
     assert result.exit_code == 0, result.output
-    assert "48 images" in result.output and "3 flagged" in result.output
+    assert "48 images, 3 flagged" in result.output
+    assert "1 saturated, 1 out of focus, 1 dark, 21 ok" in result.output
     page = report.read_text()
     assert "cdn.bokeh.org" not in page and "Bokeh" in page  # BokehJS inline
-    assert page.count('<img src="data:image/png;base64,') == 3  # one thumbnail per flagged image
-    assert "B02" in page and "saturation" in page
+    assert page.count('<img src="data:image/png;base64,') == 3  # one thumbnail per bad well
+    for text in ("Plate map", "out of focus", "saturated", "ImageQuality_PowerLogLogSlope",
+                 "Sharpness (power-spectrum slope)", 'href="qc.csv"'):
+        assert text in page, text
     table = pd.read_csv(csv)
     assert len(table) == 48 and table["flagged"].sum() == 3
+    b02 = table[table["well"] == "B02"].iloc[0]
+    assert (b02["row [1-based]"], b02["column [1-based]"]) == (2, 2)  # B02: row 2, column 2
+    assert "mean_intensity [fraction of the dtype's full scale]" in table.columns
+    assert "percent_maximal [%]" in table.columns
+
+
+def test_cli_thresholds_from_the_command_line_beat_the_config(doctored_plate, tmp_path):
+    from autotx_lib.cli.main import app
+
+    folder, _ = doctored_plate
+    config = tmp_path / "autotx.toml"
+    config.write_text("[qc]\nthresholds = { saturated = 50, dark = 0.01 }\n")
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["qc", str(folder), "-o", str(report), "-c", str(config),
+                                      "--threshold", "out-of-focus=100"])
+    assert result.exit_code == 0, result.output
+    # B02 passes (out-of-focus=100); D04's 12.5% at 65535 is not saturated at 50%, but makes
+    # it bright; C03's signal is 0 (below the camera offset), dark even at 0.01x
+    assert "48 images, 2 flagged; wells x channels: 1 dark, 1 bright, 22 ok" in result.output
+    assert "50% of the pixels" in report.read_text()  # the thresholds used, on the page
+    bad = CliRunner().invoke(app, ["qc", str(folder), "-o", str(report), "-t", "blur=1"])
+    assert bad.exit_code == 2 and "unknown threshold 'blur'" in bad.output
+    assert "out-of-focus" in bad.output
+    config.write_text("[qc]\nthresholds = { sharpness = 1 }\n")
+    bad = CliRunner().invoke(app, ["qc", str(folder), "-o", str(report), "-c", str(config)])
+    assert bad.exit_code == 2 and "qc.thresholds" in bad.output
+
+
+def test_cli_on_a_plate_whose_images_are_all_unreadable(sampledata, tmp_path):
+    from autotx_lib.cli.main import app
+
+    report = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["qc", str(sampledata / HCS / "CV8000_metadata_only"),
+                                      "-o", str(report)])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "none of the 96 images of plate CV8000_metadata_only" in errors[0]
+    assert "96 FileNotFoundError" in result.output
+    assert not report.exists()
+
+
+def test_the_report_template_can_be_overridden(doctored_plate, tmp_path):
+    from autotx_lib.imaging.report import TEMPLATES, write_report
+
+    folder, _ = doctored_plate
+    table = P.plate_qc(folder, ["power_log_log_slope", "mean_intensity", "min_intensity"],
+                       scheduler="sync")
+    assert (TEMPLATES / "plate_qc_report.html").is_file()  # shipped as package data
+    ours = tmp_path / "templates"
+    ours.mkdir()
+    (ours / "plate_qc_report.html").write_text(
+        "<h1>{{ title }}</h1>{% for w in wells_to_redo %}<p>{{ w.well }} {{ w.verdict }}</p>"
+        "{% endfor %}")
+    page = write_report(table, tmp_path / "r.html", templates_dir=ours).read_text()
+    assert page.startswith("<h1>Plate QC: Plate_7</h1>")
+    assert "<p>B02 out of focus</p>" in page and "<p>C03 dark</p>" in page
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        write_report(table, tmp_path / "r.html", templates_dir=tmp_path / "nowhere")
+
+
+def test_heatmaps_have_a_fixed_colour_direction_and_thresholds_on_the_legend(degraded_plate):
+    from bokeh.models import ColorBar, ColumnDataSource
+
+    from autotx_lib.imaging import plate_views as pv
+
+    sharp = pv.metric_heatmap(degraded_plate, "sharpness", channel="w1")
+    bar = sharp.select_one(ColorBar)
+    palette = bar.color_mapper.palette
+    assert palette[0] == pv.GOOD_TO_BAD[-1]  # low sharpness (worse) is dark red
+    assert any(label.startswith("out of focus <") for label in
+               bar.major_label_overrides.values())
+    assert sharp.title.text == "Sharpness (power-spectrum slope) - DAPI (w1)"
+    data = sharp.select_one(ColumnDataSource).data
+    values = dict(zip(data["well"], data["value"], strict=True))
+    assert np.isnan(values["D04"])  # the empty well is grey, never "the sharpest"
+    saturation = pv.metric_heatmap(degraded_plate, "saturation", channel="w1")
+    assert saturation.select_one(ColorBar).color_mapper.palette[-1] == pv.GOOD_TO_BAD[-1]
+    brightness = pv.metric_heatmap(degraded_plate, "brightness", channel="w1")
+    bar = brightness.select_one(ColorBar)
+    assert bar.color_mapper.palette[0] == bar.color_mapper.palette[-1] == pv.GOOD_TO_BAD[-1]
+    assert {"dark < 0.25x", "bright > 4x"} <= set(bar.major_label_overrides.values())
+    plate_map = pv.verdict_map(degraded_plate)
+    data = plate_map.select_one(ColumnDataSource).data
+    verdicts = dict(zip(data["well"], data["verdict"], strict=True))
+    assert verdicts["D04"] == "empty" and verdicts["E05"] == "saturated"
+    assert "DAPI (w1): dark" in dict(zip(data["well"], data["detail"], strict=True))["C03"]
 
 
 def test_cli_on_a_folder_without_plate(sampledata, tmp_path):
