@@ -168,6 +168,15 @@ def verdict_map(table, *, title: str | None = None, selectable: bool = False):
     return fig
 
 
+def _raw_view(column: str) -> MetricView:
+    """A measured metric shown as it is; worse: low focus, high saturation, off-plate intensity."""
+    from autotx_lib.imaging.qc import FOCUS_METRICS, SATURATION_METRICS
+
+    worse = "low" if column in FOCUS_METRICS else "high" if column in SATURATION_METRICS \
+        else "both"
+    return MetricView(column, column, column, "", "", worse)
+
+
 def _keep_others_visible(renderer) -> None:
     """A selected well gets a thick outline; the other wells keep their colour."""
     renderer.selection_glyph = renderer.glyph.clone(line_color="#000000", line_width=3)
@@ -226,7 +235,7 @@ def metric_heatmap(table, view: str | MetricView, *, channel: str | None = None,
     from bokeh.transform import linear_cmap
 
     if isinstance(view, str):
-        view = METRIC_VIEWS.get(view) or MetricView(view, view, view, "", "", "high")
+        view = METRIC_VIEWS.get(view) or _raw_view(view)
     channels = list(dict.fromkeys(table["channel"]))
     if channel is None:
         if len(channels) > 1:
@@ -257,9 +266,10 @@ def metric_heatmap(table, view: str | MetricView, *, channel: str | None = None,
     finite = [v for v in data["shown"] if math.isfinite(v)]
     low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
     low, high = min([low, *ticks]), max([high, *ticks])
-    if view.worse == "both":
-        span = max(abs(low), abs(high), 1.0)
-        low, high = -span, span
+    if view.worse == "both":  # centred on the plate: a fold's 1x, else the median well
+        centre = 0.0 if view.log2 else (float(np.median(finite)) if finite else 0.0)
+        span = max(abs(low - centre), abs(high - centre), 1.0 if view.log2 else 1e-12)
+        low, high = centre - span, centre + span
     if low == high:
         low, high = low - 0.5, high + 0.5
     source = ColumnDataSource(data)
