@@ -374,6 +374,8 @@ def test_cli_thresholds_from_the_command_line_beat_the_config(doctored_plate, tm
     bad = CliRunner().invoke(app, ["qc", str(folder), "-o", str(report), "-t", "blur=1"])
     assert bad.exit_code == 2 and "unknown threshold 'blur'" in bad.output
     assert "out-of-focus" in bad.output
+    bad = CliRunner().invoke(app, ["qc", str(folder), "-o", str(report), "--controls", "A-1"])
+    assert bad.exit_code == 2 and "cannot parse well name 'A-1'" in bad.output
     config.write_text("[qc]\nthresholds = { sharpness = 1 }\n")
     bad = CliRunner().invoke(app, ["qc", str(folder), "-o", str(report), "-c", str(config)])
     assert bad.exit_code == 2 and "qc.thresholds" in bad.output
@@ -573,3 +575,12 @@ def test_controls_set_the_intensity_reference(degraded_plate):
     refs = {r["channel"]: r for r in against.attrs["references"]}
     plate_refs = {r["channel"]: r for r in degraded_plate.attrs["references"]}
     assert refs["w1"]["signal_reference"] != plate_refs["w1"]["signal_reference"]
+
+
+@pytest.mark.parametrize("name", ["ImageXpress_9987_Plate_3435",
+                                  "ImageXpress_zseries_9987_Plate_3434",
+                                  "Cellomics_BBBC016_rowO", "Cellomics_ExampleHuman_D03"])
+def test_the_default_thresholds_pass_every_healthy_sample_plate(sampledata, name):
+    table = P.plate_qc(sampledata / HCS / name, scheduler="sync")
+    assert (table["verdict"] == "ok").all(), table.loc[table["flagged"], ["well", "reason"]]
+    assert table.attrs["plate_format_guessed"] is name.startswith("Cellomics")

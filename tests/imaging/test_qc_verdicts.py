@@ -146,3 +146,16 @@ def test_well_verdict_is_the_most_important_of_its_images():
     assert wells.loc["A01", "verdict"] == "out of focus" and wells.loc["A01", "reason"] == "f"
     assert wells.loc["A01", "flags"] == "out of focus,dark" and wells.loc["A01", "n_flagged"] == 2
     assert wells.loc["A02", "verdict"] == "ok"
+
+
+def test_the_agent_config_has_a_qc_section():
+    from autotx_lib.config import config_from_dict
+    from autotx_lib.errors import ConfigError
+
+    base = {"incoming": "/in", "managed": "/m", "destination": "/d"}
+    config = config_from_dict(base | {"qc": {"thresholds": {"out-of-focus": 0.9},
+                                             "controls": ["12"]}})
+    assert config.qc.thresholds == {"out_of_focus": 0.9} and config.qc.controls == ["12"]
+    assert config_from_dict(base).qc.thresholds == {}
+    with pytest.raises(ConfigError, match="qc.controls"):
+        config_from_dict(base | {"qc": {"controls": ["A-1"]}})
