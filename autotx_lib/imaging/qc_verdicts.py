@@ -417,22 +417,23 @@ def well_verdicts(table, *, by: Sequence[str] = ("plate", "well", "row", "column
 
     keys = [k for k in by if k in table.columns]
     rank = {name: i for i, name in enumerate(VERDICTS)} | {OK: len(VERDICTS)}
-    rows = []
-    for key, part in table.groupby(keys, sort=True, dropna=False):
-        labels = key if isinstance(key, tuple) else (key,)
-        order = part["verdict"].map(rank).to_numpy()
-        worst = part.iloc[int(np.argmin(order))]
-        union = sorted({f for text in part["flags"] for f in str(text).split(",") if f},
-                       key=lambda name: rank[name])
-        rows.append(dict(zip(keys, labels, strict=True)) | {
-            "verdict": worst["verdict"],
-            "flags": ",".join(union),
-            "reason": worst["reason"],
-            "n_images": len(part),
-            "n_flagged": int(part["flagged"].sum()),
-        })
-    result = pd.DataFrame(rows, columns=keys + ["verdict", "flags", "reason", "n_images",
-                                                "n_flagged"])
+    ordered = table.assign(_rank=table["verdict"].map(rank)).sort_values(
+        keys + ["_rank"], kind="stable")
+    result = ordered.drop_duplicates(keys)[keys + ["verdict", "reason"]].set_index(keys)
+    grouped = table.groupby(keys, sort=True, dropna=False)
+    flags = table["flags"].astype(str)
+    present = pd.DataFrame({
+        name: flags.str.contains(rf"(?:^|,){re.escape(name)}(?:,|$)")
+        .groupby([table[k] for k in keys], sort=True, dropna=False).any()
+        for name in VERDICTS
+    }).reindex(result.index, fill_value=False)
+    union = [",".join(name for name, hit in zip(VERDICTS, hits, strict=True) if hit)
+             for hits in present.itertuples(index=False, name=None)]
+    result["flags"] = union
+    result["n_images"] = grouped.size()
+    result["n_flagged"] = grouped["flagged"].sum().astype(int)
+    result = result.reset_index()[keys + ["verdict", "flags", "reason", "n_images",
+                                          "n_flagged"]]
     result.attrs = dict(table.attrs)
     return result
 
