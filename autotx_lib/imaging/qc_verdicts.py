@@ -309,9 +309,9 @@ def _decide_group(part, limits: dict[str, float], controls) -> dict[str, Any]:
         for name in ("dark", "bright"):
             for i in np.flatnonzero(hits[name]):
                 reasons[name][i] = (
-                    f"signal {fold[i]:.2f}x {who} (mean {_fmt(mean[i])} over camera offset "
-                    f"{_fmt(references['camera_offset'])}, reference "
-                    f"{_fmt(references['signal_reference'])}); threshold {_fmt(limits[name])}x"
+                    f"signal {fold[i]:.2f}x {who}: MeanIntensity {_fmt(mean[i])} minus the "
+                    f"camera offset {_fmt(references['camera_offset'])}, against "
+                    f"{_fmt(references['signal_reference'])}; threshold {_fmt(limits[name])}x"
                 )
     return {"hits": hits, "reasons": reasons, "references": references, "fold": fold}
 
