@@ -62,6 +62,11 @@ class VerifySettings(_Section):
         "readback", description="readback: re-read the destination and hash it again (default); "
         "stream: trust the hash computed while writing.")
 
+    recheck_days: float = Field(0.0, ge=0, description="Re-hash every delivered dataset at "
+                                "the destination against its manifest this often, one dataset "
+                                "at a time while the agent is idle (0: never; see "
+                                "`autotx verify`).")
+
 
 class CopySettings(_Section):
     """How the copy runs."""

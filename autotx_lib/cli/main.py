@@ -21,6 +21,7 @@ from autotx_lib.cli.transfer import (
     status_command,
     submit_command,
     suspend_command,
+    verify_command,
 )
 
 app = typer.Typer(
@@ -39,6 +40,7 @@ app.command("suspend")(suspend_command)
 app.command("resume")(resume_command)
 app.command("requeue")(requeue_command)
 app.command("bandwidth")(bandwidth_command)
+app.command("verify")(verify_command)
 app.add_typer(config_app, name="config")
 app.add_typer(service_app, name="service")
 app.add_typer(destination_app, name="destination")
