@@ -213,6 +213,23 @@ class EmailSettings(_Section):
         return value
 
 
+class SessionSettings(_Section):
+    """Instrument sessions: who used the microscope, when; live sync while they run."""
+
+    live_sync: bool = Field(False, description="Copy (verified) the session user's files to "
+                            "the destination's staging area while the session runs.")
+    live_quiet_seconds: float = Field(30.0, ge=0, description="A file unchanged this long "
+                                      "is synced during the session.")
+    idle_timeout_minutes: float = Field(240.0, gt=0, description="A session with no new or "
+                                        "changed file for this long is closed (timeout).")
+    on_conflict: Literal["end", "refuse"] = Field("end", description="Starting a session "
+                                                  "while one is open: end it, or refuse.")
+    follow_login: bool = Field(False, description="Start and end sessions with the console "
+                                                  "user's login and logout (psutil.users()).")
+    login_debounce_seconds: float = Field(60.0, ge=0, description="A login or logout counts "
+                                          "once it held this long (flapping is ignored).")
+
+
 class OmeroSettings(_Section):
     """Import delivered datasets into OMERO (needs ``python3 tools/setup_omero.py``).
 
@@ -380,6 +397,7 @@ class Config(_Section):
     space_monitoring: list[SpaceCheck] = Field(default_factory=list)
     omero: OmeroSettings = Field(default_factory=OmeroSettings)
     qc: QcSettings = Field(default_factory=QcSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
