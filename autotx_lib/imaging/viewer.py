@@ -217,6 +217,10 @@ class _PlaneCache:
                 self._planes.move_to_end(key)
                 return self._planes[key]
         plane = np.asarray(self.image.plane(t=t, c=c, z=z))
+        if not plane.flags.writeable:
+            # a read-only plane may be a view of the file's memory map (nd2), which is gone
+            # once the file is closed: the cache keeps a copy that stays valid
+            plane = plane.copy()
         with self._lock:
             self.reads += 1
             self._planes[key] = plane
@@ -802,18 +806,25 @@ class StackViewer:
             pixels_changed = (new_t, new_z, new_hw) != (self._t, self._z, self._half_width)
             t_changed, channel_changed = new_t != self._t, new_c != self._c
             mode_changed = composite is not None and bool(composite) != self._composite
-            self._t, self._c, self._z, self._half_width = new_t, new_c, new_z, int(new_hw)
-            self._composite = self._composite if composite is None else bool(composite)
-            if pixels_changed:
-                self._projections.clear()
-            if contrast is not None:
-                self._set_limits(self._c, contrast)
-            if self._composite:
-                redraw = pixels_changed or mode_changed or contrast is not None
-            else:
-                redraw = pixels_changed or mode_changed or channel_changed
-            if redraw:
-                self._draw()
+            before = (self._t, self._c, self._z, self._half_width, self._composite,
+                      self._projections, list(self._limits))
+            try:  # reading pixels can fail (a closed or damaged file): then nothing changes
+                self._t, self._c, self._z, self._half_width = new_t, new_c, new_z, int(new_hw)
+                self._composite = self._composite if composite is None else bool(composite)
+                if pixels_changed:
+                    self._projections = {}
+                if contrast is not None:
+                    self._set_limits(self._c, contrast)
+                if self._composite:
+                    redraw = pixels_changed or mode_changed or contrast is not None
+                else:
+                    redraw = pixels_changed or mode_changed or channel_changed
+                if redraw:
+                    self._draw()
+            except Exception:
+                (self._t, self._c, self._z, self._half_width, self._composite,
+                 self._projections, self._limits) = before
+                raise
             if channel_changed or contrast is not None:
                 self._apply_contrast()
             if palette is not None and palette != self._palette:

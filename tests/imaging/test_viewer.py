@@ -407,3 +407,16 @@ def test_bad_channel_settings_leave_the_view_as_it_was(channels):
         view_stack(channels[:2], colors=["red", "green", "blue"])
     assert viewer.channel_visible == [True, True, True]
     np.testing.assert_array_equal(viewer.composite_image, before)
+
+
+def test_cached_planes_outlive_a_closed_file(sampledata):
+    # the nd2 reader returns views of its memory-mapped file: touching one after close()
+    # crashed the kernel; the viewer's cache keeps copies, and new reads say it is closed
+    with open_image(sampledata / "nd2" / "arcadia_example-zstack.nd2") as image:
+        viewer = view_stack(image, z=5)
+        expected = image.plane(z=5).copy()
+    viewer.set(z=5, contrast="auto")
+    np.testing.assert_array_equal(viewer.current, expected)
+    with pytest.raises(Exception, match="closed"):
+        viewer.set(z=6)
+    assert viewer.z == 5
