@@ -96,9 +96,9 @@ class StackBrowser:
                                       layout=W.Layout(width="560px"))
         self.scene_picker = W.Dropdown(options=[], description="scene", disabled=True,
                                        layout=W.Layout(width="400px"))
-        self.metadata = W.HTML()
+        self.metadata = W.HTML(layout=W.Layout(flex="1 1 0", min_width="240px"))
         self.message = W.HTML("" if self.files else "<i>no microscopy file in this folder</i>")
-        self.viewer_box = W.Box()
+        self.viewer_box = W.Box(layout=W.Layout(flex="0 0 auto"))  # long metadata never squeezes it
         self._quiet = False
         self.file_picker.observe(self._on_file, names="value")
         self.scene_picker.observe(self._on_scene, names="value")
