@@ -23,10 +23,13 @@ Examples
 from __future__ import annotations
 
 import colorsys
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
 
@@ -83,37 +86,32 @@ def color_hex(rgb: RGB) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def wavelength_color(nanometres: float) -> RGB:
-    """A display colour for light of a wavelength: violet at 380 nm to red at 645-700 nm.
+#: Emission wavelength (nm) -> hue (degrees) anchors of :func:`wavelength_color`: the
+#: colours microscope software conventionally gives the common dyes (DAPI blue, GFP and
+#: FITC green, Cy3 and TRITC orange, mCherry red, Cy5 and beyond magenta), which spread
+#: the visible spectrum's crowded yellows so that neighbouring dyes look different.
+WAVELENGTH_HUES = ((400, 270), (460, 235), (490, 180), (520, 120), (550, 75), (570, 30),
+                   (610, 10), (650, 0), (700, -60))
 
-    The visible spectrum at full brightness (the usual piecewise-linear approximation);
-    shorter wavelengths are violet, far red and infrared beyond 700 nm is shown magenta,
-    as microscope software usually shows Cy5 and beyond.
+
+def wavelength_color(nanometres: float) -> RGB:
+    """A display colour for a channel's emission wavelength, at full brightness.
+
+    The hue is interpolated between :data:`WAVELENGTH_HUES`: violet at 400 nm and below,
+    blue, cyan, green, orange, red, and magenta at 700 nm and beyond (far red and
+    infrared, which the eye does not see, are shown magenta as usual).
 
     Examples
     --------
-    >>> wavelength_color(450), wavelength_color(520), wavelength_color(670), wavelength_color(780)
-    ((0, 51, 255), (36, 255, 0), (255, 0, 0), (255, 0, 255))
+    >>> wavelength_color(461), wavelength_color(519), wavelength_color(570), wavelength_color(750)
+    ((0, 29, 255), (0, 255, 8), (255, 128, 0), (255, 0, 255))
     """
     nm = float(nanometres)
     if not np.isfinite(nm) or nm <= 0:
         raise ValueError(f"wavelength {nanometres!r} nm must be a positive number")
-    if nm > 700:
-        return (255, 0, 255)
-    nm = max(nm, 380.0)
-    if nm < 440:
-        r, g, b = (440 - nm) / 60, 0.0, 1.0
-    elif nm < 490:
-        r, g, b = 0.0, (nm - 440) / 50, 1.0
-    elif nm < 510:
-        r, g, b = 0.0, 1.0, (510 - nm) / 20
-    elif nm < 580:
-        r, g, b = (nm - 510) / 70, 1.0, 0.0
-    elif nm < 645:
-        r, g, b = 1.0, (645 - nm) / 65, 0.0
-    else:
-        r, g, b = 1.0, 0.0, 0.0
-    return tuple(int(round(255 * v)) for v in (r, g, b))  # type: ignore[return-value]
+    anchors, hues = zip(*WAVELENGTH_HUES, strict=True)
+    hue = float(np.interp(nm, anchors, hues)) % 360
+    return tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(hue / 360, 1.0, 1.0))  # type: ignore[return-value]
 
 
 def fallback_color(index: int, n_channels: int) -> RGB:
@@ -155,8 +153,8 @@ def channel_colors(n_channels: int, *, colors: Sequence[Any | None] | None = Non
 
     Examples
     --------
-    >>> channel_colors(3, colors=[None, "#00ff00", None], wavelengths=[450, None, None])
-    [(0, 51, 255), (0, 255, 0), (0, 0, 255)]
+    >>> channel_colors(3, colors=[None, "#00ff00", None], wavelengths=[461, None, None])
+    [(0, 29, 255), (0, 255, 0), (0, 0, 255)]
     """
     for name, given in (("colors", colors), ("wavelengths", wavelengths)):
         if given is not None and len(given) != n_channels:
@@ -178,7 +176,8 @@ def image_channel_colors(image: Any) -> list[RGB]:
 
     The OME channel ``Color`` where the file sets one (ignored when it is black, or the
     same for every channel of a multi-channel image: that says nothing), else the
-    emission (or excitation) wavelength, else :func:`fallback_color` by index.
+    emission (or excitation) wavelength (from ``image.channels`` where the reader gives
+    them, else from the OME metadata), else :func:`fallback_color` by index.
 
     Parameters
     ----------
@@ -194,7 +193,8 @@ def image_channel_colors(image: Any) -> list[RGB]:
     try:
         ome = image.ome_metadata
         channels = ome.images[image.current_scene_index].pixels.channels if ome else []
-    except Exception:  # noqa: BLE001 - metadata is a nicety here; the pixels still show
+    except Exception as error:  # noqa: BLE001 - a nicety here: the pixels still show
+        logger.debug("no OME channel colours for %s: %s", getattr(image, "path", image), error)
         channels = []
     if len(channels) == n:
         for c, channel in enumerate(channels):
@@ -205,6 +205,13 @@ def image_channel_colors(image: Any) -> list[RGB]:
             wavelengths[c] = float(nm) if nm else None
         if n > 1 and len({c for c in colors if c is not None}) == 1 and None not in colors:
             colors = [None] * n  # every channel the same colour (a writer's default)
+    # the readers' own wavelengths (in nm, from every backend), where the image has them
+    described = getattr(image, "channels", None)
+    if isinstance(described, Sequence) and len(described) == n:
+        for c, channel in enumerate(described):
+            nm = getattr(channel, "emission_nm", None) or getattr(channel, "excitation_nm", None)
+            if nm:
+                wavelengths[c] = float(nm)
     return channel_colors(n, colors=colors, wavelengths=wavelengths)
 
 

@@ -150,3 +150,26 @@ def test_unset_or_uniform_metadata_colours_fall_back_by_index(sampledata):
         assert image_channel_colors(image) == list(FALLBACK_COLOURS[:3])
     plain = ArrayReader(np.zeros((1, 2, 1, 4, 4), np.uint8))
     assert image_channel_colors(plain) == list(FALLBACK_COLOURS[:2])
+
+
+class DescribedReader(ArrayReader):
+    """An in-memory image whose reader names each channel's light, as the readers do."""
+
+    def __init__(self, data: np.ndarray, emission: list[float | None]) -> None:
+        super().__init__(data)
+        self.emission = emission
+
+    @property
+    def channels(self) -> list:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(name=n, excitation_nm=None, emission_nm=nm)
+                for n, nm in zip(self.channel_names, self.emission, strict=True)]
+
+
+def test_wavelengths_the_reader_gives_colour_the_channels():
+    image = DescribedReader(np.zeros((1, 3, 1, 4, 4), np.uint8), [568.0, 517.0, None])
+    # Zeiss LED555 / LED470 channels: orange and green, distinct; the third by index
+    assert image_channel_colors(image) == [wavelength_color(568), wavelength_color(517),
+                                           FALLBACK_COLOURS[2]]
+    assert image_channel_colors(image)[0] == (255, 147, 0)
