@@ -803,28 +803,9 @@ class StackViewer:
             if crosshair is not None:
                 cy, cx = (self._check_index("y", crosshair[0], Y),
                           self._check_index("x", crosshair[1], X))
-            pixels_changed = (new_t, new_z, new_hw) != (self._t, self._z, self._half_width)
             t_changed, channel_changed = new_t != self._t, new_c != self._c
             mode_changed = composite is not None and bool(composite) != self._composite
-            before = (self._t, self._c, self._z, self._half_width, self._composite,
-                      self._projections, list(self._limits))
-            try:  # reading pixels can fail (a closed or damaged file): then nothing changes
-                self._t, self._c, self._z, self._half_width = new_t, new_c, new_z, int(new_hw)
-                self._composite = self._composite if composite is None else bool(composite)
-                if pixels_changed:
-                    self._projections = {}
-                if contrast is not None:
-                    self._set_limits(self._c, contrast)
-                if self._composite:
-                    redraw = pixels_changed or mode_changed or contrast is not None
-                else:
-                    redraw = pixels_changed or mode_changed or channel_changed
-                if redraw:
-                    self._draw()
-            except Exception:
-                (self._t, self._c, self._z, self._half_width, self._composite,
-                 self._projections, self._limits) = before
-                raise
+            self._change_pixels(new_t, new_c, new_z, int(new_hw), composite, contrast)
             if channel_changed or contrast is not None:
                 self._apply_contrast()
             if palette is not None and palette != self._palette:
@@ -845,6 +826,32 @@ class StackViewer:
                 self._render_orthogonal()
             self._sync_widgets()
         return self
+
+    def _change_pixels(self, t: int, c: int, z: int, half_width: int, composite: bool | None,
+                       contrast: tuple[float, float] | str | None) -> None:
+        """Move to new pixels and redraw what changed; if reading fails, nothing changes."""
+        pixels_changed = (t, z, half_width) != (self._t, self._z, self._half_width)
+        mode_changed = composite is not None and bool(composite) != self._composite
+        channel_changed = c != self._c
+        before = (self._t, self._c, self._z, self._half_width, self._composite,
+                  self._projections, list(self._limits))
+        try:  # reading pixels can fail (a closed or damaged file)
+            self._t, self._c, self._z, self._half_width = t, c, z, half_width
+            self._composite = self._composite if composite is None else bool(composite)
+            if pixels_changed:
+                self._projections = {}
+            if contrast is not None:
+                self._set_limits(c, contrast)
+            if self._composite:
+                redraw = pixels_changed or mode_changed or contrast is not None
+            else:
+                redraw = pixels_changed or mode_changed or channel_changed
+            if redraw:
+                self._draw()
+        except Exception:
+            (self._t, self._c, self._z, self._half_width, self._composite,
+             self._projections, self._limits) = before
+            raise
 
     def set_channel(self, channel: int | str, *, visible: bool | None = None,
                     color: Any = None, contrast: tuple[float, float] | str | None = None
@@ -946,24 +953,10 @@ class StackViewer:
         self.contrast_row = W.HBox([self.contrast_slider, self.auto_button])
         self.ortho_box = W.Checkbox(value=self._orthogonal, description="XZ / YZ views",
                                     indent=False, layout=W.Layout(width="140px"))
-        # one compact row per channel; more than a few rows scroll inside the panel
-        self.channel_controls = [_ChannelControls(name, color_hex(rgb), 300)
-                                 for name, rgb in zip(self.channel_names, self._colors, strict=True)
-                                 ] if C > 1 else []
-        self.channel_panel = W.VBox([row.box for row in self.channel_controls],
-                                    layout=W.Layout(max_height="216px", overflow="hidden auto",
-                                                    width="580px", flex_flow="column nowrap"))
-        self.channel_panel.add_class("autotx-channel-panel")
-        self._panel_synced = False  # its sliders get their bounds when first shown
+        self._build_channel_panel()
         self.info = W.HTML()
         self.bokeh = bokeh_widget(self.layout)
-
-        def watch(widget: Any, apply: Any) -> None:
-            def handler(change: dict) -> None:
-                if not self._updating:
-                    apply(change["new"])
-            widget.observe(handler, names="value")
-
+        watch = self._watch
         watch(self.z_slider, lambda v: self.set(z=v))
         watch(self.slab_slider, lambda v: self.set(half_width=v))
         watch(self.t_slider, lambda v: self.set(t=v))
@@ -973,11 +966,6 @@ class StackViewer:
         watch(self.ortho_box, lambda v: self.set(orthogonal=v))
         watch(self.composite_box, lambda v: self.set(composite=v))
         self.auto_button.on_click(lambda _: self.set(contrast="auto"))
-        for c, row in enumerate(self.channel_controls):
-            watch(row.visible, lambda v, c=c: self.set_channel(c, visible=v))
-            watch(row.color, lambda v, c=c: self.set_channel(c, color=v))
-            watch(row.contrast, lambda v, c=c: self.set_channel(c, contrast=tuple(v)))
-            row.auto.on_click(lambda _, c=c: self.set_channel(c, contrast="auto"))
         controls = W.VBox([
             W.HBox([self.channel_picker, self.palette_picker, self.composite_box, self.ortho_box]),
             self.z_slider, self.slab_slider, self.t_slider, self.contrast_row, self.channel_panel,
@@ -985,6 +973,32 @@ class StackViewer:
         box = W.VBox([controls, self.bokeh, self.info])
         self._sync_widgets(force=True)
         return box
+
+    def _watch(self, widget: Any, apply: Any) -> None:
+        """Call ``apply(new value)`` when the user changes ``widget`` (not when we sync it)."""
+        def handler(change: dict) -> None:
+            if not self._updating:
+                apply(change["new"])
+        widget.observe(handler, names="value")
+
+    def _build_channel_panel(self) -> None:
+        """One compact row per channel (for 2+ channels); past seven rows the panel scrolls."""
+        import ipywidgets as W
+
+        C = self._shape[1]
+        self.channel_controls = [_ChannelControls(name, color_hex(rgb), 300)
+                                 for name, rgb in zip(self.channel_names, self._colors, strict=True)
+                                 ] if C > 1 else []
+        self.channel_panel = W.VBox([row.box for row in self.channel_controls],
+                                    layout=W.Layout(max_height="216px", overflow="hidden auto",
+                                                    width="580px", flex_flow="column nowrap"))
+        self.channel_panel.add_class("autotx-channel-panel")
+        self._panel_synced = False  # its sliders get their bounds when first shown
+        for c, row in enumerate(self.channel_controls):
+            self._watch(row.visible, lambda v, c=c: self.set_channel(c, visible=v))
+            self._watch(row.color, lambda v, c=c: self.set_channel(c, color=v))
+            self._watch(row.contrast, lambda v, c=c: self.set_channel(c, contrast=tuple(v)))
+            row.auto.on_click(lambda _, c=c: self.set_channel(c, contrast="auto"))
 
     def _sync_contrast_slider(self, slider: Any, c: int, force: bool) -> None:
         """Set a contrast slider to channel ``c``'s limits, its bounds to the data's range."""
