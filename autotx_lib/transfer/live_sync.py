@@ -28,6 +28,7 @@ from autotx_lib.errors import UnsafePathError
 from autotx_lib.journal import Journal
 from autotx_lib.journal_sessions import SessionStore
 from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.destination import check_destination
 from autotx_lib.transfer.layout import check_name
 
 log = logging.getLogger("autotx.live_sync")
@@ -82,12 +83,21 @@ class LiveSync:
 
     def __init__(self, config: Config, journal: Journal, throttle: C.Throttle | None = None):
         self.config = config
+        self.journal = journal
         self.store = SessionStore(journal)
         self.throttle = throttle
 
     def step(self, session, *, now: float | None = None, budget_seconds: float = 2.0,
              should_stop: Callable[[], bool] | None = None) -> SyncStep:
-        """One pass over ``incoming/<user>/``; stops after ``budget_seconds`` of copying."""
+        """One pass over ``incoming/<user>/``; stops after ``budget_seconds`` of copying.
+
+        Raises
+        ------
+        DestinationError
+            The destination is not there, not marked (not mounted) or not writable: nothing
+            is written anywhere, the next pass tries again.
+        """
+        check_destination(self.config.destination, self.journal, self.config.host_alias)
         settings = self.config.sessions
         now = time.time() if now is None else now
         root = self.config.incoming / session.user
