@@ -9,7 +9,7 @@ never from the agent's memory. Times are timezone-aware UTC.
 Layout: :mod:`.schema` (tables, states), :mod:`.engine` (opening the database),
 :mod:`.migrate` and ``migrations/`` (schema changes), one module per kind of record
 (:mod:`.datasets`, :mod:`.files`, :mod:`.events`, :mod:`.sessions`, :mod:`.settings`,
-:mod:`.outbox`, :mod:`.jobs`) and :mod:`.core` (the :class:`Journal` made of them).
+:mod:`.outbox`, :mod:`.jobs`, :mod:`.instrument_sessions`) and :mod:`.core` (the :class:`Journal` made of them).
 SQL lives in this package and nowhere else.
 """
 
@@ -35,7 +35,9 @@ from autotx_lib.journal.schema import (
     datasets,
     events,
     files,
+    instrument_sessions,
     jobs,
+    live_files,
     metadata,
     outbox,
     sessions,
@@ -45,7 +47,7 @@ from autotx_lib.journal.schema import (
 
 __all__ = [
     "Journal", "datasets", "files", "events", "sessions", "settings", "outbox", "jobs", "JOB_STATES",
-    "metadata", "utcnow", "as_utc",
+    "instrument_sessions", "live_files", "metadata", "utcnow", "as_utc",
     "ACTIVE_STATES", "FINAL_STATES", "CLAIMING", "QUEUED", "COPYING", "DELIVERING", "DELIVERED",
     "DONE", "UNMATCHING", "UNMATCHED", "QUARANTINING", "ERROR", "VANISHED",
 ]

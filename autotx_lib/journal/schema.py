@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -167,6 +168,40 @@ settings = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Instrument sessions (who used the microscope when) and the files live-synced during them.
+# One open session per instrument is enforced by the database itself (a unique index on the
+# instrument over open sessions), so two terminals starting a session at once cannot both win.
+instrument_sessions = Table(
+    "instrument_sessions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("instrument", String(255), nullable=False),
+    Column("user", String(255), nullable=False),
+    Column("project", String(255)),
+    Column("booking", String(255)),
+    Column("note", Text),
+    Column("started_by", String(32), nullable=False),  # cli, widget, login, python
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_activity_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("end_reason", String(32)),  # user, logout, timeout, replaced
+)
+Index("one_open_session_per_instrument", instrument_sessions.c.instrument, unique=True,
+      sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL"))
+
+live_files = Table(
+    "live_files", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("session_id", Integer, ForeignKey("instrument_sessions.id"), nullable=False),
+    Column("relpath", Text, nullable=False),  # below incoming/<user>/, e.g. run42/img_001.tif
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("digest", String(128), nullable=False),
+    Column("staged_path", Text, nullable=False),
+    Column("copies", Integer, nullable=False, default=1),
+    Column("synced_at", UTCDateTime, nullable=False),
+    UniqueConstraint("session_id", "relpath"),
 )
 
 # The states a dataset goes through (see ARCHITECTURE.md, "The folder lifecycle").

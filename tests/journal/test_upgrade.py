@@ -64,7 +64,7 @@ def test_old_journal_upgrades_in_place_keeping_every_row(old_journal):
             assert after[table][:len(before[table])] == before[table], table
     [note] = after["events"][len(before["events"]):]  # the upgrade says so, once
     assert note[4:] == ("journal", "journal upgraded from schema of the release before "
-                        "migrations to 0002, every row kept")
+                        f"migrations to {migrate.head()}, every row kept")
     settings_before, settings_after = dict((r[0], r[1:]) for r in before["settings"]), \
         dict((r[0], r[1:]) for r in after["settings"])
     assert settings_after.pop("schema_version")[0] == '"2"'
