@@ -241,7 +241,8 @@ def test_old_postgresql_journal_upgrades_to_aware_times(postgres_url):
     journal = Journal(postgres_url)
     row = journal.datasets_in([J.DONE])[0]
     assert row.finished_at == dt.datetime(2026, 11, 30, 23, 30, 0, 250000, tzinfo=dt.UTC)
-    assert journal.recent_events(1)[0].at == dt.datetime(2026, 11, 30, 23, 30, tzinfo=dt.UTC)
+    old = [e for e in journal.recent_events(5) if e.message == "old"]
+    assert old[0].at == dt.datetime(2026, 11, 30, 23, 30, tzinfo=dt.UTC)
     with journal.engine.connect() as conn:
         kind = conn.execute(text("SELECT data_type FROM information_schema.columns WHERE "
                                  "table_name = 'datasets' AND column_name = 'finished_at'"))
@@ -273,3 +274,35 @@ def test_times_are_aware_utc_whatever_zone_they_were_given_in(backend, tmp_path,
     journal.update_job(job, state="error", next_attempt_at=early)
     assert [r.id for r in journal.due_jobs(["x"], early.astimezone(paris), early)] == [job]
     assert journal.due_jobs(["x"], early - dt.timedelta(seconds=1), early) == []
+
+
+def test_journal_that_already_has_session_tables_keeps_them(old_journal):
+    """Development builds before migrations created the session tables on first use."""
+    db = sqlite3.connect(old_journal)
+    db.executescript("""
+        CREATE TABLE instrument_sessions (id INTEGER NOT NULL PRIMARY KEY,
+            instrument VARCHAR(255) NOT NULL, user VARCHAR(255) NOT NULL, project VARCHAR(255),
+            booking VARCHAR(255), note TEXT, started_by VARCHAR(32) NOT NULL,
+            started_at DATETIME NOT NULL, last_activity_at DATETIME NOT NULL, ended_at DATETIME,
+            end_reason VARCHAR(32));
+        CREATE UNIQUE INDEX one_open_session_per_instrument ON instrument_sessions (instrument)
+            WHERE ended_at IS NULL;
+        INSERT INTO instrument_sessions VALUES (1, 'scope', 'alice', NULL, NULL, NULL, 'cli',
+            '2026-11-30 08:00:00.000000', '2026-11-30 09:00:00.000000', NULL, NULL);
+    """)
+    db.close()
+    journal = Journal(url(old_journal))
+    from autotx_lib.journal.instrument_sessions import SessionStore
+
+    session = SessionStore(journal).open_session("scope")
+    assert session.user == "alice"
+    assert session.started_at == dt.datetime(2026, 11, 30, 8, tzinfo=dt.UTC)
+    assert {"live_files", "instrument_sessions"} <= set(raw_tables(old_journal))
+
+
+def raw_tables(path: Path) -> list[str]:
+    db = sqlite3.connect(path)
+    try:
+        return [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    finally:
+        db.close()
