@@ -17,6 +17,7 @@ import pytest
 from autotx_lib.errors import ReaderError
 from autotx_lib.imaging.readers import (
     ArrayReader,
+    MetadataWarning,
     PlateInfo,
     WellInfo,
     check_image,
@@ -477,3 +478,71 @@ def test_no_warnings_when_reading_multifile_set(mm_set):
         for i in range(4):
             img.set_scene(i).data  # noqa: B018
         img.close()
+
+
+# --- metadata problems are reported, Java stays out of sight (issue 11) --------------------------
+
+
+def test_micromanager_ome_metadata_matches_bioformats(mm_set):
+    """MM 1.4 writes OME-XML of schema 2015-01: parsing it needs lxml (ome-types[lxml])."""
+    n, b = both(mm_set)
+    assert n.name == "tifffile"
+    for i in range(4):
+        n.set_scene(i)
+        b.set_scene(i)
+        assert n.physical_pixel_sizes == b.physical_pixel_sizes == (5.0, 1.0, 1.0)
+        assert n.channel_names == b.channel_names == ["Cy5", "DAPI"]
+    assert n.metadata.ome is not None and n.metadata_problems == []
+
+
+def test_unparsable_ome_xml_is_a_warning_naming_file_and_part():
+    class BadXml(ArrayReader):
+        def _ome_xml(self):
+            return "<OME><Image ID='Image:0'><Pixels"  # cut short
+
+    img = BadXml(np.zeros((4, 4), np.uint8), path="/data/cut.ome.tif")
+    with pytest.warns(MetadataWarning, match=r"/data/cut\.ome\.tif: the OME-XML could not be read"):
+        meta = img.metadata
+    assert meta.ome is None and meta.ome_xml.startswith("<OME")
+    assert len(img.metadata_problems) == 1 and "\n" not in img.metadata_problems[0]
+    assert img.channel_names == ["C:0"]  # the image stays usable
+
+
+CV8000_WPI = "hcs/CV8000_metadata_only/CV8000-Minimal-DataSet-2C-3W-4S-FP2-stack.wpi"
+
+
+@pytest.mark.parametrize("relpath,advice", [
+    (CV8000_WPI, "MeasurementData.mlf"),
+    ("hcs/ImageXpress_9987_Plate_3435/9987.HTD", "TimePoint_N"),
+])
+def test_bioformats_errors_are_one_line_without_java_output(sampledata, capfd, relpath, advice):
+    with pytest.raises(ReaderError) as info:
+        open_image(sampledata / relpath, backend="bioformats")
+    text = str(info.value)
+    assert "\n" not in text and str(sampledata / relpath) in text and advice in text
+    assert "Java object" not in text and "JavaException" not in text
+    stderr = capfd.readouterr().err
+    assert "Exception in thread" not in stderr and "\tat loci." not in stderr
+
+
+def test_folder_error_names_its_plate_file(sampledata):
+    folder = sampledata / "hcs/ImageXpress_9987_Plate_3435"
+    with pytest.raises(ReaderError, match=r"open its plate file .*9987\.HTD"):
+        open_image(folder)
+
+
+def test_autotx_info_errors_are_one_line(sampledata):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "autotx"), "info", str(sampledata / CV8000_WPI)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith("error:") or "Traceback" in line or "\tat " in line]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot read"), result.stderr
+    unknown = subprocess.run(
+        [str(Path(sys.executable).parent / "autotx"), "info", str(sampledata / PLAIN_STACK),
+         "--backend", "nope"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "unknown reader backend 'nope'" in unknown.stderr

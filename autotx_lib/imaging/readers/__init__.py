@@ -21,7 +21,7 @@ Axis conventions (where backends could disagree, the interpretation a scientist 
 
 from autotx_lib.imaging.readers.api import open_image
 from autotx_lib.imaging.readers.array import ArrayReader
-from autotx_lib.imaging.readers.base import Image, Reader
+from autotx_lib.imaging.readers.base import Image, MetadataWarning, Reader
 from autotx_lib.imaging.readers.conformance import check_image
 from autotx_lib.imaging.readers.registry import BackendSpec, Registry, registry
 from autotx_lib.imaging.readers.summary import summarize
@@ -40,6 +40,7 @@ __all__ = [
     "Dimensions",
     "Image",
     "ImageMetadata",
+    "MetadataWarning",
     "PhysicalPixelSizes",
     "PlateInfo",
     "Reader",

@@ -42,6 +42,14 @@ from autotx_lib.imaging.readers.types import (
 )
 
 
+class MetadataWarning(UserWarning):
+    """A part of a file's metadata could not be read; pixels and the other parts still can.
+
+    The message names the file, the part (``"OME-XML"``, ``"channel names"``...) and why.
+    Every such problem is also listed in :attr:`Image.metadata_problems`.
+    """
+
+
 class BackendRefusal(ReaderError):
     """A backend declines a valid file it does not handle (an unusual axis, RGB, a mosaic).
 
@@ -94,6 +102,8 @@ class Image(ABC):
         self._metadata_cache: ImageMetadata | None = None
         self._plate_cache: tuple[PlateInfo | None] | None = None
         self._closed = False
+        #: One line per metadata part that could not be read (also warned, see MetadataWarning).
+        self.metadata_problems: list[str] = []
         self._open()
         scenes = self._scene_list()
         if not scenes:
@@ -284,10 +294,34 @@ class Image(ABC):
                     with warnings.catch_warnings():  # ome-types fixes up vendor ids noisily
                         warnings.simplefilter("ignore")
                         ome = ome_types.from_xml(xml, validate=False)
-                except Exception:  # a non-conforming OME-XML: the raw text stays available
-                    ome = None
+                except ImportError as error:  # lxml, needed for older OME schemas (2015-01)
+                    self.report_metadata_problem("OME-XML", (
+                        f"{error}; install the imaging extra: "
+                        'python -m pip install "autotx_lib[imaging]"'))
+                except Exception as error:  # non-conforming OME-XML: the raw text stays
+                    self.report_metadata_problem("OME-XML", error)
             self._metadata_cache = ImageMetadata(ome=ome, ome_xml=xml, raw=raw)
         return self._metadata_cache
+
+    def report_metadata_problem(self, part: str, error: BaseException | str) -> None:
+        """Record and warn that one part of the metadata could not be read.
+
+        Backends call this instead of swallowing an exception: the image stays usable,
+        the user learns what is missing and why.
+
+        Parameters
+        ----------
+        part : str
+            What could not be read, e.g. ``"OME-XML"``, ``"channel names"``.
+        error : BaseException or str
+            Why.
+        """
+        why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        why = (why.strip().splitlines() or [""])[0]
+        message = f"{self.path}: the {part} could not be read ({why}); shown as unknown"
+        if message not in self.metadata_problems:
+            self.metadata_problems.append(message)
+            warnings.warn(message, MetadataWarning, stacklevel=3)
 
     @property
     def ome_metadata(self) -> Any:

@@ -131,7 +131,12 @@ class TiffReader(Image):
                         f"has {size}")})
 
     def _scene_list(self) -> list[tuple[str, str]]:
-        images = _ome_images(self._tif.ome_metadata) if self._tif.is_ome else []
+        images = []
+        if self._tif.is_ome:
+            try:
+                images = _ome_images(self._tif.ome_metadata)
+            except Exception as error:  # scene names only; the pixels do not depend on it
+                self.report_metadata_problem("OME-XML (scene names)", error)
         if images and len(images) == len(self._layouts):
             return images
         names = []
@@ -214,10 +219,7 @@ def _ome_images(xml: str | None) -> list[tuple[str, str]]:
 
     if not xml:
         return []
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return []
+    root = ET.fromstring(xml)
     return [
         (el.get("ID", f"Image:{i}"), el.get("Name", ""))
         for i, el in enumerate(e for e in root if e.tag.rsplit("}", 1)[-1] == "Image")
