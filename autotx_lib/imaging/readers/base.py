@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,8 +35,10 @@ from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
 from autotx_lib.imaging.readers.types import (
     DIMENSION_ORDER,
+    Channel,
     Dimensions,
     ImageMetadata,
+    Objective,
     PhysicalPixelSizes,
     PlateInfo,
     Scene,
@@ -136,19 +139,72 @@ class Image(ABC):
 
     def _physical_pixel_sizes(self, scene: int) -> PhysicalPixelSizes:
         """Voxel size in micrometres; default: from the OME metadata, else unknown."""
-        ome = self.ome_metadata
-        if ome is not None and scene < len(ome.images):
-            return _ome_pixel_sizes(ome.images[scene].pixels)
+        image = self._ome_image(scene)
+        if image is not None:
+            return _ome_pixel_sizes(image.pixels)
         return PhysicalPixelSizes(None, None, None)
 
     def _channel_names(self, scene: int) -> list[str] | None:
         """Channel names; default: from the OME metadata, else None (the base numbers them)."""
-        ome = self.ome_metadata
-        if ome is not None and scene < len(ome.images):
-            names = [ch.name or "" for ch in ome.images[scene].pixels.channels]
+        image = self._ome_image(scene)
+        if image is not None:
+            names = [ch.name or "" for ch in image.pixels.channels]
             if len(names) == self._dims(scene).C and all(names):
                 return names
         return None
+
+    def _ome_image(self, scene: int) -> Any:
+        """The ome-types ``Image`` describing a scene, or None."""
+        ome = self.ome_metadata
+        if ome is not None and scene < len(ome.images):
+            return ome.images[scene]
+        return None
+
+    def _channel_wavelengths(self, scene: int) -> list[tuple[float | None, float | None]] | None:
+        """``[(excitation_nm, emission_nm), ...]`` per channel; default: from the OME metadata."""
+        image = self._ome_image(scene)
+        if image is None or len(image.pixels.channels) != self._dims(scene).C:
+            return None
+        return [(_nanometres(ch, "excitation_wavelength"), _nanometres(ch, "emission_wavelength"))
+                for ch in image.pixels.channels]
+
+    def _acquisition_time(self, scene: int) -> datetime | None:
+        """When the scene was acquired; default: the OME ``AcquisitionDate``."""
+        image = self._ome_image(scene)
+        return None if image is None else image.acquisition_date
+
+    def _objective(self, scene: int) -> Objective | None:
+        """The objective; default: the OME Objective the image refers to (or the only one)."""
+        image, ome = self._ome_image(scene), self.ome_metadata
+        if image is None:
+            return None
+        objectives = {o.id: o for ins in ome.instruments for o in ins.objectives}
+        ref = image.objective_settings.id if image.objective_settings else None
+        chosen = objectives.get(ref) if ref else None
+        if chosen is None and len(objectives) == 1:
+            chosen = next(iter(objectives.values()))
+        if chosen is None:
+            return None
+        immersion = getattr(chosen.immersion, "value", chosen.immersion)
+        return Objective(
+            name=(chosen.model or "").strip() or None,
+            magnification=chosen.nominal_magnification,
+            numerical_aperture=chosen.lens_na,
+            immersion=immersion if immersion not in (None, "Other") else None,
+        )
+
+    def _time_increment(self, scene: int) -> float | None:
+        """Seconds between time points; default: the OME ``TimeIncrement``."""
+        image = self._ome_image(scene)
+        if image is None or image.pixels.time_increment is None:
+            return None
+        unit = getattr(image.pixels.time_increment_unit, "value", "s")
+        factor = _TO_SECOND.get(str(unit))
+        return None if factor is None else float(image.pixels.time_increment) * factor
+
+    def _scan_axes(self, scene: int) -> str:
+        """What the Z, Y and X axes of the array are physically; ``"ZYX"`` but for scans."""
+        return "ZYX"
 
     def _ome_xml(self) -> str | None:
         """The file's OME-XML, if it has (or the backend can make) one."""
@@ -279,6 +335,50 @@ class Image(ABC):
         if not names or len(names) != self.dims.C:
             return [f"C:{i}" for i in range(self.dims.C)]
         return [str(n) for n in names]
+
+    @property
+    def channels(self) -> list[Channel]:
+        """list of Channel : Name and excitation/emission wavelengths (nm) of each channel."""
+        names = self.channel_names
+        waves = self._channel_wavelengths(self._scene_index) or []
+        if len(waves) != len(names):
+            waves = [(None, None)] * len(names)
+        return [Channel(name, ex, em) for name, (ex, em) in zip(names, waves, strict=True)]
+
+    @property
+    def acquisition_time(self) -> datetime | None:
+        """datetime or None : When the current scene was acquired, as the file records it."""
+        return self._acquisition_time(self._scene_index)
+
+    @property
+    def objective(self) -> Objective | None:
+        """Objective or None : The objective lens of the current scene, where the file says."""
+        return self._objective(self._scene_index)
+
+    @property
+    def time_increment(self) -> float | None:
+        """float or None : Seconds between time points (between rows for an ``"ZTX"`` scan)."""
+        return self._time_increment(self._scene_index)
+
+    @property
+    def scan_axes(self) -> str:
+        """str : What the array's Z, Y and X axes are physically, as three letters.
+
+        ``"ZYX"`` for ordinary images. A Leica XZ scan is ``"YZX"``: a plane's rows are depth
+        (physical Z) and the Z index, if any, steps along Y. A line scan over time (XT) is
+        ``"ZTX"``: rows are successive times, :attr:`time_increment` apart.
+        :attr:`physical_pixel_sizes` always gives physical Z, Y and X spacings, so the rows
+        of an XZ plane are ``physical_pixel_sizes.Z`` apart; :attr:`plane_pixel_size` picks
+        the right ones for drawing a plane.
+        """
+        return self._scan_axes(self._scene_index)
+
+    @property
+    def plane_pixel_size(self) -> tuple[float | None, float | None]:
+        """tuple : ``(rows, columns)`` spacing of a plane in micrometres (None: time or unknown)."""
+        sizes = self.physical_pixel_sizes._asdict()
+        rows, columns = self.scan_axes[1], self.scan_axes[2]
+        return sizes.get(rows), sizes.get(columns)
 
     @property
     def metadata(self) -> ImageMetadata:
@@ -495,6 +595,20 @@ Reader = Image
 
 
 _TO_MICROMETRE = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4, "pm": 1e-6}
+
+
+_TO_NANOMETRE = {"nm": 1.0, "µm": 1e3, "um": 1e3, "pm": 1e-3, "Å": 0.1, "m": 1e9, "mm": 1e6}
+_TO_SECOND = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
+
+
+def _nanometres(channel: Any, field: str) -> float | None:
+    """A wavelength field of an ome-types ``Channel`` in nanometres."""
+    value = getattr(channel, field, None)
+    if value is None:
+        return None
+    unit = getattr(getattr(channel, f"{field}_unit", None), "value", "nm")
+    factor = _TO_NANOMETRE.get(str(unit))
+    return None if factor is None else float(value) * factor
 
 
 def _ome_pixel_sizes(pixels: Any) -> PhysicalPixelSizes:

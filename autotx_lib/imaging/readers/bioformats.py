@@ -121,6 +121,11 @@ class BioformatsReader(Image):
         series = self._series[scene]
         return series if self._image_count > len(self._series) else scene
 
+    def _ome_image(self, scene: int) -> Any:
+        ome = self.ome_metadata
+        index = self._ome_index(scene)
+        return ome.images[index] if ome is not None and index < len(ome.images) else None
+
     # --- java helpers -------------------------------------------------------------------
 
     def _jcall(self, obj: Any, method: str, signature: str, *args: Any) -> Any:

@@ -12,16 +12,18 @@ Bio-Formats: this backend refuses them, and the registry tries the next one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
-from autotx_lib.imaging.readers.base import BackendRefusal, Image
+from autotx_lib.imaging.readers.base import _TO_MICROMETRE, BackendRefusal, Image
 from autotx_lib.imaging.readers.plate import plate_from_ome
-from autotx_lib.imaging.readers.types import PhysicalPixelSizes, PlateInfo
+from autotx_lib.imaging.readers.types import Objective, PhysicalPixelSizes, PlateInfo
 
 _AS_Z = ("Z", "I", "Q")  # tifffile's generic sequence axes read as a z-stack
 
@@ -130,7 +132,19 @@ class TiffReader(Image):
                         f"truncated: plane {number} needs bytes up to {max(ends)}, the file "
                         f"has {size}")})
 
+    def _metaseries(self) -> dict[str, Any]:
+        """The MetaSeries (MetaMorph, MetaXpress, ImageXpress) PlaneInfo, or {}."""
+        if not self._tif.is_metaseries:
+            return {}
+        try:
+            return dict(self._tif.metaseries_metadata.get("PlaneInfo") or {})
+        except Exception as error:  # malformed XML in the description
+            self.report_metadata_problem("MetaSeries metadata", error)
+            return {}
+
     def _scene_list(self) -> list[tuple[str, str]]:
+        if self._tif.is_metaseries and len(self._layouts) == 1:
+            return [("Image:0", str(self._metaseries().get("image-name", "")))]
         images = []
         if self._tif.is_ome:
             try:
@@ -173,6 +187,16 @@ class TiffReader(Image):
     def _physical_pixel_sizes(self, scene: int) -> PhysicalPixelSizes:
         if self._tif.is_ome:
             return super()._physical_pixel_sizes(scene)
+        if self._tif.is_metaseries:
+            info = self._metaseries()
+            factor = _TO_MICROMETRE.get(str(info.get("spatial-calibration-units", "")))
+            if not info.get("spatial-calibration-state") or factor is None:
+                return PhysicalPixelSizes(None, None, None)
+            x, y = info.get("spatial-calibration-x"), info.get("spatial-calibration-y")
+            return PhysicalPixelSizes(None, float(y) * factor if y else None,
+                                      float(x) * factor if x else None)
+        # Resolution tags alone are no calibration (72 dpi from a paint program, say): only
+        # ImageJ's micron unit makes them one. Bio-Formats converts any dpi to micrometres.
         meta = self._tif.imagej_metadata or {}
         unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
         if unit not in ("micron", "µm", "um", "microns"):
@@ -190,6 +214,38 @@ class TiffReader(Image):
         return PhysicalPixelSizes(
             float(spacing) if spacing else None, from_tag("YResolution"), from_tag("XResolution")
         )
+
+    def _channel_names(self, scene: int) -> list[str] | None:
+        if self._tif.is_metaseries:  # the illumination setting, as Bio-Formats names it
+            name = self._metaseries().get("_IllumSetting_")
+            return [str(name)] if name and self._dims(scene).C == 1 else None
+        return super()._channel_names(scene)
+
+    def _channel_wavelengths(self, scene: int) -> list[tuple[float | None, float | None]] | None:
+        if self._tif.is_metaseries:
+            wave = self._metaseries().get("wavelength")
+            return [(None, float(wave) if wave else None)] if self._dims(scene).C == 1 else None
+        return super()._channel_wavelengths(scene)
+
+    def _acquisition_time(self, scene: int) -> datetime | None:
+        if self._tif.is_metaseries:
+            when = self._metaseries().get("acquisition-time-local")
+            return when if isinstance(when, datetime) else None
+        return super()._acquisition_time(scene)
+
+    def _objective(self, scene: int) -> Objective | None:
+        if self._tif.is_metaseries:
+            info = self._metaseries()
+            name = info.get("_MagSetting_")
+            if not name:
+                return None
+            magnification = re.match(r"\s*(\d+(?:\.\d+)?)\s*[xX]", str(name))
+            return Objective(
+                name=str(name),
+                magnification=float(magnification.group(1)) if magnification else None,
+                numerical_aperture=float(info["_MagNA_"]) if info.get("_MagNA_") else None,
+            )
+        return super()._objective(scene)
 
     def _ome_xml(self) -> str | None:
         return self._tif.ome_metadata if self._tif.is_ome else None
