@@ -628,6 +628,7 @@ def test_xz_scans_are_labelled_and_scaled_as_xz(sampledata):
     b.set_scene(1)
     y_step = n.physical_pixel_sizes.Y
     assert y_step == pytest.approx(b.physical_pixel_sizes.Z, rel=1e-6)
+    assert n.array_pixel_sizes == (y_step, n.physical_pixel_sizes.Z, n.physical_pixel_sizes.X)
     n.set_scene(2)
     assert n.physical_pixel_sizes.Y is None  # one Y position: no Y spacing
     n.set_scene(0)
@@ -641,3 +642,4 @@ def test_ordinary_images_are_zyx_scans(sampledata):
     img = open_image(sampledata / "czi/czitools_CellDivision_T3_Z5_CH2_X240_Y170.czi")
     assert img.scan_axes == "ZYX"
     assert img.plane_pixel_size == (img.physical_pixel_sizes.Y, img.physical_pixel_sizes.X)
+    assert img.array_pixel_sizes == img.physical_pixel_sizes

@@ -374,11 +374,21 @@ class Image(ABC):
         return self._scan_axes(self._scene_index)
 
     @property
+    def array_pixel_sizes(self) -> PhysicalPixelSizes:
+        """PhysicalPixelSizes : Spacing along the array's Z, Y, X axes in micrometres.
+
+        The same as :attr:`physical_pixel_sizes` for ordinary images; for a scan it follows
+        :attr:`scan_axes` (an XZ plane's ``Y`` is its depth spacing; a time axis is None).
+        Use it to draw planes and scale bars.
+        """
+        sizes = self.physical_pixel_sizes._asdict()
+        return PhysicalPixelSizes(*(sizes.get(axis) for axis in self.scan_axes))
+
+    @property
     def plane_pixel_size(self) -> tuple[float | None, float | None]:
         """tuple : ``(rows, columns)`` spacing of a plane in micrometres (None: time or unknown)."""
-        sizes = self.physical_pixel_sizes._asdict()
-        rows, columns = self.scan_axes[1], self.scan_axes[2]
-        return sizes.get(rows), sizes.get(columns)
+        sizes = self.array_pixel_sizes
+        return sizes.Y, sizes.X
 
     @property
     def metadata(self) -> ImageMetadata:
