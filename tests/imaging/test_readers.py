@@ -392,6 +392,7 @@ def test_registry_order_native_first_bioformats_last():
     assert [s.name for s in registry.candidates("x.CZI")] == ["czifile", "bioformats"]
     assert [s.name for s in registry.candidates("x.lif")] == ["readlif", "bioformats"]
     assert [s.name for s in registry.candidates("x.nd2")] == ["nd2", "bioformats"]
+    assert [s.name for s in registry.candidates("x.HTD")] == ["imagexpress", "bioformats"]
     assert [s.name for s in registry.candidates("x.dv")] == ["bioformats"]
     assert [s.name for s in registry.candidates("x.unknownext")] == ["bioformats"]
 

@@ -5,7 +5,8 @@
 >>> img.dims, img.scenes, img.physical_pixel_sizes   # doctest: +SKIP
 >>> img.plane(t=0, c=1, z=4)                 # doctest: +SKIP
 
-Backends: tifffile (TIFF, OME-TIFF), nd2, readlif (LIF), czifile (CZI), and Bio-Formats
+Backends: tifffile (TIFF, OME-TIFF), nd2, readlif (LIF), czifile (CZI), imagexpress
+(ImageXpress ``.HTD`` plates, see :mod:`.htd`), and Bio-Formats
 (python-bioformats on javabridge) for everything, see :mod:`.registry`. Importing this
 package starts no JVM and imports no heavy reader.
 

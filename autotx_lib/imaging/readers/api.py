@@ -82,13 +82,14 @@ def open_image(
             else:
                 tried[spec.name] = _first_line(f"{type(error).__name__}: {error}")
             if not backend and spec.native and spec.recognises(head):
-                raise ReaderError(
-                    path, tried,
+                damaged = (
                     f"The file starts like a {spec.name} file but cannot be read: it is "
                     "probably truncated or damaged; compare its size with the original and "
                     "copy it again (other backends were not tried, as they would return "
-                    "garbage; force one with backend='bioformats')",
-                ) from error
+                    "garbage; force one with backend='bioformats')"
+                )
+                hint = _MULTIFILE_HINTS.get(path.suffix.lower().lstrip("."), damaged)
+                raise ReaderError(path, tried, hint) from error
             continue
         if scene is not None:
             image.set_scene(scene)

@@ -3,7 +3,11 @@
 Pixels come back in the file's own dtype (no ``rescale``), one channel per plane
 (``ChannelSeparator`` splits RGB), pyramids are not flattened into extra scenes (scene =
 Bio-Formats series at full resolution), and multi-file sets (Micro-Manager positions,
-ImageXpress ``.HTD`` plates) are grouped as Bio-Formats groups them.
+CellVoyager plates) are grouped as Bio-Formats groups them. (ImageXpress ``.HTD`` plates
+are read natively by :mod:`.htd`: Bio-Formats 7.3 mixes up their planes on partial exports.)
+
+Java exceptions become one-line :class:`~autotx_lib.errors.ReaderError` reasons; nothing
+is printed on stderr (see :func:`.jvm.call`).
 
 Axis interpretation: Bio-Formats 7.3 reads a Leica lambda (spectral) sweep as T, with no
 marker saying it is a wavelength axis; the readlif backend (tried first for ``.lif``)
@@ -51,6 +55,14 @@ def _one_line(error: BaseException) -> str:
 class BioformatsReader(Image):
     """Read any format Bio-Formats knows, through python-bioformats and javabridge.
 
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    group_files : bool, optional
+        Let Bio-Formats read the file as part of its multi-file set (default True). False
+        reads this one file only, e.g. one TIFF of an ImageXpress plate.
+
     Notes
     -----
     One Java reader per :class:`Image`; calls to it are serialised by the base's lock and
@@ -70,7 +82,7 @@ class BioformatsReader(Image):
         self._jb = javabridge
         with jvm.attached():
             try:
-                self._setup(group_files=True)
+                self._setup(group_files=bool(self.options.get("group_files", True)))
             except jvm.JavaCallError as grouped_error:
                 try:  # a vendor set it cannot group (some ImageXpress exports): the file alone
                     self._setup(group_files=False)

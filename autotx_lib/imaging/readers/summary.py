@@ -72,6 +72,10 @@ def summarize(path: str | Path, *, backend: str | None = None, max_scenes: int =
                 f"plate: {plate.name} ({plate.rows}x{plate.columns}), {len(plate.wells)} well(s) "
                 f"with images, {fields} field(s)"
             )
+        missing = getattr(image, "missing_from_export", None)  # ImageXpress partial exports
+        if missing:
+            lines.append("partial export: the plate file declares more than the files hold: "
+                         + "; ".join(missing))
         lines += [f"warning: {problem}" for problem in image.metadata_problems]
         return "\n".join(lines)
 
