@@ -644,3 +644,51 @@ def test_ordinary_images_are_zyx_scans(sampledata):
     assert img.scan_axes == "ZYX"
     assert img.plane_pixel_size == (img.physical_pixel_sizes.Y, img.physical_pixel_sizes.X)
     assert img.array_pixel_sizes == img.physical_pixel_sizes
+
+
+def test_ome_essentials_convert_units_without_the_ome_model():
+    from autotx_lib.imaging.readers.ome_xml import summarize_ome
+
+    xml = """<?xml version="1.0" encoding="UTF-8"?>
+    <OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2015-01">
+      <Instrument ID="Instrument:0">
+        <Objective ID="Objective:0" Model="UPLSAPO 60XO" NominalMagnification="60"
+                   LensNA="1.35" Immersion="Oil"/>
+      </Instrument>
+      <Image ID="Image:0" Name="cells">
+        <AcquisitionDate>2020-05-04T10:20:30</AcquisitionDate>
+        <ObjectiveSettings ID="Objective:0"/>
+        <Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" SizeX="4" SizeY="4" SizeZ="1"
+                SizeC="2" SizeT="3" PhysicalSizeX="108" PhysicalSizeXUnit="nm"
+                PhysicalSizeY="0.108" TimeIncrement="250" TimeIncrementUnit="ms">
+          <Channel ID="Channel:0:0" Name="GFP" ExcitationWavelength="0.488"
+                   ExcitationWavelengthUnit="µm" EmissionWavelength="510"/>
+          <Channel ID="Channel:0:1" Name="RFP"/>
+        </Pixels>
+      </Image>
+    </OME>"""
+    image = summarize_ome(xml).images[0]
+    assert image.pixel_sizes == (None, 0.108, pytest.approx(0.108))
+    assert image.channel_names == ["GFP", "RFP"]
+    assert image.wavelengths == [(pytest.approx(488.0), 510.0), (None, None)]
+    assert image.time_increment == pytest.approx(0.25)
+    assert image.acquisition_time.isoformat() == "2020-05-04T10:20:30"
+    assert (image.objective.name, image.objective.magnification, image.objective.immersion) == (
+        "UPLSAPO 60XO", 60.0, "Oil")
+    assert summarize_ome(xml).has_plate is False
+
+
+def test_ome_tiff_essentials_need_no_ome_model(mm_set):
+    """Pixel sizes, channels and objective of an OME-TIFF come without importing ome-types
+    (its first parse in a process costs hundreds of milliseconds)."""
+    result = run_python(f"""
+        import sys
+        from autotx_lib.imaging.readers import open_image
+        img = open_image({str(mm_set)!r})
+        print(img.physical_pixel_sizes, img.channel_names, img.acquisition_time, img.plate)
+        print("ome_types" in sys.modules)
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "['Cy5', 'DAPI'] 2016-02-11 17:00:16 None" in lines[0]
+    assert lines[1] == "False"

@@ -33,6 +33,7 @@ import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
+from autotx_lib.imaging.readers.ome_xml import OmeImage, OmeSummary, summarize_ome
 from autotx_lib.imaging.readers.types import (
     DIMENSION_ORDER,
     Channel,
@@ -103,6 +104,8 @@ class Image(ABC):
         self._dtype_cache: dict[int, np.dtype] = {}
         self._data_cache: dict[int, np.ndarray] = {}
         self._metadata_cache: ImageMetadata | None = None
+        self._ome_text_cache: tuple[str | None] | None = None
+        self._ome_summary_cache: OmeSummary | None = None
         self._plate_cache: tuple[PlateInfo | None] | None = None
         self._closed = False
         #: One line per metadata part that could not be read (also warned, see MetadataWarning).
@@ -140,67 +143,42 @@ class Image(ABC):
     def _physical_pixel_sizes(self, scene: int) -> PhysicalPixelSizes:
         """Voxel size in micrometres; default: from the OME metadata, else unknown."""
         image = self._ome_image(scene)
-        if image is not None:
-            return _ome_pixel_sizes(image.pixels)
-        return PhysicalPixelSizes(None, None, None)
+        return image.pixel_sizes if image is not None else PhysicalPixelSizes(None, None, None)
 
     def _channel_names(self, scene: int) -> list[str] | None:
         """Channel names; default: from the OME metadata, else None (the base numbers them)."""
         image = self._ome_image(scene)
-        if image is not None:
-            names = [ch.name or "" for ch in image.pixels.channels]
-            if len(names) == self._dims(scene).C and all(names):
-                return names
+        if image is not None and len(image.channel_names) == self._dims(scene).C \
+                and all(image.channel_names):
+            return image.channel_names
         return None
 
-    def _ome_image(self, scene: int) -> Any:
-        """The ome-types ``Image`` describing a scene, or None."""
-        ome = self.ome_metadata
-        if ome is not None and scene < len(ome.images):
-            return ome.images[scene]
-        return None
+    def _ome_image(self, scene: int) -> OmeImage | None:
+        """The OME ``Image`` essentials of a scene (see :mod:`.ome_xml`), or None."""
+        images = self._ome_summary().images
+        return images[scene] if scene < len(images) else None
 
     def _channel_wavelengths(self, scene: int) -> list[tuple[float | None, float | None]] | None:
         """``[(excitation_nm, emission_nm), ...]`` per channel; default: from the OME metadata."""
         image = self._ome_image(scene)
-        if image is None or len(image.pixels.channels) != self._dims(scene).C:
+        if image is None or len(image.wavelengths) != self._dims(scene).C:
             return None
-        return [(_nanometres(ch, "excitation_wavelength"), _nanometres(ch, "emission_wavelength"))
-                for ch in image.pixels.channels]
+        return image.wavelengths
 
     def _acquisition_time(self, scene: int) -> datetime | None:
         """When the scene was acquired; default: the OME ``AcquisitionDate``."""
         image = self._ome_image(scene)
-        return None if image is None else image.acquisition_date
+        return None if image is None else image.acquisition_time
 
     def _objective(self, scene: int) -> Objective | None:
         """The objective; default: the OME Objective the image refers to (or the only one)."""
-        image, ome = self._ome_image(scene), self.ome_metadata
-        if image is None:
-            return None
-        objectives = {o.id: o for ins in ome.instruments for o in ins.objectives}
-        ref = image.objective_settings.id if image.objective_settings else None
-        chosen = objectives.get(ref) if ref else None
-        if chosen is None and len(objectives) == 1:
-            chosen = next(iter(objectives.values()))
-        if chosen is None:
-            return None
-        immersion = getattr(chosen.immersion, "value", chosen.immersion)
-        return Objective(
-            name=(chosen.model or "").strip() or None,
-            magnification=chosen.nominal_magnification,
-            numerical_aperture=chosen.lens_na,
-            immersion=immersion if immersion not in (None, "Other") else None,
-        )
+        image = self._ome_image(scene)
+        return None if image is None else image.objective
 
     def _time_increment(self, scene: int) -> float | None:
         """Seconds between time points; default: the OME ``TimeIncrement``."""
         image = self._ome_image(scene)
-        if image is None or image.pixels.time_increment is None:
-            return None
-        unit = getattr(image.pixels.time_increment_unit, "value", "s")
-        factor = _TO_SECOND.get(str(unit))
-        return None if factor is None else float(image.pixels.time_increment) * factor
+        return None if image is None else image.time_increment
 
     def _scan_axes(self, scene: int) -> str:
         """What the Z, Y and X axes of the array are physically; ``"ZYX"`` but for scans."""
@@ -218,6 +196,8 @@ class Image(ABC):
         """Plate layout; default: from the OME metadata's first Plate."""
         from autotx_lib.imaging.readers.plate import plate_from_ome
 
+        if not self._ome_summary().has_plate:  # spares the full OME model for most files
+            return None
         ome = self.ome_metadata
         if ome is None:
             return None
@@ -394,8 +374,8 @@ class Image(ABC):
     def metadata(self) -> ImageMetadata:
         """ImageMetadata : ``ome`` (ome-types model or None), ``ome_xml`` (text) and ``raw``."""
         if self._metadata_cache is None:
+            xml = self._ome_text()
             with self._lock:
-                xml = self._ome_xml()
                 raw = self._raw_metadata()
             ome = None
             if xml:
@@ -413,6 +393,25 @@ class Image(ABC):
             self._metadata_cache = ImageMetadata(ome=ome, ome_xml=xml, raw=raw)
         return self._metadata_cache
 
+    def _ome_text(self) -> str | None:
+        """The OME-XML text, asked of the backend once."""
+        if self._ome_text_cache is None:
+            with self._lock:
+                self._ome_text_cache = (self._ome_xml(),)
+        return self._ome_text_cache[0]
+
+    def _ome_summary(self) -> OmeSummary:
+        """The OME essentials (cheap; see :mod:`.ome_xml`), parsed once."""
+        if self._ome_summary_cache is None:
+            summary, xml = OmeSummary(), self._ome_text()
+            if xml:
+                try:
+                    summary = summarize_ome(xml)
+                except Exception as error:  # malformed: the parts it holds are unknown
+                    self.report_metadata_problem("OME-XML", error)
+            self._ome_summary_cache = summary
+        return self._ome_summary_cache
+
     def report_metadata_problem(self, part: str, error: BaseException | str) -> None:
         """Record and warn that one part of the metadata could not be read.
 
@@ -429,7 +428,7 @@ class Image(ABC):
         why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
         why = (why.strip().splitlines() or [""])[0]
         message = f"{self.path}: the {part} could not be read ({why}); shown as unknown"
-        if message not in self.metadata_problems:
+        if not any(p.startswith(f"{self.path}: the {part} ") for p in self.metadata_problems):
             self.metadata_problems.append(message)
             warnings.warn(message, MetadataWarning, stacklevel=3)
 
@@ -602,35 +601,3 @@ class Image(ABC):
 
 #: Name for plugin authors: a backend *is* an Image subclass.
 Reader = Image
-
-
-_TO_MICROMETRE = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4, "pm": 1e-6}
-
-
-_TO_NANOMETRE = {"nm": 1.0, "µm": 1e3, "um": 1e3, "pm": 1e-3, "Å": 0.1, "m": 1e9, "mm": 1e6}
-_TO_SECOND = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9, "min": 60.0, "h": 3600.0}
-
-
-def _nanometres(channel: Any, field: str) -> float | None:
-    """A wavelength field of an ome-types ``Channel`` in nanometres."""
-    value = getattr(channel, field, None)
-    if value is None:
-        return None
-    unit = getattr(getattr(channel, f"{field}_unit", None), "value", "nm")
-    factor = _TO_NANOMETRE.get(str(unit))
-    return None if factor is None else float(value) * factor
-
-
-def _ome_pixel_sizes(pixels: Any) -> PhysicalPixelSizes:
-    """Physical sizes of an ome-types ``Pixels`` element, converted to micrometres."""
-
-    def get(axis: str) -> float | None:
-        value = getattr(pixels, f"physical_size_{axis}", None)
-        if value is None:
-            return None
-        unit = getattr(pixels, f"physical_size_{axis}_unit", None)
-        unit = getattr(unit, "value", unit) or "µm"
-        factor = _TO_MICROMETRE.get(str(unit))
-        return None if factor is None else float(value) * factor
-
-    return PhysicalPixelSizes(get("z"), get("y"), get("x"))

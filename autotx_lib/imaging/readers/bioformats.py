@@ -134,9 +134,9 @@ class BioformatsReader(Image):
         return series if self._image_count > len(self._series) else scene
 
     def _ome_image(self, scene: int) -> Any:
-        ome = self.ome_metadata
+        images = self._ome_summary().images
         index = self._ome_index(scene)
-        return ome.images[index] if ome is not None and index < len(ome.images) else None
+        return images[index] if index < len(images) else None
 
     # --- java helpers -------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
-from autotx_lib.imaging.readers.base import _TO_MICROMETRE, BackendRefusal, Image
+from autotx_lib.imaging.readers.base import BackendRefusal, Image
+from autotx_lib.imaging.readers.ome_xml import _TO_MICROMETRE
 from autotx_lib.imaging.readers.plate import plate_from_ome
 from autotx_lib.imaging.readers.types import Objective, PhysicalPixelSizes, PlateInfo
 
@@ -260,6 +261,8 @@ class TiffReader(Image):
         }
 
     def _plate(self) -> PlateInfo | None:
+        if not self._ome_summary().has_plate:
+            return None
         ome = self.ome_metadata
         return plate_from_ome(ome, [s.id for s in self.scenes]) if ome is not None else None
 
