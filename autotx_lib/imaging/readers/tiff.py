@@ -146,12 +146,7 @@ class TiffReader(Image):
     def _scene_list(self) -> list[tuple[str, str]]:
         if self._tif.is_metaseries and len(self._layouts) == 1:
             return [("Image:0", str(self._metaseries().get("image-name", "")))]
-        images = []
-        if self._tif.is_ome:
-            try:
-                images = _ome_images(self._tif.ome_metadata)
-            except Exception as error:  # scene names only; the pixels do not depend on it
-                self.report_metadata_problem("OME-XML (scene names)", error)
+        images = [(im.id, im.name) for im in self._ome_summary().images]
         if images and len(images) == len(self._layouts):
             return images
         names = []
@@ -270,16 +265,3 @@ class TiffReader(Image):
         for handle in self._companions:
             handle.close()
         self._tif.close()
-
-
-def _ome_images(xml: str | None) -> list[tuple[str, str]]:
-    """``[(id, name), ...]`` of the OME-XML's Images, parsed cheaply (no ome-types)."""
-    import xml.etree.ElementTree as ET
-
-    if not xml:
-        return []
-    root = ET.fromstring(xml)
-    return [
-        (el.get("ID", f"Image:{i}"), el.get("Name", ""))
-        for i, el in enumerate(e for e in root if e.tag.rsplit("}", 1)[-1] == "Image")
-    ]
