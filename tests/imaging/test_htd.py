@@ -148,3 +148,11 @@ def test_autotx_info_on_a_plate_folder_then_its_htd(sampledata):
     assert "backend: imagexpress" in htd.stdout and "channels DAPI (em 452 nm), FITC" in htd.stdout
     assert "partial export: the plate file declares more than the files hold: 1 of 6 time " \
            "points; wavelength(s) w3 Texas Red, w4 Cy5" in htd.stdout
+
+
+def test_folder_with_the_htd_only_in_timepoint_1(plate_copy):
+    (plate_copy / "9987.HTD").unlink()
+    with pytest.raises(ReaderError, match=r"open its plate file .*TimePoint_1/9987\.HTD"):
+        open_image(plate_copy)
+    img = open_image(plate_copy / "TimePoint_1" / "9987.HTD")
+    assert img.name == "imagexpress" and len(img.scenes) == 4

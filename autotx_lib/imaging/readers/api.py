@@ -117,8 +117,8 @@ _MULTIFILE_HINTS = {
 
 def _folder_hint(folder: Path) -> str:
     """What to open instead of a folder: its plate file if it has one."""
-    plate_files = sorted(
-        p for pattern in ("*.HTD", "*.htd", "*.wpi", "MeasurementDetail.mrf")
+    plate_files = sorted(  # an ImageXpress .HTD may sit in TimePoint_1 only
+        p for pattern in ("*.HTD", "*.htd", "*.wpi", "MeasurementDetail.mrf", "*/*.HTD", "*/*.htd")
         for p in folder.glob(pattern)
     )
     if plate_files:

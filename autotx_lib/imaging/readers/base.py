@@ -113,7 +113,8 @@ class Image(ABC):
         self._open()
         scenes = self._scene_list()
         if not scenes:
-            raise ReaderError(self.path, {self.name: "the file holds no image (no scene)"})
+            raise ReaderError(self.path, {self.name: "the file holds no image (no scene)"},
+                              "check it is the image file, not a settings or metadata file")
         self._scenes = tuple(
             Scene(index=i, id=str(sid), name=str(sname or "")) for i, (sid, sname) in enumerate(scenes)
         )
@@ -276,6 +277,7 @@ class Image(ABC):
                 raise ReaderError(
                     self.path,
                     {self.name: f"scene {scene} has invalid sizes {sizes} (missing {missing})"},
+                    "the file's metadata is inconsistent; try backend='bioformats'",
                 )
             self._sizes_cache[scene] = Dimensions(**{a: int(sizes[a]) for a in DIMENSION_ORDER})
         return self._sizes_cache[scene]
@@ -477,6 +479,7 @@ class Image(ABC):
             raise ReaderError(
                 self.path,
                 {self.name: f"plane t={t} c={c} z={z} has shape {plane.shape}, metadata says {expected}"},
+                "the file's metadata and pixels disagree; try backend='bioformats'",
             )
         dtype = self._dtype_of(scene)
         if plane.dtype != dtype:
@@ -486,6 +489,7 @@ class Image(ABC):
                 raise ReaderError(
                     self.path,
                     {self.name: f"plane dtype {plane.dtype} differs from the metadata's {dtype}"},
+                    "the file's metadata and pixels disagree; try backend='bioformats'",
                 )
         return plane
 
