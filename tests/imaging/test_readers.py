@@ -17,6 +17,7 @@ import pytest
 from autotx_lib.errors import ReaderError
 from autotx_lib.imaging.readers import (
     ArrayReader,
+    Image,
     MetadataWarning,
     PlateInfo,
     WellInfo,
@@ -692,3 +693,23 @@ def test_ome_tiff_essentials_need_no_ome_model(mm_set):
     lines = result.stdout.strip().splitlines()
     assert "['Cy5', 'DAPI'] 2016-02-11 17:00:16 None" in lines[0]
     assert lines[1] == "False"
+
+
+def test_a_bad_ome_value_loses_only_itself():
+    class OddDate(ArrayReader):
+        def _ome_xml(self):
+            return ('<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+                    '<Image ID="Image:0"><AcquisitionDate>yesterday</AcquisitionDate>'
+                    '<Pixels ID="Pixels:0" PhysicalSizeX="0.5" PhysicalSizeY="n/a"/></Image></OME>')
+
+        def _physical_pixel_sizes(self, scene):  # the base's OME default, not ArrayReader's
+            return Image._physical_pixel_sizes(self, scene)
+
+    img = OddDate(np.zeros((4, 4), np.uint8), path="/data/odd.ome.tif")
+    with pytest.warns(MetadataWarning) as caught:
+        assert img.physical_pixel_sizes == (None, None, 0.5)
+        assert img.acquisition_time is None
+    messages = [str(w.message) for w in caught]
+    assert any("the OME AcquisitionDate could not be read ('yesterday' is no date)" in m
+               for m in messages)
+    assert any("the OME PhysicalSizeY could not be read" in m for m in messages)

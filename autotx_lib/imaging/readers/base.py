@@ -411,6 +411,8 @@ class Image(ABC):
                     summary = summarize_ome(xml)
                 except Exception as error:  # malformed: the parts it holds are unknown
                     self.report_metadata_problem("OME-XML", error)
+                for part, why in summary.problems:
+                    self.report_metadata_problem(part, why)
             self._ome_summary_cache = summary
         return self._ome_summary_cache
 

@@ -42,6 +42,8 @@ class OmeSummary:
 
     images: list[OmeImage] = field(default_factory=list)
     has_plate: bool = False
+    #: ``(part, why)`` for values that could not be read (they are None above).
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _local(tag: Any) -> str:
@@ -57,12 +59,17 @@ def _children(element: Any, name: str) -> list[Any]:
 
 
 def _number(element: Any, attribute: str, table: dict[str, float] | None = None,
-            default_unit: str = "") -> float | None:
+            default_unit: str = "", problems: list | None = None) -> float | None:
     """A numeric attribute, converted by its ``<attribute>Unit`` through ``table``."""
     text = element.get(attribute)
     if not text:
         return None
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        if problems is not None:
+            problems.append((f"OME {attribute}", f"{text!r} is not a number"))
+        return None
     if table is None:
         return value
     factor = table.get(element.get(f"{attribute}Unit") or default_unit)
@@ -80,30 +87,40 @@ def _parse(xml: str) -> Any:
 def summarize_ome(xml: str) -> OmeSummary:
     """Read the essentials of an OME-XML document.
 
+    A malformed number or date becomes None and is listed in ``problems``.
+
     Raises
     ------
     Exception
-        Whatever the XML parser raises on malformed text, or ValueError on a malformed
-        number or date; callers report it as a metadata problem.
+        Whatever the XML parser raises on malformed text; callers report it as a metadata
+        problem.
     """
     root = _parse(xml)
+    summary = OmeSummary()
+    problems = summary.problems
     objectives: dict[str, Objective] = {}
     for instrument in _children(root, "Instrument"):
         for objective in _children(instrument, "Objective"):
             immersion = objective.get("Immersion")
             objectives[objective.get("ID", "")] = Objective(
                 name=(objective.get("Model") or "").strip() or None,
-                magnification=_number(objective, "NominalMagnification"),
-                numerical_aperture=_number(objective, "LensNA"),
+                magnification=_number(objective, "NominalMagnification", problems=problems),
+                numerical_aperture=_number(objective, "LensNA", problems=problems),
                 immersion=immersion if immersion not in (None, "", "Other") else None,
             )
-    summary = OmeSummary(has_plate=bool(_children(root, "Plate")))
+    summary.has_plate = bool(_children(root, "Plate"))
     for index, image in enumerate(_children(root, "Image")):
         pixels = _child(image, "Pixels")
         if pixels is None:
             continue
         channels = _children(pixels, "Channel")
         date = _child(image, "AcquisitionDate")
+        when = None
+        if date is not None and date.text:
+            try:
+                when = datetime.fromisoformat(date.text.strip())
+            except ValueError:
+                problems.append(("OME AcquisitionDate", f"{date.text.strip()!r} is no date"))
         settings = _child(image, "ObjectiveSettings")
         ref = settings.get("ID") if settings is not None else None
         objective = objectives.get(ref) if ref else None
@@ -113,14 +130,14 @@ def summarize_ome(xml: str) -> OmeSummary:
             id=image.get("ID", f"Image:{index}"),
             name=image.get("Name", ""),
             pixel_sizes=PhysicalPixelSizes(*(
-                _number(pixels, f"PhysicalSize{axis}", _TO_MICROMETRE, "µm") for axis in "ZYX")),
+                _number(pixels, f"PhysicalSize{axis}", _TO_MICROMETRE, "µm", problems)
+                for axis in "ZYX")),
             channel_names=[ch.get("Name") or "" for ch in channels],
-            wavelengths=[(_number(ch, "ExcitationWavelength", _TO_NANOMETRE, "nm"),
-                          _number(ch, "EmissionWavelength", _TO_NANOMETRE, "nm"))
+            wavelengths=[(_number(ch, "ExcitationWavelength", _TO_NANOMETRE, "nm", problems),
+                          _number(ch, "EmissionWavelength", _TO_NANOMETRE, "nm", problems))
                          for ch in channels],
-            acquisition_time=datetime.fromisoformat(date.text.strip())
-            if date is not None and date.text else None,
+            acquisition_time=when,
             objective=objective,
-            time_increment=_number(pixels, "TimeIncrement", _TO_SECOND, "s"),
+            time_increment=_number(pixels, "TimeIncrement", _TO_SECOND, "s", problems),
         ))
     return summary
