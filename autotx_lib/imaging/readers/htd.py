@@ -186,23 +186,30 @@ def find_htd_files(htd_path: str | Path) -> list[HtdFile]:
     root = plate_folder(htd_path)
     prefix = htd_path.stem.lower()
     found = []
-    for path in root.rglob("*"):
-        match = _IMAGE.match(path.name)
-        if not match or match.group("thumb") or match.group("name").lower() != prefix:
-            continue
-        parts = path.relative_to(root).parts[:-1]
-        times = [int(m.group(1)) for p in parts if (m := _TIMEPOINT.match(p))]
-        steps = [int(m.group(1)) for p in parts if (m := _ZSTEP.match(p))]
-        if len(parts) > 2 or (parts and not times):
-            continue  # some other folder's files
-        letters, digits = re.match(r"([A-Za-z]+)(\d+)", match.group("well")).groups()
-        found.append(HtdFile(
-            path=path, well=f"{letters.upper()}{int(digits):02d}",
-            site=int(match.group("site") or 1), wavelength=int(match.group("wave") or 1),
-            timepoint=times[0] if times else 1, z_step=steps[0] if steps else None,
-        ))
+    folders = [(root, None, None)]
+    for time_folder in sorted(p for p in root.iterdir() if p.is_dir() and _TIMEPOINT.match(p.name)):
+        timepoint = int(_TIMEPOINT.match(time_folder.name).group(1))
+        folders.append((time_folder, timepoint, None))
+        folders += [(z, timepoint, int(_ZSTEP.match(z.name).group(1)))
+                    for z in time_folder.iterdir() if z.is_dir() and _ZSTEP.match(z.name)]
+    for folder, timepoint, z_step in folders:
+        for path in folder.iterdir():
+            match = _IMAGE.match(path.name)
+            if not match or match.group("thumb") or match.group("name").lower() != prefix:
+                continue
+            found.append(_htd_file(path, match, timepoint, z_step))
     return sorted(found, key=lambda f: (*_well_key(f.well), f.site, f.timepoint,
                                         f.z_step or 0, f.wavelength))
+
+
+def _htd_file(path: Path, match: re.Match, timepoint: int | None, z_step: int | None) -> HtdFile:
+    """An HtdFile from a file name's match and the folders it sits in."""
+    letters, digits = re.match(r"([A-Za-z]+)(\d+)", match.group("well")).groups()
+    return HtdFile(
+        path=path, well=f"{letters.upper()}{int(digits):02d}",
+        site=int(match.group("site") or 1), wavelength=int(match.group("wave") or 1),
+        timepoint=timepoint or 1, z_step=z_step,
+    )
 
 
 def _well_key(well: str) -> tuple[int, int]:
