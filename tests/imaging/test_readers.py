@@ -186,6 +186,11 @@ def test_lambda_sweep_is_channels_for_us_t_for_bioformats(sampledata):
     assert [s.name for s in n.scenes] == ["x_y_lambdaEmi", "x_y_lambdaExc", "x_y_z_t_lambdaEmi"]
     assert n.set_scene(0).dims.shape == (1, 20, 1, 64, 64)
     assert n.channel_names[:2] == ["lambda:0", "lambda:1"]
+    # 20 emission bands from 550 nm over 190 nm; the excitation sweep: 15 from 490 over 70
+    assert [c.emission_nm for c in n.channels] == pytest.approx([550 + 10 * i for i in range(20)])
+    assert [c.excitation_nm for c in n.set_scene(1).channels] == pytest.approx(
+        [490 + 5 * i for i in range(15)])
+    n.set_scene(0)
     assert b.set_scene(0).dims.shape == (20, 1, 1, 64, 64)
     np.testing.assert_array_equal(n.data[0, :, 0], b.data[:, 0, 0])
     assert n.set_scene(2).dims.shape == (2, 10, 11, 64, 64)
