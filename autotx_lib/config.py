@@ -360,15 +360,20 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return config_from_dict(data, str(path))
 
 
-def check_config(config: Config) -> list[ConfigProblem]:
+def check_config(config: Config, *, for_run: bool = False) -> list[ConfigProblem]:
     """Check the configured folders on disk; return every problem (empty when all is well).
 
-    The agent refuses to start while this list is not empty.
+    The agent refuses to start while this list is not empty. With ``for_run``, a destination
+    that is unreachable or read-only is not a problem: the agent starts anyway and its
+    datasets wait for the share (retried with backoff, the admin told), as after a boot
+    that mounts the share late.
     """
-    return _folder_problems(config.incoming, config.managed, config.destination)
+    return _folder_problems(config.incoming, config.managed, config.destination,
+                            check_destination=not for_run)
 
 
-def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[ConfigProblem]:
+def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
+                     check_destination: bool = True) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     folders = {"incoming": incoming, "managed": managed, "destination": destination}
     resolved = {k: Path(os.path.abspath(v)) for k, v in folders.items()}
@@ -389,6 +394,8 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[C
         problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
                                       "volumes; datasets are moved between them by renaming",
                                       "put both on the instrument's data drive"))
+    if not check_destination:
+        return problems
     dest = resolved["destination"]
     if not dest.is_dir():
         problems.append(ConfigProblem("destination", f"{dest} is not reachable (missing or not "
