@@ -8,6 +8,7 @@ BokehJS and the icon font are served locally, so nothing is fetched from the int
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -74,8 +75,8 @@ def dashboard(
                    "(README, Dashboards).", err=True)
     env = serve_environment(page, str(given.resolve()), token)
     url = page_url(ip, port, token)
-    given_token = " (the token from $" + TOKEN_ENV + ")" if TOKEN_ENV in env else ""
-    typer.echo(f"serving {key} at {url}{given_token} (Ctrl-C to stop)", err=True)
+    given = " (the token from $" + TOKEN_ENV + ")" if token == os.environ.get(TOKEN_ENV) else ""
+    typer.echo(f"serving {key} at {url}{given} (Ctrl-C to stop)", err=True)
     command = voila_command(page.notebook, port=port, ip=ip, max_pages=max_pages,
                             idle_minutes=idle_minutes)
     raise typer.Exit(_serve(command, env, page.notebook.parent))

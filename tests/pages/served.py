@@ -43,14 +43,15 @@ def wait_for_http(base: str, process: subprocess.Popen, log: Path, seconds: floa
 class Served:
     """`autotx dashboard ...` running in its own process group, stopped by its id."""
 
-    def __init__(self, args: list[str], log: Path) -> None:
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/"
         self.log = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "autotx_lib.cli", "dashboard", *args, "--port", str(self.port)],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=None if env is None else {**os.environ, **env})
         wait_for_http(self.base, self.process, log)
         printed = re.search(r"serving \S+ at (http://\S+\?token=(\S+))", log.read_text())
         assert printed, f"no URL with a token printed: {log.read_text()}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -25,6 +26,7 @@ from autotx_lib.pages.serve import (
     TOKEN_ENV,
     choose_token,
     is_loopback,
+    page_url,
     serve_environment,
     voila_command,
 )
@@ -50,6 +52,12 @@ def _get(url: str, timeout: float = 180) -> tuple[int, str, dict[str, str]]:
 
 
 # --- without a server --------------------------------------------------------------------
+
+def test_the_printed_url_names_this_machine_when_serving_every_network():
+    assert page_url("127.0.0.1", 8866, "abc") == "http://127.0.0.1:8866/?token=abc"
+    assert page_url("0.0.0.0", 80, "abc") == f"http://{socket.gethostname()}:80/?token=abc"
+    assert page_url("::1", 80, "abc") == "http://[::1]:80/?token=abc"
+
 
 def test_a_random_token_each_time_or_the_given_one():
     assert choose_token({}) != choose_token({})
@@ -121,8 +129,12 @@ requires_voila = pytest.mark.skipif(importlib.util.find_spec("voila") is None,
 
 @requires_voila
 def test_without_the_token_no_page_and_no_kernel(tmp_path):
-    served = Served(["stack-browser", "--path", str(tmp_path)], tmp_path / "voila.log")
+    given = "given-token-of-the-facility-0123"
+    served = Served(["stack-browser", "--path", str(tmp_path)], tmp_path / "voila.log",
+                    env={TOKEN_ENV: given})
     try:
+        assert served.token == given and "from $AUTOTX_DASHBOARD_TOKEN" in \
+            served.log.read_text()
         for url in (served.base, f"{served.base}?token=wrong-{served.token}"):
             status, _, headers = _get(url)
             assert status in (302, 403), status
