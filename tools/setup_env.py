@@ -126,12 +126,36 @@ def repair_venv(venv: Path = VENV) -> str:
         done = "created" if state == "absent" else "rebuilt"
     else:
         say(f"{venv} has no pip (an interrupted set-up?): installing it with ensurepip")
-        run(venv_python(venv), "-m", "ensurepip", "--upgrade")
+        restore_pip(venv)
         done = "pip-restored"
     if probe_venv(venv) != "ok":
         fail(f"{venv} is still not usable; delete it and run this again (on Debian, "
              f"`apt-get install python3-venv` provides venv and ensurepip)")
     return done
+
+
+def pip_works(venv: Path = VENV) -> bool:
+    """Whether ``python -m pip --version`` runs in ``venv`` (pip may be there but broken)."""
+    result = subprocess.run([str(venv_python(venv)), "-m", "pip", "--version"],
+                            capture_output=True, timeout=120)
+    return result.returncode == 0
+
+
+def restore_pip(venv: Path = VENV) -> None:
+    """Put a working pip into ``venv`` from ``ensurepip`` (no network), removing a broken one.
+
+    ensurepip leaves an installed pip of its own version alone, however broken, so what is
+    left of pip is removed first; nothing else in the venv is touched.
+    """
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run([str(venv_python(venv)), "-c", code], capture_output=True,
+                          text=True, timeout=120).stdout.strip()
+    if site:
+        for leftover in [*Path(site).glob("pip"), *Path(site).glob("pip-*.dist-info")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+    run(venv_python(venv), "-m", "ensurepip", "--upgrade")
+    if not pip_works(venv):
+        fail(f"pip does not work in {venv} even after ensurepip; delete {venv} and run again")
 
 
 def ensure_build_tools(venv: Path = VENV) -> None:
@@ -334,7 +358,8 @@ def install_project(extras: set[str], venv: Path = VENV, root: Path = ROOT) -> l
     """Install what ``venv`` lacks for the project at ``root`` with ``extras``.
 
     Returns the actions taken: ``[]`` when nothing was missing (pip did not run), else
-    some of ``"javabridge"``, ``"pip-install"``, ``"project-refresh"``.
+    some of ``"pip-restored"`` (a broken pip), ``"javabridge"``, ``"pip-install"``,
+    ``"project-refresh"`` (offline).
     """
     stamp = read_stamp(venv)
     extras = wanted_extras(extras, stamp)
@@ -343,6 +368,11 @@ def install_project(extras: set[str], venv: Path = VENV, root: Path = ROOT) -> l
         return []
     missing = missing_requirements(requirements(extras, root), venv)
     actions: list[str] = []
+    refresh = not project_installed(venv, root) or (stamp and stamp.get("pyproject") != digest)
+    if (missing or refresh) and not pip_works(venv):
+        say(f"pip is broken in {venv}: installing it again with ensurepip")
+        restore_pip(venv)
+        actions.append("pip-restored")
     if missing:
         say(f"installing what .venv lacks: {', '.join(missing[:6])}"
             + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""))
@@ -353,7 +383,7 @@ def install_project(extras: set[str], venv: Path = VENV, root: Path = ROOT) -> l
         run(venv_python(venv), "-m", "pip", "install", "--quiet",
             "-e", f"{root}[{','.join(sorted(extras))}]")
         actions.append("pip-install")
-    elif not project_installed(venv, root) or (stamp and stamp.get("pyproject") != digest):
+    elif refresh:
         # every requirement is met: refresh the project's own metadata, offline
         run(venv_python(venv), "-m", "pip", "install", "--quiet", "--no-deps",
             "--no-build-isolation", "-e", str(root))

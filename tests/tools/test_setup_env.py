@@ -38,6 +38,17 @@ def test_a_venv_left_without_pip_gets_pip_back_offline(tmp_path):
     assert setup_env.repair_venv(venv) == ""  # nothing more to do
 
 
+def test_a_broken_pip_is_replaced_and_nothing_else_touched(tmp_path):
+    venv = make_venv(tmp_path / "venv", pip=True)
+    site = Path(sysconfig.get_path("purelib", vars={"base": str(venv)}))
+    (site / "keep_me.py").write_text("VALUE = 1\n")  # stands for the installed stack
+    (site / "pip" / "__main__.py").unlink()  # pip is there, but `python -m pip` fails
+    assert setup_env.probe_venv(venv) == "ok" and not setup_env.pip_works(venv)
+    setup_env.restore_pip(venv)
+    assert setup_env.pip_works(venv)
+    assert (site / "keep_me.py").read_text() == "VALUE = 1\n"
+
+
 def test_a_venv_whose_python_is_gone_is_rebuilt_and_an_absent_one_created(tmp_path):
     venv = make_venv(tmp_path / "venv")
     python = setup_env.venv_python(venv)
