@@ -515,13 +515,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return config_from_dict(data, str(path))
 
 
-def check_config(config: Config) -> list[ConfigProblem]:
+def check_config(config: Config, *, for_run: bool = False) -> list[ConfigProblem]:
     """Check the configured folders on disk; return every problem (empty when all is well).
 
     Folders are compared after resolving symbolic links, so a destination that is a link
-    into ``incoming`` is found. The agent refuses to start while this list is not empty.
+    into ``incoming`` is found. The agent refuses to start while this list is not empty. With
+    ``for_run``, a destination that is unreachable or read-only is not a problem: the agent
+    starts anyway and its datasets wait for the share (retried with backoff, the admin told),
+    as after a boot that mounts the share late.
     """
-    return _folder_problems(config.incoming, config.managed, config.destination)
+    return _folder_problems(config.incoming, config.managed, config.destination,
+                            check_destination=not for_run)
 
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
@@ -580,7 +584,8 @@ def _shown(given: Path, real: Path) -> str:
     return str(given) if Path(os.path.abspath(given)) == real else f"{given} (-> {real})"
 
 
-def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[ConfigProblem]:
+def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
+                     check_destination: bool = True) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     folders = {"incoming": incoming, "managed": managed, "destination": destination}
     # resolved: a symbolic link anywhere in a path must not hide an overlap
@@ -603,6 +608,8 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[C
         problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
                                       "volumes; datasets are moved between them by renaming",
                                       "put both on the instrument's data drive"))
+    if not check_destination:
+        return problems
     dest = resolved["destination"]
     if not dest.is_dir():
         problems.append(ConfigProblem("destination", f"{dest} is not reachable (missing or not "
