@@ -238,6 +238,11 @@ def test_old_postgresql_journal_upgrades_to_aware_times(postgres_url):
         conn.execute(text("INSERT INTO events (at, level, kind, message) VALUES "
                           "('2026-11-30 23:30:00', 'info', 'delivered', 'old')"))
     engine.dispose()
+    plan = upgrade_journal(postgres_url, dry_run=True)  # shows the SQL, changes nothing
+    assert plan.legacy and plan.steps[0].revision == migrate.BASELINE
+    assert plan.steps[-1].revision == migrate.head()
+    assert "TYPE TIMESTAMP WITH TIME ZONE USING finished_at AT TIME ZONE 'UTC'" in plan.sql
+    assert upgrade_journal(postgres_url, dry_run=True).current is None
     journal = Journal(postgres_url)
     row = journal.datasets_in([J.DONE])[0]
     assert row.finished_at == dt.datetime(2026, 11, 30, 23, 30, 0, 250000, tzinfo=dt.UTC)
