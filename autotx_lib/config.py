@@ -14,6 +14,7 @@ through :class:`~autotx_lib.errors.ConfigError`.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import os
 import re
 import socket
@@ -344,13 +345,42 @@ _FIXES = {
 }
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside a field's annotation (``SpaceCheck`` in ``list[SpaceCheck]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if (model := _section_model(arg)) is not None:
+            return model
+    return None
+
+
+def _spelling_fix(loc: tuple[str | int, ...]) -> str:
+    """For an unknown key: "did you mean ...?" from the keys of its own section."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:  # a list index: same model
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        model = _section_model(fields[part].annotation) if part in fields else None
+    if model is None or not isinstance(loc[-1], str):
+        return _FIXES["extra_forbidden"]
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(loc[-1], keys, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'? Otherwise remove it"
+    return f"check its spelling or remove it; the keys here are: {', '.join(sorted(keys))}"
+
+
 def _problems_from(error: ValidationError) -> list[ConfigProblem]:
     problems = []
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         key = key.replace("copy_", "copy")
-        fix = _FIXES.get(item["type"], "")
-        problems.append(ConfigProblem(key, item["msg"], fix))
+        message, fix = item["msg"], _FIXES.get(item["type"], "")
+        if item["type"] == "extra_forbidden" and item["loc"]:
+            message, fix = "unknown key", _spelling_fix(item["loc"])
+        problems.append(ConfigProblem(key, message, fix))
     return problems
 
 
