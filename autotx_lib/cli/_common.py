@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -107,6 +108,14 @@ class Group(TyperGroup):
             sys.exit(error.exit_code)
         except typer.Abort:
             err.print("aborted")
+            sys.exit(int(ExitCode.INCOMPLETE))
+        except Exception as error:  # the last resort: a bug, not the user's input
+            if os.environ.get("AUTOTX_TRACEBACK"):
+                raise
+            message = str(error).splitlines()[0] if str(error) else ""
+            err.print(f"[bold red]error:[/] {type(error).__name__}: {escape(message)} (this is "
+                      "a bug in autotx; run again with AUTOTX_TRACEBACK=1 to see where, and "
+                      "please report it)", markup=True, soft_wrap=True)
             sys.exit(int(ExitCode.INCOMPLETE))
         sys.exit(result if isinstance(result, int) else 0)  # an Exit's code comes back here
 
