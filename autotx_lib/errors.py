@@ -54,6 +54,17 @@ class JournalBusyError(JournalError):
     """Another process has held the journal locked for longer than the agent waits."""
 
 
+class AlreadySuspendedError(AutotxError):
+    """Transfers are already suspended; a second suspension would hide the first one's reason."""
+
+    def __init__(self, reason: str, by: str, since):
+        self.reason, self.by, self.since = reason, by, since
+        super().__init__(
+            f"transfers are already suspended by {by} since {since:%Y-%m-%d %H:%M} UTC: "
+            f"{reason!r}. Leave it, `autotx resume` first, or give --replace to change the "
+            "reason")
+
+
 class AgentRunningError(AutotxError):
     """Another agent already runs on this managed folder or journal.
 
@@ -197,6 +208,10 @@ class CopyInterrupted(AutotxError):
 
 class SubmitError(AutotxError):
     """A folder cannot be submitted for transfer."""
+
+
+class RequeueError(SubmitError):
+    """A dataset cannot be sent back to the queue (not quarantined or unmatched, gone...)."""
 
 
 # --- imaging -------------------------------------------------------------------------

@@ -16,12 +16,15 @@ from autotx_lib.cli.jobs import jobs_app
 from autotx_lib.cli.qc import qc
 from autotx_lib.cli.service import service_app
 from autotx_lib.cli.transfer import (
+    bandwidth_command,
     demo,
+    requeue_command,
     resume_command,
     run,
     status_command,
     submit_command,
     suspend_command,
+    verify_command,
 )
 
 app = typer.Typer(
@@ -59,6 +62,9 @@ app.command("status")(status_command)
 app.command("submit")(submit_command)
 app.command("suspend")(suspend_command)
 app.command("resume")(resume_command)
+app.command("requeue")(requeue_command)
+app.command("bandwidth")(bandwidth_command)
+app.command("verify")(verify_command)
 app.add_typer(config_app, name="config")
 app.add_typer(service_app, name="service")
 app.add_typer(destination_app, name="destination")

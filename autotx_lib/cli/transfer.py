@@ -179,17 +179,20 @@ def suspend_command(
     config: ConfigOption,
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why; shown to others by "
                                         "`autotx status` and the transfer monitor.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Replace the reason of a "
+                                          "suspension already in force.")] = False,
 ) -> None:
     """Suspend transfers (a copy under way pauses mid-file within a second).
 
     The suspension is kept in the journal: it holds across agent restarts until
-    `autotx resume`. Exit status: 0; 2 bad configuration or empty reason.
+    `autotx resume`. Exit status: 0; 2 bad configuration, empty reason, or already
+    suspended (the message says by whom; --replace changes the reason).
     """
     from autotx_lib.transfer.control import suspend
 
     cfg = handle_errors(load_config)(config)
     try:
-        record = suspend(cfg, reason)
+        record = handle_errors(suspend)(cfg, reason, replace=replace)
     except ValueError as error:
         raise fail(str(error)) from None
     out.print(f"suspended: {record.reason} (by {record.by})")
@@ -214,11 +217,107 @@ def submit_command(
 
     Exit status: 0 queued; 2 refused (the message says why).
     """
-    from autotx_lib.transfer.submit import submit
+    from autotx_lib.transfer.submit import obstacles, submit
 
     cfg = handle_errors(load_config)(config)
     queued = handle_errors(submit)(cfg, path, user)
-    out.print(f"queued: {queued}")
+    out.print(f"queued: {queued}", markup=False, soft_wrap=True)
+    for obstacle in obstacles(cfg, user, queued):
+        err.print(f"[yellow]note:[/] {obstacle}", soft_wrap=True)
+
+
+def requeue_command(
+    config: ConfigOption,
+    target: Annotated[str, typer.Argument(help="The dataset's id (see `autotx status`) or its "
+                                          "folder in managed/error/ or managed/unmatched/.")],
+) -> None:
+    """Send a quarantined or unmatched dataset back to the queue (after its cause is fixed).
+
+    The folder is moved back to incoming/<user>/ and claimed like a new acquisition.
+    Exit status: 0 requeued; 2 not requeued (the message says why).
+    """
+    from autotx_lib.transfer.requeue import requeue
+
+    cfg = handle_errors(load_config)(config)
+    done = handle_errors(requeue)(cfg, target)
+    out.print(f"requeued: {done.source} -> {done.target}", markup=False, soft_wrap=True)
+    for warning in done.warnings:
+        err.print(f"[yellow]note:[/] {warning}", soft_wrap=True)
+
+
+def verify_command(
+    config: ConfigOption,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only datasets delivered on or after this date (YYYY-MM-DD).")] = None,
+    dataset: Annotated[list[int] | None, typer.Option(
+        "--dataset", "-d", help="Only this dataset id (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+    = False,
+) -> None:
+    """Re-read delivered datasets at the destination and check them against what was
+    delivered (bit rot, tampering, deletion). Nothing is changed.
+
+    Exit status: 0 every dataset matches; 1 some no longer match (listed, logged, mailed
+    to the admin); 2 bad input, or the destination is not there (not mounted).
+    """
+    import datetime as dt
+
+    from autotx_lib.transfer.notify import Notifier
+    from autotx_lib.transfer.recheck import recheck_delivered
+
+    cfg = handle_errors(load_config)(config)
+    try:
+        start = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC) if since else None
+    except ValueError:
+        raise fail(f"--since {since!r}: give a date as YYYY-MM-DD") from None
+    report = handle_errors(recheck_delivered)(cfg, since=start, dataset_ids=dataset or None)
+    if report.failed:
+        from autotx_lib.journal import Journal
+
+        journal = Journal(cfg.journal_url)
+        notifier = Notifier(cfg, journal)
+        notifier.needs_attention("recheck", f"{len(report.failed)} delivered dataset(s) no "
+                                 "longer match what was delivered", "\n".join(
+                                     f"{c.user}/{c.name} at {c.dest_path}: "
+                                     + "; ".join(c.problems[:5]) for c in report.failed))
+        notifier.flush()
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        for check in report.checked:
+            verdict = "[green]ok[/]" if check.ok else "[red]NO LONGER MATCHES[/]"
+            out.print(f"{check.dataset_id} {check.user}/{check.name}: {verdict} "
+                      f"({check.files} files, {human_bytes(check.bytes)})", soft_wrap=True)
+            for problem in check.problems[:20]:
+                out.print(f"    {problem}", markup=False, soft_wrap=True)
+        out.print(f"{len(report.checked)} checked, {len(report.failed)} no longer match")
+    raise typer.Exit(int(ExitCode.OK if report.ok else ExitCode.INCOMPLETE))
+
+
+def bandwidth_command(
+    config: ConfigOption,
+    value: Annotated[str | None, typer.Argument(
+        help="20M (MB/s), 512k, off (no cap), default (the config's value), or a timetable "
+             "like 'Mon-Fri 08:00,10M 19:00,off'. Without it: show the cap in force.")] = None,
+) -> None:
+    """Change the bandwidth cap of the running agent, live (or show it).
+
+    Kept in the journal, so it holds across restarts until changed again.
+    Exit status: 0; 2 bad value or configuration.
+    """
+    from autotx_lib.transfer import control
+
+    cfg = handle_errors(load_config)(config)
+    if value is not None:
+        setting = None if value.strip().lower() == "default" else value
+        try:
+            handle_errors(control.set_bandwidth)(cfg, setting)
+        except ValueError as error:
+            raise fail(str(error)) from None
+    override = handle_errors(control.bandwidth_override)(cfg)
+    source = "set with `autotx bandwidth`" if override is not None else "from the config"
+    shown = override if override is not None else cfg.gate.bandwidth_mb_s
+    out.print(f"bandwidth: {control.describe_bandwidth(shown)} ({source})", markup=False)
 
 
 def demo(
@@ -333,4 +432,4 @@ def _show_incoming(cfg: Config) -> None:
 
 
 __all__ = ["run", "status_command", "submit_command", "suspend_command", "resume_command",
-           "demo", "EXIT_STATUS_HELP"]
+           "requeue_command", "bandwidth_command", "verify_command", "demo", "EXIT_STATUS_HELP"]

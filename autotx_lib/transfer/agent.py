@@ -62,6 +62,7 @@ from autotx_lib.transfer.layout import (
 )
 from autotx_lib.transfer.notify import Notifier
 from autotx_lib.transfer.readiness import check_ready, scan_incoming
+from autotx_lib.transfer.recheck import recheck_delivered, recheck_due, record_progress
 from autotx_lib.transfer.status import LIVE_PROGRESS_KEY, WAITING_KEY
 
 log = logging.getLogger("autotx")
@@ -258,7 +259,27 @@ class Agent:
             self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
             self._record_outcome(summary, self.process(row.id))
         self._housekeeping()
+        if not summary.paused and not self._has_work():
+            self._recheck_one()
         self.notifier.flush()
+
+    def _recheck_one(self) -> None:
+        """While idle: hash one delivered dataset again (``[verify] recheck_days``)."""
+        after_id = recheck_due(self.journal, self.config.verify.recheck_days)
+        if after_id is None:
+            return
+        try:
+            report = recheck_delivered(self.config, journal=self.journal, limit=1,
+                                       after_id=after_id)
+        except DestinationError as error:
+            log.info("recheck postponed: %s", error)
+            return
+        record_progress(self.journal, report, after_id)
+        for failed in report.failed:
+            self.notifier.needs_attention(
+                "recheck", f"{failed.user}/{failed.name} no longer matches what was delivered",
+                f"The delivered copy {failed.dest_path} was hashed again and differs from what "
+                "was delivered:\n" + "\n".join(f"  {p}" for p in failed.problems[:20]))
 
     @staticmethod
     def _busy_journal(error: JournalBusyError) -> None:
@@ -316,7 +337,7 @@ class Agent:
         """The cap in MB/s: set while running (control.set_bandwidth), else the config's."""
         checked, value = self._bandwidth_cache
         if time.monotonic() - checked > 1.0:
-            value = control.bandwidth_override(self.journal) or self.config.gate.bandwidth_mb_s
+            value = control.effective_bandwidth(self.config, self.journal)
             self._bandwidth_cache = (time.monotonic(), value)
         return value
 

@@ -112,3 +112,32 @@ def _copy_in(config: Config, source: Path, target: Path) -> Path:
         raise
     fsync_dir(target.parent)
     return target
+
+
+def obstacles(config: Config, user: str, folder: Path | None = None) -> list[str]:
+    """What will keep a dataset of ``user`` (in ``folder``) from moving, as things stand.
+
+    Empty when nothing is known to stand in its way. Checks the marker file, the user's
+    folder at the destination, and whether the destination is there and marked.
+
+    Examples
+    --------
+    >>> obstacles(config, "alice", config.incoming / "alice" / "run42")   # doctest: +SKIP
+    ['it waits for the marker file acquisition.done, which is not there yet']
+    """
+    from autotx_lib.transfer.destination import MARKER_NAME, read_marker
+
+    found = []
+    marker = config.readiness.marker_file
+    if marker and folder is not None and not (folder / marker).is_file():
+        found.append(f"it waits for the marker file {marker}, which is not there yet")
+    if not config.destination.is_dir():
+        found.append(f"the destination {config.destination} is not reachable (not mounted?); "
+                     "it waits until it is")
+    elif not (config.destination / user).is_dir() and not config.create_user_dirs:
+        found.append(f"there is no folder {user!r} at the destination, so it will go to "
+                     "managed/unmatched/; create the folder first")
+    elif read_marker(config.destination) is None and any(config.destination.iterdir()):
+        found.append(f"the destination has no {MARKER_NAME} marker; if the share is mounted, "
+                     "run `autotx destination init`")
+    return found

@@ -57,7 +57,7 @@ def test_shows_delivered_and_unmatched_results_after_an_agent_run(config):
     results = monitor.results.value
     assert "HeLa_zstack" in results and "verified" in results
     assert "first_test" in results and "unmatched" in results
-    assert "the queue is empty" in monitor.queue.value
+    assert "nothing queued, nothing waiting" in monitor.queue.value
     assert "no transfer under way" in monitor.current.value
     assert monitor.progress.value == 0
     assert "stopped" in monitor.state.value  # Agent.run(once=True) ended its session
@@ -191,3 +191,43 @@ def test_post_delivery_jobs_are_listed_with_their_state(config):
     assert "omero-import" in monitor.jobs.value and "alice/run1" in monitor.jobs.value
     assert "finished" in monitor.jobs.value and "12.5 s" in monitor.jobs.value
     assert "connection refused" in monitor.jobs.value
+
+
+def test_waiting_folders_paused_copies_requeue_and_bandwidth(config):
+    """What waits in incoming/ is listed with why; a suspended copy shows no rate or ETA;
+    the requeue and bandwidth controls call the library."""
+    from autotx_lib import journal as J
+    from autotx_lib.transfer import control
+
+    config.readiness.marker_file = "acquisition.done"
+    (config.incoming / "alice" / "half_done").mkdir(parents=True)
+    (config.incoming / "alice" / "half_done" / "a.tif").write_bytes(b"a")
+    (config.incoming / "nobody" / "exp").mkdir(parents=True)
+    (config.incoming / "nobody" / "exp" / "acquisition.done").write_text("")
+    Agent(config).run(once=True)
+    monitor = TransferMonitor(config, start=False)
+    assert "half_done" in monitor.queue.value and "marker file" in monitor.queue.value
+
+    journal = Journal(config.journal_url)
+    journal.add_dataset(user="alice", name="big", stamp="s", state=J.COPYING,
+                        incoming_path="/x", processing_path="/y", algorithm="xxh3_128",
+                        total_files=4, total_bytes=4_000_000, started_at=J.utcnow())
+    control.suspend(config, "laser service")
+    monitor.refresh()
+    assert "paused" in monitor.current.value and "laser service" in monitor.current.value
+    assert "ETA" not in monitor.current.value and monitor.progress.bar_style == "warning"
+
+    [unmatched] = [d for d in monitor.last_status.history if d.state == "unmatched"]
+    (config.destination / "nobody").mkdir()
+    monitor.requeue(unmatched.id)
+    assert (config.incoming / "nobody" / "exp" / "acquisition.done").exists()
+    monitor.requeue_target.value = "not-a-dataset"
+    monitor.requeue_button.click()
+    assert "could not do it" in monitor.message.value
+
+    monitor.set_bandwidth("Mon-Sun 00:00,12M")
+    assert control.effective_bandwidth(config) == 12.0 and "12 MB/s" in monitor.message.value
+    monitor.bandwidth_value.value = "warp 9"
+    monitor.bandwidth_button.click()
+    assert "could not do it" in monitor.message.value
+    assert control.effective_bandwidth(config) == 12.0
