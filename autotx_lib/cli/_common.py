@@ -117,7 +117,7 @@ class Group(TyperGroup):
                       "a bug in autotx; run again with AUTOTX_TRACEBACK=1 to see where, and "
                       "please report it)", markup=True, soft_wrap=True)
             sys.exit(int(ExitCode.INCOMPLETE))
-        sys.exit(result if isinstance(result, int) else 0)  # an Exit's code comes back here
+        sys.exit(result if type(result) is int else 0)  # an Exit's code comes back here
 
 
 def _reflow(text: str | None) -> str | None:

@@ -16,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from autotx_lib.cli._common import (
     ExitCode,
@@ -137,9 +137,16 @@ def _purge_output(result: PurgeResult) -> None:
 
 
 def _hashing_bar(shown: bool) -> Progress:
-    return Progress(TextColumn("hashing {task.description}"), BarColumn(),
-                    TextColumn("{task.fields[files]}"), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
+    # One line at 80 columns: a long name is cut ("…"), the numbers never are.
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    return Progress(TextColumn("hashing {task.description}", table_column=Column(
+                        max_width=24, no_wrap=True, overflow="ellipsis")),
+                    BarColumn(bar_width=8), TextColumn("{task.fields[files]}", table_column=fixed()),
+                    DownloadColumn(table_column=fixed()),
+                    TransferSpeedColumn(table_column=fixed()),
+                    TimeRemainingColumn(table_column=fixed()), console=err, transient=True,
                     disable=not shown)
 
 
