@@ -135,8 +135,11 @@ def _reflow(text: str | None) -> str | None:
 
 def restyle(command) -> None:
     """Give ``command``, its parameters and its subcommands the ``autotx`` help style."""
-    command.help = _reflow(command.help)
+    # Help is plain text: "[qc]" is a TOML section, not rich markup to swallow.
+    command.help = escape(_reflow(command.help)) if command.help else command.help
     for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
         if type(param) is TyperArgument:
             param.__class__ = _Argument
         elif type(param) is TyperOption:

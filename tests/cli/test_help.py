@@ -63,3 +63,8 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout == f"autotx_lib {__version__}\n"
+
+
+def test_brackets_in_help_are_text_not_markup():
+    result = runner.invoke(app, ["config", "explain", "--help"], env={"COLUMNS": "80"})
+    assert "[section] header" in result.stdout and "[[space_monitoring]]" in result.stdout
