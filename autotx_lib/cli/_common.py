@@ -125,12 +125,12 @@ def _reflow(text: str | None) -> str | None:
     give "Exit status: ..." a paragraph of its own, the last."""
     if not text:
         return text
+    text = "\n\n".join(p if p.startswith("\b") else re.sub(r"\s*\n\s*", " ", p)
+                       for p in text.split("\n\n"))
     before, found, after = text.rpartition("Exit status:")
-    if found:
-        text = f"{before.rstrip()}\n\n{found}{after}" if before.strip() else text
-    paragraphs = text.split("\n\n")
-    return "\n\n".join(p if p.startswith("\b") else re.sub(r"\s*\n\s*", " ", p)
-                         for p in paragraphs)
+    if found and before.strip():
+        text = f"{before.rstrip()}\n\n{found}{after}"
+    return text
 
 
 def restyle(command) -> None:

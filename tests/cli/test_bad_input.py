@@ -43,8 +43,12 @@ CASES = {
     "jobs run": ["jobs", "run", "-c", "{config}", "--once"],
     "jobs cancel": ["jobs", "cancel", "abc", "-c", "{config}"],
     "jobs retry": ["jobs", "retry", "999", "-c", "{config}"],
-    "usage": ["status", "-c", "{config}", "--no-such-option"],
-    "unknown command": ["no-such-command"],
+    "session start": ["session", "start", "-c", MISSING, "-u", "alice"],
+    "session end": ["session", "end", "-c", "{config}"],
+    "session status": ["session", "status", "-c", MISSING],
+    "usage": ["usage", "-c", "{config}", "--month", "2026-13"],
+    "(an unknown option)": ["status", "-c", "{config}", "--no-such-option"],
+    "(an unknown command)": ["no-such-command"],
 }
 
 
