@@ -31,6 +31,7 @@ CASES = {
     "verify": ["verify", "-c", "{config}", "--since", "yesterday"],
     "qc": ["qc", "{dir}/no-such-plate", "-o", "{dir}/report.html"],
     "info": ["info", "{dir}/no-such-file.tif"],
+    "(info with an unknown backend)": ["info", "--backend", "nonsense", "{config}"],
     "dashboard": ["dashboard", "no-such-page"],
     "config check": ["config", "check", MISSING],
     "config explain": ["config", "explain", "no-such-section"],
