@@ -19,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from autotx_lib.cli._common import (
     EXIT_STATUS_HELP,
@@ -69,9 +69,15 @@ class ProgressView:
 
 
 def _progress_bars() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
-                    DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                    console=err, transient=False)
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    return Progress(TextColumn("{task.description}", table_column=Column(
+                        max_width=22, no_wrap=True, overflow="ellipsis")),
+                    BarColumn(bar_width=8), TextColumn("{task.fields[files]}",
+                                                       table_column=fixed()),
+                    DownloadColumn(table_column=fixed()), TransferSpeedColumn(table_column=fixed()),
+                    TimeRemainingColumn(table_column=fixed()), console=err, transient=False)
 
 
 def _event_printer(console):
@@ -144,14 +150,24 @@ def _status_table(snapshot: Status) -> None:
         for w in snapshot.waiting:
             waiting.add_row(w.user, w.name, w.reason, local_time(w.until) if w.until else "")
         out.print(waiting)
-    table = Table("id", "user", "dataset", "state", "files", "size", "finished", "note",
-                  title="queue and recent results")
+    # At 80 columns: short columns never wrap, names fold; each note is a line below.
+    table = Table(title="queue and recent results", title_justify="left")
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("user", overflow="fold")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("files", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("finished", no_wrap=True)
+    notes = []
     for d in snapshot.queue + snapshot.history:
-        note = d.error or (f"verified ({d.algorithm}), at {d.dest_path}" if d.verified else "")
         table.add_row(str(d.id), d.user, d.name, d.state, str(d.total_files),
-                      human_bytes(d.total_bytes),
-                      f"{d.finished_at:%Y-%m-%d %H:%M}" if d.finished_at else "", note)
+                      human_bytes(d.total_bytes), local_time(d.finished_at, short=True))
+        if d.error or d.verified:
+            notes.append(f"{d.id}: {d.error or f'verified ({d.algorithm}) at {d.dest_path}'}")
     out.print(table)
+    for note in notes:
+        out.print(note, markup=False, soft_wrap=True)
     if snapshot.jobs:
         jobs = Table("job", "kind", "dataset", "state", "tries", "took", title="after delivery")
         for j in snapshot.jobs:
@@ -163,7 +179,7 @@ def _status_table(snapshot: Status) -> None:
             out.print(f"job {j.id}: {retry}: {(j.error or '')[:300]}", markup=False,
                       soft_wrap=True)
     for event in snapshot.events[:5]:
-        out.print(f"{event.at:%H:%M:%S} {event.level}: {event.message}", markup=False,
+        out.print(f"{local_time(event.at)} {event.level}: {event.message}", markup=False,
                   soft_wrap=True)
 
 
