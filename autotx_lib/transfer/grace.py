@@ -104,7 +104,7 @@ class GraceReport:
         return {
             "done_folder": self.done_folder,
             "grace_period_days": self.grace_period_days,
-            "generated_at": _utc_iso(self.generated_at),
+            "generated_at": _utc_iso(self.generated_at),  # naive is local; JSON says UTC
             "total_bytes": self.total_bytes,
             "expired_bytes": self.expired_bytes,
             "expired_count": len(self.expired),
