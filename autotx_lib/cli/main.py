@@ -8,6 +8,7 @@ from autotx_lib.cli.config import config_app
 from autotx_lib.cli.dashboard import dashboard
 from autotx_lib.cli.destination import destination_app
 from autotx_lib.cli.grace import grace_app
+from autotx_lib.cli.hub import hub_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.jobs import jobs_app
 from autotx_lib.cli.qc import qc
@@ -45,6 +46,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(service_app, name="service")
 app.add_typer(destination_app, name="destination")
 app.add_typer(grace_app, name="grace")
+app.add_typer(hub_app, name="hub")
 app.add_typer(jobs_app, name="jobs")
 app.command("qc")(qc)
 app.command("info")(info)
