@@ -21,6 +21,8 @@ from autotx_lib.hub.client import HubClient
 from autotx_lib.hub.settings import HubSettings
 from autotx_lib.hub.store import HubStore, metadata
 
+from ..transfer.conftest import facility  # noqa: F401 - the agent tests' facility fixture
+
 AUTOTX = str(Path(sys.executable).with_name("autotx"))
 
 
@@ -54,9 +56,7 @@ def answers(port: int) -> bool:
 class ThreadHub:
     """A hub served by uvicorn in a thread of the test process, on a port of its own."""
 
-    def __init__(self, settings: HubSettings):
-        import uvicorn
-
+    def __init__(self, settings: HubSettings, start: bool = True):
         self.settings = settings
         self.store = HubStore(settings.database)
         self.admin = self.store.add_token("admin", "admin")
@@ -65,7 +65,14 @@ class ThreadHub:
         self.agent = self.store.add_token("test-pc", "agent")
         self.port = settings.port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings, self.store), host="127.0.0.1",
+        self.thread: threading.Thread | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(create_app(self.settings, self.store), host="127.0.0.1",
                                 port=self.port, log_level="warning", access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -76,8 +83,9 @@ class ThreadHub:
         return HubClient(self.url, token)
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        if self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(10)
         self.store.close()
 
 
