@@ -38,8 +38,12 @@ class HubClient:
 
     def __init__(self, url: str, token: str, *, timeout: float = 10.0,
                  verify: bool | str = True):
+        import ssl
+
         import httpx
 
+        if isinstance(verify, str):  # a CA bundle, e.g. the hub's self-signed certificate
+            verify = ssl.create_default_context(cafile=verify)
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout, verify=verify,
                                   headers={"Authorization": f"Bearer {token}"})

@@ -129,11 +129,11 @@ def hub(tmp_path):
 class ProcessHub:
     """``autotx hub serve`` as a real subprocess (to kill it with SIGKILL)."""
 
-    def __init__(self, folder: Path, database: str, port: int | None = None):
+    def __init__(self, folder: Path, database: str, port: int | None = None, extra: str = ""):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.toml = folder / "hub.toml"
-        self.toml.write_text(f'database = "{database}"\nport = {self.port}\n')
+        self.toml.write_text(f'database = "{database}"\nport = {self.port}\n{extra}')
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
