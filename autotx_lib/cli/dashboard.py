@@ -23,6 +23,7 @@ PAGES: dict[str, tuple[str, str]] = {
     "transfer-monitor": ("transfer_monitor.ipynb", "config"),
     "plate-qc": ("plate_qc.ipynb", "path"),
     "stack-browser": ("stack_browser.ipynb", "path"),
+    "facility": ("facility.ipynb", "config"),  # -c: a file with the hub's url and token_file
 }
 
 #: Environment variables read by the pages.

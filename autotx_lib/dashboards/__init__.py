@@ -7,6 +7,7 @@ Voila page from ``widgets/``, see ``autotx dashboard``):
   suspend, resume and submit a folder.
 - :class:`PlateQCDashboard`: plate quality control with a clickable heatmap.
 - :class:`StackBrowser`: pick a microscopy file in a folder and look at it.
+- :class:`FacilityMonitor`: every agent reporting to the facility hub, with controls.
 
 Importing this package needs the ``viz`` extra (bokeh, jupyter_bokeh, ipywidgets).
 """
@@ -16,13 +17,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from autotx_lib.dashboards.facility import FacilityMonitor
     from autotx_lib.dashboards.plate_qc import PlateQCDashboard
     from autotx_lib.dashboards.stack_browser import StackBrowser
     from autotx_lib.dashboards.transfer_monitor import TransferMonitor
 
-__all__ = ["PlateQCDashboard", "StackBrowser", "TransferMonitor"]
+__all__ = ["FacilityMonitor", "PlateQCDashboard", "StackBrowser", "TransferMonitor"]
 
 _MODULES = {
+    "FacilityMonitor": "autotx_lib.dashboards.facility",
     "TransferMonitor": "autotx_lib.dashboards.transfer_monitor",
     "PlateQCDashboard": "autotx_lib.dashboards.plate_qc",
     "StackBrowser": "autotx_lib.dashboards.stack_browser",
