@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterable
+from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
     event,
     func,
@@ -191,8 +194,15 @@ class HubStore:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # SQLite has one writer: writers queue on this lock instead of SQLite's busy
+        # handler, whose growing sleeps turn 50 concurrent pushes into seconds of latency
+        self._writing = threading.Lock() if url.startswith("sqlite") else nullcontext()
         if create:
             metadata.create_all(self.engine)
+
+    def _write(self):
+        """A transaction that writes (queued behind other writers on SQLite)."""
+        return _Writing(self)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -219,7 +229,7 @@ class HubStore:
         if role == "agent":
             agent_id = agent_id or name
         token = auth.new_token()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if conn.execute(select(tokens.c.id).where(tokens.c.name == name)).first():
                 raise ValueError(f"a token named {name!r} exists already; choose another "
                                  "name, or revoke that one first")
@@ -234,7 +244,7 @@ class HubStore:
 
     def revoke_token(self, name: str) -> bool:
         """Revoke a token by name; False when there is no such valid token."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             done = conn.execute(update(tokens).where(tokens.c.name == name)
                                 .where(tokens.c.revoked_at.is_(None)).values(revoked_at=now()))
         return done.rowcount > 0
@@ -250,11 +260,18 @@ class HubStore:
 
     # --- agents -----------------------------------------------------------------------
 
-    def _seen(self, conn, agent_id: str, received: dt.datetime, **values: Any) -> None:
-        statement = self._insert(agents).values(id=agent_id, first_seen=received,
-                                                last_seen=received, last_seq=0, **values)
-        conn.execute(statement.on_conflict_do_update(
-            index_elements=["id"], set_={"last_seen": received, **values}))
+    def _seen(self, conn, agent_id: str, received: dt.datetime, top_seq: int | None = None,
+              **values: Any) -> None:
+        """Create or update an agent's row: seen now (hub clock), with ``values``, and its
+        highest event sequence number raised to ``top_seq``."""
+        first = {"id": agent_id, "first_seen": received, "last_seen": received,
+                 "last_seq": top_seq or 0}
+        updates = {"last_seen": received, **values}
+        if top_seq is not None:
+            updates["last_seq"] = case((agents.c.last_seq < top_seq, top_seq),
+                                       else_=agents.c.last_seq)
+        statement = self._insert(agents).values(**first, **values)
+        conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
 
     def heartbeat(self, agent_id: str, beat: dict[str, Any]) -> dt.datetime:
         """Record a heartbeat (``beat``: sent_at, interval_s, version, status, ...).
@@ -269,7 +286,7 @@ class HubStore:
                   "clock_offset_s": (sent - received).total_seconds() if sent else None,
                   "state": status.get("agent_state"), "detail": status.get("agent_detail"),
                   "version": beat.get("version"), "heartbeat": json.dumps(beat, default=str)}
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._seen(conn, agent_id, received, **values)
         return received
 
@@ -291,7 +308,7 @@ class HubStore:
             return 0, 0
         received = now()
         seqs = [e["seq"] for e in batch]
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             known = set(conn.execute(select(events.c.seq).where(events.c.agent_id == agent_id)
                                      .where(events.c.seq.between(min(seqs), max(seqs))))
                         .scalars())
@@ -300,9 +317,7 @@ class HubStore:
             if fresh:  # ON CONFLICT: a concurrent repeat of the same push is no error either
                 conn.execute(self._insert(events).on_conflict_do_nothing(
                     index_elements=["agent_id", "seq"]), fresh)
-            self._seen(conn, agent_id, received)
-            conn.execute(update(agents).where(agents.c.id == agent_id)
-                         .where(agents.c.last_seq < max(seqs)).values(last_seq=max(seqs)))
+            self._seen(conn, agent_id, received, top_seq=max(seqs))
         return len(fresh), len(batch) - len(fresh)
 
     def events(self, *, agent_id: str | None = None, kind: str | None = None,
@@ -337,7 +352,7 @@ class HubStore:
             set_={name: excluded[name] for name in DATASET_FIELDS + ["received_at"]
                   if name != "dataset_id"},
             where=datasets.c.updated_at <= excluded.updated_at)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(statement, values)
             self._seen(conn, agent_id, received)
         return len(rows)
@@ -400,7 +415,7 @@ class HubStore:
             raise ValueError(f"unknown action {action!r}; choose one of "
                              f"{', '.join(COMMAND_ACTIONS)}")
         created = now()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             command_id = conn.execute(insert(commands).values(
                 agent_id=agent_id, action=action, args=json.dumps(args), created_by=by,
                 created_at=created, expires_at=created + dt.timedelta(seconds=ttl_seconds),
@@ -416,7 +431,7 @@ class HubStore:
     def take_commands(self, agent_id: str) -> list[Row]:
         """Commands an agent has not acknowledged yet (pending ones become delivered),
         oldest first; expired ones are marked so and never handed out."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._expire(conn)
             open_ = (commands.c.agent_id == agent_id) & \
                 commands.c.state.in_(["pending", "delivered"])
@@ -429,7 +444,7 @@ class HubStore:
     def ack_command(self, agent_id: str, command_id: int, ok: bool, result: str) -> Row | None:
         """Record an agent's result; None when the command is not its own or already
         acknowledged (a replay changes nothing)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             done = conn.execute(update(commands).where(commands.c.id == command_id)
                                 .where(commands.c.agent_id == agent_id)
                                 .where(commands.c.state.in_(["pending", "delivered"]))
@@ -441,7 +456,7 @@ class HubStore:
 
     def command(self, command_id: int) -> Row | None:
         """One command, or None."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._expire(conn)
             return conn.execute(select(commands).where(commands.c.id == command_id)).first()
 
@@ -453,7 +468,7 @@ class HubStore:
             query = query.where(commands.c.agent_id == agent_id)
         if state is not None:
             query = query.where(commands.c.state == state)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             self._expire(conn)
             return list(conn.execute(query.order_by(commands.c.id.desc()).limit(limit)))
 
@@ -462,7 +477,7 @@ class HubStore:
     def add_audit(self, token_name: str, action: str, target: str | None = None,
                   detail: str | None = None, result: str | None = None) -> None:
         """Record who did what to what, and what came of it."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(insert(audit).values(at=now(), token_name=token_name, action=action,
                                               target=target, detail=detail, result=result))
 
@@ -470,6 +485,28 @@ class HubStore:
         """The audit trail, newest first."""
         with self.engine.connect() as conn:
             return list(conn.execute(select(audit).order_by(audit.c.id.desc()).limit(limit)))
+
+
+class _Writing:
+    """``with store._write() as conn``: the write lock, then ``engine.begin()``."""
+
+    def __init__(self, store: HubStore):
+        self.store = store
+
+    def __enter__(self):
+        self.store._writing.__enter__()
+        try:
+            self.transaction = self.store.engine.begin()
+            return self.transaction.__enter__()
+        except BaseException:
+            self.store._writing.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.transaction.__exit__(*exc)
+        finally:
+            self.store._writing.__exit__(None, None, None)
 
 
 def as_dict(row: Row, drop: Iterable[str] = ()) -> dict[str, Any]:
