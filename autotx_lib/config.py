@@ -213,6 +213,23 @@ class EmailSettings(_Section):
         return value
 
 
+class SessionSettings(_Section):
+    """Instrument sessions: who used the microscope, when; live sync while they run."""
+
+    live_sync: bool = Field(False, description="Copy (verified) the session user's files to "
+                            "the destination's staging area while the session runs.")
+    live_quiet_seconds: float = Field(30.0, ge=0, description="A file unchanged this long "
+                                      "is synced during the session.")
+    idle_timeout_minutes: float = Field(240.0, gt=0, description="A session with no new or "
+                                        "changed file for this long is closed (timeout).")
+    on_conflict: Literal["end", "refuse"] = Field("end", description="Starting a session "
+                                                  "while one is open: end it, or refuse.")
+    follow_login: bool = Field(False, description="Start and end sessions with the console "
+                                                  "user's login and logout (psutil.users()).")
+    login_debounce_seconds: float = Field(60.0, ge=0, description="A login or logout counts "
+                                          "once it held this long (flapping is ignored).")
+
+
 class OmeroSettings(_Section):
     """Import delivered datasets into OMERO (needs ``python3 tools/setup_omero.py``).
 
@@ -406,6 +423,7 @@ class Config(_Section):
     omero: OmeroSettings = Field(default_factory=OmeroSettings)
     qc: QcSettings = Field(default_factory=QcSettings)
     hub: HubLink = Field(default_factory=HubLink)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
@@ -514,13 +532,17 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return config_from_dict(data, str(path))
 
 
-def check_config(config: Config) -> list[ConfigProblem]:
+def check_config(config: Config, *, for_run: bool = False) -> list[ConfigProblem]:
     """Check the configured folders on disk; return every problem (empty when all is well).
 
     Folders are compared after resolving symbolic links, so a destination that is a link
-    into ``incoming`` is found. The agent refuses to start while this list is not empty.
+    into ``incoming`` is found. The agent refuses to start while this list is not empty. With
+    ``for_run``, a destination that is unreachable or read-only is not a problem: the agent
+    starts anyway and its datasets wait for the share (retried with backoff, the admin told),
+    as after a boot that mounts the share late.
     """
-    return _folder_problems(config.incoming, config.managed, config.destination)
+    return _folder_problems(config.incoming, config.managed, config.destination,
+                            check_destination=not for_run)
 
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
@@ -579,7 +601,8 @@ def _shown(given: Path, real: Path) -> str:
     return str(given) if Path(os.path.abspath(given)) == real else f"{given} (-> {real})"
 
 
-def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[ConfigProblem]:
+def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
+                     check_destination: bool = True) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     folders = {"incoming": incoming, "managed": managed, "destination": destination}
     # resolved: a symbolic link anywhere in a path must not hide an overlap
@@ -602,6 +625,8 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[C
         problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
                                       "volumes; datasets are moved between them by renaming",
                                       "put both on the instrument's data drive"))
+    if not check_destination:
+        return problems
     dest = resolved["destination"]
     if not dest.is_dir():
         problems.append(ConfigProblem("destination", f"{dest} is not reachable (missing or not "

@@ -39,10 +39,14 @@ from autotx_lib.transfer.status import Status, status
 from autotx_lib.units import human_duration, local_time
 
 
-def load_checked(path: Path) -> Config:
-    """Load a config and refuse to go on while it has problems."""
+def load_checked(path: Path, *, for_run: bool = False) -> Config:
+    """Load a config and refuse to go on while it has problems.
+
+    For ``autotx run`` an unreachable destination (a share not mounted yet) is no reason
+    to refuse: the agent starts and the datasets wait for it.
+    """
     config = load_config(path)
-    problems = check_config(config)
+    problems = check_config(config, for_run=for_run)
     if problems:
         raise ConfigError(path, problems)
     return config
@@ -100,8 +104,11 @@ def run(config: ConfigOption, once: Annotated[bool, typer.Option(
     Exit status: 0 all done; 1 some datasets failed or wait for a retry; 2 bad
     configuration (nothing done); 130 interrupted.
     """
-    cfg = handle_errors(load_checked)(config)
+    cfg = handle_errors(load_checked)(config, for_run=True)
     configure_logging(cfg)
+    for problem in check_config(cfg):  # only the destination's remain: wait, do not exit
+        err.print(f"warning: {problem.message}; datasets wait for it and are retried",
+                  markup=False, soft_wrap=True)
     summary = handle_errors(run_agent)(cfg, once)
     parts = [f"{len(summary.delivered)} delivered", f"{len(summary.unmatched)} unmatched",
              f"{len(summary.failed)} quarantined", f"{len(summary.retrying)} to retry",

@@ -143,10 +143,20 @@ def test_config_check_reports_ignored_autotx_keys(tmp_path):
 
 
 def test_bad_config_never_starts_an_agent(tmp_path):
-    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "nowhere"\n')
+    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "in/m"\ndestination = "nowhere"\n')
     result = runner.invoke(app, ["run", "--once", "-c", str(bad)])
-    assert result.exit_code == 2 and "not reachable" in result.output
-    assert not (tmp_path / "m").exists()
+    assert result.exit_code == 2 and "overlap" in result.output
+    assert not (tmp_path / "in" / "m").exists()
+
+
+def test_an_unmounted_destination_is_reported_by_check_but_does_not_stop_run(tmp_path):
+    """A share mounted after boot: `config check` says so; `run` starts and the data waits."""
+    file = write(tmp_path / "late.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "nowhere"\n')
+    check = runner.invoke(app, ["config", "check", str(file)])
+    assert check.exit_code == 2 and "not reachable" in check.output
+    result = runner.invoke(app, ["run", "--once", "-c", str(file)])
+    assert result.exit_code == 0, result.output  # nothing to do, nothing failed
+    assert "not reachable" in result.output and "datasets wait for it" in result.output
 
 
 def test_config_check_reports_an_unreachable_smtp_host(tmp_path):
