@@ -147,9 +147,17 @@ async def timed(request, latencies: list, errors: list):
     return answer
 
 
+def cpu_seconds(hub: Hub) -> float:
+    import psutil
+
+    times = psutil.Process(hub.process.pid).cpu_times()
+    return times.user + times.system
+
+
 def load(hub: Hub, duration: float) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
+    cpu = cpu_seconds(hub)
 
     async def everything():
         until = time.monotonic() + duration
@@ -158,8 +166,11 @@ def load(hub: Hub, duration: float) -> dict:
         await asyncio.gather(*tasks)
 
     asyncio.run(everything())
+    cpu = cpu_seconds(hub) - cpu
     latencies.sort()
-    return {"requests": len(latencies), "errors": len(errors), "first_error": errors[:1],
+    return {"cpu_ms_per_request": 1000 * cpu / max(len(latencies), 1),
+            "offered_per_s": AGENTS * 1.5 + DASHBOARDS, "served_per_s": len(latencies) / duration,
+            "requests": len(latencies), "errors": len(errors), "first_error": errors[:1],
             "p50_ms": 1000 * latencies[len(latencies) // 2],
             "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)]}
 
@@ -272,6 +283,10 @@ def main() -> None:
                   f"{result['first_error'] or ''}, p50 {result['p50_ms']:.1f} ms, p99 "
                   f"{result['p99_ms']:.1f} ms (target <= 100 ms): "
                   f"{100 / result['p99_ms']:.2f}x the target")
+            print(f"{kind} load: offered {result['offered_per_s']:.0f} requests/s, served "
+                  f"{result['served_per_s']:.0f}/s; hub CPU {result['cpu_ms_per_request']:.1f} "
+                  f"ms per request; machine load average {os.getloadavg()[0]:.1f} on "
+                  f"{os.cpu_count()} CPUs")
             rate = ingest(hub)
             print(f"{kind} ingest: {rate:,.0f} events/s (target >= 2,000 on PostgreSQL): "
                   f"{rate / 2000:.2f}x the target")

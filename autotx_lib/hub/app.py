@@ -178,7 +178,7 @@ def respond(request: Request, data: Any) -> Response:
 _bearer = HTTPBearer(auto_error=False)
 
 
-def principal(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
+async def principal(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
                                                        Depends(_bearer)]) -> Row:
     """The valid token of the request; 401 without one."""
     if credentials is None:
@@ -194,7 +194,7 @@ def principal(request: Request, credentials: Annotated[HTTPAuthorizationCredenti
 
 def role(*allowed: str):
     """A dependency: the token, if its role is one of ``allowed`` (else 403)."""
-    def check(token: Annotated[Row, Depends(principal)]) -> Row:
+    async def check(token: Annotated[Row, Depends(principal)]) -> Row:
         if token.role not in allowed:
             raise HTTPException(403, f"token {token.name!r} has role {token.role!r}; "
                                 f"this needs one of: {', '.join(allowed)}")
@@ -202,7 +202,7 @@ def role(*allowed: str):
     return check
 
 
-def as_agent(agent_id: str, token: Annotated[Row, Depends(principal)]) -> Row:
+async def as_agent(agent_id: str, token: Annotated[Row, Depends(principal)]) -> Row:
     """Only the agent itself may push (and acknowledge) as ``agent_id``."""
     if token.role != "agent" or token.agent_id != agent_id:
         raise HTTPException(403, f"token {token.name!r} may not act as agent "
@@ -222,6 +222,10 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     """The hub as an ASGI application (FastAPI wrapped in the body-size limit).
+
+    The frequent routes (pushes, commands, the overview) are ``async`` and call the
+    database directly: each takes a few milliseconds, less than handing it to a thread
+    would cost under load. Statistics (pandas) run in the thread pool.
 
     Parameters
     ----------
@@ -252,32 +256,32 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     # --- agents push --------------------------------------------------------------------
 
     @app.post("/agents/{agent_id}/heartbeat", tags=["agents push"])
-    def heartbeat(agent_id: str, beat: Heartbeat, _token: Agent) -> dict:
+    async def heartbeat(agent_id: str, beat: Heartbeat, _token: Agent) -> dict:
         received = store.heartbeat(agent_id, beat.model_dump(mode="python"))
         return {"received_at": received.isoformat()}
 
     @app.post("/agents/{agent_id}/events", tags=["agents push"])
-    def push_events(agent_id: str, batch: EventBatch, _token: Agent) -> dict:
+    async def push_events(agent_id: str, batch: EventBatch, _token: Agent) -> dict:
         new, known = store.add_events(agent_id, [e.model_dump() for e in batch.events])
         return {"accepted": new, "duplicates": known,
                 "last_seq": max((e.seq for e in batch.events), default=None)}
 
     @app.post("/agents/{agent_id}/datasets", tags=["agents push"])
-    def push_datasets(agent_id: str, batch: DatasetBatch, _token: Agent) -> dict:
+    async def push_datasets(agent_id: str, batch: DatasetBatch, _token: Agent) -> dict:
         return {"stored": store.upsert_datasets(agent_id, [d.model_dump()
                                                            for d in batch.datasets])}
 
     @app.get("/agents/{agent_id}/commands", tags=["commands"])
-    def agent_commands(agent_id: str, token: Annotated[Row, Depends(principal)]) -> list[dict]:
+    async def agent_commands(agent_id: str, token: Annotated[Row, Depends(principal)]) -> list[dict]:
         """An agent's open commands (the agent itself: they become "delivered")."""
         if token.role == "agent":
-            as_agent(agent_id, token)
+            await as_agent(agent_id, token)
             return [_command(c) for c in store.take_commands(agent_id)]
-        role(*auth.READERS)(token)
+        await role(*auth.READERS)(token)
         return [_command(c) for c in store.commands(agent_id=agent_id)]
 
     @app.post("/agents/{agent_id}/commands/{command_id}/ack", tags=["commands"])
-    def ack(agent_id: str, command_id: int, answer: AckIn, token: Agent) -> dict:
+    async def ack(agent_id: str, command_id: int, answer: AckIn, token: Agent) -> dict:
         row = store.ack_command(agent_id, command_id, answer.ok, answer.result)
         if row is None:
             raise HTTPException(409, f"command {command_id} is not an open command of agent "
@@ -309,20 +313,20 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         return data
 
     @app.get("/agents", tags=["facility"])
-    def list_agents(request: Request, _token: Reader) -> Response:
+    async def list_agents(request: Request, _token: Reader) -> Response:
         """Every agent: state ("lost" when silent for 3 heartbeats), last seen (hub clock),
         what it copies, queue length, suspension, free space."""
         return respond(request, [_agent(r) for r in store.agents()])
 
     @app.get("/agents/{agent_id}", tags=["facility"])
-    def agent_detail(request: Request, agent_id: str, _token: Reader) -> Response:
+    async def agent_detail(request: Request, agent_id: str, _token: Reader) -> Response:
         row = store.agent(agent_id)
         if row is None:
             raise HTTPException(404, f"no agent {agent_id!r} has reported to this hub")
         return respond(request, _agent(row, full=True))
 
     @app.get("/datasets", tags=["facility"])
-    def list_datasets(request: Request, _token: Reader, agent: str | None = None,
+    async def list_datasets(request: Request, _token: Reader, agent: str | None = None,
                       user: str | None = None, state: str | None = None,
                       since: dt.datetime | None = None, until: dt.datetime | None = None,
                       limit: Limit = 100, offset: Annotated[int, Query(ge=0)] = 0) -> Response:
@@ -346,7 +350,7 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         return data
 
     @app.get("/events", tags=["facility"])
-    def list_events(request: Request, _token: Reader, agent: str | None = None,
+    async def list_events(request: Request, _token: Reader, agent: str | None = None,
                     kind: str | None = None, level: str | None = None,
                     after: Annotated[int | None, Query(ge=0)] = None,
                     limit: Limit = 100) -> Response:
@@ -366,7 +370,7 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     # --- commands and audit ------------------------------------------------------------
 
     @app.post("/commands", tags=["commands"], status_code=201)
-    def send_command(command: CommandIn, token: Operator) -> dict:
+    async def send_command(command: CommandIn, token: Operator) -> dict:
         """Queue a command; the agent runs it at its next poll and its result shows here."""
         ttl = command.expires_in_s or settings.command_ttl_seconds
         row = store.add_command(command.agent_id, command.action, command.args, token.name, ttl)
@@ -375,13 +379,13 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         return _command(row)
 
     @app.get("/commands", tags=["commands"])
-    def list_commands(request: Request, _token: Reader, agent: str | None = None,
+    async def list_commands(request: Request, _token: Reader, agent: str | None = None,
                       state: str | None = None, limit: Limit = 100) -> Response:
         return respond(request, [_command(c) for c in store.commands(agent_id=agent,
                                                                      state=state, limit=limit)])
 
     @app.get("/commands/{command_id}", tags=["commands"])
-    def command_detail(command_id: int, _token: Reader) -> dict:
+    async def command_detail(command_id: int, _token: Reader) -> dict:
         row = store.command(command_id)
         if row is None:
             raise HTTPException(404, f"no command {command_id}")
