@@ -120,8 +120,10 @@ class Reporter:
                 "commands": self.run_commands()}
 
     def run(self, stop: threading.Event) -> None:
-        """Report every ``interval_seconds`` until ``stop`` is set; never raises."""
-        while not stop.is_set():
+        """Report every ``interval_seconds`` until ``stop`` is set, then once more (what
+        happened while the agent stopped); never raises."""
+        while True:
+            last = stop.is_set()
             try:
                 self.report_once()
                 if self._outage:
@@ -133,6 +135,8 @@ class Reporter:
                 self._outage = True
             except Exception:  # a reporting bug must never stop the agent
                 log.exception("reporting to the hub failed; trying again")
+            if last:
+                break
             stop.wait(self.config.hub.interval_seconds)
         self.close()
 
@@ -295,8 +299,9 @@ def start_reporter(config: Config, journal: Journal,
                    stop: threading.Event) -> threading.Thread | None:
     """Start reporting to the hub in a daemon thread (None when ``[hub]`` has no url).
 
-    The agent calls this when it starts and sets ``stop`` when it stops. A missing token
-    is logged and recorded in the journal; transfers go on without the hub.
+    The agent calls this when it starts and sets ``stop`` when it stops (the thread then
+    reports once more and ends; join it with a timeout, the hub may be unreachable). A
+    missing token is logged and recorded in the journal; transfers go on without the hub.
     """
     if not config.hub.url:
         return None

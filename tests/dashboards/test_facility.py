@@ -83,3 +83,18 @@ def test_history_and_statistics_tabs(hub):
     assert tables["day"]["median_rate_mb_s"].tolist() == [10.0]
     assert type(monitor.statistics.children[0]).__name__ == "_BokehModel"
     assert "2026-11-03" in monitor.statistics.children[1].value
+
+
+def test_the_facility_page_reads_the_hub_access_file(hub, tmp_path, monkeypatch):
+    from autotx_lib.pages import PAGES, facility_page
+
+    assert PAGES["facility"].notebook.is_file()
+    (tmp_path / "token").write_text(hub.viewer + "\n")
+    access = tmp_path / "hub-access.toml"
+    access.write_text(f'url = "{hub.url}"\ntoken_file = "token"\n')  # relative to the file
+    beat(hub, "test-pc", hub.agent, interval=60)
+    monkeypatch.setenv("AUTOTX_CONFIG", str(access))
+    widget = facility_page()
+    assert "test-pc" in widget.children[2].children[0].children[0].children[0].children[0].value
+    access.write_text(f'url = "{hub.url}"\n')
+    assert "token_file" in facility_page().data  # a message saying what to add

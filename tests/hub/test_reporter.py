@@ -72,8 +72,8 @@ class RunningAgent:
 
     def stop(self) -> None:
         self.agent.stop()
-        self.stop_event.set()
         self.thread.join(30)
+        self.stop_event.set()  # after the agent's last event, as the agent itself does
         if self.reporter is not None:
             self.reporter.join(30)
 
@@ -88,8 +88,7 @@ def test_a_run_arrives_at_the_hub_exactly_once(facility, hub, tmp_path):
         agent = hub.client(hub.viewer).agent("test-pc")
         assert agent["state"] != "lost" and agent["free_space"]["central storage"] > 0
     finally:
-        running.stop()
-    Reporter(facility, running.agent.journal).report_once()  # what happened while stopping
+        running.stop()  # the reporter's last round sends what happened while stopping
     assert hub_events(hub.store) == journal_events(running.agent.journal)
 
 
