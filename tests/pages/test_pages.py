@@ -101,7 +101,7 @@ def test_transfer_monitor_page_shows_a_delivered_dataset_and_suspends(browser, t
         page = _open(browser, served, "HeLa_DAPI_zstack")
         body = page.locator("body").inner_text()
         assert "browser-test-scope" in body and "verified" in body
-        assert "the queue is empty" in body
+        assert "nothing queued, nothing waiting" in body
         page.get_by_placeholder("why (shown to others)").fill("laser alignment")
         page.get_by_role("button", name="Suspend transfers").click()
         page.get_by_text("transfers suspended: laser alignment").wait_for(timeout=30_000)

@@ -176,18 +176,15 @@ def test_run_starts_and_waits_when_the_share_is_not_mounted(facility, tmp_path):
 
     agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
         journal = Journal(facility.journal_url)
 
         def looping() -> bool:  # the agent's own session, past its first heartbeat
+            assert agent.poll() is None, agent.communicate()[1]
             session = journal.last_session()
             return session is not None and session.pid == agent.pid and \
                 session.state != "starting"
 
-        while not looping():
-            assert agent.poll() is None, agent.communicate()[1]
-            assert time.monotonic() < deadline, "the agent never got to its loop"
-            time.sleep(0.05)
+        wait_for(looping, 60, "the agent to get to its loop")
         row = journal.datasets_in([J.QUEUED])[0]
         assert "missing or not mounted" in row.error
         assert agent.poll() is None  # still running, waiting for the share
