@@ -185,6 +185,10 @@ class FacilityMonitor:
                  f"<small>{doing}; queue {agent.get('queue_length', 0)}</small>"]
         if waits:
             lines.append(f"<small style='color:#ff7f0e'>waits: {html.escape(waits)}</small>")
+        session = agent.get("session")
+        if session:
+            lines.append(f"<small>session: {html.escape(session['user'])} since "
+                         f"{html.escape(session['started_at'][11:16])} UTC</small>")
         lines.append(f"<small>last seen {_ago(agent['last_seen'])}</small>")
         progress = W.FloatProgress(value=float(current.get("percent") or 0), min=0, max=100,
                                    layout=W.Layout(width="200px", height="10px"))

@@ -307,7 +307,8 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
                 "queue_length": status.get("queue_total", len(status.get("queue") or [])),
                 "waiting_length": status.get("waiting_total",
                                              len(status.get("waiting") or [])),
-                "suspended": status.get("suspended"), "free_space": beat.get("free_space")}
+                "suspended": status.get("suspended"), "free_space": beat.get("free_space"),
+                "session": status.get("instrument_session")}
         if full:
             data["status"] = status
         return data

@@ -3,8 +3,8 @@
 A :class:`Reporter` runs in its own thread beside the agent (:func:`start_reporter`).
 Every ``[hub] interval_seconds`` it
 
-1. sends a heartbeat: the status snapshot (:func:`autotx_lib.transfer.status.status`) and
-   the free space of each destination;
+1. sends a heartbeat: the status snapshot (:func:`autotx_lib.transfer.status.status`), the
+   instrument's open session, if any, and the free space of each destination;
 2. pushes the journal's events with an id above a cursor kept in the journal's settings
    (``hub_event_cursor``), oldest first, in batches; the cursor moves only once the hub
    acknowledged a batch, and the hub keys events by (agent id, event id), so a push
@@ -150,10 +150,23 @@ class Reporter:
         for key in ("queue", "waiting"):
             snapshot[f"{key}_total"] = len(snapshot[key])
             snapshot[key] = snapshot[key][:LISTED]
+        snapshot["instrument_session"] = self._instrument_session()
         self.client.request("POST", f"{self._base}/heartbeat", json={
             "sent_at": dt.datetime.now(dt.UTC).isoformat(),
             "interval_s": self.config.hub.interval_seconds, "version": __version__,
             "status": snapshot, "free_space": self._free_space()})
+
+    def _instrument_session(self) -> dict[str, Any] | None:
+        """The instrument's open session (who is at the microscope), if any."""
+        from dataclasses import asdict
+
+        from autotx_lib.transfer.sessions import current_session
+
+        session = current_session(self.journal, self.config.host_alias)
+        if session is None:
+            return None
+        return {k: _utc(v) if isinstance(v, dt.datetime) else v
+                for k, v in asdict(session).items()}
 
     def _free_space(self) -> dict[str, int | None]:
         places = {self.config.destination_alias: self.config.destination}

@@ -272,3 +272,18 @@ def test_no_reporter_without_hub_or_token(facility, tmp_path):
 def test_hub_section_is_checked(facility, bad):
     with pytest.raises(ValueError, match=r"\[hub\]"):
         facility.hub = bad
+
+
+def test_the_heartbeat_says_who_is_at_the_instrument(facility, hub, tmp_path):
+    from autotx_lib.transfer.sessions import start_session
+
+    link(facility, hub.url, hub.agent, tmp_path)
+    journal = Journal(facility.journal_url)
+    reporter = Reporter(facility, journal)
+    reporter.heartbeat()
+    assert hub.client(hub.viewer).agent("test-pc")["session"] is None
+    start_session(facility, "alice", project="cells")
+    reporter.heartbeat()
+    session = hub.client(hub.viewer).agent("test-pc")["session"]
+    assert (session["user"], session["project"], session["instrument"]) == \
+        ("alice", "cells", "test-pc")
