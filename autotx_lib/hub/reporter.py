@@ -44,6 +44,7 @@ EVENT_CURSOR_KEY = "hub_event_cursor"  # id of the last journal event the hub ac
 DATASET_CURSOR_KEY = "hub_dataset_cursor"  # updated_at (ISO) of the last dataset pushed
 REJECTED_KEY = "hub_rejected"  # {"events": [...], "datasets": [...], "last": "why"}
 COMMAND_KEY = "hub_last_command"  # {"id", "ok", "result"} of the last command carried out
+SESSION_TABLES = {"instrument_sessions", "live_files"}  # the journal's session records
 BATCH = 500
 LISTED = 50  # queue and waiting entries sent in a heartbeat (the totals are sent too)
 # Rows updated in another transaction may commit a little after a later timestamp:
@@ -160,8 +161,15 @@ class Reporter:
         """The instrument's open session (who is at the microscope), if any."""
         from dataclasses import asdict
 
+        from sqlalchemy import inspect
+
         from autotx_lib.transfer.sessions import current_session
 
+        # The session store creates its tables on first use, and two threads creating them
+        # at once collide ("table already exists"): the agent creates them, the reporter
+        # only reads once they are there
+        if not set(inspect(self.journal.engine).get_table_names()) >= SESSION_TABLES:
+            return None
         session = current_session(self.journal, self.config.host_alias)
         if session is None:
             return None

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
@@ -282,6 +282,9 @@ def test_the_heartbeat_says_who_is_at_the_instrument(facility, hub, tmp_path):
     reporter = Reporter(facility, journal)
     reporter.heartbeat()
     assert hub.client(hub.viewer).agent("test-pc")["session"] is None
+    # the reporter never creates the session tables: the agent thread does, and two
+    # threads creating them at once collide ("table already exists")
+    assert "instrument_sessions" not in inspect(journal.engine).get_table_names()
     start_session(facility, "alice", project="cells")
     reporter.heartbeat()
     session = hub.client(hub.viewer).agent("test-pc")["session"]
