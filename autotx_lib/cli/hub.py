@@ -44,8 +44,9 @@ def serve_command(
 ) -> None:
     """Serve the hub's HTTP API (docs at /docs) until Ctrl-C.
 
-    A non-loopback address needs TLS, or --insecure. Exit status: 0 stopped; 2 bad
-    hub.toml or a refused address.
+    A non-loopback address needs TLS, or --insecure.
+
+    Exit status: 0 stopped; 2 bad hub.toml or a refused address.
     """
     from autotx_lib.hub.app import serve
     from autotx_lib.hub.settings import bind_problem
@@ -105,7 +106,10 @@ def token_add(
 
 @token_app.command("list")
 def token_list(config: HubConfig) -> None:
-    """List the tokens (names, roles, dates; never the tokens themselves)."""
+    """List the tokens (names, roles, dates; never the tokens themselves).
+
+    Exit status: 0 listed; 2 bad hub.toml.
+    """
     from rich.table import Table
 
     store = _store(config)
