@@ -220,6 +220,18 @@ class RequeueError(SubmitError):
     """A dataset cannot be sent back to the queue (not quarantined or unmatched, gone...)."""
 
 
+# --- the facility hub ---------------------------------------------------------------
+
+
+class HubError(AutotxError):
+    """The hub refused a request or cannot be reached; ``status`` is the HTTP status
+    (None when the hub did not answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)
+
+
 # --- imaging -------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "PAGES", "PATH_ENV", "Page", "PAGES_FOLDER", "TEMPLATE_ROOT",
-           "plate_qc_page", "stack_browser_page", "transfer_monitor_page"]
+           "facility_page", "plate_qc_page", "stack_browser_page", "transfer_monitor_page"]
 
 #: Environment variables read by the pages (set by ``autotx dashboard``).
 CONFIG_ENV = "AUTOTX_CONFIG"
@@ -76,6 +76,8 @@ PAGES: dict[str, Page] = {
                      "a plate folder", "--path FOLDER"),
     "stack-browser": Page("stack-browser", PAGES_FOLDER / "stack_browser.ipynb", PATH_ENV,
                           "a folder of images", "--path FOLDER"),
+    "facility": Page("facility", PAGES_FOLDER / "facility.ipynb", CONFIG_ENV,
+                     "a file naming the hub (url, token_file)", "-c HUB_ACCESS"),
 }
 
 
@@ -146,3 +148,11 @@ def stack_browser_page() -> Any:
     from autotx_lib.dashboards import StackBrowser
 
     return _page(PAGES["stack-browser"], lambda folder: StackBrowser(folder).widget)
+
+
+def facility_page() -> Any:
+    """The facility monitor for the hub named in ``$AUTOTX_CONFIG`` (a TOML file with
+    ``url`` and ``token_file``), or a message saying what to do."""
+    from autotx_lib.dashboards.facility import FacilityMonitor
+
+    return _page(PAGES["facility"], lambda path: FacilityMonitor.from_file(path).widget)
