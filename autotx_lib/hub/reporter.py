@@ -29,8 +29,6 @@ import shutil
 import threading
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-
 from autotx_lib import __version__
 from autotx_lib import journal as J
 from autotx_lib.config import Config
@@ -44,7 +42,6 @@ EVENT_CURSOR_KEY = "hub_event_cursor"  # id of the last journal event the hub ac
 DATASET_CURSOR_KEY = "hub_dataset_cursor"  # updated_at (ISO) of the last dataset pushed
 REJECTED_KEY = "hub_rejected"  # {"events": [...], "datasets": [...], "last": "why"}
 COMMAND_KEY = "hub_last_command"  # {"id", "ok", "result"} of the last command carried out
-SESSION_TABLES = {"instrument_sessions", "live_files"}  # the journal's session records
 BATCH = 500
 LISTED = 50  # queue and waiting entries sent in a heartbeat (the totals are sent too)
 # Rows updated in another transaction may commit a little after a later timestamp:
@@ -161,15 +158,8 @@ class Reporter:
         """The instrument's open session (who is at the microscope), if any."""
         from dataclasses import asdict
 
-        from sqlalchemy import inspect
-
         from autotx_lib.transfer.sessions import current_session
 
-        # The session store creates its tables on first use, and two threads creating them
-        # at once collide ("table already exists"): the agent creates them, the reporter
-        # only reads once they are there
-        if not set(inspect(self.journal.engine).get_table_names()) >= SESSION_TABLES:
-            return None
         session = current_session(self.journal, self.config.host_alias)
         if session is None:
             return None
@@ -194,11 +184,9 @@ class Reporter:
         sent = 0
         while True:
             cursor = self.journal.get_setting(EVENT_CURSOR_KEY) or 0
-            query = select(J.events).where(J.events.c.id > cursor).order_by(J.events.c.id)
-            if self.journal.engine.dialect.name != "sqlite":
-                query = query.where(J.events.c.at <= J.utcnow() - SETTLE)
-            with self.journal.engine.connect() as conn:
-                rows = list(conn.execute(query.limit(BATCH)))
+            settled = None if self.journal.engine.dialect.name == "sqlite" else \
+                J.utcnow() - SETTLE
+            rows = self.journal.events_after(cursor, BATCH, settled)
             if not rows:
                 return sent
             sent += self._push("events", [_event(r) for r in rows], lambda e: e["seq"])
@@ -236,14 +224,9 @@ class Reporter:
         cursor = self.journal.get_setting(DATASET_CURSOR_KEY)
         start = (dt.datetime.fromisoformat(cursor) - DATASET_OVERLAP) if cursor \
             else dt.datetime(1970, 1, 1)
-        table, sent, last = J.datasets, 0, (start, 0)
+        sent, last = 0, (start, 0)
         while True:
-            after = or_(table.c.updated_at > last[0],
-                        and_(table.c.updated_at == last[0], table.c.id > last[1]))
-            query = (select(table).where(table.c.updated_at >= start).where(after)
-                     .order_by(table.c.updated_at, table.c.id).limit(BATCH))
-            with self.journal.engine.connect() as conn:
-                rows = list(conn.execute(query))
+            rows = self.journal.datasets_changed_after(start, last, BATCH)
             if not rows:
                 return sent
             sent += self._push("datasets", [self._dataset(r) for r in rows],

@@ -41,6 +41,7 @@ from autotx_lib.errors import (
     TransferError,
     UnsafePathError,
 )
+from autotx_lib.hub.reporter import start_reporter
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer import control
 from autotx_lib.transfer import copy as C
@@ -211,6 +212,8 @@ class Agent:
         session, unclean = self.journal.start_session(self.config.host_alias, os.getpid(),
                                                       __version__)
         self._session = session
+        hub_stop = threading.Event()
+        reporter = start_reporter(self.config, self.journal, hub_stop)  # None without [hub]
         if unclean is not None:  # we hold the lock, so that agent is really gone
             self._event("warning", "unclean-shutdown", f"the previous agent session "
                         f"(pid {unclean.pid}, started {unclean.started_at:%Y-%m-%d %H:%M}) "
@@ -235,6 +238,9 @@ class Agent:
         finally:
             self.journal.end_session(session)
             self.notifier.flush()
+            hub_stop.set()  # the reporter sends what is left, then ends
+            if reporter is not None:
+                reporter.join(self.config.hub.timeout_seconds)
         finished = {*summary.delivered, *summary.unmatched, *summary.failed}
         summary.retrying = [i for i in summary.retrying if i not in finished]
         return summary

@@ -26,7 +26,7 @@ from pathlib import Path
 from autotx_lib.config import Config
 from autotx_lib.errors import UnsafePathError
 from autotx_lib.journal import Journal
-from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.destination import check_destination
 from autotx_lib.transfer.layout import check_name

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
@@ -282,11 +282,18 @@ def test_the_heartbeat_says_who_is_at_the_instrument(facility, hub, tmp_path):
     reporter = Reporter(facility, journal)
     reporter.heartbeat()
     assert hub.client(hub.viewer).agent("test-pc")["session"] is None
-    # the reporter never creates the session tables: the agent thread does, and two
-    # threads creating them at once collide ("table already exists")
-    assert "instrument_sessions" not in inspect(journal.engine).get_table_names()
     start_session(facility, "alice", project="cells")
     reporter.heartbeat()
     session = hub.client(hub.viewer).agent("test-pc")["session"]
     assert (session["user"], session["project"], session["instrument"]) == \
         ("alice", "cells", "test-pc")
+
+
+def test_the_agent_reports_by_itself(facility, hub, tmp_path):
+    """With [hub] in its config, Agent.run starts the reporter: everything arrives."""
+    link(facility, hub.url, hub.agent, tmp_path)
+    three_datasets(facility)
+    agent = Agent(facility)
+    assert agent.run(once=True).ok
+    assert hub_events(hub.store) == journal_events(agent.journal)
+    assert set(hub_states(hub.store).values()) == {"done"}

@@ -13,7 +13,7 @@ import pytest
 
 from autotx_lib.errors import SessionError
 from autotx_lib.journal import Journal
-from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.copy import verify_manifest
 from autotx_lib.transfer.live_sync import staging_root
