@@ -1,0 +1,266 @@
+"""A destination on an SMB share, written directly (no mount, no root) with smbprotocol.
+
+Failures are classified by the NT status code the server answered (the protocol's own
+error type), never by message text: a refused logon is :class:`DestinationAuth`, an
+absent share or a server that cannot be reached :class:`DestinationMissing`, a full disk
+:class:`DestinationFullError`, access denied :class:`DestinationPermission`, a name
+collision on rename :class:`DestinationNameTaken`. After a lost connection the next call
+connects again, so a transfer resumes once the server is back.
+
+Needs the ``smb`` extra: ``pip install "autotx_lib[smb]"``.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat as stat_module
+import threading
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
+
+from autotx_lib.errors import (
+    DestinationAuth,
+    DestinationError,
+    DestinationFullError,
+    DestinationMissing,
+    DestinationNameTaken,
+    DestinationPermission,
+    DestinationReadOnly,
+    MissingDependencyError,
+)
+from autotx_lib.transfer.destinations.base import (
+    Destination,
+    EntryInfo,
+    TranslatingStream,
+    clean_relpath,
+)
+
+T = TypeVar("T")
+WRITE_BUFFER = 4 * 1024 * 1024  # one SMB2 WRITE per 4 MiB however small the caller's writes
+
+# NT status codes (MS-ERREF 2.3) -> the destination error they mean.
+_NOT_FOUND = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000225}  # name, path, file, not found
+_BY_STATUS: dict[int, tuple[type[DestinationError], str]] = {
+    0xC000007F: (DestinationFullError, "disk full"),                    # STATUS_DISK_FULL
+    0xC0000044: (DestinationFullError, "quota exceeded"),               # STATUS_QUOTA_EXCEEDED
+    0xC00000A2: (DestinationReadOnly, "the share is write-protected"),  # MEDIA_WRITE_PROTECTED
+    0xC0000022: (DestinationPermission, "access denied"),               # STATUS_ACCESS_DENIED
+    0xC00000CA: (DestinationPermission, "network access denied"),       # NETWORK_ACCESS_DENIED
+    0xC000006D: (DestinationAuth, "logon failure: user name or password refused"),
+    0xC000006A: (DestinationAuth, "wrong password"),                    # STATUS_WRONG_PASSWORD
+    0xC0000071: (DestinationAuth, "password expired"),
+    0xC0000072: (DestinationAuth, "account disabled"),
+    0xC0000234: (DestinationAuth, "account locked out"),
+    0xC000006E: (DestinationAuth, "account restriction"),
+    0xC00000CC: (DestinationMissing, "no such share on the server"),  # STATUS_BAD_NETWORK_NAME
+    0xC00000C9: (DestinationMissing, "the share was removed"),       # NETWORK_NAME_DELETED
+    0xC0000203: (DestinationMissing, "the server ended the session"),  # USER_SESSION_DELETED
+    0xC0000035: (DestinationNameTaken, "the name is taken"),           # OBJECT_NAME_COLLISION
+    0xC0000101: (DestinationNameTaken, "the name is taken"),           # DIRECTORY_NOT_EMPTY
+}
+_LOST_CONNECTION = {DestinationMissing}
+
+
+def _smb():
+    """The smbprotocol modules, or an error that says how to install them."""
+    try:
+        import smbclient
+        import smbclient.shutil
+        from smbprotocol import exceptions
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"{error}\n\nSMB destinations need smbprotocol: "
+            'python -m pip install "autotx_lib[smb]"') from error
+    return smbclient, exceptions
+
+
+def _status(error: BaseException) -> int | None:
+    """The NT status of an smbprotocol error (SMBOSError or a response exception)."""
+    for attribute in ("ntstatus", "status"):
+        value = getattr(error, attribute, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+class SMBDestination(Destination):
+    """A folder on an SMB share, e.g. ``smb://alice@server/share/microscopy``.
+
+    Parameters
+    ----------
+    server, share : str
+        The server (name or address) and the share.
+    path : str
+        A folder inside the share (``/``-separated; ``""``: the share's top).
+    username, password : str
+        The credentials (see :func:`autotx_lib.transfer.destinations.url.open_destination`
+        for where the password comes from; it is never logged or shown).
+    port : int
+        The server's port (445).
+    timeout : float
+        Seconds to wait for a connection.
+    """
+
+    def __init__(self, server: str, share: str, path: str = "", *, username: str,
+                 password: str, port: int = 445, timeout: float = 30.0):
+        self.server, self.share, self.port = server, share, port
+        self.folder = clean_relpath(path)
+        self.username = username
+        self._password = password
+        self._timeout = timeout
+        self._cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._connected = False
+        user = f"{username}@" if username else ""
+        where = f":{port}" if port != 445 else ""
+        self.url = f"smb://{user}{server}{where}/{share}" + (f"/{self.folder}" if self.folder
+                                                             else "")
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"SMBDestination({self.url!r})"
+
+    # --- connection and error translation ---------------------------------------------
+
+    def _unc(self, relpath: str) -> str:
+        parts = [p for p in (self.folder, clean_relpath(relpath)) if p]
+        tail = "\\".join(parts).replace("/", "\\")
+        return f"\\\\{self.server}\\{self.share}" + (f"\\{tail}" if tail else "")
+
+    def _connect(self) -> None:
+        with self._lock:
+            if self._connected:
+                return
+            smbclient, _ = _smb()
+            smbclient.register_session(self.server, username=self.username,
+                                       password=self._password, port=self.port,
+                                       connection_cache=self._cache,
+                                       connection_timeout=self._timeout)
+            self._connected = True
+
+    def close(self) -> None:
+        """Close the connection (the next call connects again)."""
+        smbclient, _ = _smb()
+        with self._lock:
+            self._connected = False
+            cache, self._cache = self._cache, {}
+        smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+
+    def classify(self, error: BaseException, relpath: str = "") -> BaseException:
+        """The typed destination error for an smbprotocol (or socket) error.
+
+        A missing entry becomes FileNotFoundError; a lost or refused connection
+        DestinationMissing (and the connection is dropped, so the next call reconnects).
+        """
+        _, exceptions = _smb()
+        where = self.url + (f"/{clean_relpath(relpath)}" if relpath else "")
+        status = _status(error)
+        if status in _NOT_FOUND:
+            return FileNotFoundError(errno.ENOENT, "no such file or folder", where)
+        if status in _BY_STATUS:
+            kind, reason = _BY_STATUS[status]
+            if kind is DestinationFullError:
+                return DestinationFullError(where)
+            if kind in _LOST_CONNECTION:
+                self._forget_connection()
+            return kind(self.url if kind is DestinationMissing else where, reason)
+        if isinstance(error, exceptions.SMBAuthenticationError):
+            return DestinationAuth(self.url, "the server refused the logon")
+        if isinstance(error, exceptions.SMBOSError):
+            return DestinationError(where, f"the server answered NT status 0x{status or 0:08x}")
+        refused = isinstance(error, ValueError) and isinstance(error.__cause__, OSError)
+        if refused or isinstance(error, (OSError, exceptions.SMBException)):
+            # socket errors, a closed connection, "Failed to connect" (a ValueError whose
+            # cause is the socket error): the server is away
+            self._forget_connection()
+            return DestinationMissing(self.url, f"the server cannot be reached "
+                                      f"({type(error).__name__})")
+        return error
+
+    def _forget_connection(self) -> None:
+        self._connected = False
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped
+            self._cache = {}
+
+    def _run(self, relpath: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run one smbclient call on ``relpath``, with errors translated."""
+        _, exceptions = _smb()
+        unc = self._unc(relpath)
+        try:
+            self._connect()
+            return call(unc, *args, connection_cache=self._cache, port=self.port, **kwargs)
+        except (OSError, ValueError, exceptions.SMBException) as error:
+            translated = self.classify(error, relpath)
+            if translated is error:
+                raise
+            raise translated from None
+
+    def _stream(self, raw: Any, relpath: str) -> BinaryIO:
+        _, exceptions = _smb()
+        return TranslatingStream(raw, lambda e: self.classify(e, relpath),  # type: ignore
+                                 caught=(OSError, ValueError, exceptions.SMBException))
+
+    # --- the protocol ---------------------------------------------------------------------
+
+    def stat(self, relpath: str) -> EntryInfo:
+        smbclient, _ = _smb()
+        info = self._run(relpath, smbclient.stat)
+        return EntryInfo(info.st_size, info.st_mtime_ns, stat_module.S_ISDIR(info.st_mode))
+
+    def listdir(self, relpath: str = "") -> list[str]:
+        smbclient, _ = _smb()
+        return sorted(self._run(relpath, smbclient.listdir))
+
+    def make_dirs(self, relpath: str) -> None:
+        smbclient, _ = _smb()
+        self._run(relpath, smbclient.makedirs, exist_ok=True)
+
+    def open_write(self, relpath: str) -> BinaryIO:
+        """A stream writing the file on the server; closing it flushes it to the server's
+        disk (SMB2 FLUSH), so a closed file is durable."""
+        smbclient, _ = _smb()
+        raw = self._run(relpath, smbclient.open_file, mode="wb", buffering=WRITE_BUFFER)
+        return self._stream(raw, relpath)
+
+    def open_read(self, relpath: str) -> BinaryIO:
+        """A stream reading the file from the server (no client-side cache)."""
+        smbclient, _ = _smb()
+        raw = self._run(relpath, smbclient.open_file, mode="rb", buffering=0)
+        return self._stream(raw, relpath)
+
+    def rename(self, src: str, dst: str) -> None:
+        smbclient, _ = _smb()
+        self._run(src, smbclient.rename, self._unc(dst))
+
+    def remove_tree(self, relpath: str) -> None:
+        smbclient, _ = _smb()
+        try:
+            info = self.stat(relpath)
+        except FileNotFoundError:
+            return
+        if info.is_dir:
+            self._run(relpath, smbclient.shutil.rmtree)
+        else:
+            self._run(relpath, smbclient.remove)
+
+    def free_bytes(self) -> int:
+        smbclient, _ = _smb()
+        return self._run("", smbclient.stat_volume).caller_available_size
+
+    def _check_reachable(self) -> None:
+        try:
+            if not self.stat("").is_dir:
+                raise DestinationMissing(self.url, "not a folder")
+        except FileNotFoundError:
+            raise DestinationMissing(self.url, f"no folder {self.folder!r} in the share "
+                                     f"{self.share!r}") from None
+
+    def _check_writable(self) -> None:
+        """Write and remove a small probe file: a share's permissions show only then."""
+        probe = f".autotx-probe-{threading.get_ident()}"
+        self.write_bytes(probe, b"")
+        self.remove_tree(probe)
+
+
+__all__ = ["SMBDestination"]
