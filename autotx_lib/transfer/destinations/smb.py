@@ -183,10 +183,11 @@ class SMBDestination(Destination):
         except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped
             self._cache = {}
 
-    def _run(self, relpath: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run one smbclient call on ``relpath``, with errors translated."""
+    def _run(self, relpath: str, call: Callable[..., T], *args: Any, unc: str | None = None,
+             **kwargs: Any) -> T:
+        """Run one smbclient call on ``relpath`` (or ``unc``), with errors translated."""
         _, exceptions = _smb()
-        unc = self._unc(relpath)
+        unc = unc or self._unc(relpath)
         try:
             self._connect()
             return call(unc, *args, connection_cache=self._cache, port=self.port, **kwargs)
@@ -214,6 +215,7 @@ class SMBDestination(Destination):
 
     def make_dirs(self, relpath: str) -> None:
         smbclient, _ = _smb()
+        self._check_reachable()  # never re-create the destination's own folder
         self._run(relpath, smbclient.makedirs, exist_ok=True)
 
     def open_write(self, relpath: str) -> BinaryIO:
@@ -249,6 +251,14 @@ class SMBDestination(Destination):
         return self._run("", smbclient.stat_volume).caller_available_size
 
     def _check_reachable(self) -> None:
+        smbclient, _ = _smb()
+        try:  # a share the server does not have looks like a missing path (DFS lookup)
+            self._run("", smbclient.stat, unc=f"\\\\{self.server}\\{self.share}")
+        except FileNotFoundError:
+            raise DestinationMissing(self.url, f"no such share {self.share!r} on the "
+                                     "server") from None
+        if not self.folder:
+            return
         try:
             if not self.stat("").is_dir:
                 raise DestinationMissing(self.url, "not a folder")
