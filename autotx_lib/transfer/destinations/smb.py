@@ -13,6 +13,7 @@ Needs the ``smb`` extra: ``pip install "autotx_lib[smb]"``.
 from __future__ import annotations
 
 import errno
+import logging
 import stat as stat_module
 import threading
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from autotx_lib.transfer.destinations.base import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 WRITE_BUFFER = 4 * 1024 * 1024  # one SMB2 WRITE per 4 MiB however small the caller's writes
 
 # NT status codes (MS-ERREF 2.3) -> the destination error they mean.
@@ -108,9 +110,13 @@ class SMBDestination(Destination):
         self.username = username
         self._password = password
         self._timeout = timeout
-        self._cache: dict[str, Any] = {}
+        # One connection per thread: smbprotocol does not wait for credits, so threads
+        # sharing a connection fail under load; and Samba serves each connection in its
+        # own process, so parallel copies use the server's cores too.
+        self._local = threading.local()
+        self._caches: list[dict[str, Any]] = []
+        self._generation = 0
         self._lock = threading.Lock()
-        self._connected = False
         user = f"{username}@" if username else ""
         where = f":{port}" if port != 445 else ""
         self.url = f"smb://{user}{server}{where}/{share}" + (f"/{self.folder}" if self.folder
@@ -126,24 +132,34 @@ class SMBDestination(Destination):
         tail = "\\".join(parts).replace("/", "\\")
         return f"\\\\{self.server}\\{self.share}" + (f"\\{tail}" if tail else "")
 
+    @property
+    def _cache(self) -> dict[str, Any]:
+        """This thread's connection cache (a new one after :meth:`close`)."""
+        local = self._local
+        if getattr(local, "generation", None) != self._generation:
+            local.cache, local.generation, local.connected = {}, self._generation, False
+            with self._lock:
+                self._caches.append(local.cache)
+        return local.cache
+
     def _connect(self) -> None:
-        with self._lock:
-            if self._connected:
-                return
-            smbclient, _ = _smb()
-            smbclient.register_session(self.server, username=self.username,
-                                       password=self._password, port=self.port,
-                                       connection_cache=self._cache,
-                                       connection_timeout=self._timeout)
-            self._connected = True
+        cache = self._cache
+        if self._local.connected:
+            return
+        smbclient, _ = _smb()
+        smbclient.register_session(self.server, username=self.username,
+                                   password=self._password, port=self.port,
+                                   connection_cache=cache, connection_timeout=self._timeout)
+        self._local.connected = True
 
     def close(self) -> None:
-        """Close the connection (the next call connects again)."""
+        """Close the connections (the next call connects again)."""
         smbclient, _ = _smb()
         with self._lock:
-            self._connected = False
-            cache, self._cache = self._cache, {}
-        smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+            self._generation += 1
+            caches, self._caches = self._caches, []
+        for cache in caches:
+            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
 
     def classify(self, error: BaseException, relpath: str = "") -> BaseException:
         """The typed destination error for an smbprotocol (or socket) error.
@@ -177,11 +193,10 @@ class SMBDestination(Destination):
         return error
 
     def _forget_connection(self) -> None:
-        self._connected = False
         try:
             self.close()
-        except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped
-            self._cache = {}
+        except Exception as error:  # noqa: BLE001 - a dead connection may fail to close
+            log.debug("dropping a dead SMB connection to %s: %s", self.url, error)
 
     def _run(self, relpath: str, call: Callable[..., T], *args: Any, unc: str | None = None,
              **kwargs: Any) -> T:

@@ -123,3 +123,19 @@ def test_a_vanished_destination_is_missing_not_an_os_error(dest: Destination,
     assert info.value.retryable
     with pytest.raises(DestinationMissing):
         dest.make_tmp("tmp/exp")
+
+
+def test_parallel_writers_and_readers(dest: Destination):
+    """The agent copies with several threads through one destination."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {f"f{i}.bin": os.urandom(2 * 1024 * 1024 + i) for i in range(8)}
+    dest.make_tmp("tmp")
+
+    def copy(name: str) -> bool:
+        _write(dest, f"tmp/{name}", files[name])
+        return dest.read_bytes(f"tmp/{name}") == files[name]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(copy, files))
+    assert dest.listdir("tmp") == sorted(files)
