@@ -38,7 +38,7 @@ from autotx_lib.transfer.destinations.base import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-WRITE_BUFFER = 4 * 1024 * 1024  # one SMB2 WRITE per 4 MiB however small the caller's writes
+WRITE_BUFFER = 8 * 1024 * 1024  # one SMB2 WRITE per 4 MiB however small the caller's writes
 
 # NT status codes (MS-ERREF 2.3) -> the destination error they mean.
 _NOT_FOUND = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000225}  # name, path, file, not found
