@@ -16,6 +16,7 @@ import errno
 import logging
 import stat as stat_module
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
 
@@ -38,7 +39,8 @@ from autotx_lib.transfer.destinations.base import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-WRITE_BUFFER = 8 * 1024 * 1024  # one SMB2 WRITE per 4 MiB however small the caller's writes
+CHUNK = 4 * 1024 * 1024  # bytes per SMB2 READ / WRITE request
+IN_FLIGHT = 4  # requests sent before the first answer is awaited: client and server overlap
 
 # NT status codes (MS-ERREF 2.3) -> the destination error they mean.
 _NOT_FOUND = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000225}  # name, path, file, not found
@@ -234,17 +236,18 @@ class SMBDestination(Destination):
         self._run(relpath, smbclient.makedirs, exist_ok=True)
 
     def open_write(self, relpath: str) -> BinaryIO:
-        """A stream writing the file on the server; closing it flushes it to the server's
-        disk (SMB2 FLUSH), so a closed file is durable."""
+        """A stream writing the file on the server, several writes in flight; closing it
+        flushes it to the server's disk (SMB2 FLUSH), so a closed file is durable."""
         smbclient, _ = _smb()
-        raw = self._run(relpath, smbclient.open_file, mode="wb", buffering=WRITE_BUFFER)
-        return self._stream(raw, relpath)
+        raw = self._run(relpath, smbclient.open_file, mode="wb", buffering=0)
+        return self._stream(PipelinedWriter(raw), relpath)
 
     def open_read(self, relpath: str) -> BinaryIO:
-        """A stream reading the file from the server (no client-side cache)."""
+        """A stream reading the file from the server (no client-side cache), several
+        reads in flight."""
         smbclient, _ = _smb()
         raw = self._run(relpath, smbclient.open_file, mode="rb", buffering=0)
-        return self._stream(raw, relpath)
+        return self._stream(PipelinedReader(raw), relpath)
 
     def rename(self, src: str, dst: str) -> None:
         smbclient, _ = _smb()
@@ -286,6 +289,137 @@ class SMBDestination(Destination):
         probe = f".autotx-probe-{threading.get_ident()}"
         self.write_bytes(probe, b"")
         self.remove_tree(probe)
+
+
+class _Pipelined:
+    """Requests on one open file with up to IN_FLIGHT sent ahead (smbclient's own file
+    objects wait for each answer before sending the next request)."""
+
+    def __init__(self, raw: Any):
+        from smbclient._io import _chunk_size
+
+        self._raw, self._fd, self._chunk_size = raw, raw.fd, _chunk_size
+        self._pending: deque[tuple[Any, Callable[[Any], Any], int]] = deque()
+        self._offset = 0
+
+    def _send(self, message: Any, receive: Callable[[Any], Any], credits: int,
+              size: int) -> None:
+        request = self._fd.connection.send(
+            message, sid=self._fd.tree_connect.session.session_id,
+            tid=self._fd.tree_connect.tree_connect_id, credit_request=credits)
+        self._pending.append((request, receive, size))
+
+    def _chunk(self, length: int, operation: str) -> tuple[int, int]:
+        """The next request's size (within the credits granted) and credits to ask for."""
+        size, credits = self._chunk_size(self._fd.connection, min(length, CHUNK), operation)
+        return size, max(credits, IN_FLIGHT * (CHUNK // 65536))
+
+    def _drain(self) -> None:
+        while self._pending:
+            request, receive, _ = self._pending.popleft()
+            receive(request)
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def readable(self) -> bool:
+        return self._raw.readable()
+
+    def writable(self) -> bool:
+        return self._raw.writable()
+
+
+class PipelinedWriter(_Pipelined):
+    """Write a file with several SMB2 WRITE requests in flight; ``close`` waits for
+    them all, flushes the file on the server and closes it."""
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            size, credits = self._chunk(len(view) - done, "write")
+            if size <= 0 or len(self._pending) >= IN_FLIGHT:
+                self._complete_one()
+                continue
+            message, receive = self._fd.write(bytes(view[done:done + size]), offset=self._offset,
+                                              send=False)
+            self._send(message, receive, credits, size)
+            self._offset += size
+            done += size
+        return done
+
+    def _complete_one(self) -> None:
+        request, receive, size = self._pending.popleft()
+        written = receive(request)
+        if written != size:
+            raise OSError(errno.EIO, f"the server wrote {written} of {size} bytes")
+
+    def flush(self) -> None:
+        while self._pending:
+            self._complete_one()
+        if self._offset:
+            self._fd.flush()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pending.clear()
+            self._raw.close()
+
+
+class PipelinedReader(_Pipelined):
+    """Read a file with several SMB2 READ requests in flight."""
+
+    def __init__(self, raw: Any):
+        super().__init__(raw)
+        self._size = raw.fd.end_of_file
+        self._left = b""
+
+    def _fill(self) -> None:
+        while len(self._pending) < IN_FLIGHT and self._offset < self._size:
+            size, credits = self._chunk(self._size - self._offset, "read")
+            if size <= 0:
+                return
+            message, receive = self._fd.read(self._offset, size, send=False)
+            self._send(message, receive, credits, size)
+            self._offset += size
+
+    def _next(self) -> bytes:
+        self._fill()
+        if not self._pending:
+            return b""
+        request, receive, _ = self._pending.popleft()
+        data = receive(request)
+        self._fill()
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [self._left]
+            while chunk := self._next():
+                parts.append(chunk)
+            self._left = b""
+            return b"".join(parts)
+        if not self._left:
+            self._left = self._next()
+        data, self._left = self._left[:size], self._left[size:]
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        memoryview(buffer).cast("B")[:len(data)] = data
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        try:
+            self._drain()  # answers still on their way belong to this file
+        finally:
+            self._raw.close()
 
 
 __all__ = ["SMBDestination"]
