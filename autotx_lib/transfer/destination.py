@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from autotx_lib.errors import DestinationNotMountedError
+from autotx_lib.errors import DestinationError, DestinationNotMountedError
 from autotx_lib.journal import Journal
 from autotx_lib.transfer.destinations.base import MARKER_NAME, Destination, other_marker_reason
 from autotx_lib.transfer.destinations.url import open_destination
@@ -33,7 +33,7 @@ def read_marker(destination: Path | Destination) -> dict[str, Any] | None:
     """The marker's content, or None when there is no (readable, valid) marker."""
     try:
         return open_destination(destination).read_marker()
-    except (OSError, ValueError):  # unreadable counts as absent, as before
+    except (OSError, ValueError, DestinationError):  # unreachable or unreadable: absent
         return None
 
 

@@ -45,3 +45,19 @@ def test_local_read_only_and_full_filesystems(tmp_path, mount_tmpfs):
         dest.check()
     with pytest.raises(DestinationReadOnly):
         dest.open_write("a.txt")
+
+
+def test_marker_functions_take_a_path_or_a_destination(tmp_path):
+    from autotx_lib.journal import Journal
+    from autotx_lib.transfer.destination import check_destination, init_destination, read_marker
+
+    journal = Journal(f"sqlite:///{tmp_path / 'journal.db'}")
+    root = tmp_path / "store"
+    assert read_marker(root) is None  # missing: no marker, no error
+    with pytest.raises(DestinationMissing):
+        check_destination(root, journal, "pc")
+    root.mkdir()
+    marker = init_destination(LocalDestination(root), journal, "pc")
+    assert read_marker(root) == marker == read_marker(LocalDestination(root))
+    check_destination(root, journal, "pc")
+    journal.close()
