@@ -62,6 +62,11 @@ class VerifySettings(_Section):
         "readback", description="readback: re-read the destination and hash it again (default); "
         "stream: trust the hash computed while writing.")
 
+    recheck_days: float = Field(0.0, ge=0, description="Re-hash every delivered dataset at "
+                                "the destination against its manifest this often, one dataset "
+                                "at a time while the agent is idle (0: never; see "
+                                "`autotx verify`).")
+
 
 class CopySettings(_Section):
     """How the copy runs."""
@@ -208,6 +213,23 @@ class EmailSettings(_Section):
         return value
 
 
+class SessionSettings(_Section):
+    """Instrument sessions: who used the microscope, when; live sync while they run."""
+
+    live_sync: bool = Field(False, description="Copy (verified) the session user's files to "
+                            "the destination's staging area while the session runs.")
+    live_quiet_seconds: float = Field(30.0, ge=0, description="A file unchanged this long "
+                                      "is synced during the session.")
+    idle_timeout_minutes: float = Field(240.0, gt=0, description="A session with no new or "
+                                        "changed file for this long is closed (timeout).")
+    on_conflict: Literal["end", "refuse"] = Field("end", description="Starting a session "
+                                                  "while one is open: end it, or refuse.")
+    follow_login: bool = Field(False, description="Start and end sessions with the console "
+                                                  "user's login and logout (psutil.users()).")
+    login_debounce_seconds: float = Field(60.0, ge=0, description="A login or logout counts "
+                                          "once it held this long (flapping is ignored).")
+
+
 class OmeroSettings(_Section):
     """Import delivered datasets into OMERO (needs ``python3 tools/setup_omero.py``).
 
@@ -272,6 +294,71 @@ class OmeroSettings(_Section):
         return self
 
 
+# --- plate QC ([qc] section) ---------------------------------------------------------
+
+
+class QcSettings(_Section):
+    """Plate QC defaults for ``autotx qc``, the plate dashboard and the QC pipeline.
+
+    ``thresholds`` overrides any of ``autotx_lib.imaging.qc_verdicts.DEFAULT_THRESHOLDS``
+    (``empty``, ``saturated``, ``out_of_focus``, ``dark``, ``bright``; dashes work too)::
+
+        [qc]
+        thresholds = { out-of-focus = 0.9, dark = 0.2 }
+        controls = ["1", "12"]          # columns 1 and 12 are the intensity reference
+        templates_dir = "/etc/autotx/templates"   # its plate_qc_report.html replaces ours
+    """
+
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Verdict "
+                                         "thresholds by name, e.g. {out-of-focus = 0.9}.")
+    controls: list[str] = Field(default_factory=list, description="Control wells, columns "
+                                "(\"12\") or rows (\"H\") for the intensity reference.")
+    templates_dir: Path | None = Field(None, description="A folder holding your own "
+                                       "plate_qc_report.html.")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from autotx_lib.imaging.qc_verdicts import resolve_thresholds
+
+        limits = resolve_thresholds(value)
+        return {key: limits[key] for key in limits
+                if key in {k.strip().lower().replace("-", "_").replace(" ", "_") for k in value}}
+
+    @field_validator("controls")
+    @classmethod
+    def _controls_parse(cls, value: list[str]) -> list[str]:
+        from autotx_lib.imaging.qc_verdicts import parse_controls
+
+        parse_controls(value)
+        return value
+
+
+def load_qc_settings(path: str | os.PathLike[str]) -> QcSettings:
+    """Read only the ``[qc]`` table of a TOML file (it need not be a whole agent config).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not TOML, or its ``[qc]`` table is invalid.
+    """
+    source = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(source, [ConfigProblem("file", f"cannot read it: {error}",
+                                                 "check the path")]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, [ConfigProblem("file", f"not valid TOML: {error}",
+                                                 "fix the syntax")]) from None
+    try:
+        return QcSettings.model_validate(data.get("qc") or {})
+    except ValidationError as error:
+        problems = _problems_from(error)
+        raise ConfigError(source, [ConfigProblem(f"qc.{p.key}", p.message, p.fix)
+                                   for p in problems]) from None
+
+
 class Config(_Section):
     """Everything the agent needs to know; see the module docstring for a minimal file.
 
@@ -309,6 +396,8 @@ class Config(_Section):
     email: EmailSettings = Field(default_factory=EmailSettings)
     space_monitoring: list[SpaceCheck] = Field(default_factory=list)
     omero: OmeroSettings = Field(default_factory=OmeroSettings)
+    qc: QcSettings = Field(default_factory=QcSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

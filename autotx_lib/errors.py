@@ -268,6 +268,10 @@ class SubmitError(AutotxError):
     """A folder cannot be submitted for transfer."""
 
 
+class SessionError(AutotxError):
+    """An instrument session cannot be started or ended (the message says why)."""
+
+
 class RequeueError(SubmitError):
     """A dataset cannot be sent back to the queue (not quarantined or unmatched, gone...)."""
 

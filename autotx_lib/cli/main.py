@@ -12,6 +12,7 @@ from autotx_lib.cli.info import info
 from autotx_lib.cli.jobs import jobs_app
 from autotx_lib.cli.qc import qc
 from autotx_lib.cli.service import service_app
+from autotx_lib.cli.sessions import session_app, usage_command
 from autotx_lib.cli.transfer import (
     bandwidth_command,
     demo,
@@ -21,6 +22,7 @@ from autotx_lib.cli.transfer import (
     status_command,
     submit_command,
     suspend_command,
+    verify_command,
 )
 
 app = typer.Typer(
@@ -39,9 +41,12 @@ app.command("suspend")(suspend_command)
 app.command("resume")(resume_command)
 app.command("requeue")(requeue_command)
 app.command("bandwidth")(bandwidth_command)
+app.command("verify")(verify_command)
 app.add_typer(config_app, name="config")
 app.add_typer(service_app, name="service")
 app.add_typer(destination_app, name="destination")
+app.add_typer(session_app, name="session")
+app.command("usage")(usage_command)
 app.add_typer(grace_app, name="grace")
 app.add_typer(jobs_app, name="jobs")
 app.command("qc")(qc)

@@ -244,6 +244,55 @@ def requeue_command(
         err.print(f"[yellow]note:[/] {warning}", soft_wrap=True)
 
 
+def verify_command(
+    config: ConfigOption,
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only datasets delivered on or after this date (YYYY-MM-DD).")] = None,
+    dataset: Annotated[list[int] | None, typer.Option(
+        "--dataset", "-d", help="Only this dataset id (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+    = False,
+) -> None:
+    """Re-read delivered datasets at the destination and check them against what was
+    delivered (bit rot, tampering, deletion). Nothing is changed.
+
+    Exit status: 0 every dataset matches; 1 some no longer match (listed, logged, mailed
+    to the admin); 2 bad input, or the destination is not there (not mounted).
+    """
+    import datetime as dt
+
+    from autotx_lib.transfer.notify import Notifier
+    from autotx_lib.transfer.recheck import recheck_delivered
+
+    cfg = handle_errors(load_config)(config)
+    try:
+        start = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC) if since else None
+    except ValueError:
+        raise fail(f"--since {since!r}: give a date as YYYY-MM-DD") from None
+    report = handle_errors(recheck_delivered)(cfg, since=start, dataset_ids=dataset or None)
+    if report.failed:
+        from autotx_lib.journal import Journal
+
+        journal = Journal(cfg.journal_url)
+        notifier = Notifier(cfg, journal)
+        notifier.needs_attention("recheck", f"{len(report.failed)} delivered dataset(s) no "
+                                 "longer match what was delivered", "\n".join(
+                                     f"{c.user}/{c.name} at {c.dest_path}: "
+                                     + "; ".join(c.problems[:5]) for c in report.failed))
+        notifier.flush()
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        for check in report.checked:
+            verdict = "[green]ok[/]" if check.ok else "[red]NO LONGER MATCHES[/]"
+            out.print(f"{check.dataset_id} {check.user}/{check.name}: {verdict} "
+                      f"({check.files} files, {human_bytes(check.bytes)})", soft_wrap=True)
+            for problem in check.problems[:20]:
+                out.print(f"    {problem}", markup=False, soft_wrap=True)
+        out.print(f"{len(report.checked)} checked, {len(report.failed)} no longer match")
+    raise typer.Exit(int(ExitCode.OK if report.ok else ExitCode.INCOMPLETE))
+
+
 def bandwidth_command(
     config: ConfigOption,
     value: Annotated[str | None, typer.Argument(
@@ -344,4 +393,4 @@ def _show_incoming(cfg: Config) -> None:
 
 
 __all__ = ["run", "status_command", "submit_command", "suspend_command", "resume_command",
-           "requeue_command", "bandwidth_command", "demo", "EXIT_STATUS_HELP"]
+           "requeue_command", "bandwidth_command", "verify_command", "demo", "EXIT_STATUS_HELP"]

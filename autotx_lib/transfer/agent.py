@@ -60,9 +60,13 @@ from autotx_lib.transfer.layout import (
     parse_stamped,
     stamped_name,
 )
+from autotx_lib.transfer.live_sync import LiveSync, use_live_copies
 from autotx_lib.transfer.notify import Notifier
 from autotx_lib.transfer.readiness import check_ready, scan_incoming
+from autotx_lib.transfer.recheck import recheck_delivered, recheck_due, record_progress
+from autotx_lib.transfer.sessions import LoginFollower, close_if_idle, current_session
 from autotx_lib.transfer.status import LIVE_PROGRESS_KEY, WAITING_KEY
+from autotx_lib.units import human_bytes
 
 log = logging.getLogger("autotx")
 
@@ -177,6 +181,8 @@ class Agent:
         self.stop_requested = threading.Event()
         self._recovering: set[int] = set()
         self._seal_rounds: dict[int, int] = {}
+        self._open_session = None
+        self._login = LoginFollower(config) if config.sessions.follow_login else None
         self._session: int | None = None
         self._bandwidth_cache = (0.0, None)
 
@@ -246,6 +252,7 @@ class Agent:
     def _one_pass(self, summary: RunSummary, session: int, once: bool) -> None:
         """Claim what is ready, advance every active dataset, housekeeping, mail."""
         self.journal.heartbeat(session, "scanning")
+        self._instrument_session_step()
         claimed, summary.waiting = self.scan()
         for dataset_id in claimed:
             self._record_outcome(summary, self.journal.dataset(dataset_id))
@@ -258,7 +265,54 @@ class Agent:
             self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
             self._record_outcome(summary, self.process(row.id))
         self._housekeeping()
+        if not summary.paused and not self._has_work():
+            self._recheck_one()
         self.notifier.flush()
+
+    def _recheck_one(self) -> None:
+        """While idle: hash one delivered dataset again (``[verify] recheck_days``)."""
+        after_id = recheck_due(self.journal, self.config.verify.recheck_days)
+        if after_id is None:
+            return
+        try:
+            report = recheck_delivered(self.config, journal=self.journal, limit=1,
+                                       after_id=after_id)
+        except DestinationError as error:
+            log.info("recheck postponed: %s", error)
+            return
+        record_progress(self.journal, report, after_id)
+        for failed in report.failed:
+            self.notifier.needs_attention(
+                "recheck", f"{failed.user}/{failed.name} no longer matches what was delivered",
+                f"The delivered copy {failed.dest_path} was hashed again and differs from what "
+                "was delivered:\n" + "\n".join(f"  {p}" for p in failed.problems[:20]))
+
+    def _instrument_session_step(self) -> None:
+        """Sessions: follow the console login, close an idle session, live sync."""
+        if self._login is not None:
+            change = self._login.poll()
+            if change:
+                self._event("info", "session-login", f"session {change} with the console login")
+        if close_if_idle(self.config, self.journal) is not None:
+            self._event("info", "session-timeout", "the open session was closed: no activity "
+                        f"for {self.config.sessions.idle_timeout_minutes:g} min")
+        self._open_session = current_session(self.journal, self.config.host_alias)
+        if self._open_session is None or not self.config.sessions.live_sync:
+            return
+        if self._gate_blocks():
+            return  # the acquisition wins: nothing is synced while the gate is closed
+        gate = self._gate_monitor().start()
+        try:
+            step = LiveSync(self.config, self.journal, throttle=gate).step(
+                self._open_session, should_stop=self.stop_requested.is_set)
+        except (TransferError, OSError) as error:
+            log.info("live sync postponed: %s", error)
+            return
+        finally:
+            gate.stop()
+        if step.copied_files:
+            log.info("live sync: %d file(s), %s copied for %s", step.copied_files,
+                     human_bytes(step.copied_bytes), self._open_session.user)
 
     @staticmethod
     def _busy_journal(error: JournalBusyError) -> None:
@@ -393,8 +447,14 @@ class Agent:
             waiting.append({"user": user, "name": folder.name, "path": str(folder),
                             "reason": reason, "until": _utc_iso(until)})
 
+        live_user = self._open_session.user if self._open_session is not None and \
+            self.config.sessions.live_sync else None
         for user, folder in candidates:
             if str(folder) in known:
+                continue
+            if user == live_user:
+                wait(user, folder, f"{user}'s session is open: its files are synced live and "
+                     "the dataset is delivered when the session ends", None)
                 continue
             until, reason = self._quiet_until.get(folder, (0.0, ""))
             if now < until:  # a change can only push this later: no need to walk the tree
@@ -552,6 +612,7 @@ class Agent:
         self._check_destination()
         self._recheck_verified(row, tmp, rehash=row.id in self._recovering)
         self._recovering.discard(row.id)
+        self._take_live_copies(row, tmp)
         rows = self.journal.files_of(row.id)
         listed = {r.relpath for r in rows}
         todo = [SourceFile(r.relpath, r.size, r.mtime_ns) for r in rows if not r.verified]
@@ -614,6 +675,17 @@ class Agent:
             self.notifier.transfer_interrupted(self.journal.dataset(row.id))
             return False  # checkpointed: verified files are in the journal
         return self._seal(row, tmp, listed)
+
+    def _take_live_copies(self, row, tmp: Path) -> None:
+        """Files live-synced during a session and unchanged since: moved, not copied."""
+        taken = use_live_copies(self.config, self.journal, row.user, row.name, tmp,
+                                self.journal.files_of(row.id))
+        if taken:
+            done = [f for f in self.journal.files_of(row.id) if f.verified]
+            self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +
+                                       sum(t["size"] for t in taken), len(done) + len(taken))
+            self._event("info", "live-synced", f"{row.user}/{row.name}: {len(taken)} file(s) "
+                        "were synced during the session and are taken over unchanged", row.id)
 
     def _recheck_verified(self, row, tmp: Path, rehash: bool) -> None:
         """Check that files verified earlier are still intact in tmp; re-copy those that are not.

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,12 @@ from typing import Any
 from autotx_lib import journal as J
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal
-from autotx_lib.transfer.copy import hash_file, read_manifest
+from autotx_lib.transfer.integrity import (
+    hash_disagreements,
+    journal_disagreements,
+    listing_disagreements,
+    manifest_disagreements,
+)
 from autotx_lib.transfer.layout import ManagedFolders
 
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"  # layout.make_stamp, local time
@@ -304,124 +308,29 @@ def _record_reason(entry: GraceEntry, done: Path) -> str | None:
     return None
 
 
-def _journal_reasons(rows: list[Any]) -> list[str]:
-    """The journal's file rows must all carry the digest of a verified copy."""
-    if not rows:
-        return ["the journal lists no files for this dataset, so there is nothing to compare"]
-    return [f"{row.relpath}: the journal has no digest for it (never verified)"
-            for row in rows if not row.digest or not row.verified]
-
-
-def _manifest_reasons(entry: GraceEntry, rows: list[Any]) -> list[str]:
-    """The manifest must be the one delivered and list exactly the journal's digests."""
-    manifest = Path(entry.manifest_path or "")
-    try:
-        listed = dict(read_manifest(manifest))
-        digest = hash_file(manifest, entry.algorithm or "xxh3_128")
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        return [f"the manifest {manifest} cannot be read ({error})"]
-    reasons = []
-    if entry.manifest_digest and digest != entry.manifest_digest:
-        reasons.append(f"the manifest {manifest.name} changed since delivery (its digest "
-                       "differs from the journal's)")
-    for row in rows:
-        if row.relpath not in listed:
-            reasons.append(f"{row.relpath} is in the journal but not in the delivered copy's "
-                           "manifest")
-        elif listed.pop(row.relpath) != row.digest:
-            reasons.append(f"{row.relpath}: the manifest's digest differs from the journal's "
-                           "(the manifest was rewritten)")
-    reasons += [f"{relpath} is in the delivered copy's manifest but not in the journal"
-                for relpath in sorted(listed)]
-    return reasons
-
-
-def _listing(folder: Path, skip: str | None = None) -> dict[str, os.stat_result]:
-    """Everything but directories below ``folder``, by relpath; symlinks not followed."""
-    found: dict[str, os.stat_result] = {}
-    stack = [""]
-    while stack:
-        prefix = stack.pop()
-        with os.scandir(folder / prefix if prefix else folder) as entries:
-            for item in entries:
-                relpath = f"{prefix}/{item.name}" if prefix else item.name
-                info = item.stat(follow_symlinks=False)
-                if stat.S_ISDIR(info.st_mode):
-                    stack.append(relpath)
-                elif relpath != skip:
-                    found[relpath] = info
-    return found
-
-
-def _when(ns: int) -> str:
-    seconds, rest = divmod(ns, 10**9)
-    return f"{dt.datetime.fromtimestamp(seconds):%Y-%m-%d %H:%M:%S}.{rest:09d}"
-
-
-# Why a file that is not in the journal matters, per side.
-EXTRA = {"original": "never delivered", "delivered copy": "added after delivery"}
-
-
-def _listing_reasons(folder: Path, rows: list[Any], side: str, *, mtimes: bool,
-                     skip: str | None = None) -> list[str]:
-    """The files of one side against the journal's rows: names, sizes, and mtimes if asked."""
-    try:
-        found = _listing(folder, skip)
-    except OSError as error:
-        return [f"the {side} {folder} cannot be listed ({error})"]
-    reasons = []
-    for row in rows:
-        info = found.pop(row.relpath, None)
-        changed = f"{row.relpath} in the {side} changed since it was copied"
-        if info is None:
-            reasons.append(f"{row.relpath} is missing from the {side}")
-        elif not stat.S_ISREG(info.st_mode):
-            reasons.append(f"{row.relpath} in the {side} is no longer a regular file")
-        elif info.st_size != row.size:
-            reasons.append(f"{changed} (size {row.size} -> {info.st_size} bytes)")
-        elif mtimes and info.st_mtime_ns != row.mtime_ns:
-            reasons.append(f"{changed} (modified {_when(row.mtime_ns)} -> "
-                           f"{_when(info.st_mtime_ns)})")
-    reasons += [f"{relpath} in the {side} is not in the journal ({EXTRA[side]})"
-                for relpath in sorted(found)]
-    return reasons
-
-
 def _cheap_reasons(entry: GraceEntry, done: Path, rows: list[Any]) -> list[str]:
     """Every disagreement found without hashing a data file (empty: go on to hash)."""
     reason = _record_reason(entry, done)
     if reason is not None:
         return [reason]
-    reasons = _journal_reasons(rows)
+    reasons = journal_disagreements(rows)
     if reasons:  # without every digest the other comparisons mean little
         return reasons
-    return (_manifest_reasons(entry, rows)
-            + _listing_reasons(Path(entry.path), rows, "original", mtimes=True)
-            + _listing_reasons(Path(entry.dest_path or ""), rows, "delivered copy",
-                               mtimes=False, skip=Path(entry.manifest_path or "").name))
-
-
-# Why a file whose fresh hash differs from the journal's matters, per side.
-HASH_DIFFERS = {"original": "changed since it was copied",
-                "delivered copy": "changed or damaged since delivery"}
+    return (manifest_disagreements(Path(entry.manifest_path or ""), rows,
+                                   entry.algorithm or "xxh3_128", entry.manifest_digest)
+            + listing_disagreements(Path(entry.path), rows, "original", mtimes=True)
+            + listing_disagreements(Path(entry.dest_path or ""), rows, "delivered copy",
+                                    mtimes=False, skip=Path(entry.manifest_path or "").name))
 
 
 def _hash_reasons(entry: GraceEntry, rows: list[Any],
                   hashed: Callable[[GraceEntry, Any], None]) -> list[str]:
     """Hash every file of the original and of the delivered copy against the journal."""
-    reasons = []
-    for side, folder in (("original", entry.path), ("delivered copy", entry.dest_path or "")):
-        for row in rows:
-            try:
-                if hash_file(Path(folder) / row.relpath, entry.algorithm or "xxh3_128") \
-                        != row.digest:
-                    reasons.append(f"{row.relpath} in the {side} differs from the journal's "
-                                   f"digest ({HASH_DIFFERS[side]})")
-            except OSError as error:
-                reasons.append(f"{row.relpath} in the {side} cannot be read to hash it "
-                               f"({error.strerror or error})")
-            hashed(entry, row)
-    return reasons
+    algorithm = entry.algorithm or "xxh3_128"
+    return [reason for side, folder in (("original", entry.path),
+                                        ("delivered copy", entry.dest_path or ""))
+            for reason in hash_disagreements(Path(folder), rows, side, algorithm,
+                                             lambda row: hashed(entry, row))]
 
 
 class _ProgressCounter:
@@ -452,7 +361,7 @@ def _remove(result: PurgeResult, journal: Journal, entry: GraceEntry, rows: list
             hashed: _ProgressCounter) -> None:
     """Hash both sides, look once more for changes made meanwhile, then remove the original."""
     reasons = _hash_reasons(entry, rows, hashed) or \
-        _listing_reasons(Path(entry.path), rows, "original", mtimes=True)
+        listing_disagreements(Path(entry.path), rows, "original", mtimes=True)
     if reasons:
         _keep(result, journal, entry, reasons)
         return

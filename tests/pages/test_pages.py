@@ -255,3 +255,68 @@ def test_plate_qc_page_measures_and_a_click_on_a_well_shows_it(browser, sampleda
         _check_offline(page)
     finally:
         served.stop()
+
+
+_RGBA_SUM_JS = """
+() => {
+  const views = [];
+  const walk = (v) => { views.push(v); for (const c of (v.child_views ?? [])) walk(c); };
+  for (const v of Object.values(Bokeh.index)) walk(v);
+  for (const v of views) {
+    if (v.model.type !== 'Figure') continue;
+    for (const r of v.model.renderers) {
+      if (!r.visible || r.glyph?.type !== 'ImageRGBA') continue;
+      const data = r.data_source?.data;
+      const image = (data instanceof Map ? data.get('rgba') : data?.rgba)?.[0];
+      if (image && image.length > 1) { let s = 0; for (const x of image) s += x; return s; }
+    }
+  }
+  return null;
+}
+"""
+
+
+def test_stack_browser_page_shows_a_composite_and_twenty_channel_rows(browser, sampledata,
+                                                                      tmp_path):
+    from autotx_lib.imaging.composite import composite_rgba, image_channel_colors
+    from autotx_lib.imaging.viewer import auto_contrast
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(sampledata / "nd2" / "arcadia_example-multichannel.nd2", folder / "cells.nd2")
+    shutil.copy(sampledata / "lif" / "readlif_LeicaLASX_wavelength-sweep_example.lif",
+                folder / "sweep.lif")
+    with open_image(folder / "cells.nd2") as image:
+        planes = [image.plane(c=c).copy() for c in range(4)]  # nd2 planes map the file
+        colours = image_channel_colors(image)
+
+    def rgba_sum(shown: list[int]) -> int:
+        rgba = composite_rgba([planes[c] for c in shown], [colours[c] for c in shown],
+                              [auto_contrast(planes[c]) for c in shown])
+        return int(rgba.sum(dtype=np.int64))
+
+    served = _serve(tmp_path, "stack-browser", "--path", str(folder))
+    try:
+        page = _open(browser, served, "composite of 4/4 channels")
+        page.locator(".bk-Canvas, canvas").first.wait_for(state="attached", timeout=60_000)
+        page.wait_for_function(f"({_RGBA_SUM_JS})() === {rgba_sum([0, 1, 2, 3])}", timeout=30_000)
+        page.locator(".autotx-channel-panel").get_by_text("Mono").click()  # hide bright field
+        page.get_by_text("composite of 3/4 channels").wait_for(timeout=30_000)
+        page.wait_for_function(f"({_RGBA_SUM_JS})() === {rgba_sum([1, 2, 3])}", timeout=30_000)
+        page.screenshot(path=str(tmp_path / "composite.png"))
+
+        page.locator("select").first.select_option(label="sweep.lif")
+        page.get_by_text("composite of 20/20 channels").wait_for(timeout=60_000)
+        panel = page.locator(".autotx-channel-panel")
+        assert panel.locator("input[type=checkbox]").count() == 20
+        box = panel.evaluate("p => [p.clientHeight, p.scrollHeight, p.getBoundingClientRect().width]")
+        assert box[0] <= 216 < box[1], box  # a short panel that scrolls, not 20 rows tall
+        last = panel.get_by_text("lambda:19")
+        last.scroll_into_view_if_needed()
+        last.click()  # the last row is reachable and works
+        page.get_by_text("composite of 19/20 channels").wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "composite_20.png"))
+        assert not page.errors, page.errors
+        _check_offline(page)
+    finally:
+        served.stop()

@@ -17,8 +17,7 @@ from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.bandwidth import Timetable, parse_rate, resolve
 from autotx_lib.transfer.requeue import requeue
 
-from .conftest import make_dataset, tree
-from .test_hostile_world import write_config
+from .conftest import make_dataset, tree, write_config
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

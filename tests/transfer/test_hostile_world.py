@@ -23,40 +23,8 @@ from autotx_lib.transfer.agent_lock import AgentLock, lock_paths
 from autotx_lib.transfer.copy import verify_manifest
 from autotx_lib.transfer.readiness import check_ready
 
-from .conftest import make_dataset, tree
-from .test_notify import Server
-
-
-@pytest.fixture
-def admin_mail(facility):
-    """A real SMTP server on loopback; the facility mails its admin there."""
-    server = Server()
-    facility.email.smtp_host, facility.email.smtp_port = "127.0.0.1", server.port
-    facility.email.security = "none"
-    facility.email.admin = "admin@example.org"
-    yield server.inbox
-    server.stop()
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def write_config(facility, path: Path, extra: str = "") -> Path:
-    path.write_text(f'incoming = "{facility.incoming}"\nmanaged = "{facility.managed}"\n'
-                    f'destination = "{facility.destination}"\nhost_alias = "pc1"\n'
-                    'poll_seconds = 0.2\n' + extra +
-                    '[readiness]\nquiet_seconds = 0\n[gate]\nmax_cpu_percent = 100\n'
-                    'min_available_memory_mb = 0\n')
-    return path
-
+from ..conftest import wait_for
+from .conftest import make_dataset, tree, write_config
 
 # --- one agent per managed folder and journal -----------------------------------------
 
@@ -82,14 +50,14 @@ def test_second_agent_process_exits_2_naming_the_first_and_no_unclean_report(fac
             row = Journal(facility.journal_url).last_session()
             return row is not None and row.pid == first.pid and row.state == "idle"
 
-        wait_for(first_is_idle, "the first agent to be running and idle")
+        wait_for(first_is_idle, 60, "the first agent to be running and idle")
         second = subprocess.run([sys.executable, "-m", "autotx_lib.cli", "run", "--once", "-c",
                                  str(config)], capture_output=True, text=True)
         assert second.returncode == 2
         assert "already running" in second.stderr and f"pid {first.pid}" in second.stderr
         assert "Traceback" not in second.stderr
         make_dataset(facility.incoming, "alice", "exp", {"a.txt": b"a"})
-        wait_for(lambda: (facility.destination / "alice" / "exp").is_dir(),
+        wait_for(lambda: (facility.destination / "alice" / "exp").is_dir(), 60,
                  "the first agent to deliver")
     finally:
         first.terminate()
@@ -105,7 +73,7 @@ def test_kill_9_releases_the_lock_and_the_next_start_reports_it(facility, tmp_pa
     first = subprocess.Popen([sys.executable, "-m", "autotx_lib.cli", "run", "-c", str(config)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: (facility.managed / "autotx.sqlite").exists() and
-             Journal(facility.journal_url).last_session() is not None,
+             Journal(facility.journal_url).last_session() is not None, 60,
              "the first agent to open a session")
     first.kill()
     first.wait(30)
@@ -166,7 +134,7 @@ def test_journal_deleted_under_a_running_agent_stops_it_with_the_reason(facility
 
     thread = threading.Thread(target=run)
     thread.start()
-    wait_for(lambda: agent.journal.last_session() is not None, "the agent to start")
+    wait_for(lambda: agent.journal.last_session() is not None, 60, "the agent to start")
     (facility.managed / "autotx.sqlite").unlink()
     thread.join(30)
     assert not thread.is_alive(), "the agent went on with a deleted journal"

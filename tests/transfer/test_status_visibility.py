@@ -10,8 +10,8 @@ import threading
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.status import status
 
+from ..conftest import wait_for
 from .conftest import make_dataset
-from .test_hostile_world import wait_for
 
 
 def run_in_thread(agent: Agent) -> threading.Thread:
@@ -35,7 +35,7 @@ def test_progress_rate_and_eta_are_visible_inside_one_large_file(facility):
                 return current
             return None
 
-        current = wait_for(mid_file, "progress inside the file, with a rate")
+        current = wait_for(mid_file, 60, "progress inside the file, with a rate")
         assert current.eta_seconds is not None and current.eta_seconds > 0
         assert 1e6 < current.rate_bytes_per_s < 30e6  # around the 6 MB/s cap, not a mean
         data = status(facility).to_dict()["current"]
@@ -72,7 +72,7 @@ def test_outside_the_time_window_status_says_paused_with_the_reason(facility):
     thread = run_in_thread(agent)
     try:
         snapshot = wait_for(lambda: (s := status(facility)).agent_state == "paused" and s,
-                            "the agent to report the pause")
+                            60, "the agent to report the pause")
         assert "time window" in snapshot.agent_detail
         assert snapshot.queue and snapshot.queue[0].name == "exp"
     finally:
