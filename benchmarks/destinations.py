@@ -115,7 +115,7 @@ def main() -> None:
         raise SystemExit(f"cannot run: {reason or 'needs root (it starts smbd)'}")
     work = Path(tempfile.mkdtemp(prefix="autotx-bench-smb-", dir="/var/tmp"))
     work.chmod(0o755)
-    server = SambaServer(work / "server")
+    server = SambaServer(work / "server", small_share=False)
     try:
         server.start()
         files = make_files(work / "src", args.files, args.size_mib * MiB)

@@ -16,6 +16,7 @@ import errno
 import logging
 import stat as stat_module
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any, BinaryIO, TypeVar
@@ -39,8 +40,8 @@ from autotx_lib.transfer.destinations.base import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-CHUNK = 4 * 1024 * 1024  # bytes per SMB2 READ / WRITE request
-IN_FLIGHT = 4  # requests sent before the first answer is awaited: client and server overlap
+CHUNK = 2 * 1024 * 1024  # bytes per SMB2 READ / WRITE request (2 MiB x 8 measured best)
+IN_FLIGHT = 8  # requests sent before the first answer is awaited: client and server overlap
 
 # NT status codes (MS-ERREF 2.3) -> the destination error they mean.
 _NOT_FOUND = {0xC0000034, 0xC000003A, 0xC000000F, 0xC0000225}  # name, path, file, not found
@@ -149,6 +150,16 @@ class SMBDestination(Destination):
         if self._local.connected:
             return
         smbclient, _ = _smb()
+        from smbprotocol.connection import Connection
+
+        key = f"{self.server.lower()}:{self.port}"
+        if key not in cache or not cache[key].transport.connected:
+            # A client GUID of its own: Samba hands a new connection with a GUID it knows
+            # to the process already serving that GUID, and that hand-over stalled the
+            # session setup of parallel connections here (smbclient uses one GUID for all).
+            connection = Connection(uuid.uuid4(), self.server, self.port)
+            connection.connect(timeout=self._timeout)
+            cache[key] = connection
         smbclient.register_session(self.server, username=self.username,
                                    password=self._password, port=self.port,
                                    connection_cache=cache, connection_timeout=self._timeout)

@@ -64,7 +64,7 @@ class SambaServer:
     ``stop()`` and ``start()`` simulate a server that goes away and comes back.
     """
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, small_share: bool = True):
         self.base, self.port = base, _free_port()
         self.user, self.password = USER, PASSWORD
         self.data = base / "data"
@@ -73,7 +73,7 @@ class SambaServer:
         for name in ("private", "lock", "state", "cache", "pid", "ncalrpc", "log", "data"):
             (base / name).mkdir(parents=True, exist_ok=True)
         self.data.chmod(0o777)
-        self.has_full = self._mount_full()
+        self.has_full = small_share and self._mount_full()
         self.conf = base / "smb.conf"
         self.conf.write_text(self._config(), encoding="utf-8")
         result = subprocess.run(["smbpasswd", "-c", str(self.conf), "-a", "-s", USER],
