@@ -79,6 +79,15 @@ def _smb():
     return smbclient, exceptions
 
 
+def _close_cache(cache: dict[str, Any]) -> None:
+    """Close the connections in one smbclient connection cache (errors: already gone)."""
+    smbclient, _ = _smb()
+    try:
+        smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+    except Exception as error:  # noqa: BLE001 - a dead connection may fail to close
+        log.debug("closing an SMB connection: %s", error)
+
+
 def _status(error: BaseException) -> int | None:
     """The NT status of an smbprotocol error (SMBOSError or a response exception)."""
     for attribute in ("ntstatus", "status"):
@@ -117,7 +126,7 @@ class SMBDestination(Destination):
         # sharing a connection fail under load; and Samba serves each connection in its
         # own process, so parallel copies use the server's cores too.
         self._local = threading.local()
-        self._caches: list[dict[str, Any]] = []
+        self._caches: list[tuple[threading.Thread, dict[str, Any]]] = []
         self._generation = 0
         self._lock = threading.Lock()
         user = f"{username}@" if username else ""
@@ -141,8 +150,12 @@ class SMBDestination(Destination):
         local = self._local
         if getattr(local, "generation", None) != self._generation:
             local.cache, local.generation, local.connected = {}, self._generation, False
-            with self._lock:
-                self._caches.append(local.cache)
+            with self._lock:  # connections of finished threads (a past copy's) are closed
+                ended = [c for t, c in self._caches if not t.is_alive()]
+                self._caches = [(t, c) for t, c in self._caches if t.is_alive()]
+                self._caches.append((threading.current_thread(), local.cache))
+            for cache in ended:
+                _close_cache(cache)
         return local.cache
 
     def _connect(self) -> None:
@@ -167,12 +180,11 @@ class SMBDestination(Destination):
 
     def close(self) -> None:
         """Close the connections (the next call connects again)."""
-        smbclient, _ = _smb()
         with self._lock:
             self._generation += 1
             caches, self._caches = self._caches, []
-        for cache in caches:
-            smbclient.reset_connection_cache(fail_on_error=False, connection_cache=cache)
+        for _, cache in caches:
+            _close_cache(cache)
 
     def classify(self, error: BaseException, relpath: str = "") -> BaseException:
         """The typed destination error for an smbprotocol (or socket) error.

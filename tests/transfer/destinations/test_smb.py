@@ -116,3 +116,22 @@ def test_server_stopped_mid_transfer_resumes_and_delivers_once(samba, smb_env, s
     assert dest.listdir() == ["exp", "tmp"] and dest.listdir("exp") == sorted(files)
     assert all(dest.read_bytes(f"exp/{name}") == data for name, data in files.items())
     dest.close()
+
+
+def test_connections_of_finished_copies_are_closed(samba, smb_env, smb_folder):
+    """One connection per copying thread; a long-running agent must not pile them up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    def connections() -> int:
+        return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+                   if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED")
+
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        dest.check()
+        for copy in range(3):  # three datasets, each copied by a pool of 4 threads
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i, c=copy: dest.write_bytes(f"c{c}-{i}", b"x"), range(8)))
+        assert connections() <= 4 + 1  # the last pool's and this thread's
+    assert connections() == 0
