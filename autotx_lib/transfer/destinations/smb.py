@@ -113,6 +113,12 @@ class SMBDestination(Destination):
         The server's port (445).
     timeout : float
         Seconds to wait for a connection.
+
+    Notes
+    -----
+    Each thread uses a connection of its own. SMB has no "sync the volume": every file
+    written is flushed on the server when its stream is closed, so :meth:`sync` has
+    nothing left to do.
     """
 
     def __init__(self, server: str, share: str, path: str = "", *, username: str,
