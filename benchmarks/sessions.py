@@ -17,7 +17,8 @@ refused), the gate open (``max_cpu_percent`` 100), ``poll_seconds`` 0.5, readine
 A simulated acquisition (a separate process, as the microscope software is) writes files of
 16 to 256 MiB (random sizes, the same sequence in every scenario) one after the other into
 ``incoming/<user>/<dataset>/`` at a steady byte rate (``--total-gib`` over ``--minutes``),
-4 MiB per write, ``fdatasync`` when a file is closed (so that the disk's share shows). Its
+4 MiB per write, ``fdatasync`` when a file is closed (so that the disk's share shows;
+``--no-fsync``: not). Its
 throughput is the bytes written over the seconds spent inside ``write`` and
 ``fdatasync``: with pacing, its wall time is the same in every scenario unless it falls
 behind, which is reported too. Three scenarios, interleaved over ``--runs`` rounds:
@@ -158,7 +159,7 @@ class WriterResult:
         return self.bytes / self.busy
 
 
-def write_acquisition(folder: str, sizes: list[int], rate: float, results) -> None:
+def write_acquisition(folder: str, sizes: list[int], rate: float, fsync: bool, results) -> None:
     """The writer process: files one after the other, paced at ``rate`` bytes/s."""
     pool = os.urandom(2 * CHUNK)  # a random slice per write: nothing compresses or repeats
     rng = random.Random(1)
@@ -180,17 +181,19 @@ def write_acquisition(folder: str, sizes: list[int], rate: float, results) -> No
                 written += n
             t0 = time.monotonic()
             handle.flush()
-            os.fdatasync(handle.fileno())
+            if fsync:
+                os.fdatasync(handle.fileno())
             busy += time.monotonic() - t0
     end = time.monotonic()
     results.put(WriterResult(written, end - start, busy, max(0.0, end - start - written / rate),
                              end))
 
 
-def run_writer(folder: Path, sizes: list[int], rate: float) -> WriterResult:
+def run_writer(folder: Path, sizes: list[int], rate: float, fsync: bool) -> WriterResult:
     ctx = multiprocessing.get_context("spawn")  # no fork of a process with agent threads
     results = ctx.Queue()
-    process = ctx.Process(target=write_acquisition, args=(str(folder), sizes, rate, results))
+    process = ctx.Process(target=write_acquisition, args=(str(folder), sizes, rate, fsync,
+                                                             results))
     process.start()
     result = results.get()
     process.join()
@@ -236,8 +239,8 @@ class AgentThread:
         self.thread.join()
 
 
-def run_scenario(kind: str, base: Path, sizes: list[int], rate: float, timeout: float
-                 ) -> Outcome:
+def run_scenario(kind: str, base: Path, sizes: list[int], rate: float, fsync: bool,
+                 timeout: float) -> Outcome:
     workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=base))
     config = make_facility(workdir, live_sync=kind == "live")
     folder = config.incoming / USER / DATASET
@@ -248,7 +251,7 @@ def run_scenario(kind: str, base: Path, sizes: list[int], rate: float, timeout: 
             session = start_session(config, USER, started_by="benchmark")
         agent = AgentThread(config).start()
     try:
-        outcome = Outcome(run_writer(folder, sizes, rate))
+        outcome = Outcome(run_writer(folder, sizes, rate, fsync))
         if agent is None:
             return outcome
         if session is not None:
@@ -436,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--idle-poll", type=float, default=5.0,
                         help="the idle agent's poll_seconds (default 5, the config default)")
+    parser.add_argument("--no-fsync", action="store_true",
+                        help="the writer does not fdatasync its files (only CPU and page "
+                        "cache contention show then)")
     parser.add_argument("--skip-writer", action="store_true")
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--dir", type=Path, default=Path("/tmp"),
@@ -452,12 +458,13 @@ def main(argv: list[str] | None = None) -> None:
             sizes = file_sizes(total, args.min_mib, args.max_mib)
             rate = total / (args.minutes * 60)
             print(f"\n== session: {len(sizes)} files of {args.min_mib}-{args.max_mib} MiB, "
-                  f"{total / MiB:.0f} MiB over {args.minutes * 60:.0f} s ({rate / 1e6:.1f} MB/s); "
+                  f"{total / MiB:.0f} MiB over {args.minutes * 60:.0f} s ({rate / 1e6:.1f} MB/s, "
+                  f"{'no fdatasync' if args.no_fsync else 'fdatasync per file'}); "
                   f"{args.runs} round(s) of {', '.join(SCENARIOS)}; {load()} ==")
             outcomes: dict[str, list[Outcome]] = {kind: [] for kind in SCENARIOS}
             for _ in range(args.runs):
                 for kind in SCENARIOS:
-                    outcomes[kind].append(run_scenario(kind, base, sizes, rate,
+                    outcomes[kind].append(run_scenario(kind, base, sizes, rate, not args.no_fsync,
                                                        timeout=600 + args.minutes * 60))
             report(outcomes, sizes, rate)
             print(f"  ({load()} at the end)")
