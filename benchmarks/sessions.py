@@ -25,8 +25,8 @@ behind, which is reported too. Three scenarios, interleaved over ``--runs`` roun
 
 - ``alone``: the writer, no agent (the reference throughput);
 - ``live``: an Agent (in a thread of this process) with a session open and live sync on.
-  When the writer's last file is closed, the session is ended (and the quiet period set to
-  0: the user said the session is over); timed: session end -> dataset DONE in the journal
+  When the writer's last file is closed (or ``--end-after`` seconds later), the session is
+  ended (and the quiet period set to 0: the user said the session is over); timed: session end -> dataset DONE in the journal
   ("delivered, verified"; the agent's after-delivery hook fires);
 - ``without``: the same Agent without a session. It claims the dataset after its quiet
   period; timed: ready (writer done + quiet period) -> DONE (the quiet period is a
@@ -240,7 +240,7 @@ class AgentThread:
 
 
 def run_scenario(kind: str, base: Path, sizes: list[int], rate: float, fsync: bool,
-                 timeout: float) -> Outcome:
+                 timeout: float, end_after: float = 0.0) -> Outcome:
     workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=base))
     config = make_facility(workdir, live_sync=kind == "live")
     folder = config.incoming / USER / DATASET
@@ -255,6 +255,7 @@ def run_scenario(kind: str, base: Path, sizes: list[int], rate: float, fsync: bo
         if agent is None:
             return outcome
         if session is not None:
+            time.sleep(end_after)  # the user ends the session this long after the last file
             staged = SessionStore(Journal(config.journal_url)).live_files(session.id)
             outcome.staged_at_end = sum(row.size for row in staged.values())
             config.readiness.quiet_seconds = 0  # the session is over: no quiet to wait for
@@ -418,11 +419,14 @@ def report(outcomes: dict[str, list[Outcome]], sizes: list[int], rate: float) ->
     print(f"sessions_writer_paced_rate_live_vs_alone: {paced:.3f} "
           f"(target >= {TARGET_WRITER:g}) {verdict}   (bytes over wall time: did the "
           "acquisition keep its rate?)")
-    print(f"  (scaling: what is left at the session end is about the last "
-          f"{LIVE_QUIET_SECONDS:g} s of writing plus the file being synced, i.e. up to "
-          f"the largest file ({max(sizes) / MiB:.0f} MiB here), whatever the session's size; "
-          f"without live sync the whole {total / MiB:.0f} MiB is copied: the delivery ratio "
-          "falls about as 1 / session size)")
+    live_s = statistics.median(o.delivery for o in live)
+    per_gib = statistics.median(o.delivery for o in outcomes["without"]) / (total / 1024 / MiB)
+    print(f"  (scaling: what is left at the session end is the last "
+          f"{LIVE_QUIET_SECONDS:g} s of writing plus the file being synced, i.e. about one "
+          f"file (up to {max(sizes) / MiB:.0f} MiB here), whatever the session's size; "
+          f"without live sync all {total / MiB:.0f} MiB are copied ({per_gib:.2f} s per GiB "
+          f"here): the ratio falls about as 1 / session size; from these figures, at 4 GiB "
+          f"it would be about {live_s / (4 * per_gib):.3f})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -439,6 +443,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--idle-poll", type=float, default=5.0,
                         help="the idle agent's poll_seconds (default 5, the config default)")
+    parser.add_argument("--end-after", type=float, default=0.0,
+                        help="seconds from the last file closed to the session end (default "
+                        "0: at once, the worst case for live sync)")
     parser.add_argument("--no-fsync", action="store_true",
                         help="the writer does not fdatasync its files (only CPU and page "
                         "cache contention show then)")
@@ -460,12 +467,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"\n== session: {len(sizes)} files of {args.min_mib}-{args.max_mib} MiB, "
                   f"{total / MiB:.0f} MiB over {args.minutes * 60:.0f} s ({rate / 1e6:.1f} MB/s, "
                   f"{'no fdatasync' if args.no_fsync else 'fdatasync per file'}); "
-                  f"{args.runs} round(s) of {', '.join(SCENARIOS)}; {load()} ==")
+                  f"{args.runs} round(s) of {', '.join(SCENARIOS)}; the session ends "
+                  f"{args.end_after:g} s after the last file; {load()} ==")
             outcomes: dict[str, list[Outcome]] = {kind: [] for kind in SCENARIOS}
             for _ in range(args.runs):
                 for kind in SCENARIOS:
                     outcomes[kind].append(run_scenario(kind, base, sizes, rate, not args.no_fsync,
-                                                       timeout=600 + args.minutes * 60))
+                                                       timeout=600 + args.minutes * 60,
+                                                       end_after=args.end_after))
             report(outcomes, sizes, rate)
             print(f"  ({load()} at the end)")
         if not args.skip_idle:
