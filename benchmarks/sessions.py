@@ -390,7 +390,9 @@ def report(outcomes: dict[str, list[Outcome]], sizes: list[int], rate: float) ->
         runs = outcomes[kind]
         mbs = statistics.median(o.writer.throughput for o in runs) / 1e6
         behind = max(o.writer.behind for o in runs)
-        line = (f"  {kind:<8} writer {mbs:8.1f} MB/s while busy (median; "
+        low, high = (f(o.writer.throughput for o in runs) / 1e6 for f in (min, max))
+        line = (f"  {kind:<8} writer {mbs:8.1f} MB/s while busy (median, min {low:.0f}, "
+                f"max {high:.0f}; "
                 f"{statistics.median(o.writer.busy for o in runs):.1f} s busy of "
                 f"{statistics.median(o.writer.wall for o in runs):.1f} s; at most "
                 f"{behind:.1f} s behind schedule)")
