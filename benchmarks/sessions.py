@@ -11,33 +11,36 @@ Run from the repository root::
 Method
 ------
 A facility in a fresh folder on a real disk (incoming, managed, destination; tmpfs is
-refused), the gate open (``max_cpu_percent`` 100), ``poll_seconds`` 0.5, readiness
-``quiet_seconds`` 5 while the data is written, ``[sessions] live_quiet_seconds`` 2.
+refused), the gate open (``max_cpu_percent`` 100: with the default 25 % the live sync
+pauses whenever the machine is busy, which protects the acquisition but on a shared
+machine never syncs), ``poll_seconds`` 0.5, readiness ``quiet_seconds`` 5 while the data
+is written, ``[sessions] live_quiet_seconds`` 2.
 
-A simulated acquisition (a separate process, as the microscope software is) writes files of
-16 to 256 MiB (random sizes, the same sequence in every scenario) one after the other into
-``incoming/<user>/<dataset>/`` at a steady byte rate (``--total-gib`` over ``--minutes``),
-4 MiB per write, ``fdatasync`` when a file is closed (so that the disk's share shows;
-``--no-fsync``: not). Its
-throughput is the bytes written over the seconds spent inside ``write`` and
-``fdatasync``: with pacing, its wall time is the same in every scenario unless it falls
-behind, which is reported too. Three scenarios, interleaved over ``--runs`` rounds:
+A simulated acquisition (a separate process, as the microscope software is) writes files
+of 16 to 256 MiB (random sizes, the same sequence in every scenario) one after the other
+into ``incoming/<user>/<dataset>/`` at a steady byte rate (``--total-gib`` over
+``--minutes``), 4 MiB per write, ``fdatasync`` when a file is closed (so that the disk's
+share shows; ``--no-fsync``: not). Its throughput is the bytes written over the seconds
+spent inside ``write`` and ``fdatasync``; with pacing, its wall time is the same in every
+scenario unless it falls behind, which is reported too (the "paced rate"). Three
+scenarios, interleaved over ``--runs`` rounds, medians reported:
 
 - ``alone``: the writer, no agent (the reference throughput);
 - ``live``: an Agent (in a thread of this process) with a session open and live sync on.
-  When the writer's last file is closed (or ``--end-after`` seconds later), the session is
-  ended (and the quiet period set to 0: the user said the session is over); timed: session end -> dataset DONE in the journal
-  ("delivered, verified"; the agent's after-delivery hook fires);
+  When the writer's last file is closed (or ``--end-after`` seconds later), the session
+  is ended (and the quiet period set to 0: the user said the session is over); timed:
+  session end -> dataset DONE in the journal ("delivered, verified"; the agent's
+  after-delivery hook fires);
 - ``without``: the same Agent without a session. It claims the dataset after its quiet
   period; timed: ready (writer done + quiet period) -> DONE (the quiet period is a
   setting, not transfer time; the poll's latency counts, as it does with live sync).
 
 Idle overhead: ``autotx run -c CONFIG`` (what the service runs) as a subprocess, with
-``poll_seconds`` as in the config's default (5 s) unless ``--idle-poll`` is given. First
-with nothing to do (the reference), then with a session open over ``--idle-files`` small
-files in the session user's folder, once the initial sync has staged all of them (waited on
-in the journal). Its CPU time (user + system, psutil) over ``--idle-seconds`` of wall
-time is the overhead, in percent of one core.
+``poll_seconds`` 5 (the config's default; ``--idle-poll``). First with nothing to do (the
+reference), then with a session open over ``--idle-files`` files of 1 KiB in the session
+user's folder: the initial sync runs at a 0.5 s poll until the journal lists every file
+as staged, then the agent is restarted with the idle poll and watches. Its CPU time (user
++ system, psutil) over ``--idle-seconds`` of wall time is the overhead, in % of one core.
 """
 
 from __future__ import annotations
