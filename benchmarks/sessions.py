@@ -426,9 +426,10 @@ def report(outcomes: dict[str, list[Outcome]], sizes: list[int], rate: float) ->
           "acquisition keep its rate?)")
     live_s = statistics.median(o.delivery for o in live)
     per_gib = statistics.median(o.delivery for o in outcomes["without"]) / (total / 1024 / MiB)
-    print(f"  (scaling: what is left at the session end is the last "
-          f"{LIVE_QUIET_SECONDS:g} s of writing plus the file being synced, i.e. about one "
-          f"file (up to {max(sizes) / MiB:.0f} MiB here), whatever the session's size; "
+    print(f"  (scaling: what is left at the session end ({(total - staged) / MiB:.0f} MiB "
+          f"here) is what was written in the last {LIVE_QUIET_SECONDS:g} s before it plus "
+          f"the file being synced, at most about one file (up to {max(sizes) / MiB:.0f} "
+          "MiB here), whatever the session's size; "
           f"without live sync all {total / MiB:.0f} MiB are copied ({per_gib:.2f} s per GiB "
           f"here): the ratio falls about as 1 / session size; from these figures, at 4 GiB "
           f"it would be about {live_s / (4 * per_gib):.3f})")
