@@ -427,7 +427,9 @@ class StackViewer:
             self._cache: _PlaneCache | None = _PlaneCache(source)
             self._array = None
             names = list(source.channel_names)
-            sizes = tuple(source.physical_pixel_sizes)
+            # an XZ or XT scan's array axes are not physical z, y, x: draw what they are
+            sizes = tuple(getattr(source, "array_pixel_sizes", source.physical_pixel_sizes))
+            axes = getattr(source, "scan_axes", "ZYX")
         else:
             self.image = None
             self._array = _as_tczyx(source)
@@ -436,8 +438,12 @@ class StackViewer:
             self._cache = None
             names = [f"C:{i}" for i in range(self._shape[1])]
             sizes = (None, None, None)
+            axes = "ZYX"
         self.channel_names = names
         self.pixel_sizes = tuple(pixel_sizes) if pixel_sizes is not None else sizes
+        #: physical names of the array's z, y, x axes: ("z", "y", "x"); an XZ scan's rows
+        #: are depth ("y", "z", "x"), an XT line scan's rows are time ("z", "t", "x")
+        self.axis_names = tuple(axis.lower() for axis in axes)
         if palette not in PALETTES:
             raise ValueError(f"unknown palette {palette!r}; choose one of {', '.join(PALETTES)}")
         T, C, Z, Y, X = self._shape
@@ -641,6 +647,7 @@ class StackViewer:
 
         T, C, Z, Y, X = self._shape
         uz, uy, ux, unit = self._units()
+        nz, ny, nx = self.axis_names
         width = self._width
         height = max(120, int(width * (Y * uy) / (X * ux)))
         self.color_mapper = LinearColorMapper(palette=palette_colors(self._palette),
@@ -650,7 +657,7 @@ class StackViewer:
         xy = figure(width=width, height=height, x_range=Range1d(0, X * ux),
                     y_range=Range1d(Y * uy, 0), tools="pan,wheel_zoom,box_zoom,reset,tap",
                     active_scroll="wheel_zoom", match_aspect=True, toolbar_location="above",
-                    x_axis_label=f"x ({unit})", y_axis_label=f"y ({unit})")
+                    x_axis_label=f"{nx} ({unit})", y_axis_label=f"{ny} ({unit})")
         xy.grid.visible = False
         # y runs downwards (the first row at the top, as on the camera): the y range is
         # flipped, and the image glyph draws row 0 at the smallest y, which is now on top
@@ -680,11 +687,11 @@ class StackViewer:
         self.yz_source = self._empty_source()
         xz = figure(width=width, height=zh, x_range=xy.x_range, y_range=Range1d(Z * uz, 0),
                     tools="pan,wheel_zoom,reset", toolbar_location=None,
-                    x_axis_label=f"x ({unit})", y_axis_label=f"z ({unit})")
+                    x_axis_label=f"{nx} ({unit})", y_axis_label=f"{nz} ({unit})")
         self._add_images(xz, self.xz_source, x=0, y=0, dw=X * ux, dh=Z * uz)
         yz = figure(width=zh, height=height, x_range=Range1d(0, Z * uz), y_range=xy.y_range,
                     tools="pan,wheel_zoom,reset", toolbar_location=None,
-                    x_axis_label=f"z ({unit})", y_axis_label=f"y ({unit})")
+                    x_axis_label=f"{nz} ({unit})", y_axis_label=f"{ny} ({unit})")
         self._add_images(yz, self.yz_source, x=0, y=0, dw=Z * uz, dh=Y * uy)
         for fig in (xz, yz):
             fig.grid.visible = False

@@ -420,3 +420,18 @@ def test_cached_planes_outlive_a_closed_file(sampledata):
     with pytest.raises(Exception, match="closed"):
         viewer.set(z=6)
     assert viewer.z == 5
+
+
+def test_an_xz_scan_is_drawn_as_xz_with_its_depth_spacing(sampledata):
+    """A Leica XZ plane's rows are depth: the axis says z, and the plane's height uses the
+    z spacing (Bio-Formats draws it as XY with the Y spacing)."""
+    image = open_image(sampledata / "lif/readlif_testdata_2channel_xz.lif")
+    image.set_scene(2)  # "xz": one plane, rows are depth
+    viewer = StackViewer(image)
+    rows, columns = image.plane_pixel_size
+    assert viewer.axis_names == ("y", "z", "x")
+    assert viewer.figure.yaxis.axis_label == "z (µm)"
+    assert viewer.figure.xaxis.axis_label == "x (µm)"
+    assert viewer.figure.y_range.start == pytest.approx(image.dims.Y * rows)
+    assert viewer.figure.x_range.end == pytest.approx(image.dims.X * columns)
+    image.close()
