@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "PAGES", "PATH_ENV", "Page", "PAGES_FOLDER", "TEMPLATE_ROOT",
-           "plate_qc_page", "stack_browser_page", "transfer_monitor_page"]
+           "plate_qc_page", "session_page", "stack_browser_page", "transfer_monitor_page"]
 
 #: Environment variables read by the pages (set by ``autotx dashboard``).
 CONFIG_ENV = "AUTOTX_CONFIG"
@@ -76,6 +76,8 @@ PAGES: dict[str, Page] = {
                      "a plate folder", "--path FOLDER"),
     "stack-browser": Page("stack-browser", PAGES_FOLDER / "stack_browser.ipynb", PATH_ENV,
                           "a folder of images", "--path FOLDER"),
+    "session": Page("session", PAGES_FOLDER / "session.ipynb", CONFIG_ENV,
+                    "the agent's configuration file", "-c CONFIG"),
 }
 
 
@@ -127,6 +129,13 @@ def transfer_monitor_page() -> Any:
     from autotx_lib.dashboards import TransferMonitor
 
     return _page(PAGES["transfer-monitor"], lambda config: TransferMonitor(config).widget)
+
+
+def session_page() -> Any:
+    """The session logger (start/end button, what is already safe) for ``$AUTOTX_CONFIG``."""
+    from autotx_lib.dashboards import SessionLogger
+
+    return _page(PAGES["session"], lambda config: SessionLogger(config).widget)
 
 
 def plate_qc_page() -> Any:
