@@ -428,8 +428,8 @@ def report(outcomes: dict[str, list[Outcome]], sizes: list[int], rate: float) ->
     per_gib = statistics.median(o.delivery for o in outcomes["without"]) / (total / 1024 / MiB)
     print(f"  (scaling: what is left at the session end ({(total - staged) / MiB:.0f} MiB "
           f"here) is what was written in the last {LIVE_QUIET_SECONDS:g} s before it plus "
-          f"the file being synced, at most about one file (up to {max(sizes) / MiB:.0f} "
-          "MiB here), whatever the session's size; "
+          f"the file being synced (the largest here: {max(sizes) / MiB:.0f} MiB), "
+          "whatever the session's size; "
           f"without live sync all {total / MiB:.0f} MiB are copied ({per_gib:.2f} s per GiB "
           f"here): the ratio falls about as 1 / session size; from these figures, at 4 GiB "
           f"it would be about {live_s / (4 * per_gib):.3f})")
