@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "PAGES", "PATH_ENV", "Page", "PAGES_FOLDER", "TEMPLATE_ROOT",
-           "facility_page", "plate_qc_page", "stack_browser_page", "transfer_monitor_page"]
+           "facility_page", "plate_qc_page", "session_page", "stack_browser_page",
+           "transfer_monitor_page"]
 
 #: Environment variables read by the pages (set by ``autotx dashboard``).
 CONFIG_ENV = "AUTOTX_CONFIG"
@@ -78,6 +79,8 @@ PAGES: dict[str, Page] = {
                           "a folder of images", "--path FOLDER"),
     "facility": Page("facility", PAGES_FOLDER / "facility.ipynb", CONFIG_ENV,
                      "a file naming the hub (url, token_file)", "-c HUB_ACCESS"),
+    "session": Page("session", PAGES_FOLDER / "session.ipynb", CONFIG_ENV,
+                    "the agent's configuration file", "-c CONFIG"),
 }
 
 
@@ -129,6 +132,13 @@ def transfer_monitor_page() -> Any:
     from autotx_lib.dashboards import TransferMonitor
 
     return _page(PAGES["transfer-monitor"], lambda config: TransferMonitor(config).widget)
+
+
+def session_page() -> Any:
+    """The session logger (start/end button, what is already safe) for ``$AUTOTX_CONFIG``."""
+    from autotx_lib.dashboards import SessionLogger
+
+    return _page(PAGES["session"], lambda config: SessionLogger(config).widget)
 
 
 def plate_qc_page() -> Any:
