@@ -184,6 +184,7 @@ class Agent:
         self._recovering: set[int] = set()
         self._seal_rounds: dict[int, int] = {}
         self._open_session = None
+        self._live_sync: LiveSync | None = None
         self._login = LoginFollower(config) if config.sessions.follow_login else None
         self._session: int | None = None
         self._bandwidth_cache = (0.0, None)
@@ -308,10 +309,12 @@ class Agent:
             return
         if self._gate_blocks():
             return  # the acquisition wins: nothing is synced while the gate is closed
-        gate = self._gate_monitor().start()
+        if self._live_sync is None or self._live_sync.session_id != self._open_session.id:
+            self._live_sync = LiveSync(self.config, self.journal, self._open_session.id)
+        gate = self._live_sync.throttle = self._gate_monitor().start()
         try:
-            step = LiveSync(self.config, self.journal, throttle=gate).step(
-                self._open_session, should_stop=self.stop_requested.is_set)
+            step = self._live_sync.step(self._open_session,
+                                        should_stop=self.stop_requested.is_set)
         except (TransferError, OSError) as error:
             log.info("live sync postponed: %s", error)
             return
@@ -685,8 +688,8 @@ class Agent:
 
     def _take_live_copies(self, row, tmp: Path) -> None:
         """Files live-synced during a session and unchanged since: moved, not copied."""
-        taken = use_live_copies(self.config, self.journal, row.user, row.name, tmp,
-                                self.journal.files_of(row.id))
+        taken = use_live_copies(self.config, self.journal, row.user, row.name,
+                                Path(row.processing_path), tmp, self.journal.files_of(row.id))
         if taken:
             done = [f for f in self.journal.files_of(row.id) if f.verified]
             self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +
