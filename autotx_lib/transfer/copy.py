@@ -45,7 +45,7 @@ from autotx_lib.errors import (
 )
 from autotx_lib.transfer.layout import SourceFile, fsync_dir
 
-BUFFER_SIZE = 1024 * 1024  # fits the CPU caches: read, hash and write touch it while hot
+BUFFER_SIZE = 256 * 1024  # fits a core's L2 cache: read, hash and write find it there
 LARGE_FILE = 1024 * 1024  # from this size on a file travels alone, its writeback started early
 WRITEBACK_STEP = 8 * 1024 * 1024  # large files: start writing back every this many bytes
 
@@ -141,15 +141,16 @@ def _start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
                                      ctypes.c_uint(SYNC_FILE_RANGE_WRITE))
 
 
-def drop_cached_pages(fd: int) -> None:
+def drop_cached_pages(fd: int, offset: int = 0, length: int = 0) -> None:
     """Drop a flushed file's pages from the page cache, so the next read goes to the storage.
 
-    Uses ``posix_fadvise(POSIX_FADV_DONTNEED)``; where that does not exist (Windows, macOS)
-    it does nothing, and a read-back may then be served from the cache.
+    Uses ``posix_fadvise(POSIX_FADV_DONTNEED)`` (``length`` 0: to the end of the file);
+    where that does not exist (Windows, macOS) it does nothing, and a read-back may then be
+    served from the cache.
     """
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):  # e.g. no page cache: reads go to the storage anyway
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
 
 def _flush(fd: int) -> None:
@@ -161,10 +162,99 @@ def _flush(fd: int) -> None:
             raise
 
 
+SYNC_FILE_RANGE_WAIT_ALL = 7  # WAIT_BEFORE | WRITE | WAIT_AFTER
+
+
+def _wait_written(fd: int, offset: int, length: int) -> bool:
+    """Write a range of a file back and wait for it (Linux); False where that is unknown."""
+    try:
+        return _load_libc().sync_file_range(fd, ctypes.c_longlong(offset),
+                                            ctypes.c_longlong(length),
+                                            ctypes.c_uint(SYNC_FILE_RANGE_WAIT_ALL)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _still_cached(fd: int, offset: int) -> bool:
+    """Whether the page at ``offset`` is still in the page cache (True when unknown)."""
+    try:
+        os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False  # not cached: a read goes to the storage
+    except (OSError, AttributeError):
+        return True
+    return True
+
+
+def _onto_storage_out_of_cache(fd: int, size: int) -> None:
+    """Get a file's data onto the storage and its pages out of the cache, cheaply.
+
+    On Linux the data is written back and waited for (sync_file_range: no journal commit
+    per file; the caller's final sync makes the metadata durable). Where that is not
+    available, or the pages stay cached (a network filesystem keeps them until a commit),
+    the file is flushed with fdatasync, which commits it to the server, and dropped again.
+    """
+    if not _wait_written(fd, 0, 0):
+        _flush(fd)
+    drop_cached_pages(fd)
+    if size and _still_cached(fd, 0):
+        _flush(fd)
+        drop_cached_pages(fd)
+
+
+class _StoredReadback:
+    """Reads a large file back from the storage while the rest of it is still being copied.
+
+    Each range whose writeback has finished is dropped from the cache and read (Linux, and
+    only where the drop is seen to work: not for pages a network filesystem still holds
+    for its commit); the rest after the final flush (:meth:`finish`). Disk writes and
+    read-backs overlap instead of following each other.
+    """
+
+    def __init__(self, path: Path, algorithm: str):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.hasher = new_hasher(algorithm)
+        self.checked = 0  # bytes read back and hashed so far
+        self.pipelined = True
+
+    def behind(self, dst_fd: int, end: int) -> None:
+        """Read back ``[checked, end)`` once it is written back (a range kicked earlier)."""
+        length = end - self.checked
+        if not self.pipelined or length <= 0:
+            return
+        if not _wait_written(dst_fd, self.checked, length):
+            self.pipelined = False
+            return
+        drop_cached_pages(self.fd, self.checked, length)
+        if _still_cached(self.fd, self.checked):
+            self.pipelined = False  # finish() reads it after the flush
+            return
+        self._read(end)
+
+    def finish(self, dst_fd: int) -> str:
+        """Write back the whole file, drop its pages, read back what is left; the digest."""
+        _onto_storage_out_of_cache(dst_fd, os.fstat(dst_fd).st_size)
+        self._read(None)
+        return self.hasher.hexdigest()
+
+    def _read(self, end: int | None) -> None:
+        buf = _buffer()
+        while end is None or self.checked < end:
+            want = len(buf) if end is None else min(len(buf), end - self.checked)
+            n = os.preadv(self.fd, [buf[:want]], self.checked)
+            if n == 0:
+                return
+            self.hasher.update(buf[:n])
+            self.checked += n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
     """Hash files as the storage holds them, not as this machine's page cache does.
 
-    Each file is opened anew, flushed (fdatasync), its cached pages dropped
+    Each file is opened anew, written back (and waited for), its cached pages dropped
     (:func:`drop_cached_pages`), and read back: from the disk, or from the server on a
     network share. Small files are prefetched together so that their reads overlap.
 
@@ -191,8 +281,7 @@ def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
         for path in paths:
             fd = os.open(path, os.O_RDONLY)
             opened.append((path, fd))
-            _flush(fd)
-            drop_cached_pages(fd)
+            _onto_storage_out_of_cache(fd, os.fstat(fd).st_size)
         for path, fd in opened:  # noqa: B007 - path names the file in the error below
             _advise_read(fd)
         digests = []
@@ -247,12 +336,14 @@ def _destination_error(error: OSError, destination: Path) -> DestinationError:
 
 
 def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | None,
-            limit: int, throttle: Throttle | None = None) -> int:
+            limit: int, throttle: Throttle | None = None,
+            readback: _StoredReadback | None = None) -> int:
     """Copy at most ``limit`` bytes through a buffer, hashing them (a growing file cannot
     keep the copy going forever: the caller notices the growth and copies again).
 
     A large file's writeback is started every :data:`WRITEBACK_STEP` bytes, so the disk
-    writes while the rest is read and hashed.
+    writes while the rest is read and hashed; ``readback`` reads back the range started
+    one step earlier.
     """
     buf = _buffer()
     step = throttle.chunk_size(len(buf)) if throttle is not None else len(buf)
@@ -269,6 +360,8 @@ def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | 
         total += n
         if limit >= LARGE_FILE and total - kicked >= WRITEBACK_STEP:
             _start_writeback(dst_fd, kicked, total - kicked)
+            if readback is not None:
+                readback.behind(dst_fd, kicked)
             kicked = total
         if on_bytes is not None:
             on_bytes(n)
@@ -289,13 +382,15 @@ class _Copy:
     copies: int
 
 
-def _attempt(src: Path, dst: Path, algorithm: str, cache_readback: bool,
+def _attempt(src: Path, dst: Path, algorithm: str, mode: str,
              on_bytes: Callable[[int], None] | None, throttle: Throttle | None
              ) -> tuple[_Copy, str | None] | None:
-    """Copy one file once: (what was read, the cache read-back digest or None).
+    """Copy one file once: (what was read, the read-back digest or None).
 
-    Returns None when the source changed while it was copied. ``cache_readback`` re-reads
-    the destination through the descriptor it was written with (mostly the page cache).
+    Returns None when the source changed while it was copied. ``cache`` mode re-reads the
+    destination through the descriptor it was written with (mostly the page cache);
+    ``storage`` mode reads a large file back from the storage (:class:`_StoredReadback`),
+    while small files are read back by the caller, a batch at a time.
     """
     try:
         src_fd = os.open(src, os.O_RDONLY)
@@ -303,15 +398,19 @@ def _attempt(src: Path, dst: Path, algorithm: str, cache_readback: bool,
         raise UnreadableFileError(src, error.strerror or str(error)) from None
     try:
         before = os.fstat(src_fd)
-        flags = (os.O_RDWR if cache_readback else os.O_WRONLY) | os.O_CREAT | os.O_TRUNC
+        flags = (os.O_RDWR if mode == "cache" else os.O_WRONLY) | os.O_CREAT | os.O_TRUNC
         try:
             dst_fd = os.open(dst, flags, 0o644)
         except OSError as error:
             raise _destination_error(error, dst) from None
+        readback = None
         try:
+            if mode == "storage" and before.st_size >= LARGE_FILE:
+                readback = _StoredReadback(dst, algorithm)
             hasher = new_hasher(algorithm)
             try:
-                copied = _stream(src_fd, dst_fd, hasher, on_bytes, before.st_size, throttle)
+                copied = _stream(src_fd, dst_fd, hasher, on_bytes, before.st_size, throttle,
+                                 readback)
             except OSError as error:
                 if error.filename is None and error.errno in (errno.EIO,):
                     raise UnreadableFileError(src, error.strerror) from None
@@ -320,9 +419,15 @@ def _attempt(src: Path, dst: Path, algorithm: str, cache_readback: bool,
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
                     or copied != after.st_size:
                 return None
-            written = _hash_fd(dst_fd, algorithm) if cache_readback else None
+            try:
+                written = (_hash_fd(dst_fd, algorithm) if mode == "cache" else
+                           readback.finish(dst_fd) if readback is not None else None)
+            except OSError as error:
+                raise _destination_error(error, dst) from None
             return _Copy(copied, before.st_mtime_ns, hasher.hexdigest(), 1), written
         finally:
+            if readback is not None:
+                readback.close()
             os.close(dst_fd)
     finally:
         os.close(src_fd)
@@ -337,10 +442,13 @@ def _classify_stream_error(error: OSError, src: Path, dst: Path) -> Exception:
 def _copy_settled(src: Path, dst: Path, algorithm: str, mode: str,
                   on_bytes: Callable[[int], None] | None, max_attempts: int,
                   throttle: Throttle | None) -> _Copy:
-    """Copy until one copy saw the source hold still (and, in ``cache`` mode, read back equal)."""
+    """Copy until one copy saw the source hold still and, if it was read back, read back equal.
+
+    Small files of ``storage`` mode are not read back here (see :func:`_needs_stored_check`).
+    """
     mismatches = 0
     for attempt in range(1, max_attempts + 1):
-        outcome = _attempt(src, dst, algorithm, mode == "cache", on_bytes, throttle)
+        outcome = _attempt(src, dst, algorithm, mode, on_bytes, throttle)
         if outcome is None:
             continue  # the source changed while it was read: copy it again
         copied, written = outcome
@@ -351,6 +459,11 @@ def _copy_settled(src: Path, dst: Path, algorithm: str, mode: str,
             continue
         return _Copy(copied.size, copied.mtime_ns, copied.digest, attempt)
     raise SourceChangedError(src, max_attempts)
+
+
+def _needs_stored_check(mode: str, copied: _Copy) -> bool:
+    """A small file of ``storage`` mode: written, not yet read back (large ones were)."""
+    return mode == "storage" and copied.size < LARGE_FILE
 
 
 def _check_stored(copied: _Copy, stored: str, dst: Path, algorithm: str,
@@ -415,7 +528,7 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, verify: str = "storage",
         return _copy_settled(src, dst, algorithm, mode, on_bytes, max_attempts, throttle)
 
     copied = copy()
-    if mode == "storage":
+    if _needs_stored_check(mode, copied):
         copied = _check_stored(copied, hash_stored_file(dst, algorithm), dst, algorithm, copy)
     return CopiedFile(relpath or src.name, copied.size, copied.mtime_ns, copied.digest,
                       copied.copies)
@@ -488,10 +601,15 @@ def _copy_batch(batch: list[SourceFile], job: _Job
     failure: BaseException | None = None
     for entry in batch:
         try:
-            written.append((entry, job.copy_step(entry.relpath)()))
+            copied = job.copy_step(entry.relpath)()
         except BaseException as error:  # noqa: BLE001 - what was written is still checked
             failure = error
             break
+        if _needs_stored_check(job.verify, copied):
+            written.append((entry, copied))
+        else:  # a large file, read back from the storage while it was copied
+            done.append(CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
+                                   copied.copies))
     try:
         targets = [job.dst_root / entry.relpath for entry, _ in written]
         stored = hash_stored_files(targets, job.algorithm)

@@ -4,7 +4,9 @@ verification modes (what the storage holds vs the page cache), manifests."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
+import mmap
 import os
 import re
 import shutil
@@ -155,45 +157,72 @@ def test_verify_mode_names_and_the_old_alias(tmp_path):
         Config(**folders, verify={"mode": "paranoid"})
 
 
-def resident_bytes(path: Path) -> int:
-    """Bytes of ``path`` in the page cache, from util-linux's fincore."""
-    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out.strip())
+def cached_pages(path: Path, offset: int, length: int) -> int:
+    """Pages of ``path`` in ``[offset, offset + length)`` that sit in the page cache (mincore
+    on a mapping that is never touched, so asking does not load them)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, length, mmap.PROT_READ, mmap.MAP_SHARED, fd, offset)
+        assert address not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+        pages = (length + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vector = ctypes.create_string_buffer(pages)
+        try:
+            assert libc.mincore(address, length, vector) == 0, os.strerror(ctypes.get_errno())
+        finally:
+            libc.munmap(address, length)
+        return sum(byte & 1 for byte in vector.raw)
+    finally:
+        os.close(fd)
 
 
-def need_fincore() -> None:
-    if shutil.which("fincore") is None:
-        pytest.skip("fincore (util-linux) is not installed; it shows which pages are cached "
-                    "(apt-get install util-linux)")
+def need_a_disk(folder: Path) -> None:
+    """Skip on a filesystem in memory: its pages are the storage, they cannot be dropped."""
+    best = ("", "")
+    for line in Path("/proc/mounts").read_text().splitlines():
+        point, fstype = line.split()[1:3]
+        if (str(folder) + "/").startswith(point.rstrip("/") + "/") and len(point) >= len(best[0]):
+            best = (point, fstype)
+    if best[1] in {"tmpfs", "ramfs"}:
+        pytest.skip(f"{folder} is on {best[1]}: its pages are the storage and cannot be dropped; "
+                    "run the tests with the temporary folder on a disk")
+
+
+def resident_pages(path: Path) -> int:
+    """Pages of ``path`` in the page cache."""
+    return cached_pages(path, 0, path.stat().st_size)
 
 
 def test_drop_cached_pages_empties_the_cache_of_a_flushed_file(tmp_path):
-    need_fincore()
+    need_a_disk(tmp_path)
     path = tmp_path / "f.bin"
     path.write_bytes(os.urandom(2 * 1024 * 1024))
-    if resident_bytes(path) == 0:
-        pytest.skip(f"{tmp_path} keeps no file pages in the page cache (fincore shows 0)")
+    assert resident_pages(path) == 512  # just written: all in the cache
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
         C.drop_cached_pages(fd)
     finally:
         os.close(fd)
-    assert resident_bytes(path) == 0
+    assert resident_pages(path) == 0
 
 
 @pytest.mark.parametrize("verify", C.VERIFY_MODES)
 def test_storage_mode_reads_each_file_back_after_dropping_its_pages(tmp_path, monkeypatch,
                                                                    verify):
-    need_fincore()
+    need_a_disk(tmp_path)
     dropped: dict[str, int] = {}
     real_drop = C.drop_cached_pages
 
     def watched_drop(fd: int) -> None:  # the real call; then ask the kernel what is cached
         real_drop(fd)
         path = os.readlink(f"/proc/self/fd/{fd}")
-        dropped[path] = resident_bytes(Path(path))
+        dropped[path] = resident_pages(Path(path))
 
     monkeypatch.setattr(C, "drop_cached_pages", watched_drop)
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -207,6 +236,34 @@ def test_storage_mode_reads_each_file_back_after_dropping_its_pages(tmp_path, mo
         assert dropped == {str(dst / relpath): 0 for relpath in sizes}
     else:
         assert dropped == {}
+
+
+def test_a_large_file_is_read_back_from_storage_while_it_is_copied(tmp_path, monkeypatch):
+    need_a_disk(tmp_path)
+    size = 3 * C.WRITEBACK_STEP + 12345
+    src, dst = tmp_path / "src.raw", tmp_path / "dst.raw"
+    src.write_bytes(os.urandom(size))
+    copied = [0]
+    drops: list[tuple[int, int, int, int]] = []  # offset, length, pages left, bytes copied
+    real_drop = C.drop_cached_pages
+
+    def watched_drop(fd: int, offset: int = 0, length: int = 0) -> None:
+        real_drop(fd, offset, length)
+        span = length or os.fstat(fd).st_size
+        drops.append((offset, length, cached_pages(dst, offset, span), copied[0]))
+
+    monkeypatch.setattr(C, "drop_cached_pages", watched_drop)
+    result = C.copy_file(src, dst, "xxh3_128", verify="storage",
+                         on_bytes=lambda n: copied.__setitem__(0, copied[0] + n))
+    assert result.digest == REFERENCE["xxh3_128"](src.read_bytes()) and result.copies == 1
+    ranges = [d for d in drops if d[1]]
+    # step after step, while the copy went on, each range written back was dropped ...
+    assert [(o, n) for o, n, _, _ in ranges] == [(0, C.WRITEBACK_STEP),
+                                                 (C.WRITEBACK_STEP, C.WRITEBACK_STEP)]
+    assert all(done < size for _, _, _, done in ranges)
+    # ... so that reading it back went to the disk; then the rest, after the last write
+    assert all(left == 0 for _, _, left, _ in drops)
+    assert drops[-1][:2] == (0, 0) and drops[-1][3] == size
 
 
 @pytest.fixture
