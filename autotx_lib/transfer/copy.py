@@ -212,7 +212,11 @@ class _StoredReadback:
     """
 
     def __init__(self, path: Path, algorithm: str):
-        self.fd = os.open(path, os.O_RDONLY)
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as error:
+            raise _destination_error(error, path) from None
         self.hasher = new_hasher(algorithm)
         self.checked = 0  # bytes read back and hashed so far
         self.pipelined = True
@@ -229,7 +233,10 @@ class _StoredReadback:
         if _still_cached(self.fd, self.checked):
             self.pipelined = False  # finish() reads it after the flush
             return
-        self._read(end)
+        try:
+            self._read(end)
+        except OSError as error:  # the destination's error, not the source's
+            raise _destination_error(error, self.path) from None
 
     def finish(self, dst_fd: int) -> str:
         """Write back the whole file, drop its pages, read back what is left; the digest."""
@@ -279,8 +286,9 @@ def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
     path = Path()
     try:
         for path in paths:
-            fd = os.open(path, os.O_RDONLY)
-            opened.append((path, fd))
+            opened.append((path, os.open(path, os.O_RDONLY)))
+            _start_writeback(opened[-1][1])  # every file on its way to the disk at once
+        for path, fd in opened:  # noqa: B007 - path names the file in the error below
             _onto_storage_out_of_cache(fd, os.fstat(fd).st_size)
         for path, fd in opened:  # noqa: B007 - path names the file in the error below
             _advise_read(fd)
