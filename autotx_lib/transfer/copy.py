@@ -6,18 +6,20 @@ temporary area; the source is stat'ed before and after, so a file that changed w
 was copied is copied again. Then the written file is checked, by ``verify`` mode:
 
 ``storage`` (default; ``readback`` is its old name)
-    flush the file (fdatasync), drop its cached pages (``posix_fadvise(DONTNEED)``) and
-    read it back through a new descriptor: the bytes come from the disk, or from the
-    server on a network share. Proves what the storage holds.
+    write the file back to the storage and wait for it (``sync_file_range``; ``fdatasync``
+    where pages stay cached, as on a network share), drop its cached pages
+    (``posix_fadvise(DONTNEED)``) and read it back through a new descriptor: the bytes come
+    from the disk, or from the server on a share. Proves what the storage holds. Large
+    files are read back range by range while the rest is still being copied; small files
+    a batch at a time, so that the disk's writes and reads overlap.
 ``cache``
     re-read the file through the descriptor that wrote it, i.e. from this machine's page
     cache. Proves the copy logic (every byte written where it belongs), not the storage.
 ``stream``
     no second read: trust the hash computed while writing.
 
-Durability stays cheap: instead of one fsync per file (outside ``storage`` mode), the
-caller syncs the destination's filesystem once (:func:`sync_filesystem`) before the rename
-that makes the dataset visible.
+Durability stays cheap: instead of one fsync per file, the caller syncs the destination's
+filesystem once (:func:`sync_filesystem`) before the rename that makes the dataset visible.
 """
 
 from __future__ import annotations
