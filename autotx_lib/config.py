@@ -14,9 +14,12 @@ through :class:`~autotx_lib.errors.ConfigError`.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import json
 import os
 import re
 import socket
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -32,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from autotx_lib.addresses import check_pattern, parse_address
 from autotx_lib.errors import ConfigError, ConfigProblem
 
 HashAlgorithm = Literal["xxh3_128", "blake3", "sha256", "md5"]
@@ -72,6 +76,11 @@ class VerifySettings(_Section):
     @classmethod
     def _old_mode_names(cls, value: Any) -> Any:
         return "storage" if value == "readback" else value
+
+    recheck_days: float = Field(0.0, ge=0, description="Re-hash every delivered dataset at "
+                                "the destination against its manifest this often, one dataset "
+                                "at a time while the agent is idle (0: never; see "
+                                "`autotx verify`).")
 
 
 class CopySettings(_Section):
@@ -135,10 +144,21 @@ class GateSettings(_Section):
     min_available_memory_mb: int = Field(512, ge=0)
     blacklisted_processes: list[str] = Field(default_factory=list)
     min_free_destination_mb: int = Field(0, ge=0)
-    bandwidth_mb_s: float | None = Field(None, gt=0)
+    bandwidth_mb_s: float | str | None = Field(None, description="A cap in MB/s, or a "
+                                               "rate ('512k', '20M', 'off') or a timetable "
+                                               "like rclone's: 'Mon-Fri 08:00,10M 19:00,off'.")
     hysteresis_seconds: float = Field(4.0, ge=0)
     time_windows: list[str] = Field(default_factory=list, description='e.g. ["Mon-Fri 19:00-07:00", '
                                     '"Sat-Sun 00:00-24:00"]; empty = any time.')
+
+    @field_validator("bandwidth_mb_s")
+    @classmethod
+    def _bandwidth_parses(cls, value: float | str | None) -> float | str | None:
+        from autotx_lib.transfer.bandwidth import check
+
+        if isinstance(value, int | float) and value <= 0:
+            raise ValueError("must be a positive number of MB/s (leave it out for no cap)")
+        return check(value) if isinstance(value, str) else value
 
     @field_validator("time_windows")
     @classmethod
@@ -177,6 +197,52 @@ class EmailSettings(_Section):
     user_addresses: dict[str, str] = Field(default_factory=dict)
     user_address_pattern: str | None = Field(None, description='e.g. "{user}@example.org"')
     templates_dir: Path | None = None
+
+    @field_validator("sender", "admin", "admin_debug")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        if value:  # empty: no such mail (AutoTx XML may leave the element empty)
+            try:
+                parse_address(value)
+            except ValueError as error:
+                raise ValueError(f"not one e-mail address ({error}); write one address, "
+                                 "e.g. 'admin@example.org' or 'Name <admin@example.org>'") from None
+        return value
+
+    @field_validator("user_addresses")
+    @classmethod
+    def _one_address_each(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, address in value.items():
+            try:
+                parse_address(address)
+            except ValueError as error:
+                raise ValueError(f"the address of {user!r} is not one e-mail address "
+                                 f"({error})") from None
+        return value
+
+    @field_validator("user_address_pattern")
+    @classmethod
+    def _pattern_gives_an_address(cls, value: str | None) -> str | None:
+        if value:
+            check_pattern(value)
+        return value
+
+
+class SessionSettings(_Section):
+    """Instrument sessions: who used the microscope, when; live sync while they run."""
+
+    live_sync: bool = Field(False, description="Copy (verified) the session user's files to "
+                            "the destination's staging area while the session runs.")
+    live_quiet_seconds: float = Field(30.0, ge=0, description="A file unchanged this long "
+                                      "is synced during the session.")
+    idle_timeout_minutes: float = Field(240.0, gt=0, description="A session with no new or "
+                                        "changed file for this long is closed (timeout).")
+    on_conflict: Literal["end", "refuse"] = Field("end", description="Starting a session "
+                                                  "while one is open: end it, or refuse.")
+    follow_login: bool = Field(False, description="Start and end sessions with the console "
+                                                  "user's login and logout (psutil.users()).")
+    login_debounce_seconds: float = Field(60.0, ge=0, description="A login or logout counts "
+                                          "once it held this long (flapping is ignored).")
 
 
 class OmeroSettings(_Section):
@@ -243,6 +309,71 @@ class OmeroSettings(_Section):
         return self
 
 
+# --- plate QC ([qc] section) ---------------------------------------------------------
+
+
+class QcSettings(_Section):
+    """Plate QC defaults for ``autotx qc``, the plate dashboard and the QC pipeline.
+
+    ``thresholds`` overrides any of ``autotx_lib.imaging.qc_verdicts.DEFAULT_THRESHOLDS``
+    (``empty``, ``saturated``, ``out_of_focus``, ``dark``, ``bright``; dashes work too)::
+
+        [qc]
+        thresholds = { out-of-focus = 0.9, dark = 0.2 }
+        controls = ["1", "12"]          # columns 1 and 12 are the intensity reference
+        templates_dir = "/etc/autotx/templates"   # its plate_qc_report.html replaces ours
+    """
+
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Verdict "
+                                         "thresholds by name, e.g. {out-of-focus = 0.9}.")
+    controls: list[str] = Field(default_factory=list, description="Control wells, columns "
+                                "(\"12\") or rows (\"H\") for the intensity reference.")
+    templates_dir: Path | None = Field(None, description="A folder holding your own "
+                                       "plate_qc_report.html.")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from autotx_lib.imaging.qc_verdicts import resolve_thresholds
+
+        limits = resolve_thresholds(value)
+        return {key: limits[key] for key in limits
+                if key in {k.strip().lower().replace("-", "_").replace(" ", "_") for k in value}}
+
+    @field_validator("controls")
+    @classmethod
+    def _controls_parse(cls, value: list[str]) -> list[str]:
+        from autotx_lib.imaging.qc_verdicts import parse_controls
+
+        parse_controls(value)
+        return value
+
+
+def load_qc_settings(path: str | os.PathLike[str]) -> QcSettings:
+    """Read only the ``[qc]`` table of a TOML file (it need not be a whole agent config).
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, is not TOML, or its ``[qc]`` table is invalid.
+    """
+    source = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(source, [ConfigProblem("file", f"cannot read it: {error}",
+                                                 "check the path")]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, [ConfigProblem("file", f"not valid TOML: {error}",
+                                                 "fix the syntax")]) from None
+    try:
+        return QcSettings.model_validate(data.get("qc") or {})
+    except ValidationError as error:
+        problems = _problems_from(error)
+        raise ConfigError(source, [ConfigProblem(f"qc.{p.key}", p.message, p.fix)
+                                   for p in problems]) from None
+
+
 class Config(_Section):
     """Everything the agent needs to know; see the module docstring for a minimal file.
 
@@ -259,12 +390,15 @@ class Config(_Section):
     managed: Path
     destination: Path
     host_alias: str = Field(default_factory=socket.gethostname)
+    agent_id: str = Field(None, min_length=1, description="Who owns the journal; default: "  # type: ignore[assignment]
+                          "host_alias. A journal of another agent_id is refused at start.")
     destination_alias: str = "central storage"
     tmp_transfer_dir: str = Field(".autotx-tmp", description="Relative to destination; "
                                   "datasets are assembled there, then renamed into place.")
     create_user_dirs: bool = Field(False, description="false: datasets of users without a "
                                    "folder at the destination go to managed/unmatched/.")
-    journal: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in managed/.")
+    journal: str | None = Field(None, repr=False,  # the URL may hold a password
+                                description="SQLAlchemy URL; default: SQLite in managed/.")
     poll_seconds: float = Field(5.0, gt=0, description="How often incoming/ is scanned.")
     grace_period_days: int = Field(30, ge=0)
     submit_roots: list[Path] = Field(default_factory=list, description="Folders that "
@@ -279,8 +413,17 @@ class Config(_Section):
     email: EmailSettings = Field(default_factory=EmailSettings)
     space_monitoring: list[SpaceCheck] = Field(default_factory=list)
     omero: OmeroSettings = Field(default_factory=OmeroSettings)
+    qc: QcSettings = Field(default_factory=QcSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _agent_id_defaults_to_host_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("agent_id") is None:
+            data = {**data, "agent_id": data.get("host_alias") or socket.gethostname()}
+        return data
 
     @field_validator("tmp_transfer_dir")
     @classmethod
@@ -289,6 +432,20 @@ class Config(_Section):
         if not value or PurePosixPath(value).is_absolute() or ".." in parts:
             raise ValueError("must be a plain folder name relative to destination, "
                              "e.g. '.autotx-tmp'")
+        return value
+
+    @field_validator("journal")
+    @classmethod
+    def _journal_is_a_url(cls, value: str | None) -> str | None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if value is not None:
+            try:
+                make_url(value)
+            except (ArgumentError, ValueError):  # never repeat the URL: it may hold a password
+                raise ValueError("not a database URL; e.g. 'sqlite:////data/autotx.sqlite' or "
+                                 "'postgresql+psycopg://autotx@db.example.org/autotx'") from None
         return value
 
     @property
@@ -306,9 +463,36 @@ class Config(_Section):
 
 _FIXES = {
     "missing": "add this key",
-    "extra_forbidden": "remove it, or check its spelling (see `autotx config check --help`)",
+    "extra_forbidden": "remove it, or check its spelling (see `autotx config explain`)",
     "literal_error": "use one of the allowed values",
 }
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside a field's annotation (``SpaceCheck`` in ``list[SpaceCheck]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if (model := _section_model(arg)) is not None:
+            return model
+    return None
+
+
+def _spelling_fix(loc: tuple[str | int, ...]) -> str:
+    """For an unknown key: "did you mean ...?" from the keys of its own section."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:  # a list index: same model
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        model = _section_model(fields[part].annotation) if part in fields else None
+    if model is None or not isinstance(loc[-1], str):
+        return _FIXES["extra_forbidden"]
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(loc[-1], keys, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'? Otherwise remove it"
+    return f"check its spelling or remove it; the keys here are: {', '.join(sorted(keys))}"
 
 
 def _problems_from(error: ValidationError) -> list[ConfigProblem]:
@@ -316,8 +500,10 @@ def _problems_from(error: ValidationError) -> list[ConfigProblem]:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         key = key.replace("copy_", "copy")
-        fix = _FIXES.get(item["type"], "")
-        problems.append(ConfigProblem(key, item["msg"], fix))
+        message, fix = item["msg"], _FIXES.get(item["type"], "")
+        if item["type"] == "extra_forbidden" and item["loc"]:
+            message, fix = "unknown key", _spelling_fix(item["loc"])
+        problems.append(ConfigProblem(key, message, fix))
     return problems
 
 
@@ -373,18 +559,138 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return config_from_dict(data, str(path))
 
 
-def check_config(config: Config) -> list[ConfigProblem]:
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key of the configuration file, as ``autotx config explain`` lists it."""
+
+    key: str  # dotted, e.g. "readiness.quiet_seconds"; "space_monitoring[].path" in a list
+    type: str
+    default: str  # "required" when there is none
+    description: str
+
+
+def _type_name(annotation: Any) -> str:
+    if getattr(annotation, "__origin__", None) is Literal:
+        return "one of " + ", ".join(_toml_value(a) for a in annotation.__args__)
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or re.sub(r"\b(typing|pathlib|pydantic\.types)\.", "", str(annotation))
+
+
+def _toml_value(value: Any) -> str:
+    """A default as it would be written in the TOML file."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value if isinstance(value, list | dict) else str(value))
+
+
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[ConfigKey]:
+    """Every key a configuration file may set, sections included, in the model's order.
+
+    Examples
+    --------
+    >>> keys = {k.key: k for k in config_keys()}
+    >>> keys["readiness.quiet_seconds"].default, keys["verify.algorithm"].default
+    ('60.0', '"xxh3_128"')
+    """
+    result = []
+    for name, field in (model or Config).model_fields.items():
+        key = prefix + (field.alias or name)
+        section = _section_model(field.annotation)
+        if section is not None:
+            is_list = getattr(field.annotation, "__origin__", None) is list
+            result += config_keys(section, f"{key}[]." if is_list else f"{key}.")
+            continue
+        if field.is_required():
+            default = "(required)"
+        elif field.default_factory is not None:
+            default = "(this computer's name)" if name == "host_alias" else \
+                _toml_value(field.default_factory())
+        else:
+            default = _toml_value(field.default)
+        result.append(ConfigKey(key, _type_name(field.annotation), default,
+                                field.description or ""))
+    return result
+
+
+def check_config(config: Config, *, for_run: bool = False) -> list[ConfigProblem]:
     """Check the configured folders on disk; return every problem (empty when all is well).
 
-    The agent refuses to start while this list is not empty.
+    Folders are compared after resolving symbolic links, so a destination that is a link
+    into ``incoming`` is found. The agent refuses to start while this list is not empty. With
+    ``for_run``, a destination that is unreachable or read-only is not a problem: the agent
+    starts anyway and its datasets wait for the share (retried with backoff, the admin told),
+    as after a boot that mounts the share late.
     """
-    return _folder_problems(config.incoming, config.managed, config.destination)
+    return _folder_problems(config.incoming, config.managed, config.destination,
+                            check_destination=not for_run)
 
 
-def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[ConfigProblem]:
+def config_warnings(config: Config) -> list[ConfigProblem]:
+    """What works but should be fixed: secret files (``*password_file``) others may read.
+
+    Not refusals: ``autotx config check`` prints them and the agent logs them when it
+    starts (:func:`autotx_lib.logging_setup.configure_logging`).
+    """
+    warnings = []
+    for key, path in _secret_files(config):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            continue  # a missing file is reported where the secret is read
+        if os.name == "posix" and mode & 0o077:
+            warnings.append(ConfigProblem(key, f"{path} holds a secret and other users can "
+                                          f"read or change it (mode {mode:04o})",
+                                          f"chmod 600 {path}"))
+    return warnings
+
+
+_SECRET_FILE = re.compile(r"(password|secret|token|key)_file$")
+
+
+def _secret_files(model: BaseModel, prefix: str = "") -> list[tuple[str, Path]]:
+    """(key, path) of every set ``*password_file``-like field, in any section."""
+    found = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        key = prefix + name.rstrip("_")
+        if isinstance(value, BaseModel):
+            found += _secret_files(value, key + ".")
+        elif isinstance(value, Path) and _SECRET_FILE.search(name):
+            found.append((key, value))
+    return found
+
+
+def display_url(url: str) -> str:
+    """A database URL fit to print or log: its password replaced by ``***``.
+
+    Examples
+    --------
+    >>> display_url("postgresql+psycopg://autotx:s3cret@db.example.org/autotx")
+    'postgresql+psycopg://autotx:***@db.example.org/autotx'
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "(a journal URL that cannot be parsed; not shown)"
+
+
+def _shown(given: Path, real: Path) -> str:
+    return str(given) if Path(os.path.abspath(given)) == real else f"{given} (-> {real})"
+
+
+def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
+                     check_destination: bool = True) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     folders = {"incoming": incoming, "managed": managed, "destination": destination}
-    resolved = {k: Path(os.path.abspath(v)) for k, v in folders.items()}
+    # resolved: a symbolic link anywhere in a path must not hide an overlap
+    resolved = {k: Path(os.path.realpath(v)) for k, v in folders.items()}
     for key, folder in resolved.items():
         if key == "destination":
             continue
@@ -396,12 +702,15 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[C
     for a, b in (("incoming", "managed"), ("incoming", "destination"), ("managed", "destination")):
         pa, pb = resolved[a], resolved[b]
         if pa == pb or pa in pb.parents or pb in pa.parents:
-            problems.append(ConfigProblem(f"{a}/{b}", f"{pa} and {pb} overlap",
-                                          "use three separate folders, none inside another"))
+            problems.append(ConfigProblem(
+                f"{a}/{b}", f"{_shown(folders[a], pa)} and {_shown(folders[b], pb)} overlap",
+                "use three separate folders, none inside another (symbolic links resolved)"))
     if _device(resolved["incoming"]) != _device(resolved["managed"]):
         problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
                                       "volumes; datasets are moved between them by renaming",
                                       "put both on the instrument's data drive"))
+    if not check_destination:
+        return problems
     dest = resolved["destination"]
     if not dest.is_dir():
         problems.append(ConfigProblem("destination", f"{dest} is not reachable (missing or not "

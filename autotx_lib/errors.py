@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from autotx_lib.units import human_bytes
+
 
 class AutotxError(Exception):
     """Base class of every error autotx_lib raises on purpose."""
@@ -48,6 +50,39 @@ class ConfigError(AutotxError):
 
 class JournalError(AutotxError):
     """The journal (database) cannot be opened or is in an unexpected state."""
+
+
+class JournalBusyError(JournalError):
+    """Another process has held the journal locked for longer than the agent waits."""
+
+
+class AlreadySuspendedError(AutotxError):
+    """Transfers are already suspended; a second suspension would hide the first one's reason."""
+
+    def __init__(self, reason: str, by: str, since):
+        self.reason, self.by, self.since = reason, by, since
+        super().__init__(
+            f"transfers are already suspended by {by} since {since:%Y-%m-%d %H:%M} UTC: "
+            f"{reason!r}. Leave it, `autotx resume` first, or give --replace to change the "
+            "reason")
+
+
+class AgentRunningError(AutotxError):
+    """Another agent already runs on this managed folder or journal.
+
+    ``holder`` is what that agent wrote in the lock file (``pid``, ``host``, ``started``).
+    """
+
+    def __init__(self, lock_file: str | Path, holder: dict):
+        self.lock_file = str(lock_file)
+        self.holder = dict(holder)
+        who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, running since "
+               f"{holder.get('started', '?')}")
+        super().__init__(
+            f"another autotx agent is already running ({who}; lock {self.lock_file}). Only "
+            "one agent may use a managed folder and journal: stop that one first "
+            "(`systemctl stop autotx`, or Ctrl-C where it runs), or use `autotx status`."
+        )
 
 
 # --- transfer ------------------------------------------------------------------------
@@ -114,13 +149,28 @@ class DestinationError(TransferError):
         )
 
 
+class DestinationNotMountedError(DestinationError):
+    """The destination folder exists but is not the destination: its marker file is missing
+    or belongs to another destination (typically: the share is not mounted and the empty
+    mount point remains)."""
+
+    def __init__(self, destination: str | Path, reason: str):
+        super().__init__(destination, reason + ". If the share is mounted and this is "
+                         "really the destination, run `autotx destination init -c CONFIG`")
+
+
+class DestinationLayoutError(DestinationError):
+    """The destination cannot be used as laid out (e.g. a user folder on another
+    filesystem than the tmp area); it needs an admin, retrying alone will not help."""
+
+
 class DestinationFullError(DestinationError):
     """No space left at the destination."""
 
     def __init__(self, destination: str | Path, needed: int | None = None):
         detail = "no space left on device"
         if needed is not None:
-            detail += f" ({needed / 1e9:.2f} GB needed)"
+            detail += f" ({human_bytes(needed)} needed)"
         super().__init__(destination, detail)
 
 
@@ -160,6 +210,14 @@ class CopyInterrupted(AutotxError):
 
 class SubmitError(AutotxError):
     """A folder cannot be submitted for transfer."""
+
+
+class SessionError(AutotxError):
+    """An instrument session cannot be started or ended (the message says why)."""
+
+
+class RequeueError(SubmitError):
+    """A dataset cannot be sent back to the queue (not quarantined or unmatched, gone...)."""
 
 
 # --- imaging -------------------------------------------------------------------------

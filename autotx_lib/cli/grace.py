@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Column, Table
 
 from autotx_lib.cli._common import (
     ExitCode,
@@ -20,40 +29,58 @@ from autotx_lib.cli._common import (
     out,
 )
 from autotx_lib.config import load_config
-from autotx_lib.transfer.grace import GraceReport, PurgeResult, grace_report, purge
+from autotx_lib.transfer.grace import (
+    GraceReport,
+    PurgeProgress,
+    PurgeResult,
+    grace_report,
+    purge,
+)
 
 grace_app = typer.Typer(
-    help="`autotx grace -c CONFIG [--json]` lists what rests in the grace area (managed/done/) "
-         "by user, with age and size, and which folders are past grace_period_days; nothing is "
-         "deleted. `autotx grace purge` removes old originals, explicitly. "
+    help="The grace area (managed/done/): what rests there, and the explicit purge.\n\n"
+         "`autotx grace -c CONFIG [--json]` lists the originals by user, with age and size, "
+         "and which are past grace_period_days; nothing is deleted. `autotx grace purge` "
+         "removes old originals, explicitly.\n\n"
          "Exit status: 0 ok; 1 something was skipped (purge); 2 bad configuration or input.",
 )
 
 
-
-def _report_table(report: GraceReport) -> None:
+def _report_table(report: GraceReport, destination: Path) -> None:
+    # Readable at 80 columns: numbers never wrap, names fold rather than vanish into "…",
+    # and delivered copies are shown relative to the destination (named once, below).
     table = Table(title=f"grace area {report.done_folder} (grace period "
-                        f"{report.grace_period_days} days)")
+                        f"{report.grace_period_days} days)", title_justify="left")
     table.add_column("user", overflow="fold")
-    table.add_column("dataset", overflow="fold")
-    table.add_column("age (days)", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("files", justify="right")
-    table.add_column("expired")
-    table.add_column("delivered copy", overflow="fold")
+    table.add_column("dataset", overflow="fold", ratio=3)
+    table.add_column("days", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("files", justify="right", no_wrap=True)
+    table.add_column("expired", no_wrap=True)
+    table.add_column("delivered copy", overflow="fold", ratio=3)
     for user, entries in report.by_user.items():
         for e in entries:
             table.add_row(user, e.name, f"{e.age_days:.1f}", human_bytes(e.size_bytes),
                           str(e.file_count), "[red]yes[/]" if e.expired else "no",
-                          e.dest_path or "[yellow](not in the journal)[/]")
+                          escape(_relative(e.dest_path, destination)) if e.dest_path
+                          else "[yellow](not in the journal)[/]")
     out.print(table)
+    out.print(f"Delivered copies are relative to {destination}.", markup=False, soft_wrap=True)
     out.print(f"{len(report.entries)} folder(s), {human_bytes(report.total_bytes)}; "
               f"{len(report.expired)} past the grace period, "
               f"{human_bytes(report.expired_bytes)}.", markup=False)
     if report.expired:
-        out.print(f"Remove them (each delivered copy is verified first):  autotx grace purge "
-                  f"-c CONFIG --older-than {report.grace_period_days} --yes", markup=False,
-                  soft_wrap=True)
+        out.print("Remove them (each original and its delivered copy are hashed first):  "
+                  f"autotx grace purge -c CONFIG --older-than {report.grace_period_days} --yes",
+                  markup=False, soft_wrap=True)
+
+
+def _relative(path: str, root: Path) -> str:
+    """``path`` relative to ``root`` when it lies inside it, else as it is."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 @grace_app.callback(invoke_without_command=True)
@@ -72,11 +99,14 @@ def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonO
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
-        _report_table(report)
+        _report_table(report, cfg.destination)
+
+
+SHOWN_REASONS = 20  # per original; --json has them all
 
 
 def _purge_output(result: PurgeResult) -> None:
-    verb = "would remove" if result.dry_run else "removed"
+    verb, keep = ("would remove", "would keep") if result.dry_run else ("removed", "kept")
     kept = {id(s.entry) for s in result.skipped}
     for entry in result.candidates:
         if id(entry) in kept:
@@ -85,16 +115,39 @@ def _purge_output(result: PurgeResult) -> None:
                   f"{human_bytes(entry.size_bytes)}, {entry.file_count} files)",
                   markup=False, soft_wrap=True)
     for skip in result.skipped:
-        err.print(f"kept: {skip.entry.path}: {skip.reason}", markup=False, soft_wrap=True)
+        for reason in skip.reasons[:SHOWN_REASONS]:
+            err.print(f"{keep}: {skip.entry.path}: {reason}", markup=False, soft_wrap=True)
+        if len(skip.reasons) > SHOWN_REASONS:
+            err.print(f"{keep}: {skip.entry.path}: and {len(skip.reasons) - SHOWN_REASONS} "
+                      "more (all of them: --json)", markup=False, soft_wrap=True)
     if result.dry_run:
         would = [e for e in result.candidates if id(e) not in kept]
         out.print(f"{len(would)} folder(s), {human_bytes(sum(e.size_bytes for e in would))} "
-                  f"would be removed after their delivered copies verify; "
-                  f"{len(result.skipped)} kept. Nothing was deleted: add --yes to remove them.",
+                  f"would be removed if every file hashes as the journal recorded; "
+                  f"{len(result.skipped)} would be kept. Compared without hashing: the file "
+                  "lists, sizes and modification times against the journal, and the manifest. "
+                  "With --yes every file of each original and its delivered copy is hashed "
+                  "first. Nothing was deleted: add --yes to remove them.",
                   markup=False, soft_wrap=True)
     else:
         out.print(f"{len(result.removed)} folder(s) removed, {human_bytes(result.freed_bytes)} "
-                  f"freed; {len(result.skipped)} kept.", markup=False)
+                  f"freed; {len(result.skipped)} kept. Each removed original and its delivered "
+                  "copy were hashed and agreed with the journal and the manifest.",
+                  markup=False, soft_wrap=True)
+
+
+def _hashing_bar(shown: bool) -> Progress:
+    # One line at 80 columns: a long name is cut ("…"), the numbers never are.
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    return Progress(TextColumn("hashing {task.description}", table_column=Column(
+                        max_width=24, no_wrap=True, overflow="ellipsis")),
+                    BarColumn(bar_width=8), TextColumn("{task.fields[files]}", table_column=fixed()),
+                    DownloadColumn(table_column=fixed()),
+                    TransferSpeedColumn(table_column=fixed()),
+                    TimeRemainingColumn(table_column=fixed()), console=err, transient=True,
+                    disable=not shown)
 
 
 @grace_app.command("purge")
@@ -108,9 +161,12 @@ def purge_command(
 ) -> None:
     """Remove originals older than --older-than days from managed/done/.
 
-    Without --yes it only lists what it would remove. With --yes each candidate's delivered
-    copy is first re-hashed against its manifest; an original is removed only when its copy
-    verifies and holds every file, otherwise it is kept and the reason printed.
+    The journal's file rows are the reference. Without --yes nothing is deleted and nothing
+    hashed: the file lists, sizes and modification times of the original, the delivered
+    copy's file list and sizes, and its manifest are compared with the journal, and what
+    would be kept is named. With --yes every file of the original and of the delivered copy
+    is also hashed against the journal. Any disagreement keeps the original and prints one
+    line per file saying why.
 
     Exit status: 0 ok; 1 something was skipped (kept, the reason is printed); 2 bad
     configuration or input (nothing done).
@@ -118,7 +174,14 @@ def purge_command(
     if older_than < 0:
         raise fail(f"--older-than must be 0 or more days, got {older_than:g}")
     cfg = handle_errors(load_config)(config)
-    result = handle_errors(purge)(cfg, older_than, dry_run=not yes)
+    with _hashing_bar(shown=yes and err.is_terminal) as bar:
+        task = bar.add_task("", total=None, files="")
+
+        def show(p: PurgeProgress) -> None:
+            bar.update(task, description=p.entry.name, completed=p.bytes_done,
+                       total=p.bytes_total, files=f"{p.files_done}/{p.files_total} files")
+
+        result = handle_errors(purge)(cfg, older_than, dry_run=not yes, on_progress=show)
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
     else:

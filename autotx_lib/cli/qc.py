@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from autotx_lib.cli._common import ExitCode, err, fail, handle_errors, out
+from autotx_lib.cli._common import ExitCode, OptionalConfigOption, err, fail, handle_errors, out
 
 
 @handle_errors
@@ -19,7 +19,25 @@ def qc(
         Path, typer.Option("--out", "-o", help="The HTML report to write.", dir_okay=False)
     ],
     csv: Annotated[
-        Path | None, typer.Option("--csv", help="Also write the per-image table as CSV.")
+        Path | None,
+        typer.Option("--csv", help="Also write the per-image table as CSV (rows and columns "
+                     "1-based, units in the column names)."),
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option("--threshold", "-t", help="NAME=VALUE, repeatable: empty (PowerLogLogSlope, "
+                     "0), saturated (% of pixels, 0.5), out-of-focus (slope drop, 0.7), dark "
+                     "(fold, 0.25), bright (fold, 4)."),
+    ] = None,
+    controls: Annotated[
+        str | None,
+        typer.Option("--controls", help="Control wells for the intensity reference: wells, "
+                     "column numbers or row letters, comma-separated (e.g. '1,12' or 'A01,H')."),
+    ] = None,
+    config: OptionalConfigOption = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option("--templates", help="A folder with your own plate_qc_report.html."),
     ] = None,
     scheduler: Annotated[
         str | None,
@@ -44,22 +62,35 @@ def qc(
         typer.Option("--metrics", help="Comma-separated metric names, 'all' or 'cellprofiler'."),
     ] = None,
 ) -> None:
-    """Plate QC: which wells are out of focus, too dark, or saturated.
+    """Plate QC: which wells are empty, dark, bright, out of focus, saturated or unreadable.
 
-    Measures every image of a plate (focus, intensity, saturation), flags outliers per
-    plate and channel, and writes a standalone HTML report (heatmaps, flagged images
-    with thumbnails). Exit status: 0 done (flagged or unreadable images are reported,
-    not errors); 2 no plate recognised or bad input; 130 interrupted.
+    Measures every image of a plate, gives each well and channel a verdict with the metric
+    and threshold that decided it, and writes a standalone HTML report (plate map by
+    verdict, heatmaps, wells to redo with thumbnails). Thresholds come from --threshold,
+    else the [qc] section of --config, else the defaults. Exit status: 0 done (bad wells
+    are reported, not errors); 1 no image of the plate could be read; 2 no plate
+    recognised or bad input; 130 interrupted.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    from autotx_lib.config import load_qc_settings
     from autotx_lib.imaging.plate import discover_plate, plate_qc
-    from autotx_lib.imaging.report import write_report
+    from autotx_lib.imaging.plate_views import verdict_counts
+    from autotx_lib.imaging.qc_verdicts import parse_threshold_options, unreadable_plate_message
+    from autotx_lib.imaging.report import export_csv, write_report
 
     if not plate_dir.exists():
         raise fail(f"{plate_dir} does not exist; give the plate's folder.")
     if not out_path.parent.exists():
         raise fail(f"the folder of --out ({out_path.parent}) does not exist.")
+    settings = load_qc_settings(config) if config is not None else None
+    try:
+        limits = dict(settings.thresholds) if settings else {}
+        limits |= parse_threshold_options(threshold or [])
+    except ValueError as error:
+        raise fail(str(error)) from None
+    wells = controls if controls is not None else (settings.controls if settings else None)
+    templates = templates or (settings.templates_dir if settings else None)
     chosen = None
     if metrics:
         chosen = metrics if metrics in ("all", "cellprofiler") else [
@@ -69,7 +100,8 @@ def qc(
         plate = discover_plate(plate_dir, pattern=pattern)
     except ValueError as error:
         raise fail(str(error)) from None
-    err.print(f"{plate!r}")
+    err.print(f"{plate.name}: {plate.vendor} plate, {len(plate.records)} images; "
+              f"{plate.format_description}", markup=False, soft_wrap=True)
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err, transient=True,
@@ -81,16 +113,20 @@ def qc(
 
         try:
             table = plate_qc(plate, chosen, scheduler=scheduler, n_workers=workers,
-                             progress=progress)
+                             thresholds=limits, controls=wells or None, progress=progress)
         except ValueError as error:
             raise fail(str(error)) from None
-    write_report(table, out_path)
+    message = unreadable_plate_message(table)
+    if message is not None:
+        raise fail(message, ExitCode.INCOMPLETE)
     if csv is not None:
-        table.to_csv(csv, index=False)
-    n_flagged = int(table["flagged"].sum())
-    n_failed = int((table["error"] != "").sum())
+        export_csv(table, csv)
+    write_report(table, out_path, templates_dir=templates,
+                 csv_name=csv.name if csv is not None and csv.parent == out_path.parent else None)
+    counts = ", ".join(f"{n} {verdict}" for verdict, n in verdict_counts(table).items())
     out.print(
-        f"{plate.name}: {len(table)} images, {n_flagged} flagged, {n_failed} unreadable; "
-        f"report {out_path}" + (f", table {csv}" if csv is not None else "")
+        f"{plate.name}: {len(table)} images, {int(table['flagged'].sum())} flagged; wells x "
+        f"channels: {counts}; report {out_path}" + (f", table {csv}" if csv is not None else ""),
+        soft_wrap=True,
     )
     raise typer.Exit(int(ExitCode.OK))

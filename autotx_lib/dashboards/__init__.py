@@ -1,12 +1,13 @@
 """Jupyter dashboards: ipywidgets and bokeh faces over the library, no logic of their own.
 
 Each dashboard is a class whose ``.widget`` you display in a notebook (or serve as a
-Voila page from ``widgets/``, see ``autotx dashboard``):
+Voila page from ``autotx_lib/pages``, see ``autotx dashboard``):
 
 - :class:`TransferMonitor`: what the transfer agent is doing, its queue and results;
   suspend, resume and submit a folder.
 - :class:`PlateQCDashboard`: plate quality control with a clickable heatmap.
 - :class:`StackBrowser`: pick a microscopy file in a folder and look at it.
+- :class:`SessionLogger`: start and end an instrument session; what is already safe.
 
 Importing this package needs the ``viz`` extra (bokeh, jupyter_bokeh, ipywidgets).
 """
@@ -17,15 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from autotx_lib.dashboards.plate_qc import PlateQCDashboard
+    from autotx_lib.dashboards.session import SessionLogger
     from autotx_lib.dashboards.stack_browser import StackBrowser
     from autotx_lib.dashboards.transfer_monitor import TransferMonitor
 
-__all__ = ["PlateQCDashboard", "StackBrowser", "TransferMonitor"]
+__all__ = ["PlateQCDashboard", "SessionLogger", "StackBrowser", "TransferMonitor"]
 
 _MODULES = {
     "TransferMonitor": "autotx_lib.dashboards.transfer_monitor",
     "PlateQCDashboard": "autotx_lib.dashboards.plate_qc",
     "StackBrowser": "autotx_lib.dashboards.stack_browser",
+    "SessionLogger": "autotx_lib.dashboards.session",
 }
 
 

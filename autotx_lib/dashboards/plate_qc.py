@@ -1,7 +1,11 @@
-"""PlateQCDashboard: run plate quality control, pick a metric, click a well to see it.
+"""PlateQCDashboard: run plate QC, see each well's verdict, tune the thresholds live.
 
 Every number comes from :mod:`autotx_lib.imaging.plate` (:func:`discover_plate`,
-:func:`plate_qc`, :func:`well_summary`, :func:`plate_heatmap`); this module only shows.
+:func:`plate_qc`), every verdict from
+:func:`autotx_lib.imaging.qc_verdicts.decide_verdicts` and every picture from
+:mod:`autotx_lib.imaging.plate_views`; this module only shows. Moving a threshold
+slider decides the verdicts again on the measured table (no image is read again) and
+redraws the plate map, the heatmap and the list of wells to redo.
 
 Examples
 --------
@@ -21,14 +25,17 @@ from typing import Any
 import numpy as np
 
 from autotx_lib._optional import require
-from autotx_lib.dashboards._format import html_table
-from autotx_lib.imaging.plate import (
-    Plate,
-    discover_plate,
-    plate_heatmap,
-    plate_qc,
-    read_record_planes,
-    well_summary,
+from autotx_lib.dashboards._format import badge, html_table
+from autotx_lib.imaging.plate import Plate, discover_plate, plate_qc, read_record_planes
+from autotx_lib.imaging.plate_views import METRIC_VIEWS, metric_heatmap, verdict_map
+from autotx_lib.imaging.qc_verdicts import (
+    DEFAULT_THRESHOLDS,
+    OK,
+    THRESHOLD_HELP,
+    VERDICT_COLOURS,
+    decide_verdicts,
+    resolve_thresholds,
+    well_verdicts,
 )
 from autotx_lib.imaging.viewer import (
     auto_contrast,
@@ -37,15 +44,21 @@ from autotx_lib.imaging.viewer import (
     palette_colors,
 )
 
-#: Metrics offered first in the picker when the table has them.
-PREFERRED_METRICS = ("focus_score", "power_log_log_slope", "mean_intensity", "percent_maximal")
+#: Slider ranges per threshold: (kind, low, high, step); "log" sliders take exponents.
+SLIDERS: dict[str, tuple[str, float, float, float]] = {
+    "out_of_focus": ("linear", 0.1, 3.0, 0.05),
+    "dark": ("log", -2.0, 0.0, 0.05),
+    "bright": ("log", 0.0, 2.0, 0.05),
+    "saturated": ("log", -2.0, 2.0, 0.1),
+    "empty": ("linear", -1.0, 1.5, 0.05),
+}
 
 #: At most this many images of a well are drawn when it is clicked.
 MAX_WELL_IMAGES = 8
 
 
 class PlateQCDashboard:
-    """Plate QC with progress, a heatmap whose wells are clickable, and the flagged wells.
+    """Plate QC with progress, a plate map by verdict, threshold sliders and clickable wells.
 
     Parameters
     ----------
@@ -56,13 +69,16 @@ class PlateQCDashboard:
         Measure the plate now (blocking); else press "Run QC" (runs in the background).
     **qc_options
         Passed to :func:`~autotx_lib.imaging.plate.plate_qc` (``metrics``, ``scheduler``,
-        ``n_workers``, ``thresholds``...).
+        ``n_workers``, ``thresholds``, ``controls``...); ``thresholds`` also set the
+        sliders.
 
     Attributes
     ----------
     plate : Plate
     table : pandas.DataFrame or None
-        The QC table once measured.
+        The QC table with the verdicts at the current thresholds.
+    thresholds : dict
+        The thresholds in use (the sliders' values).
     selected_well : str or None
     """
 
@@ -71,10 +87,13 @@ class PlateQCDashboard:
         require("ipywidgets", "for the plate QC dashboard")
         require("bokeh", "for the plate QC dashboard")
         self.plate = source if isinstance(source, Plate) else discover_plate(source)
+        self.thresholds = resolve_thresholds(qc_options.get("thresholds"))
         self.qc_options = qc_options
         self.table = None
         self.selected_well: str | None = None
         self.heatmap = None
+        self.plate_map = None
+        self._sources: list[Any] = []
         self._thread: threading.Thread | None = None
         self._build()
         if run:
@@ -87,21 +106,23 @@ class PlateQCDashboard:
 
         ensure_inline_bokeh()  # now, in the kernel's thread: QC may finish in another one
         p = self.plate
-        channels = sorted({r.channel for r in p.records})
+        channels = sorted({r.channel for r in p.records if r.channel})
         self.header = W.HTML(
             f"<h3 style='margin:4px 0'>Plate {html.escape(p.name)}</h3>"
-            f"{html.escape(p.vendor)} layout, {p.geometry.wells}-well plate, "
+            f"{html.escape(p.vendor)} layout, {html.escape(p.format_description)}, "
             f"{len(p.wells)} wells imaged, {len(p.records)} images"
-            + (f", channels {html.escape(', '.join(c for c in channels if c))}"
-               if any(channels) else ""))
+            + (f", channels {html.escape(', '.join(map(p.channel_label, channels)))}"
+               if channels else ""))
         self.run_button = W.Button(description="Run QC", button_style="primary", icon="play")
         self.progress = W.IntProgress(value=0, min=0, max=max(1, len(p.records)),
                                       layout=W.Layout(width="360px"))
         self.progress_label = W.HTML("not measured yet")
         self.metric_picker = W.Dropdown(description="metric", options=[], disabled=True,
-                                        layout=W.Layout(width="320px"))
+                                        layout=W.Layout(width="360px"))
         self.channel_picker = W.Dropdown(description="channel", options=[], disabled=True,
-                                         layout=W.Layout(width="220px"))
+                                         layout=W.Layout(width="240px"))
+        self.sliders = {name: self._slider(name) for name in DEFAULT_THRESHOLDS}
+        self.plate_map_box = W.Box()
         self.heatmap_box = W.Box()
         self.well_title = W.HTML()
         self.well_metrics = W.HTML()
@@ -113,12 +134,30 @@ class PlateQCDashboard:
         self.widget = W.VBox([
             self.header,
             W.HBox([self.run_button, self.progress, self.progress_label]),
+            W.HTML("<b>Thresholds</b> (the verdicts, plate map and heatmap follow)"),
+            W.HBox(list(self.sliders.values()), layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.plate_map_box]),
             self.pickers,
             self.heatmap_box,
             self.well_title, self.well_metrics, self.well_images,
-            W.HTML("<b>Flagged wells</b>"), self.flagged,
+            W.HTML("<b>Wells to redo</b>"), self.flagged,
         ])
         self.widget.add_class("autotx-plate-qc")
+
+    def _slider(self, name: str) -> Any:
+        import ipywidgets as W
+
+        kind, low, high, step = SLIDERS[name]
+        cls = W.FloatLogSlider if kind == "log" else W.FloatSlider
+        options = {"base": 10} if kind == "log" else {}
+        slider = cls(value=self.thresholds[name], min=low, max=high, step=step,
+                     description=name.replace("_", " "), continuous_update=False,
+                     readout_format=".3g", style={"description_width": "80px"},
+                     layout=W.Layout(width="320px"), **options)
+        slider.tooltip = THRESHOLD_HELP[name]
+        slider.observe(lambda change, key=name: self.set_thresholds({key: change["new"]}),
+                       names="value")
+        return slider
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -136,8 +175,9 @@ class PlateQCDashboard:
         """Measure the plate (blocking) and show the results; returns the QC table."""
         self.run_button.disabled = True
         self.progress_label.value = "measuring..."
+        options = dict(self.qc_options) | {"thresholds": self.thresholds}
         try:
-            table = plate_qc(self.plate, progress=self._on_progress, **self.qc_options)
+            table = plate_qc(self.plate, progress=self._on_progress, **options)
         except Exception as error:
             self.progress_label.value = (f"<span style='color:#d62728'>QC failed: "
                                          f"{html.escape(str(error))}</span>")
@@ -162,68 +202,116 @@ class PlateQCDashboard:
 
     def show_table(self, table: Any) -> None:
         """Show an existing QC table (from :func:`plate_qc`) without measuring again."""
-        self.table = table
-        failed = int((table["error"].fillna("") != "").sum()) if "error" in table else 0
-        self.progress_label.value = (f"{len(table)} images measured, {int(table['flagged'].sum())} "
-                                     f"flagged, {failed} unreadable")
+        self.table = decide_verdicts(table, thresholds=self.thresholds,
+                                     controls=self.qc_options.get("controls"))
+        views = [key for key, view in METRIC_VIEWS.items() if view.column in table.columns]
         from autotx_lib.imaging.qc import ALL_METRICS
 
-        metrics = [m for m in ALL_METRICS if m in table.columns]
-        metrics.sort(key=lambda m: (PREFERRED_METRICS.index(m) if m in PREFERRED_METRICS
-                                    else len(PREFERRED_METRICS)))
-        channels = list(dict.fromkeys(table["channel"]))
+        raw = [m for m in ALL_METRICS if m in table.columns and m not in METRIC_VIEWS]
+        options = [(METRIC_VIEWS[k].title, k) for k in views] + [(m, m) for m in raw]
+        channels = [(self.plate.channel_label(str(c)) + (f" ({c})" if
+                     self.plate.channel_label(str(c)) != c else ""), c)
+                    for c in dict.fromkeys(table["channel"])]
         # new pickers rather than new options: a dropdown whose options change from a
         # background thread can show no selection in the browser
-        self.metric_picker = self._picker("metric", metrics, "320px")
-        self.channel_picker = self._picker("channel", channels, "220px")
+        self.metric_picker = self._picker("metric", options, "360px")
+        self.channel_picker = self._picker("channel", channels, "240px")
         old = self.pickers.children
         self.pickers.children = [self.metric_picker, self.channel_picker]
         for widget in old:
             widget.close()
+        self._refresh()
+
+    def set_thresholds(self, thresholds: dict[str, float]) -> None:
+        """Change thresholds (what the sliders do) and decide the verdicts again."""
+        self.thresholds = resolve_thresholds(self.thresholds | dict(thresholds))
+        for name, slider in self.sliders.items():
+            if slider.value != self.thresholds[name]:
+                slider.value = self.thresholds[name]
+        if self.table is not None:
+            self.table = decide_verdicts(self.table, thresholds=self.thresholds,
+                                         controls=self.qc_options.get("controls"))
+            self._refresh()
+
+    def _refresh(self) -> None:
+        table = self.table
+        failed = int((table["error"].fillna("") != "").sum()) if "error" in table else 0
+        self.progress_label.value = (f"{len(table)} images measured, {int(table['flagged'].sum())} "
+                                     f"flagged, {failed} unreadable")
+        self._draw_plate_map()
         self._draw_heatmap()
         self._show_flagged()
+        if self.selected_well:
+            self.select_well(self.selected_well)
 
-    def _picker(self, name: str, options: list[str], width: str) -> Any:
+    def _picker(self, name: str, options: list[tuple[str, str]], width: str) -> Any:
         import ipywidgets as W
 
         picker = W.Dropdown(description=name, options=options,
-                            value=options[0] if options else None,
+                            value=options[0][1] if options else None,
                             layout=W.Layout(width=width))
         picker.observe(lambda _: self._draw_heatmap(), names="value")
         return picker
 
-    # --- heatmap and wells --------------------------------------------------------------
+    # --- plate map, heatmap and wells ----------------------------------------------------
+
+    def _clickable(self, figure: Any) -> Any:
+        from bokeh.models import ColumnDataSource
+
+        source = next(r.data_source for r in figure.renderers
+                      if isinstance(r.data_source, ColumnDataSource)
+                      and "well" in r.data_source.data)
+
+        def on_select(attr: str, old: list[int], new: list[int]) -> None:
+            if not new:
+                return
+            well = source.data["well"][new[0]]
+            has_images = source.data["verdict"][new[0]] not in ("not imaged", "")
+            if has_images and well != self.selected_well:
+                self.select_well(well)
+            elif not has_images:  # an empty plate position: keep the selection as it was
+                source.selected.indices = self._indices(source)
+
+        source.selected.on_change("indices", on_select)
+        return source
+
+    def _indices(self, source: Any) -> list[int]:
+        wells = list(source.data["well"])
+        return [wells.index(self.selected_well)] if self.selected_well in wells else []
+
+    def _replace(self, box: Any, figure: Any) -> None:
+        old = list(box.children)
+        box.children = [bokeh_widget(figure)]
+        for widget in old:
+            widget.close()
+
+    def _draw_plate_map(self) -> None:
+        self.plate_map = verdict_map(self.table, selectable=True,
+                                     title=f"Verdicts, plate {self.plate.name}")
+        self.plate_map_source = self._clickable(self.plate_map)
+        self._sources = [self.plate_map_source] + self._sources[1:2]
+        self._replace(self.plate_map_box, self.plate_map)
 
     def _draw_heatmap(self) -> None:
         if self.table is None or not self.metric_picker.value:
             return
-        from bokeh.models import ColumnDataSource, TapTool
-
-        figure = plate_heatmap(self.table, self.metric_picker.value,
-                               channel=self.channel_picker.value)
-        figure.add_tools(TapTool())
-        source = next(r.data_source for r in figure.renderers
-                      if isinstance(r.data_source, ColumnDataSource)
-                      and "well" in r.data_source.data)
+        figure = metric_heatmap(self.table, self.metric_picker.value,
+                                channel=self.channel_picker.value, selectable=True)
         self.heatmap = figure
-        self.heatmap_source = source
+        self.heatmap_source = self._clickable(figure)
+        self._sources = self._sources[:1] + [self.heatmap_source]
+        self._replace(self.heatmap_box, figure)
+        self._highlight()
 
-        def on_select(attr: str, old: list[int], new: list[int]) -> None:
-            if new:
-                well = source.data["well"][new[0]]
-                if source.data["n"][new[0]]:
-                    self.select_well(well)
-
-        source.selected.on_change("indices", on_select)
-        old = list(self.heatmap_box.children)
-        self.heatmap_box.children = [bokeh_widget(figure)]
-        for widget in old:
-            widget.close()
-        if self.selected_well:
-            self.select_well(self.selected_well)
+    def _highlight(self) -> None:
+        """Outline the selected well on every picture; the other wells stay as they are."""
+        for source in self._sources:
+            indices = self._indices(source)
+            if list(source.selected.indices) != indices:
+                source.selected.indices = indices
 
     def select_well(self, well: str) -> None:
-        """Show a well's images and metrics (what a click on the heatmap does)."""
+        """Show a well's verdicts, metrics and images (what a click on a well does)."""
         if self.table is None:
             raise RuntimeError("run the QC first (the Run QC button or .run())")
         rows = self.table[self.table["well"] == well]
@@ -231,15 +319,16 @@ class PlateQCDashboard:
             raise ValueError(f"well {well!r} has no images on this plate; imaged wells: "
                              f"{', '.join(self.plate.wells)}")
         self.selected_well = well
-        metric = self.metric_picker.value
-        channel = self.channel_picker.value
-        columns = [c for c in ("field", "channel", "z", "t", metric, "flags", "error")
-                   if c in rows.columns]
+        self._highlight()
+        view = METRIC_VIEWS.get(self.metric_picker.value)
+        metric = view.column if view else self.metric_picker.value
+        columns = [c for c in ("field", "channel_name", "z", "t", "verdict", "reason", metric,
+                               "error") if c in rows.columns]
         self.well_title.value = (f"<b>Well {html.escape(well)}</b>: {len(rows)} images, "
                                  f"{int(rows['flagged'].sum())} flagged")
         self.well_metrics.value = html_table(
             columns, rows[columns].itertuples(index=False, name=None))
-        self._draw_well_images(well, channel)
+        self._draw_well_images(well, self.channel_picker.value)
 
     def _draw_well_images(self, well: str, channel: str | None) -> None:
         from bokeh.layouts import gridplot
@@ -285,13 +374,15 @@ class PlateQCDashboard:
             widget.close()
 
     def _show_flagged(self) -> None:
-        summary = well_summary(self.table, [])
-        flagged = summary[summary["n_flagged"] > 0]
+        wells = well_verdicts(self.table)
+        bad = wells[wells["verdict"] != OK]
         self.flagged.value = html_table(
-            ["well", "channel", "images", "flagged", "unreadable", "reasons"],
-            flagged[["well", "channel", "n_images", "n_flagged", "n_failed", "flags"]]
-            .itertuples(index=False, name=None),
-            empty="no well has a flagged image")
+            ["well", "channel", "verdict", "why", "images flagged"],
+            [(item.well, self.plate.channel_label(str(item.channel)),
+              badge(item.verdict, VERDICT_COLOURS[item.verdict]), item.reason,
+              f"{item.n_flagged} of {item.n_images}")
+             for item in bad.itertuples(index=False)],
+            empty="every well is ok")
 
     @property
     def flagged_wells(self) -> list[str]:

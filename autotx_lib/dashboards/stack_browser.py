@@ -84,7 +84,7 @@ class StackBrowser:
         self.viewer: StackViewer | None = None
         self._build()
         if open_first and self.files:
-            self.open(self.files[0])
+            self._guarded(f"cannot open {self.files[0].name}", lambda: self.open(self.files[0]))
 
     def _build(self) -> None:
         import ipywidgets as W
@@ -96,9 +96,9 @@ class StackBrowser:
                                       layout=W.Layout(width="560px"))
         self.scene_picker = W.Dropdown(options=[], description="scene", disabled=True,
                                        layout=W.Layout(width="400px"))
-        self.metadata = W.HTML()
+        self.metadata = W.HTML(layout=W.Layout(flex="1 1 0", min_width="240px"))
         self.message = W.HTML("" if self.files else "<i>no microscopy file in this folder</i>")
-        self.viewer_box = W.Box()
+        self.viewer_box = W.Box(layout=W.Layout(flex="0 0 auto"))  # long metadata never squeezes it
         self._quiet = False
         self.file_picker.observe(self._on_file, names="value")
         self.scene_picker.observe(self._on_scene, names="value")
@@ -115,54 +115,74 @@ class StackBrowser:
 
     def _on_file(self, change: dict) -> None:
         if not self._quiet and change["new"]:
-            self._guarded(lambda: self.open(change["new"]))
+            self._guarded(f"cannot open {Path(change['new']).name}",
+                          lambda: self.open(change["new"]))
 
     def _on_scene(self, change: dict) -> None:
         if not self._quiet and change["new"] is not None and self.image is not None:
-            self._guarded(lambda: self.show_scene(change["new"]))
+            self._guarded(f"cannot show scene {change['new']}",
+                          lambda: self.show_scene(change["new"]))
 
-    def _guarded(self, action: Any) -> None:
+    def _guarded(self, what: str, action: Any) -> None:
         try:
             action()
         except Exception as error:  # noqa: BLE001 - shown; the browser stays usable
-            self.message.value = (f"<span style='color:#d62728'><b>cannot show it:</b> "
-                                  f"{html.escape(str(error))}</span>")
+            self.show_error(f"{what}: {error}")
+
+    def show_error(self, text: str) -> None:
+        """Show a one-line error above the view (long messages are cut at 400 characters)."""
+        line = " ".join(str(text).split())
+        if len(line) > 400:
+            line = line[:399] + "…"
+        self.message.value = f"<span style='color:#d62728'>{html.escape(line)}</span>"
 
     def open(self, path: str | os.PathLike, scene: int | str | None = None) -> StackViewer:
-        """Open a file (closing the previous one) and show a scene (default the first)."""
-        image = open_image(path)
-        if self.image is not None:
-            self.image.close()
-        self.image = image
+        """Open a file (closing the previous one) and show a scene (default the first).
+
+        If the file cannot be opened or shown, the error is raised and the browser is left
+        empty (the previous file is closed too): it never shows one file's pixels or
+        metadata beside another file's name.
+        """
         self._quiet = True
         try:
             if str(path) in {v for _, v in self.file_picker.options}:
                 self.file_picker.value = str(path)
-            self.scene_picker.options = [(str(s), s.index) for s in image.scenes]
-            self.scene_picker.disabled = len(image.scenes) < 2
+        finally:
+            self._quiet = False
+        self.clear()
+        self.image = open_image(path)
+        self._quiet = True
+        try:
+            self.scene_picker.options = [(str(s), s.index) for s in self.image.scenes]
+            self.scene_picker.disabled = len(self.image.scenes) < 2
         finally:
             self._quiet = False
         return self.show_scene(0 if scene is None else scene)
 
     def show_scene(self, scene: int | str) -> StackViewer:
-        """Show one scene of the open file."""
+        """Show one scene of the open file (if it cannot be shown, the view is left empty)."""
         if self.image is None:
             raise RuntimeError("open a file first")
+        self._clear_view()
         self.image.set_scene(scene)
         self._quiet = True
         try:
             self.scene_picker.value = self.image.current_scene_index
         finally:
             self._quiet = False
-        viewer = StackViewer(self.image, **self.viewer_options)
-        old = self.viewer
-        self.viewer = viewer
-        self.viewer_box.children = [viewer.widget]
-        if old is not None:
-            old.close()
+        self.viewer = StackViewer(self.image, **self.viewer_options)
+        self.viewer_box.children = [self.viewer.widget]
         self.message.value = ""
         self._show_metadata()
-        return viewer
+        return self.viewer
+
+    def _clear_view(self) -> None:
+        """Empty the viewer and the metadata panel."""
+        if self.viewer is not None:
+            self.viewer.close()
+            self.viewer = None
+        self.viewer_box.children = []
+        self.metadata.value = ""
 
     def _show_metadata(self) -> None:
         image = self.image
@@ -183,10 +203,19 @@ class StackBrowser:
                                   f"{image.plate.columns})"))
         self.metadata.value = "<b>Metadata</b>" + html_table(["", ""], rows)
 
-    def close(self) -> None:
-        """Close the open file and the viewer's widgets."""
-        if self.viewer is not None:
-            self.viewer.close()
+    def clear(self) -> None:
+        """Close the open file and empty the viewer, the metadata and the scene list."""
+        self._clear_view()
         if self.image is not None:
             self.image.close()
             self.image = None
+        self._quiet = True
+        try:
+            self.scene_picker.options = []
+            self.scene_picker.disabled = True
+        finally:
+            self._quiet = False
+
+    def close(self) -> None:
+        """Close the open file and the viewer's widgets."""
+        self.clear()

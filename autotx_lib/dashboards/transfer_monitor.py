@@ -37,6 +37,7 @@ from autotx_lib.dashboards._format import (
 )
 from autotx_lib.journal import Journal
 from autotx_lib.transfer import control
+from autotx_lib.transfer.requeue import requeue
 from autotx_lib.transfer.status import Status, status
 from autotx_lib.transfer.submit import submit
 
@@ -149,12 +150,24 @@ class TransferMonitor:
                                   layout=W.Layout(width="240px"))
         self.submit_button = W.Button(description="Add folder", button_style="primary",
                                       icon="plus")
+        self.requeue_target = W.Text(placeholder="dataset id, or its folder in managed/error or "
+                                     "managed/unmatched", description="dataset",
+                                     layout=W.Layout(width="420px"))
+        self.requeue_button = W.Button(description="Requeue", button_style="primary",
+                                       icon="redo")
+        self.bandwidth_value = W.Text(placeholder="20M, 512k, off, default, or "
+                                      "Mon-Fri 08:00,10M 19:00,off", description="bandwidth",
+                                      layout=W.Layout(width="420px"))
+        self.bandwidth_button = W.Button(description="Set bandwidth", icon="tachometer")
         self.message = W.HTML()
+        self.requeue_button.on_click(lambda _: self._act(self._requeue))
+        self.bandwidth_button.on_click(lambda _: self._act(self._set_bandwidth))
         self.suspend_button.on_click(lambda _: self._act(self._suspend))
         self.resume_button.on_click(lambda _: self._act(self._resume))
         self.submit_button.on_click(lambda _: self._act(self._submit))
         if self.config is None:
-            for item in (self.submit_path, self.submit_user, self.submit_button):
+            for item in (self.submit_path, self.submit_user, self.submit_button,
+                         self.requeue_target, self.requeue_button):
                 item.disabled = True
             self.submit_path.placeholder = "needs the agent's configuration, not only its journal"
 
@@ -173,6 +186,10 @@ class TransferMonitor:
             W.HBox([self.reason, self.suspend_button, self.resume_button]),
             section("Add a finished folder (the tray app's “add new directory”)"),
             W.HBox([self.submit_path, self.submit_user, self.submit_button]),
+            section("Requeue a quarantined or unmatched dataset (once its cause is fixed)"),
+            W.HBox([self.requeue_target, self.requeue_button]),
+            section("Bandwidth cap (live)"),
+            W.HBox([self.bandwidth_value, self.bandwidth_button]),
             self.message, self.updated,
         ], layout=W.Layout(padding="4px"))
         self.widget.add_class("autotx-transfer-monitor")
@@ -211,6 +228,40 @@ class TransferMonitor:
         queued = submit(self.config, Path(path).expanduser(), self.submit_user.value.strip())
         self.submit_path.value = ""
         return f"added: {queued} (the agent takes it once it has been quiet)"
+
+    def _requeue(self) -> str:
+        if self.config is None:
+            raise RuntimeError("requeueing needs the agent's configuration")
+        target = self.requeue_target.value.strip()
+        if not target:
+            raise ValueError("give the dataset's id or its folder")
+        done = requeue(self.config, target, journal=self.journal)
+        self.requeue_target.value = ""
+        notes = "".join(f"; note: {w}" for w in done.warnings)
+        return f"requeued: {done.target}{notes}"
+
+    def _set_bandwidth(self) -> str:
+        value = self.bandwidth_value.value.strip()
+        if not value:
+            raise ValueError("give a rate (20M), off, default, or a timetable")
+        setting = None if value.lower() == "default" else value
+        control.set_bandwidth(self.journal, setting)
+        shown = setting if setting is not None else (
+            self.config.gate.bandwidth_mb_s if self.config is not None else None)
+        return f"bandwidth: {control.describe_bandwidth(shown)}"
+
+    def requeue(self, target: int | str) -> None:
+        """Requeue a quarantined or unmatched dataset, as the button does."""
+        self.requeue_target.value = str(target)
+        text = self._requeue()
+        self.message.value = html.escape(text)
+        self.refresh()
+
+    def set_bandwidth(self, value: str) -> None:
+        """Set the live bandwidth cap (``20M``, ``off``, ``default``, a timetable)."""
+        self.bandwidth_value.value = value
+        self.message.value = html.escape(self._set_bandwidth())
+        self.refresh()
 
     def suspend(self, reason: str) -> None:
         """Suspend transfers, as the button does (raises on an empty reason)."""
@@ -261,23 +312,28 @@ class TransferMonitor:
             self.progress.bar_style = ""
             return
         rate = d.rate_bytes_per_s
+        paused = d.paused or s.suspended
+        pace = (f"<b>paused</b>: {html.escape(paused)}" if paused else
+                f"{human_bytes(rate) + '/s' if rate else 'rate unknown'}, "
+                f"ETA {human_duration(d.eta_seconds)}")
         self.current.value = (
             f"<b>{html.escape(d.user)}/{html.escape(d.name)}</b> ({html.escape(d.state)}): "
             f"{human_bytes(d.copied_bytes)} of {human_bytes(d.total_bytes)}, "
-            f"{d.copied_files} of {d.total_files} files, "
-            f"{human_bytes(rate) + '/s' if rate else 'rate unknown'}, "
-            f"ETA {human_duration(d.eta_seconds)}"
+            f"{d.copied_files} of {d.total_files} files, {pace}"
         )
         self.progress.value = round(d.percent, 1)
-        self.progress.bar_style = "info"
+        self.progress.bar_style = "warning" if paused else "info"
 
     def _show_queue(self, s: Status) -> None:
         rows = [(d.user, d.name, d.state, human_bytes(d.total_bytes), d.total_files,
-                 d.attempts, local_time(d.next_attempt_at) if d.next_attempt_at else "")
+                 d.attempts, local_time(d.next_attempt_at) if d.next_attempt_at else "",
+                 d.error or "")
                 for d in s.queue]
+        rows += [(w.user, w.name, "waiting in incoming/", "", "", "",
+                  local_time(w.until) if w.until else "", w.reason) for w in s.waiting]
         self.queue.value = html_table(
-            ["user", "dataset", "state", "size", "files", "attempts", "next attempt"], rows,
-            empty="the queue is empty")
+            ["user", "dataset", "state", "size", "files", "attempts", "not before", "why"],
+            rows, empty="nothing queued, nothing waiting in incoming/")
 
     def _show_results(self, s: Status) -> None:
         def outcome(d: Any) -> Markup:

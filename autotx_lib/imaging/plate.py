@@ -3,8 +3,10 @@
 A screening plate arrives as a folder of files named by the instrument (or as one
 multi-scene file). :func:`discover_plate` recognises the layout and lists every image
 with its well, field, channel, z and time point; :func:`plate_qc` measures each image
-with :mod:`autotx_lib.imaging.qc` in parallel and flags outliers per plate and
-channel; :func:`well_summary` and :func:`plate_heatmap` summarise the result.
+with :mod:`autotx_lib.imaging.qc` in parallel and gives each image a verdict (ok,
+empty, dark, bright, out of focus, saturated, unreadable; see
+:mod:`autotx_lib.imaging.qc_verdicts`); :func:`well_summary` and :func:`plate_heatmap`
+summarise the result.
 
 Recognised layouts (tried in this order; the one matching the most files wins):
 
@@ -39,12 +41,11 @@ from typing import Any
 import numpy as np
 
 from autotx_lib.errors import PlateNotFoundError  # re-exported: imaging.plate.PlateNotFoundError
+from autotx_lib.imaging.qc_verdicts import decide_verdicts
 
 __all__ = [
     "PLATE_FORMATS",
     "VENDOR_PATTERNS",
-    "DEFAULT_THRESHOLDS",
-    "FLAG_RULES",
     "PlateGeometry",
     "ImageRecord",
     "Plate",
@@ -56,8 +57,6 @@ __all__ = [
     "plate_qc",
     "QC_WORKER_ENVIRONMENT",
     "start_local_cluster",
-    "flag_outliers",
-    "robust_z",
     "well_summary",
     "plate_heatmap",
     "read_record_planes",
@@ -240,13 +239,33 @@ class ImageRecord:
 
 @dataclass
 class Plate:
-    """A discovered plate: its name, vendor layout, geometry and image records."""
+    """A discovered plate: its name, vendor layout, geometry and image records.
+
+    ``geometry_guessed`` is True when no vendor metadata gave the plate format (it is
+    then the smallest standard plate that holds the imaged wells); ``channel_names``
+    maps the file names' channel codes to the names the metadata gives (``w1`` ->
+    ``DAPI`` from an ImageXpress ``.HTD``).
+    """
 
     name: str
     vendor: str
     geometry: PlateGeometry
     records: list[ImageRecord] = field(default_factory=list)
     root: str = ""
+    geometry_guessed: bool = False
+    channel_names: dict[str, str] = field(default_factory=dict)
+
+    def channel_label(self, channel: str) -> str:
+        """The channel's name from the metadata, else its code (``DAPI``, or ``w1``)."""
+        return self.channel_names.get(channel, channel)
+
+    @property
+    def format_description(self) -> str:
+        """``96-well plate`` or ``96-well plate (guessed: ...)``, for people."""
+        text = f"{self.geometry.wells}-well plate"
+        if self.geometry_guessed:
+            text += " (guessed from the wells imaged: no plate format in the metadata)"
+        return text
 
     @property
     def wells(self) -> list[str]:
@@ -334,18 +353,33 @@ def _match_vendor(
     return records
 
 
-def _htd_geometry(root: Path) -> PlateGeometry | None:
-    for htd in sorted(root.rglob("*.HTD")) + sorted(root.rglob("*.htd")):
+def _htd_texts(root: Path) -> list[str]:
+    texts = []
+    for htd in sorted({*root.rglob("*.HTD"), *root.rglob("*.htd")}):
         try:
-            text = htd.read_text(errors="replace")
-        except OSError:
-            continue
+            texts.append(htd.read_text(errors="replace"))
+        except OSError as error:
+            logger.warning("cannot read plate metadata %s: %s", htd, error)
+    return texts
+
+
+def _htd_geometry(root: Path) -> PlateGeometry | None:
+    for text in _htd_texts(root):
         x = re.search(r'"XWells",\s*(\d+)', text)
         y = re.search(r'"YWells",\s*(\d+)', text)
         if x and y:
             rows, columns = int(y.group(1)), int(x.group(1))
             return PlateGeometry(rows * columns, rows, columns)
     return None
+
+
+def _htd_channel_names(root: Path) -> dict[str, str]:
+    """``{"w1": "DAPI", ...}`` from the ``"WaveName<N>"`` lines of an ImageXpress .HTD."""
+    for text in _htd_texts(root):
+        found = re.findall(r'"WaveName(\d+)",\s*"([^"]*)"', text)
+        if found:
+            return {f"w{number}": name.strip() for number, name in found if name.strip()}
+    return {}
 
 
 def _cellvoyager(mlf: Path) -> tuple[list[ImageRecord], PlateGeometry | None]:
@@ -445,7 +479,8 @@ def discover_plate(
     geometry : int or PlateGeometry, optional
         The plate format (e.g. 384). Default: from the vendor's metadata when present
         (ImageXpress ``.HTD``, CellVoyager ``.mrf``, reader plate metadata), otherwise
-        the smallest standard plate that holds every imaged well.
+        the smallest standard plate that holds every imaged well (then
+        ``Plate.geometry_guessed`` is True).
     name : str, optional
         The plate's name; default the folder's (or file's) name.
 
@@ -550,15 +585,17 @@ def discover_plate(
         geo = geometry
     max_row = max(r.row for r in records)
     max_column = max(r.column for r in records)
-    if geo is None or not geo.contains(max_row, max_column):
+    guessed = geo is None or not geo.contains(max_row, max_column)
+    if guessed:
         if geo is not None:
             logger.warning(
                 "plate metadata says %d x %d wells but images reach %s; using a larger plate",
                 geo.rows, geo.columns, well_name(max_row, max_column),
             )
         geo = PlateGeometry.fitting(max_row, max_column)
+    names = _htd_channel_names(root) if vendor == "imagexpress" and root.is_dir() else {}
     records.sort(key=lambda r: (r.row, r.column, r.field, r.t, r.z, r.channel, r.path, r.scene or 0))
-    return Plate(name or default_name, vendor, geo, records, str(root))
+    return Plate(name or default_name, vendor, geo, records, str(root), guessed, names)
 
 
 # --- reading and measuring ------------------------------------------------------------
@@ -749,13 +786,14 @@ def plate_qc(
     pattern: str | None = None,
     geometry: int | PlateGeometry | None = None,
     thresholds: dict[str, float] | None = None,
+    controls: str | Iterable[str] | None = None,
     scale: str | float = "dtype",
     window: int = 20,
     ceiling: float | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ):
-    """Measure every image of a plate in parallel and flag the outliers.
+    """Measure every image of a plate in parallel and give each image a verdict.
 
     Parameters
     ----------
@@ -778,7 +816,12 @@ def plate_qc(
     pattern, geometry : optional
         Passed to :func:`discover_plate` when ``source`` is a path.
     thresholds : dict, optional
-        Outlier thresholds, see :func:`flag_outliers`.
+        Verdict thresholds (names as in
+        :data:`~autotx_lib.imaging.qc_verdicts.DEFAULT_THRESHOLDS`), see
+        :func:`~autotx_lib.imaging.qc_verdicts.decide_verdicts`.
+    controls : str or iterable of str, optional
+        Control wells, columns or rows for the intensity reference (``"1,12"``,
+        ``["A01", "H"]``); default the whole plate.
     scale, window, ceiling : optional
         Passed to :func:`autotx_lib.imaging.qc.measure_image`.
     batch_size : int, optional
@@ -792,10 +835,12 @@ def plate_qc(
     -------
     table : pandas.DataFrame
         One row per image plane: ``plate, well, row, column, field, channel, z, t,
-        path, scene, plane, error``, one column per metric (NaN where the image
-        failed), the robust z-scores ``z_<metric>`` used by the flags, ``flags``
-        (comma-separated reasons: blur, saturation, dark, bright, unreadable) and
-        ``flagged``. ``table.attrs`` holds the plate's name, vendor and geometry.
+        path, scene, plane, error``, ``channel_name`` (from the metadata, else the
+        code), one column per metric (NaN where the image failed), and the verdict
+        columns of :func:`~autotx_lib.imaging.qc_verdicts.decide_verdicts`
+        (``verdict``, ``flags``, ``flagged``, ``reason``, ``signal_fold``,
+        ``focus_drop``). ``table.attrs`` holds the plate's name, vendor, geometry
+        (``plate_format_guessed``), channel names, thresholds and references.
         Unreadable images are rows with ``error`` set; they never stop the plate.
     """
     import pandas as pd
@@ -884,6 +929,8 @@ def plate_qc(
     table = table.sort_values(
         ["row", "column", "field", "t", "z", "channel", "path", "scene", "plane"], kind="stable"
     ).reset_index(drop=True)
+    table.insert(table.columns.get_loc("channel") + 1, "channel_name",
+                 [plate.channel_label(str(c)) for c in table["channel"]])
     table.attrs.update(
         {
             "plate": plate.name,
@@ -891,172 +938,12 @@ def plate_qc(
             "plate_rows": plate.geometry.rows,
             "plate_columns": plate.geometry.columns,
             "plate_wells": plate.geometry.wells,
+            "plate_format_guessed": plate.geometry_guessed,
+            "channel_names": dict(plate.channel_names),
+            "intensity_scale": str(scale),
         }
     )
-    return flag_outliers(table, thresholds=thresholds)
-
-
-# --- outliers -----------------------------------------------------------------------------
-
-#: Default thresholds: robust |z| beyond which a metric is an outlier; the smallest
-#: relative change from the group's median that counts for dark/bright (so a plate whose
-#: images hardly differ does not flag noise); and the smallest percentage of pixels at the
-#: maximum (or at the dtype's ceiling) that counts as saturation.
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    "blur": 3.0,
-    "dark": 3.0,
-    "bright": 3.0,
-    "saturation": 3.0,
-    "min_change": 0.2,
-    "saturation_percent": 0.05,
-}
-
-#: Which metric, in which direction, raises each z-score flag (any one suffices).
-#: Blur uses the power-spectrum slope, which does not depend on brightness; the focus
-#: score (normalized variance) scales with intensity, so a dark image would look blurred.
-FLAG_RULES: dict[str, tuple[tuple[str, str], ...]] = {
-    "blur": (("power_log_log_slope", "low"),),
-    "dark": (("mean_intensity", "low"),),
-    "bright": (("mean_intensity", "high"),),
-    "saturation": (("percent_maximal", "high"),),
-}
-
-
-def robust_z(values: Any) -> np.ndarray:
-    """Robust z-score: ``(x - median) / (1.4826 * MAD)``.
-
-    When the MAD is 0 (more than half the values equal), the mean absolute deviation
-    times 1.2533 is used instead (Iglewicz & Hoaglin); when that is 0 too, values at
-    the median score 0 and any other value +-inf. NaN stays NaN.
-
-    Examples
-    --------
-    >>> robust_z([1.0, 2.0, 3.0, 4.0, 100.0]).round(2).tolist()
-    [-1.35, -0.67, 0.0, 0.67, 65.42]
-    """
-    x = np.asarray(values, dtype=np.float64)
-    finite = x[np.isfinite(x)]
-    out = np.full(x.shape, np.nan)
-    if finite.size == 0:
-        return out
-    median = np.median(finite)
-    spread = 1.4826 * np.median(np.abs(finite - median))
-    if spread == 0:
-        spread = 1.2533 * np.mean(np.abs(finite - median))
-    deviation = x - median
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if spread > 0:
-            out = deviation / spread
-        else:
-            out = np.where(deviation == 0, 0.0, np.sign(deviation) * np.inf)
-    out[~np.isfinite(x)] = np.nan
-    return out
-
-
-def flag_outliers(
-    table,
-    *,
-    thresholds: dict[str, float] | None = None,
-    by: Sequence[str] = ("plate", "channel"),
-):
-    """Flag images whose metrics are outliers within their plate and channel.
-
-    For every metric named in :data:`FLAG_RULES` that the table has, a robust z-score
-    (:func:`robust_z`) is computed per ``by`` group and stored as ``z_<metric>``.
-    An image gets a reason in ``flags`` when:
-
-    - ``blur``: ``z_power_log_log_slope`` < ``-thresholds["blur"]``;
-    - ``dark`` / ``bright``: ``z_mean_intensity`` below ``-thresholds["dark"]`` /
-      above ``thresholds["bright"]``, and the mean at least ``thresholds["min_change"]``
-      (20 %) away from the group's median;
-    - ``saturation``: ``percent_saturated`` >= ``thresholds["saturation_percent"]``,
-      or ``z_percent_maximal`` > ``thresholds["saturation"]`` while
-      ``percent_maximal`` >= ``thresholds["saturation_percent"]`` (a unique brightest
-      pixel is not saturation);
-    - ``unreadable``: the image could not be read or measured (``error`` set).
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        As returned by :func:`plate_qc` (any subset of metric columns).
-    thresholds : dict, optional
-        Overrides of :data:`DEFAULT_THRESHOLDS`.
-    by : sequence of str, optional
-        Grouping columns; those missing from the table are ignored.
-
-    Returns
-    -------
-    table : pandas.DataFrame
-        A copy with ``z_<metric>``, ``flags`` (comma-separated, sorted; "" when fine)
-        and ``flagged`` (bool) columns.
-    """
-    limits = dict(DEFAULT_THRESHOLDS)
-    if thresholds:
-        unknown = set(thresholds) - set(limits)
-        if unknown:
-            raise ValueError(
-                f"unknown threshold(s) {sorted(unknown)}; known: {sorted(limits)}."
-            )
-        limits.update({k: float(v) for k, v in thresholds.items()})
-    result = table.copy()
-    groups = [column for column in by if column in result.columns]
-    used = sorted({metric for rules in FLAG_RULES.values() for metric, _ in rules})
-    for metric in used:
-        if metric not in result.columns:
-            continue
-        values = result[metric].astype(np.float64)
-        if groups:
-            z = values.groupby([result[g] for g in groups], sort=False, dropna=False).transform(
-                lambda column: robust_z(column.to_numpy())
-            )
-        else:
-            z = robust_z(values.to_numpy())
-        result[f"z_{metric}"] = np.asarray(z, dtype=np.float64)
-
-    def outlying(reason: str) -> np.ndarray:
-        hit = np.zeros(len(result), dtype=bool)
-        limit = limits[reason]
-        for metric, direction in FLAG_RULES[reason]:
-            column = f"z_{metric}"
-            if column not in result.columns:
-                continue
-            z = result[column].to_numpy()
-            found = z < -limit if direction == "low" else z > limit
-            if reason in ("dark", "bright"):
-                values = result[metric].to_numpy()
-                medians = (
-                    result[metric].groupby([result[g] for g in groups], sort=False, dropna=False)
-                    .transform("median").to_numpy()
-                    if groups else np.full(len(result), np.nanmedian(values))
-                )
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    change = np.abs(values / medians - 1.0)
-                found &= change >= limits["min_change"]
-            hit |= found
-        return hit
-
-    reasons: dict[str, np.ndarray] = {
-        "blur": outlying("blur"),
-        "dark": outlying("dark"),
-        "bright": outlying("bright"),
-    }
-    saturated = outlying("saturation")
-    if "percent_maximal" in result.columns:
-        saturated &= (result["percent_maximal"] >= limits["saturation_percent"]).to_numpy()
-    if "percent_saturated" in result.columns:
-        saturated |= (result["percent_saturated"] >= limits["saturation_percent"]).to_numpy()
-    reasons["saturation"] = saturated
-    failed = np.zeros(len(result), dtype=bool)
-    if "error" in result.columns:
-        failed = (result["error"].fillna("").astype(str) != "").to_numpy()
-    reasons["unreadable"] = failed
-    names = sorted(reasons)
-    flags = [
-        ",".join(name for name in names if reasons[name][i]) for i in range(len(result))
-    ]
-    result["flags"] = flags
-    result["flagged"] = result["flags"] != ""
-    return result
+    return decide_verdicts(table, thresholds=thresholds, controls=controls)
 
 
 # --- summaries and pictures ---------------------------------------------------------------
@@ -1077,13 +964,15 @@ def well_summary(table, metrics: Iterable[str] | None = None, *, agg: str = "med
     Returns
     -------
     summary : pandas.DataFrame
-        Columns ``plate, well, row, column, channel, n_images, n_flagged, n_failed,
-        flags`` (union of the images' reasons) and one per metric.
+        Columns ``plate, well, row, column, channel, channel_name, n_images, n_flagged,
+        n_failed, verdict`` (the most important of the images' verdicts), ``flags``
+        (every verdict of its images), ``reason`` and one per metric.
     """
     from autotx_lib.imaging.qc import ALL_METRICS
 
     names = [m for m in (metrics or ALL_METRICS) if m in table.columns]
-    keys = [k for k in ("plate", "well", "row", "column", "channel") if k in table.columns]
+    keys = [k for k in ("plate", "well", "row", "column", "channel", "channel_name")
+            if k in table.columns]
     grouped = table.groupby(keys, sort=True, dropna=False)
     summary = grouped[names].agg(agg) if names else grouped.size().to_frame("_").iloc[:, :0]
     summary.insert(0, "n_images", grouped.size())
@@ -1092,7 +981,14 @@ def well_summary(table, metrics: Iterable[str] | None = None, *, agg: str = "med
     errors = table.get("error", table.index.to_series().map(lambda _: ""))
     failed = errors.fillna("").astype(str) != ""
     summary.insert(2, "n_failed", failed.groupby([table[k] for k in keys]).sum().astype(int))
-    if "flags" in table.columns:
+    if "verdict" in table.columns:
+        from autotx_lib.imaging.qc_verdicts import well_verdicts
+
+        verdicts = well_verdicts(table, by=keys).set_index(keys)
+        summary.insert(3, "verdict", verdicts["verdict"])
+        summary.insert(4, "flags", verdicts["flags"])
+        summary.insert(5, "reason", verdicts["reason"])
+    elif "flags" in table.columns:
         union = table.groupby(keys, sort=True, dropna=False)["flags"].agg(
             lambda column: ",".join(sorted({f for text in column for f in text.split(",") if f}))
         )

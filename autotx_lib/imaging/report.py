@@ -1,13 +1,15 @@
-"""A standalone HTML plate-QC report: heatmaps per channel and metric, flagged images.
+"""The plate QC report: one self-contained HTML page from a Jinja2 template, and the CSV.
 
-The page embeds BokehJS inline (no CDN needed) and the thumbnails as PNG data URIs,
-so the one file can be mailed or opened on an instrument PC without network.
+The page embeds BokehJS inline (no CDN needed) and the thumbnails as PNG data URIs, so
+the one file can be mailed or opened on an instrument PC without network. The page is
+``templates/plate_qc_report.html`` beside this module; a facility overrides it by putting
+its own ``plate_qc_report.html`` in a folder and passing ``templates_dir`` (as mail
+templates are overridden).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,15 +17,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["REPORT_METRICS", "write_report", "thumbnail_png"]
+__all__ = ["REPORT_VIEWS", "TEMPLATES", "write_report", "export_csv", "thumbnail_png"]
 
-#: Metrics drawn as heatmaps by default (those present in the table).
-REPORT_METRICS: tuple[str, ...] = (
-    "focus_score",
-    "power_log_log_slope",
-    "mean_intensity",
-    "percent_maximal",
-)
+#: The report's own templates (package data).
+TEMPLATES = Path(__file__).with_name("templates")
+#: Heatmaps drawn by default (keys of plate_views.METRIC_VIEWS whose column is present).
+REPORT_VIEWS: tuple[str, ...] = ("sharpness", "brightness", "saturation")
 
 
 def thumbnail_png(plane: Any, *, size: int = 128) -> bytes:
@@ -79,122 +78,204 @@ def _thumbnail_uri(row: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(thumbnail_png(plane)).decode("ascii")
 
 
-def write_report(
-    table,
-    out: str | os.PathLike,
-    *,
-    metrics: Iterable[str] | None = None,
-    title: str | None = None,
-    max_thumbnails: int = 200,
-) -> Path:
-    """Write the plate-QC report as one self-contained HTML file.
+_RULES = {
+    "unreadable": ("the file could not be read or measured (the error is shown)", None),
+    "empty": ("no signal above the camera offset: a constant image, or camera noise only "
+              "(a flat power spectrum, no bright pixels, signal below the dark fold)",
+              "PowerLogLogSlope >= {empty:g}"),
+    "saturated": ("a real fraction of the pixels at the dtype's (or the acquisition's) "
+                  "maximum; never a constant or empty image", "{saturated:g}% of the pixels"),
+    "out of focus": ("power-spectrum slope below the plate's in-focus images by more than "
+                     "the threshold (brightness does not change it)", "a drop of {out_of_focus:g}"),
+    "dark": ("signal (mean intensity above the camera offset) below this fold of the "
+             "plate's, or the control wells'", "{dark:g}x"),
+    "bright": ("signal above this fold of the plate's, or the control wells'", "{bright:g}x"),
+}
 
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        As returned by :func:`autotx_lib.imaging.plate.plate_qc`.
-    out : path
-        The HTML file to write (its folder must exist).
-    metrics : iterable of str, optional
-        Metrics to draw as heatmaps; default :data:`REPORT_METRICS` present in the table.
-    title : str, optional
-        Page title; default "Plate QC: <plate>".
-    max_thumbnails : int, optional
-        Thumbnails for at most this many flagged images (the table lists them all).
+
+def _units(table) -> dict[str, str]:
+    from autotx_lib.imaging.qc import INTENSITY_METRICS
+
+    scale = str(table.attrs.get("intensity_scale", "dtype"))
+    intensity = {"dtype": "fraction of the dtype's full scale", "raw": "stored units"}.get(
+        scale, f"fraction of {scale}")
+    units = dict.fromkeys(INTENSITY_METRICS, intensity)
+    units |= {
+        "focus_score": intensity, "local_focus_score": intensity,
+        "power_log_log_slope": "log-log slope", "laplacian_variance": intensity + " squared",
+        "tenengrad": intensity + " squared", "percent_maximal": "%", "percent_minimal": "%",
+        "percent_saturated": "%", "signal_fold": "x reference", "focus_drop": "slope units",
+    }
+    return units
+
+
+def export_csv(table, path: str | os.PathLike) -> Path:
+    """Write the per-image table as CSV for people: 1-based rows and columns, units stated.
+
+    ``row`` and ``column`` become 1-based (row 1 is A); every measured column's name
+    carries its unit in brackets (``mean_intensity [fraction of the dtype's full
+    scale]``, ``percent_maximal [%]``). ``field``, ``z`` and ``t`` keep the
+    instrument's numbering.
 
     Returns
     -------
     path : pathlib.Path
-        The written file.
+    """
+    data = table.copy()
+    for column in ("row", "column"):
+        if column in data.columns:
+            data[column] = data[column].astype(int) + 1
+    units = _units(table)
+    names = {c: f"{c} [{units[c]}]" for c in data.columns if c in units}
+    names |= {"row": "row [1-based]", "column": "column [1-based]"}
+    data = data.rename(columns=names)
+    path = Path(path)
+    data.to_csv(path, index=False)
+    return path
+
+
+def _wells_to_redo(table, max_thumbnails: int) -> list[dict[str, Any]]:
+    from autotx_lib.imaging.qc_verdicts import OK, well_verdicts
+
+    wells = well_verdicts(table)
+    labels = table.attrs.get("channel_names") or {}
+    result = []
+    for item in wells[wells["verdict"] != OK].itertuples(index=False):
+        images = table[(table["well"] == item.well) & (table["channel"] == item.channel)]
+        worst = images[images["verdict"] == item.verdict].iloc[0]
+        thumbnail, note = "", ""
+        if len(result) < max_thumbnails and not worst.get("error"):
+            try:
+                thumbnail = _thumbnail_uri(worst)
+            except Exception as error:  # noqa: BLE001 - a thumbnail never breaks the report
+                note = f"(no thumbnail: {type(error).__name__})"
+        name = labels.get(item.channel, item.channel)
+        result.append({
+            "well": item.well, "channel": f"{name} ({item.channel})" if name != item.channel
+            else item.channel, "verdict": item.verdict, "reason": item.reason,
+            "n_images": item.n_images, "n_flagged": item.n_flagged,
+            "thumbnail": thumbnail, "thumbnail_note": note,
+        })
+    return result
+
+
+def _environment(templates_dir: str | os.PathLike | None):
+    import jinja2
+
+    loaders: list[jinja2.BaseLoader] = []
+    if templates_dir is not None:
+        if not Path(templates_dir).is_dir():
+            raise FileNotFoundError(f"templates_dir {templates_dir} is not a folder; give the "
+                                    "folder that holds your plate_qc_report.html.")
+        loaders.append(jinja2.FileSystemLoader(str(templates_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(TEMPLATES)))
+    return jinja2.Environment(loader=jinja2.ChoiceLoader(loaders), autoescape=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def write_report(
+    table,
+    out: str | os.PathLike,
+    *,
+    views: Iterable[str] | None = None,
+    title: str | None = None,
+    max_thumbnails: int = 96,
+    templates_dir: str | os.PathLike | None = None,
+    csv_name: str | None = None,
+) -> Path:
+    """Write the plate QC report as one self-contained HTML file.
+
+    The page (template ``plate_qc_report.html``) shows the plate map coloured by verdict,
+    the wells to look at with their reason and a thumbnail, one heatmap per channel and
+    quantity (fixed colour direction: dark red is worse; thresholds on the colour bar),
+    what each verdict means and the metrics' plain and CellProfiler names.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As returned by :func:`autotx_lib.imaging.plate.plate_qc` (with verdicts).
+    out : path
+        The HTML file to write (its folder must exist).
+    views : iterable of str, optional
+        Heatmaps, keys of :data:`autotx_lib.imaging.plate_views.METRIC_VIEWS`; default
+        :data:`REPORT_VIEWS`.
+    title : str, optional
+        Default "Plate QC: <plate>".
+    max_thumbnails : int, optional
+        Thumbnails for at most this many wells to look at.
+    templates_dir : path, optional
+        A folder whose ``plate_qc_report.html`` replaces the built-in page. The template
+        gets: ``title``, ``plate`` (name, vendor, format), ``counts``, ``channels``,
+        ``colours``, ``plate_map``, ``heatmaps``, ``wells_to_redo``, ``rules``,
+        ``views``, ``csv_name``, ``unreadable_message``, ``bokeh_resources`` and
+        ``bokeh_script``.
+    csv_name : str, optional
+        The CSV written beside the report (linked from the page).
+
+    Returns
+    -------
+    path : pathlib.Path
     """
     from autotx_lib._optional import require
 
-    require("bokeh", "to draw the report's heatmaps")
+    require("bokeh", "to draw the report's plate map and heatmaps")
     from bokeh.embed import components
     from bokeh.layouts import column, row
     from bokeh.models import Div, TabPanel, Tabs
     from bokeh.resources import INLINE
 
-    from autotx_lib.imaging.plate import plate_heatmap
+    from autotx_lib.imaging import plate_views as pv
+    from autotx_lib.imaging.qc_verdicts import (
+        DEFAULT_THRESHOLDS,
+        VERDICT_COLOURS,
+        unreadable_plate_message,
+    )
 
     out = Path(out)
-    names = [m for m in (metrics or REPORT_METRICS) if m in table.columns]
-    plates = list(dict.fromkeys(table["plate"])) if len(table) else []
-    heading = title or ("Plate QC: " + ", ".join(map(str, plates)) if plates else "Plate QC")
+    environment = _environment(templates_dir)
+    template = environment.get_template("plate_qc_report.html")
+    plate = table.attrs.get("plate") or (str(table["plate"].iloc[0]) if len(table) else "")
+    names = table.attrs.get("channel_names") or {}
+    channels = list(dict.fromkeys(table["channel"])) if len(table) else []
+    chosen = [pv.METRIC_VIEWS[k] for k in (views or REPORT_VIEWS)
+              if k in pv.METRIC_VIEWS and pv.METRIC_VIEWS[k].column in table.columns]
+    measured = table[table["error"] == ""] if "error" in table.columns else table
     panels = []
-    for plate in plates:
-        on_plate = table[table["plate"] == plate]
-        for channel in dict.fromkeys(on_plate["channel"]):
-            subset = on_plate[(on_plate["channel"] == channel) & (on_plate["error"] == "")]
-            if subset.empty or not names:
-                continue
-            figures = [
-                plate_heatmap(subset, metric, channel=channel, plate=plate) for metric in names
-            ]
-            grid = column([row(figures[i : i + 2]) for i in range(0, len(figures), 2)])
-            label = f"{plate} / {channel}" if len(plates) > 1 else f"channel {channel or '-'}"
-            panels.append(TabPanel(child=grid, title=label))
-    layout = Tabs(tabs=panels) if panels else Div(text="<p>No image could be measured.</p>")
-    script, div = components(layout)
-
-    flagged = table[table["flagged"]] if "flagged" in table.columns else table.iloc[:0]
-    total, n_flagged = len(table), len(flagged)
-    n_failed = int((table["error"] != "").sum()) if "error" in table.columns else 0
-    lines = []
-    for index, (_, item) in enumerate(flagged.iterrows()):
-        thumb = ""
-        if index < max_thumbnails and not item.get("error"):
-            try:
-                thumb = f'<img src="{_thumbnail_uri(item)}" alt="thumbnail">'
-            except Exception as error:  # noqa: BLE001 - a thumbnail never breaks the report
-                thumb = f"(no thumbnail: {html.escape(type(error).__name__)})"
-        values = " ".join(
-            f"{m}={item[m]:.4g}" for m in names if m in item and np.isfinite(item[m])
-        )
-        lines.append(
-            "<tr>"
-            + "".join(
-                f"<td>{html.escape(str(v))}</td>"
-                for v in (item["well"], item["field"], item["channel"], item["z"], item["t"])
-            )
-            + f"<td class='flags'>{html.escape(item['flags'])}</td>"
-            + f"<td>{html.escape(values)}{html.escape(str(item.get('error', '')))}</td>"
-            + f"<td>{thumb}</td>"
-            + f"<td class='path'>{html.escape(str(item['path']))}</td></tr>"
-        )
-    table_html = (
-        "<table><thead><tr><th>well</th><th>field</th><th>channel</th><th>z</th><th>t</th>"
-        "<th>flags</th><th>values / error</th><th>thumbnail</th><th>path</th></tr></thead>"
-        "<tbody>" + "\n".join(lines) + "</tbody></table>"
-        if lines
-        else "<p>No image is flagged.</p>"
+    for channel in channels:
+        if measured[measured["channel"] == channel].empty or not chosen:
+            continue
+        figures = [pv.metric_heatmap(table, view, channel=channel) for view in chosen]
+        label = names.get(channel, channel)
+        panels.append(TabPanel(child=column([row(f) for f in figures]),
+                               title=f"{label} ({channel})" if label != channel else label))
+    heatmaps = Tabs(tabs=panels) if panels else Div(text="<p>No image could be measured.</p>")
+    plate_map = pv.verdict_map(table) if len(table) else Div(text="<p>No images.</p>")
+    script, (map_div, heatmap_div) = components((plate_map, heatmaps))
+    limits = table.attrs.get("thresholds") or DEFAULT_THRESHOLDS
+    rules = [{"verdict": name, "text": text,
+              "threshold": threshold.format(**limits) if threshold else "-"}
+             for name, (text, threshold) in _RULES.items()]
+    wells = table.groupby(["row", "column"]).ngroups if len(table) else 0
+    guessed = table.attrs.get("plate_format_guessed", False)
+    page = template.render(
+        title=title or (f"Plate QC: {plate}" if plate else "Plate QC"),
+        plate={"name": plate, "vendor": table.attrs.get("vendor", "unknown"),
+               "format": f"{table.attrs.get('plate_wells', '?')}-well plate"
+               + (" (guessed from the wells imaged: no plate format in the metadata)"
+                  if guessed else "")},
+        counts={"images": len(table), "wells": wells, "verdicts": pv.verdict_counts(table)
+                if len(table) else {}},
+        channels=[f"{names.get(c, c)} ({c})" if names.get(c, c) != c else c for c in channels],
+        colours=VERDICT_COLOURS,
+        plate_map=map_div,
+        heatmaps=heatmap_div,
+        wells_to_redo=_wells_to_redo(table, max_thumbnails) if len(table) else [],
+        rules=rules,
+        views=pv.describe_views(table),
+        csv_name=csv_name,
+        unreadable_message=unreadable_plate_message(table),
+        bokeh_resources=INLINE.render(),
+        bokeh_script=script,
     )
-    page = f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>{html.escape(heading)}</title>
-{INLINE.render()}
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; font-size: 0.9em; }}
-td, th {{ border: 1px solid #ccc; padding: 3px 6px; vertical-align: top; }}
-td.flags {{ color: #a00; font-weight: bold; }}
-td.path {{ font-size: 0.8em; color: #555; }}
-</style>
-{script}
-</head>
-<body>
-<h1>{html.escape(heading)}</h1>
-<p>{total} images, {n_flagged} flagged, {n_failed} unreadable.
-Flags: robust z-score (median/MAD) per plate and channel; see
-<code>autotx_lib.imaging.plate.flag_outliers</code>.</p>
-<h2>Heatmaps</h2>
-{div}
-<h2>Flagged images</h2>
-{table_html}
-</body>
-</html>
-"""
     out.write_text(page, encoding="utf-8")
     return out

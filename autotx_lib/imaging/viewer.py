@@ -1,4 +1,4 @@
-"""A z-stack viewer for Jupyter: slice, slab MIP, palette, contrast, orthogonal views.
+"""A z-stack viewer for Jupyter: slice, slab MIP, palette, contrast, composite, orthogonal views.
 
 :func:`view_stack` wraps an image (from :func:`~autotx_lib.imaging.readers.open_image`),
 a numpy array or a dask array in a :class:`StackViewer`, whose ``.widget`` is an
@@ -8,7 +8,8 @@ view needs are read: a lazy image or dask array is never loaded whole, except fo
 orthogonal views, which need every plane of the current channel.
 
 The slab computation is the pure function :func:`slab_mip`; :func:`auto_contrast`
-and :func:`palette_colors` are pure too.
+and :func:`palette_colors` are pure too, as are the channel colours and the colour
+composite of several channels (:mod:`autotx_lib.imaging.composite`).
 
 Examples
 --------
@@ -16,19 +17,29 @@ Examples
 >>> viewer = view_stack(open_image("stack.ome.tif"))      # doctest: +SKIP
 >>> viewer.widget                                          # doctest: +SKIP
 >>> viewer.set(z=30, half_width=8, palette="Magma256")    # doctest: +SKIP
+>>> viewer.set(composite=True).set_channel("DAPI", color="#0080ff", contrast=(100, 900))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from autotx_lib._optional import require
+from autotx_lib.imaging.composite import (
+    channel_colors,
+    color_hex,
+    composite_rgba,
+    image_channel_colors,
+    parse_color,
+)
 
 #: Colour palettes offered by the viewer: bokeh's 256-colour maps, then single-colour
 #: lookup tables (black to the colour), as on a fluorescence microscope's screen.
@@ -206,6 +217,10 @@ class _PlaneCache:
                 self._planes.move_to_end(key)
                 return self._planes[key]
         plane = np.asarray(self.image.plane(t=t, c=c, z=z))
+        if not plane.flags.writeable:
+            # a read-only plane may be a view of the file's memory map (nd2), which is gone
+            # once the file is closed: the cache keeps a copy that stays valid
+            plane = plane.copy()
         with self._lock:
             self.reads += 1
             self._planes[key] = plane
@@ -322,8 +337,37 @@ def bokeh_widget(model: Any) -> Any:
     return _BokehModel(model)
 
 
+class _ChannelControls:
+    """The controls of one channel in the composite panel: shown, colour, contrast, auto."""
+
+    def __init__(self, name: str, color: str, width: int) -> None:
+        import ipywidgets as W
+
+        self.visible = W.Checkbox(value=True, description=name, indent=False,
+                                  tooltip=f"show {name} in the composite",
+                                  layout=W.Layout(width="150px"))
+        self.color = W.ColorPicker(value=color, concise=True, tooltip=f"colour of {name}",
+                                   layout=W.Layout(width="34px"))
+        self.contrast = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.001,
+                                           readout_format=".4g", continuous_update=False,
+                                           layout=W.Layout(width=f"{width}px"))
+        self.auto = W.Button(description="auto", tooltip=f"contrast of {name} from percentiles",
+                             layout=W.Layout(width="50px"))
+        self.box = W.HBox([self.visible, self.color, self.contrast, self.auto],
+                          layout=W.Layout(min_height="30px", flex="0 0 auto"))
+
+    def close(self) -> None:
+        for widget in (self.visible, self.color, self.contrast, self.auto, self.box):
+            widget.close()
+
+
 class StackViewer:
     """An interactive view of a z-stack; display :attr:`widget` in a notebook.
+
+    One channel is shown through a palette (the colour mapper), or, in composite mode,
+    several channels at once: each scaled between its own contrast limits, tinted with its
+    colour and added (:func:`~autotx_lib.imaging.composite.composite_rgba`). Contrast
+    limits are kept per channel (across z and t) until changed or set to ``"auto"``.
 
     Parameters
     ----------
@@ -339,20 +383,29 @@ class StackViewer:
     half_width : int, optional
         Slab half-width: planes on each side of ``z`` projected by maximum (0 = the plane).
     palette : str, optional
-        One of :data:`PALETTES`.
+        One of :data:`PALETTES` (for one channel; the composite uses the channel colours).
     contrast : (float, float), optional
-        Contrast limits; default from percentiles of the first image (:func:`auto_contrast`).
+        Contrast limits of the first channel shown; default from percentiles of its image
+        (:func:`auto_contrast`), as for every other channel.
     orthogonal : bool, optional
-        Show XZ and YZ views through the crosshair (reads every plane of the channel).
+        Show XZ and YZ views through the crosshair (reads every plane of the channels shown).
     pixel_sizes : (z, y, x) in micrometres, optional
         Overrides the image's physical pixel sizes (arrays have none).
     width : int, optional
         Width of the main view in screen pixels.
+    composite : bool, optional
+        Show the channels together; default: when the source has several channels and no
+        ``channel`` is given.
+    colors : sequence, optional
+        One colour per channel for the composite (``"#rrggbb"``, a name or ``(r, g, b)``);
+        default from the image's metadata (:func:`~autotx_lib.imaging.composite.image_channel_colors`),
+        else by channel index.
 
     Attributes
     ----------
     figure : bokeh.plotting.figure
-        The XY view; ``source.data["image"][0]`` is the image on screen.
+        The XY view; ``source.data["image"][0]`` is the one-channel image on screen,
+        ``source.data["rgba"][0]`` the composite.
     source : bokeh.models.ColumnDataSource
     color_mapper : bokeh.models.LinearColorMapper
     """
@@ -361,7 +414,8 @@ class StackViewer:
                  z: int | None = None, half_width: int = 0, palette: str = "Greys256",
                  contrast: tuple[float, float] | None = None, orthogonal: bool = False,
                  pixel_sizes: tuple[float | None, float | None, float | None] | None = None,
-                 width: int = 560) -> None:
+                 width: int = 560, composite: bool | None = None,
+                 colors: Sequence[Any] | None = None) -> None:
         require("bokeh", "to draw the stack viewer")
         require("ipywidgets", "for the stack viewer's controls")
         self._lock = threading.RLock()
@@ -373,7 +427,9 @@ class StackViewer:
             self._cache: _PlaneCache | None = _PlaneCache(source)
             self._array = None
             names = list(source.channel_names)
-            sizes = tuple(source.physical_pixel_sizes)
+            # an XZ or XT scan's array axes are not physical z, y, x: draw what they are
+            sizes = tuple(getattr(source, "array_pixel_sizes", source.physical_pixel_sizes))
+            axes = getattr(source, "scan_axes", "ZYX")
         else:
             self.image = None
             self._array = _as_tczyx(source)
@@ -382,8 +438,12 @@ class StackViewer:
             self._cache = None
             names = [f"C:{i}" for i in range(self._shape[1])]
             sizes = (None, None, None)
+            axes = "ZYX"
         self.channel_names = names
         self.pixel_sizes = tuple(pixel_sizes) if pixel_sizes is not None else sizes
+        #: physical names of the array's z, y, x axes: ("z", "y", "x"); an XZ scan's rows
+        #: are depth ("y", "z", "x"), an XT line scan's rows are time ("z", "t", "x")
+        self.axis_names = tuple(axis.lower() for axis in axes)
         if palette not in PALETTES:
             raise ValueError(f"unknown palette {palette!r}; choose one of {', '.join(PALETTES)}")
         T, C, Z, Y, X = self._shape
@@ -392,19 +452,28 @@ class StackViewer:
         self._z = self._check_index("z", Z // 2 if z is None else z, Z)
         slab_range(Z, self._z, half_width)  # validates half_width
         self._half_width = int(half_width)
+        if colors is not None:
+            self._colors = channel_colors(C, colors=list(colors))
+        elif self.image is not None:
+            self._colors = image_channel_colors(self.image)
+        else:
+            self._colors = channel_colors(C)
+        self._visible = [True] * C
+        self._limits: list[tuple[float, float] | None] = [None] * C
+        if contrast is not None:
+            self._limits[self._c] = self._check_contrast(contrast)
+        self._stale: set[int] = set()  # channels whose contrast slider needs new bounds
+        self._projections: dict[int, np.ndarray] = {}  # channel -> image, for this t, z, slab
+        self._composite = (C > 1 and channel is None) if composite is None else bool(composite)
         self._palette = palette
         self._orthogonal = bool(orthogonal)
         self._cross = (Y // 2, X // 2)
         self._width = width
         self._widget = None
-        self._contrast_stale = False
         self._build_figures()
-        self._render()
-        self._contrast = (tuple(float(v) for v in contrast) if contrast is not None
-                          else auto_contrast(self.current))
-        if self._contrast[1] <= self._contrast[0]:
-            raise ValueError(f"contrast {contrast} must be (low, high) with low < high")
+        self._draw()
         self._apply_contrast()
+        self._show_mode()
         if self._orthogonal:
             self._render_orthogonal()
 
@@ -417,6 +486,17 @@ class StackViewer:
         if not 0 <= value < size:
             raise IndexError(f"{name}={value} is out of range (valid 0..{size - 1})")
         return int(value)
+
+    @staticmethod
+    def _check_contrast(contrast: Any) -> tuple[float, float] | str:
+        if isinstance(contrast, str):
+            if contrast != "auto":
+                raise ValueError(f"contrast must be (low, high) or 'auto', not {contrast!r}")
+            return contrast
+        low, high = (float(v) for v in contrast)
+        if not low < high:
+            raise ValueError(f"contrast {contrast} must be (low, high) with low < high")
+        return low, high
 
     def _channel_index(self, channel: int | str) -> int:
         if isinstance(channel, str):
@@ -437,6 +517,22 @@ class StackViewer:
         T, C, Z, Y, X = self._shape
         return _ImageStack(self._cache, t, c, (Z, Y, X), self.dtype)
 
+    def _projection(self, c: int) -> np.ndarray:
+        """The slab projection of channel ``c`` at the current t and z (computed once)."""
+        image = self._projections.get(c)
+        if image is None:
+            image = slab_mip(self.stack(c=c), self._z, self._half_width)
+            self._projections[c] = image
+        return image
+
+    def _channel_limits(self, c: int) -> tuple[float, float]:
+        """Contrast limits of channel ``c``; automatic from its image the first time."""
+        limits = self._limits[c]
+        if limits is None:
+            limits = self._limits[c] = auto_contrast(self._projection(c))
+            self._stale.add(c)
+        return limits
+
     @property
     def planes_read(self) -> int | None:
         """Planes read from the image so far (None for arrays)."""
@@ -444,8 +540,18 @@ class StackViewer:
 
     @property
     def current(self) -> np.ndarray:
-        """(Y, X) ndarray : The image on screen (the plane or the slab's projection)."""
-        return self.source.data["image"][0]
+        """(Y, X) ndarray : The selected channel's plane or slab projection at this z and t.
+
+        In one-channel mode it is the image on screen; in composite mode see
+        :attr:`composite_image`.
+        """
+        with self._lock:
+            return self._projection(self._c)
+
+    @property
+    def composite_image(self) -> np.ndarray | None:
+        """(Y, X) uint32 ndarray or None : The composite on screen (RGBA bytes), if shown."""
+        return self.source.data["rgba"][0] if self._composite else None
 
     @property
     def z(self) -> int:
@@ -469,7 +575,30 @@ class StackViewer:
 
     @property
     def contrast(self) -> tuple[float, float]:
-        return self._contrast
+        """(low, high) : Contrast limits of the selected channel."""
+        with self._lock:
+            return self._channel_limits(self._c)
+
+    @property
+    def composite(self) -> bool:
+        """bool : Whether the channels are shown together."""
+        return self._composite
+
+    @property
+    def channel_colors(self) -> list[str]:
+        """list of str : The composite colour of each channel, ``"#rrggbb"``."""
+        return [color_hex(rgb) for rgb in self._colors]
+
+    @property
+    def channel_visible(self) -> list[bool]:
+        """list of bool : Which channels the composite shows."""
+        return list(self._visible)
+
+    @property
+    def channel_contrast(self) -> list[tuple[float, float]]:
+        """list of (low, high) : Contrast limits of each channel (automatic where unset)."""
+        with self._lock:
+            return [self._channel_limits(c) for c in range(self._shape[1])]
 
     @property
     def orthogonal(self) -> bool:
@@ -489,10 +618,24 @@ class StackViewer:
             return float(pz or px), float(py), float(px), "µm"
         return 1.0, 1.0, 1.0, "px"
 
+    def _add_images(self, fig: Any, source: Any, **place: Any) -> tuple[Any, Any]:
+        """A colour-mapped renderer of ``image`` and an RGBA renderer of ``rgba`` on ``fig``."""
+        mapped = fig.image(image="image", color_mapper=self.color_mapper, source=source,
+                           origin="bottom_left", anchor="bottom_left", **place)
+        rgba = fig.image_rgba(image="rgba", source=source, origin="bottom_left",
+                              anchor="bottom_left", **place)
+        self._renderers.append((mapped, rgba))
+        return mapped, rgba
+
+    def _empty_source(self, **columns: Any) -> Any:
+        from bokeh.models import ColumnDataSource
+
+        return ColumnDataSource({"image": [np.zeros((1, 1), self.dtype)],
+                                 "rgba": [np.zeros((1, 1), np.uint32)], **columns})
+
     def _build_figures(self) -> None:
         from bokeh.models import (
             ColorBar,
-            ColumnDataSource,
             HoverTool,
             LinearColorMapper,
             Metric,
@@ -504,25 +647,25 @@ class StackViewer:
 
         T, C, Z, Y, X = self._shape
         uz, uy, ux, unit = self._units()
+        nz, ny, nx = self.axis_names
         width = self._width
         height = max(120, int(width * (Y * uy) / (X * ux)))
         self.color_mapper = LinearColorMapper(palette=palette_colors(self._palette),
                                               low=0, high=1)
-        self.source = ColumnDataSource({"image": [np.zeros((1, 1), self.dtype)],
-                                        "x": [0.0], "y": [0.0], "dw": [X * ux], "dh": [Y * uy]})
+        self._renderers: list[tuple[Any, Any]] = []
+        self.source = self._empty_source(x=[0.0], y=[0.0], dw=[X * ux], dh=[Y * uy])
         xy = figure(width=width, height=height, x_range=Range1d(0, X * ux),
                     y_range=Range1d(Y * uy, 0), tools="pan,wheel_zoom,box_zoom,reset,tap",
                     active_scroll="wheel_zoom", match_aspect=True, toolbar_location="above",
-                    x_axis_label=f"x ({unit})", y_axis_label=f"y ({unit})")
+                    x_axis_label=f"{nx} ({unit})", y_axis_label=f"{ny} ({unit})")
         xy.grid.visible = False
         # y runs downwards (the first row at the top, as on the camera): the y range is
         # flipped, and the image glyph draws row 0 at the smallest y, which is now on top
-        renderer = xy.image(image="image", x="x", y="y", dw="dw", dh="dh",
-                            color_mapper=self.color_mapper, source=self.source,
-                            origin="bottom_left", anchor="bottom_left")
-        xy.add_tools(HoverTool(renderers=[renderer], tooltips=[
-            ("x, y", f"$x{{0.0}}, $y{{0.0}} {unit}"), ("value", "@image")]))
-        xy.add_layout(ColorBar(color_mapper=self.color_mapper, width=10), "right")
+        renderer, rgba = self._add_images(xy, self.source, x="x", y="y", dw="dw", dh="dh")
+        self._hover = HoverTool(renderers=[renderer])  # tooltips follow the mode
+        xy.add_tools(self._hover)
+        self._color_bar = ColorBar(color_mapper=self.color_mapper, width=10)
+        xy.add_layout(self._color_bar, "right")
         if unit == "µm":
             xy.add_layout(ScaleBar(range=xy.x_range, unit="µm", dimensional=Metric(base_unit="m"),
                                    location="bottom_right", bar_line_color="white",
@@ -540,18 +683,16 @@ class StackViewer:
         # orthogonal views: XZ below (x across, z down), YZ at the right (z across, y down)
         zh = max(60, int(width * (Z * uz) / (X * ux)))
         zh = min(zh, width)
-        self.xz_source = ColumnDataSource({"image": [np.zeros((1, 1), self.dtype)]})
-        self.yz_source = ColumnDataSource({"image": [np.zeros((1, 1), self.dtype)]})
+        self.xz_source = self._empty_source()
+        self.yz_source = self._empty_source()
         xz = figure(width=width, height=zh, x_range=xy.x_range, y_range=Range1d(Z * uz, 0),
                     tools="pan,wheel_zoom,reset", toolbar_location=None,
-                    x_axis_label=f"x ({unit})", y_axis_label=f"z ({unit})")
-        xz.image(image="image", x=0, y=0, dw=X * ux, dh=Z * uz, color_mapper=self.color_mapper,
-                 source=self.xz_source, origin="bottom_left", anchor="bottom_left")
+                    x_axis_label=f"{nx} ({unit})", y_axis_label=f"{nz} ({unit})")
+        self._add_images(xz, self.xz_source, x=0, y=0, dw=X * ux, dh=Z * uz)
         yz = figure(width=zh, height=height, x_range=Range1d(0, Z * uz), y_range=xy.y_range,
                     tools="pan,wheel_zoom,reset", toolbar_location=None,
-                    x_axis_label=f"z ({unit})", y_axis_label=f"y ({unit})")
-        yz.image(image="image", x=0, y=0, dw=Z * uz, dh=Y * uy, color_mapper=self.color_mapper,
-                 source=self.yz_source, origin="bottom_left", anchor="bottom_left")
+                    x_axis_label=f"{nz} ({unit})", y_axis_label=f"{ny} ({unit})")
+        self._add_images(yz, self.yz_source, x=0, y=0, dw=Z * uz, dh=Y * uy)
         for fig in (xz, yz):
             fig.grid.visible = False
             fig.visible = self._orthogonal
@@ -563,32 +704,72 @@ class StackViewer:
         self.layout = gridplot([[xy, yz], [xz, None]], merge_tools=False,
                                toolbar_location=None)
 
-    def _render(self) -> None:
-        """Compute the image on screen for the current t, c, z and slab, and push it."""
-        image = slab_mip(self.stack(), self._z, self._half_width)
-        # a patch replaces the image without bokeh comparing the old array with the new one
-        self.source.patch({"image": [(0, image)]})
+    def _show_mode(self) -> None:
+        """Show the colour-mapped or the composite renderers, as the mode says."""
+        for mapped, rgba in self._renderers:
+            mapped.visible = not self._composite
+            rgba.visible = self._composite
+        self._color_bar.visible = not self._composite
+        mapped, rgba = self._renderers[0]
+        position = ("x, y", f"$x{{0.0}}, $y{{0.0}} {self.scale_bar_unit}")
+        # a composite pixel is a colour, not a value: the tooltip gives the position only
+        self._hover.update(renderers=[rgba] if self._composite else [mapped],
+                           tooltips=[position] if self._composite else [position, ("value", "@image")])
 
-    def _render_orthogonal(self) -> None:
+    def _composite_of(self, images: dict[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+        """The composite of the shown channels' ``images`` (black if none is shown)."""
+        shown = [c for c in range(self._shape[1]) if self._visible[c]]
+        if not shown:
+            black = np.zeros(shape + (4,), np.uint8)
+            black[..., 3] = 255
+            return black.view(np.uint32).reshape(shape)
+        return composite_rgba([images[c] for c in shown], [self._colors[c] for c in shown],
+                              [self._channel_limits(c) for c in shown])
+
+    def _draw(self) -> None:
+        """Push the image on screen for the current t, z and slab (projections computed once)."""
+        # a patch replaces the image without bokeh comparing the old array with the new one
+        if self._composite:
+            T, C, Z, Y, X = self._shape
+            shown = {c: self._projection(c) for c in range(C) if self._visible[c]}
+            self.source.patch({"rgba": [(0, self._composite_of(shown, (Y, X)))]})
+        else:
+            self.source.patch({"image": [(0, self._projection(self._c))]})
+
+    def _orthogonal_cuts(self, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """The XZ and YZ cuts of channel ``c`` through the crosshair."""
         y, x = self._cross
-        T, C, Z, Y, X = self._shape
+        Z = self._shape[2]
         if self._array is not None:
-            volume = self._array[self._t, self._c]
+            volume = self._array[self._t, c]
             xz, yz = volume[:, y, :], volume[:, :, x].T
             if hasattr(xz, "compute"):
                 xz, yz = xz.compute(), yz.compute()
         else:
-            planes = [self._cache.plane(self._t, self._c, z) for z in range(Z)]
+            planes = [self._cache.plane(self._t, c, z) for z in range(Z)]
             xz = np.stack([p[y, :] for p in planes])
             yz = np.stack([p[:, x] for p in planes], axis=1)
-        self.xz_source.data["image"] = [np.ascontiguousarray(xz)]
-        self.yz_source.data["image"] = [np.ascontiguousarray(yz)]
+        return np.ascontiguousarray(xz), np.ascontiguousarray(yz)
+
+    def _render_orthogonal(self) -> None:
+        T, C, Z, Y, X = self._shape
+        if self._composite:
+            cuts = {c: self._orthogonal_cuts(c) for c in range(C) if self._visible[c]}
+            self.xz_source.data["rgba"] = [self._composite_of(
+                {c: xz for c, (xz, _) in cuts.items()}, (Z, X))]
+            self.yz_source.data["rgba"] = [self._composite_of(
+                {c: yz for c, (_, yz) in cuts.items()}, (Y, Z))]
+        else:
+            xz, yz = self._orthogonal_cuts(self._c)
+            self.xz_source.data["image"] = [xz]
+            self.yz_source.data["image"] = [yz]
+        y, x = self._cross
         uz, uy, ux, _ = self._units()
         self._vline.location = (x + 0.5) * ux
         self._hline.location = (y + 0.5) * uy
 
     def _apply_contrast(self) -> None:
-        low, high = self._contrast
+        low, high = self._channel_limits(self._c)
         self.color_mapper.update(low=low, high=high)
 
     def _on_tap(self, event: Any) -> None:
@@ -605,8 +786,12 @@ class StackViewer:
     def set(self, *, z: int | None = None, half_width: int | None = None,
             channel: int | str | None = None, t: int | None = None, palette: str | None = None,
             contrast: tuple[float, float] | str | None = None, orthogonal: bool | None = None,
-            crosshair: tuple[int, int] | None = None) -> StackViewer:
-        """Change the view; the widgets follow. ``contrast="auto"`` recomputes the limits.
+            crosshair: tuple[int, int] | None = None, composite: bool | None = None) -> StackViewer:
+        """Change the view; the widgets follow.
+
+        ``contrast`` applies to the selected ``channel``; ``contrast="auto"`` recomputes its
+        limits from its image. ``composite`` switches between one channel and all the
+        shown channels together (see :meth:`set_channel`).
 
         Returns ``self``. Raises IndexError, TypeError or ValueError on invalid values,
         leaving the view unchanged.
@@ -620,31 +805,21 @@ class StackViewer:
             slab_range(Z, new_z, new_hw)
             if palette is not None and palette not in PALETTES:
                 raise ValueError(f"unknown palette {palette!r}; choose one of {', '.join(PALETTES)}")
-            if isinstance(contrast, str) and contrast != "auto":
-                raise ValueError(f"contrast must be (low, high) or 'auto', not {contrast!r}")
-            if contrast is not None and not isinstance(contrast, str):
-                low, high = (float(v) for v in contrast)
-                if not low < high:
-                    raise ValueError(f"contrast {contrast} must be (low, high) with low < high")
+            if contrast is not None:
+                contrast = self._check_contrast(contrast)
             if crosshair is not None:
                 cy, cx = (self._check_index("y", crosshair[0], Y),
                           self._check_index("x", crosshair[1], X))
-            pixels_changed = (new_t, new_c, new_z, new_hw) != (self._t, self._c, self._z,
-                                                               self._half_width)
-            channel_changed = (new_t, new_c) != (self._t, self._c)
-            self._t, self._c, self._z, self._half_width = new_t, new_c, new_z, int(new_hw)
-            if pixels_changed:
-                self._render()
+            t_changed, channel_changed = new_t != self._t, new_c != self._c
+            mode_changed = composite is not None and bool(composite) != self._composite
+            self._change_pixels(new_t, new_c, new_z, int(new_hw), composite, contrast)
+            if channel_changed or contrast is not None:
+                self._apply_contrast()
             if palette is not None and palette != self._palette:
                 self._palette = palette
                 self.color_mapper.palette = palette_colors(palette)
-            if contrast == "auto" or (channel_changed and contrast is None):
-                self._contrast = auto_contrast(self.current)
-                self._contrast_stale = True  # the slider's bounds follow the new data
-                self._apply_contrast()
-            elif contrast is not None:
-                self._contrast = (low, high)
-                self._apply_contrast()
+            if mode_changed:
+                self._show_mode()
             ortho_changed = orthogonal is not None and bool(orthogonal) != self._orthogonal
             if ortho_changed:
                 self._orthogonal = bool(orthogonal)
@@ -652,10 +827,83 @@ class StackViewer:
                     item.visible = self._orthogonal
             if crosshair is not None:
                 self._cross = (cy, cx)
-            if self._orthogonal and (ortho_changed or channel_changed or crosshair is not None):
+            cuts_changed = (ortho_changed or t_changed or mode_changed or crosshair is not None
+                            or (contrast is not None if self._composite else channel_changed))
+            if self._orthogonal and cuts_changed:
                 self._render_orthogonal()
             self._sync_widgets()
         return self
+
+    def _change_pixels(self, t: int, c: int, z: int, half_width: int, composite: bool | None,
+                       contrast: tuple[float, float] | str | None) -> None:
+        """Move to new pixels and redraw what changed; if reading fails, nothing changes."""
+        pixels_changed = (t, z, half_width) != (self._t, self._z, self._half_width)
+        mode_changed = composite is not None and bool(composite) != self._composite
+        channel_changed = c != self._c
+        before = (self._t, self._c, self._z, self._half_width, self._composite,
+                  self._projections, list(self._limits))
+        try:  # reading pixels can fail (a closed or damaged file)
+            self._t, self._c, self._z, self._half_width = t, c, z, half_width
+            self._composite = self._composite if composite is None else bool(composite)
+            if pixels_changed:
+                self._projections = {}
+            if contrast is not None:
+                self._set_limits(c, contrast)
+            if self._composite:
+                redraw = pixels_changed or mode_changed or contrast is not None
+            else:
+                redraw = pixels_changed or mode_changed or channel_changed
+            if redraw:
+                self._draw()
+        except Exception:
+            (self._t, self._c, self._z, self._half_width, self._composite,
+             self._projections, self._limits) = before
+            raise
+
+    def set_channel(self, channel: int | str, *, visible: bool | None = None,
+                    color: Any = None, contrast: tuple[float, float] | str | None = None
+                    ) -> StackViewer:
+        """Change one channel of the composite: shown or hidden, colour, contrast limits.
+
+        Parameters
+        ----------
+        channel : int or str
+            Channel index or name.
+        visible : bool, optional
+            Show the channel in the composite.
+        color : str or (r, g, b), optional
+            ``"#rrggbb"``, a colour name or ``(r, g, b)`` with 0..255 each.
+        contrast : (float, float) or "auto", optional
+            The channel's contrast limits (also used when it is shown alone).
+
+        Returns ``self``; raises on invalid values, leaving the view unchanged.
+        """
+        with self._lock:
+            c = self._channel_index(channel)
+            rgb = None if color is None else parse_color(color)
+            if contrast is not None:
+                contrast = self._check_contrast(contrast)
+            if visible is not None:
+                self._visible[c] = bool(visible)
+            if rgb is not None:
+                self._colors[c] = rgb
+            if contrast is not None:
+                self._set_limits(c, contrast)
+                if c == self._c:
+                    self._apply_contrast()
+            if self._composite:
+                self._draw()
+                if self._orthogonal:
+                    self._render_orthogonal()
+            self._sync_widgets()
+        return self
+
+    def _set_limits(self, c: int, contrast: tuple[float, float] | str) -> None:
+        if contrast == "auto":
+            self._limits[c] = auto_contrast(self._projection(c))
+            self._stale.add(c)  # the slider's bounds follow the new data
+        else:
+            self._limits[c] = contrast
 
     # --- widgets ------------------------------------------------------------------------
 
@@ -671,10 +919,11 @@ class StackViewer:
 
         display(self.widget)
 
-    def _contrast_bounds(self) -> tuple[float, float]:
-        image = self.current
-        low, high = float(np.nanmin(image)), float(np.nanmax(image))
-        low, high = min(low, self._contrast[0]), max(high, self._contrast[1])
+    def _contrast_bounds(self, c: int) -> tuple[float, float]:
+        low, high = self._channel_limits(c)
+        image = self._projections.get(c)
+        if image is not None:
+            low, high = min(low, float(np.nanmin(image))), max(high, float(np.nanmax(image)))
         return low, (high if high > low else low + 1.0)
 
     def _build_widget(self) -> Any:
@@ -696,25 +945,25 @@ class StackViewer:
                                          layout=W.Layout(width="220px"))
         self.palette_picker = W.Dropdown(options=list(PALETTES), value=self._palette,
                                          description="palette", layout=W.Layout(width="220px"))
-        low, high = self._contrast_bounds()
+        self.composite_box = W.Checkbox(value=self._composite, description="composite",
+                                        indent=False, tooltip="all channels together, each in "
+                                        "its colour", layout=W.Layout(width="100px",
+                                                                      display="" if C > 1 else "none"))
+        low, high = self._contrast_bounds(self._c)
         self.contrast_slider = W.FloatRangeSlider(
-            value=self._contrast, min=low, max=high, step=max((high - low) / 1000, 1e-6),
-            description="contrast", readout_format=".4g", continuous_update=False,
-            layout=W.Layout(width="420px"))
+            value=self._channel_limits(self._c), min=low, max=high,
+            step=max((high - low) / 1000, 1e-6), description="contrast", readout_format=".4g",
+            continuous_update=False, layout=W.Layout(width="420px"))
         self.auto_button = W.Button(description="auto", tooltip="contrast from percentiles "
                                     f"{AUTO_PERCENTILES[0]}-{AUTO_PERCENTILES[1]}",
                                     layout=W.Layout(width="60px"))
+        self.contrast_row = W.HBox([self.contrast_slider, self.auto_button])
         self.ortho_box = W.Checkbox(value=self._orthogonal, description="XZ / YZ views",
                                     indent=False, layout=W.Layout(width="140px"))
+        self._build_channel_panel()
         self.info = W.HTML()
         self.bokeh = bokeh_widget(self.layout)
-
-        def watch(widget: Any, apply: Any) -> None:
-            def handler(change: dict) -> None:
-                if not self._updating:
-                    apply(change["new"])
-            widget.observe(handler, names="value")
-
+        watch = self._watch
         watch(self.z_slider, lambda v: self.set(z=v))
         watch(self.slab_slider, lambda v: self.set(half_width=v))
         watch(self.t_slider, lambda v: self.set(t=v))
@@ -722,57 +971,105 @@ class StackViewer:
         watch(self.palette_picker, lambda v: self.set(palette=v))
         watch(self.contrast_slider, lambda v: self.set(contrast=tuple(v)))
         watch(self.ortho_box, lambda v: self.set(orthogonal=v))
+        watch(self.composite_box, lambda v: self.set(composite=v))
         self.auto_button.on_click(lambda _: self.set(contrast="auto"))
         controls = W.VBox([
-            W.HBox([self.channel_picker, self.palette_picker, self.ortho_box]),
-            self.z_slider, self.slab_slider, self.t_slider,
-            W.HBox([self.contrast_slider, self.auto_button]),
+            W.HBox([self.channel_picker, self.palette_picker, self.composite_box, self.ortho_box]),
+            self.z_slider, self.slab_slider, self.t_slider, self.contrast_row, self.channel_panel,
         ])
         box = W.VBox([controls, self.bokeh, self.info])
         self._sync_widgets(force=True)
         return box
+
+    def _watch(self, widget: Any, apply: Any) -> None:
+        """Call ``apply(new value)`` when the user changes ``widget`` (not when we sync it)."""
+        def handler(change: dict) -> None:
+            if not self._updating:
+                apply(change["new"])
+        widget.observe(handler, names="value")
+
+    def _build_channel_panel(self) -> None:
+        """One compact row per channel (for 2+ channels); past seven rows the panel scrolls."""
+        import ipywidgets as W
+
+        C = self._shape[1]
+        self.channel_controls = [_ChannelControls(name, color_hex(rgb), 300)
+                                 for name, rgb in zip(self.channel_names, self._colors, strict=True)
+                                 ] if C > 1 else []
+        self.channel_panel = W.VBox([row.box for row in self.channel_controls],
+                                    layout=W.Layout(max_height="216px", overflow="hidden auto",
+                                                    width="580px", flex_flow="column nowrap"))
+        self.channel_panel.add_class("autotx-channel-panel")
+        self._panel_synced = False  # its sliders get their bounds when first shown
+        for c, row in enumerate(self.channel_controls):
+            self._watch(row.visible, lambda v, c=c: self.set_channel(c, visible=v))
+            self._watch(row.color, lambda v, c=c: self.set_channel(c, color=v))
+            self._watch(row.contrast, lambda v, c=c: self.set_channel(c, contrast=tuple(v)))
+            row.auto.on_click(lambda _, c=c: self.set_channel(c, contrast="auto"))
+
+    def _sync_contrast_slider(self, slider: Any, c: int, force: bool) -> None:
+        """Set a contrast slider to channel ``c``'s limits, its bounds to the data's range."""
+        low, high = self._channel_limits(c)
+        if force or low < slider.min or high > slider.max or c in self._stale:
+            bounds = self._contrast_bounds(c)
+            # widen first, so that the value never falls outside during the update
+            slider.min = min(bounds[0], slider.min)
+            slider.max = max(bounds[1], slider.max)
+            slider.value = (low, high)
+            slider.min, slider.max = bounds
+            slider.step = max((bounds[1] - bounds[0]) / 1000, 1e-6)
+        slider.value = (low, high)
 
     def _sync_widgets(self, force: bool = False) -> None:
         if self._widget is None and not force:
             return
         self._updating = True
         try:
+            T, C, Z, Y, X = self._shape
             self.z_slider.value = self._z
             self.slab_slider.value = self._half_width
             self.t_slider.value = self._t
             self.channel_picker.value = self._c
             self.palette_picker.value = self._palette
-            low, high = self._contrast
-            if (force or low < self.contrast_slider.min or high > self.contrast_slider.max
-                    or self._contrast_stale):
-                bounds = self._contrast_bounds()
-                # widen first, so that the value never falls outside during the update
-                self.contrast_slider.min = min(bounds[0], self.contrast_slider.min)
-                self.contrast_slider.max = max(bounds[1], self.contrast_slider.max)
-                self.contrast_slider.value = (low, high)
-                self.contrast_slider.min, self.contrast_slider.max = bounds
-                self.contrast_slider.step = max((bounds[1] - bounds[0]) / 1000, 1e-6)
-                self._contrast_stale = False
-            self.contrast_slider.value = (low, high)
+            self.composite_box.value = self._composite
+            single = "none" if self._composite else ""
+            self.channel_picker.layout.display = single
+            self.palette_picker.layout.display = single
+            self.contrast_row.layout.display = single
+            self.channel_panel.layout.display = "" if self._composite and C > 1 else "none"
+            self._sync_contrast_slider(self.contrast_slider, self._c, force)
+            if self._composite:  # the rows of hidden panels wait until shown (no reads)
+                for c, row in enumerate(self.channel_controls):
+                    row.visible.value = self._visible[c]
+                    row.color.value = color_hex(self._colors[c])
+                    self._sync_contrast_slider(row.contrast, c, force or not self._panel_synced)
+                self._panel_synced = True
+            self._stale.clear()
             self.ortho_box.value = self._orthogonal
-            T, C, Z, Y, X = self._shape
-            start, stop = slab_range(Z, self._z, self._half_width)
-            shown = f"plane {self._z}" if stop - start == 1 else \
-                f"max of planes {start}..{stop - 1}"
-            pz, py, px = self.pixel_sizes
-            size = (f"{px:.4g} x {py:.4g} x {pz or float('nan'):.4g} µm (x, y, z)"
-                    if px and py else "pixel size unknown")
-            self.info.value = (f"<b>{self.channel_names[self._c]}</b>, z {self._z + 1}/{Z}: "
-                               f"{shown}; {X} x {Y} px, {self.dtype}; {size}")
+            self.info.value = self._info_line()
         finally:
             self._updating = False
+
+    def _info_line(self) -> str:
+        T, C, Z, Y, X = self._shape
+        start, stop = slab_range(Z, self._z, self._half_width)
+        shown = f"plane {self._z}" if stop - start == 1 else f"max of planes {start}..{stop - 1}"
+        pz, py, px = self.pixel_sizes
+        size = (f"{px:.4g} x {py:.4g} x {pz or float('nan'):.4g} µm (x, y, z)"
+                if px and py else "pixel size unknown")
+        what = (f"composite of {sum(self._visible)}/{C} channels" if self._composite
+                else html.escape(self.channel_names[self._c]))
+        return f"<b>{what}</b>, z {self._z + 1}/{Z}: {shown}; {X} x {Y} px, {self.dtype}; {size}"
 
     def close(self) -> None:
         """Close the widgets (the image, if any, stays open: it is the caller's)."""
         if self._widget is not None:
+            for row in self.channel_controls:
+                row.close()
             for widget in (self.z_slider, self.slab_slider, self.t_slider, self.channel_picker,
-                           self.palette_picker, self.contrast_slider, self.auto_button,
-                           self.ortho_box, self.info, self.bokeh, self._widget):
+                           self.palette_picker, self.composite_box, self.contrast_slider,
+                           self.auto_button, self.contrast_row, self.ortho_box,
+                           self.channel_panel, self.info, self.bokeh, self._widget):
                 widget.close()
             self._widget = None
 
@@ -785,10 +1082,11 @@ def view_stack(image_or_array: Any, channel: int | str | None = None, **options:
     image_or_array : Image, ndarray or dask array
         See :class:`StackViewer`.
     channel : int or str, optional
-        Channel to show first.
+        Channel to show first (alone, unless ``composite=True``).
     **options
         Other :class:`StackViewer` parameters (``z``, ``half_width``, ``palette``,
-        ``contrast``, ``orthogonal``, ``pixel_sizes``, ``t``, ``width``).
+        ``contrast``, ``orthogonal``, ``pixel_sizes``, ``t``, ``width``, ``composite``,
+        ``colors``).
 
     Returns
     -------

@@ -15,11 +15,13 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,11 @@ from autotx_lib.config import Config
 from autotx_lib.errors import (
     CopyInterrupted,
     DestinationError,
+    DestinationFullError,
+    DestinationLayoutError,
     EmptyDatasetError,
+    JournalBusyError,
+    JournalError,
     SourceChangedError,
     TransferError,
     UnsafePathError,
@@ -38,6 +44,8 @@ from autotx_lib.errors import (
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer import control
 from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.agent_lock import AgentLock, lock_paths
+from autotx_lib.transfer.destination import check_destination
 from autotx_lib.transfer.gate import GateMonitor, blocking_reasons
 from autotx_lib.transfer.grace import grace_report
 from autotx_lib.transfer.layout import (
@@ -49,9 +57,16 @@ from autotx_lib.transfer.layout import (
     list_dataset,
     make_stamp,
     move_dir,
+    parse_stamped,
+    stamped_name,
 )
+from autotx_lib.transfer.live_sync import LiveSync, use_live_copies
 from autotx_lib.transfer.notify import Notifier
 from autotx_lib.transfer.readiness import check_ready, scan_incoming
+from autotx_lib.transfer.recheck import recheck_delivered, recheck_due, record_progress
+from autotx_lib.transfer.sessions import LoginFollower, close_if_idle, current_session
+from autotx_lib.transfer.status import LIVE_PROGRESS_KEY, WAITING_KEY
+from autotx_lib.units import human_bytes
 
 log = logging.getLogger("autotx")
 
@@ -59,6 +74,9 @@ RETRY_BASE_SECONDS = 30.0
 HOUSEKEEPING_SECONDS = 3600.0  # grace and free-space checks (their mails are rate limited too)
 RETRY_MAX_SECONDS = 3600.0
 JOURNAL_BATCH_SECONDS = 0.5
+PROGRESS_SECONDS = 1.0  # live byte progress and rate written to the journal this often
+RATE_WINDOW_SECONDS = 5.0
+MAX_SEAL_ROUNDS = 3  # sources changed after verification this often: wait for quiet instead
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,24 @@ class RunSummary:
     def ok(self) -> bool:
         """True when nothing failed and nothing is left to retry."""
         return not (self.failed or self.retrying)
+
+
+class RateMeter:
+    """The copy rate over the last few seconds (a mean since the start hides pauses)."""
+
+    def __init__(self, window: float = RATE_WINDOW_SECONDS):
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, when: float, total_bytes: int) -> float | None:
+        """Record the byte count at ``when``; returns bytes/s over the window (None: unknown)."""
+        self._samples.append((when, total_bytes))
+        while len(self._samples) > 2 and when - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+        first_time, first_bytes = self._samples[0]
+        if when - first_time < 0.5:
+            return None
+        return (total_bytes - first_bytes) / (when - first_time)
 
 
 class _CopyCounter:
@@ -134,6 +170,7 @@ class Agent:
                  notifier: Notifier | None = None):
         self.config = config
         self.journal = journal or Journal(config.journal_url)
+        self.journal.claim(config.agent_id)  # another agent's journal is refused here
         self.folders = ManagedFolders(config.managed)
         self.on_progress = on_progress
         self.on_event = on_event
@@ -141,8 +178,12 @@ class Agent:
         self.notifier = notifier or Notifier(config, self.journal)
         self._housekeeping_at = 0.0
         self._quiet_until: dict[Path, tuple[float, str]] = {}  # skip re-walking until then
+        self._seen: dict[Path, tuple] = {}  # folder -> (TreeState, unchanged since)
         self.stop_requested = threading.Event()
         self._recovering: set[int] = set()
+        self._seal_rounds: dict[int, int] = {}
+        self._open_session = None
+        self._login = LoginFollower(config) if config.sessions.follow_login else None
         self._session: int | None = None
         self._bandwidth_cache = (0.0, None)
 
@@ -152,39 +193,44 @@ class Agent:
         """Run the agent: ``once=True`` processes what is ready now and returns.
 
         Without ``once`` it polls every ``config.poll_seconds`` until :meth:`stop`.
+
+        Raises
+        ------
+        AgentRunningError
+            Another agent already runs on this managed folder or journal.
+        JournalError
+            The journal was removed or replaced while the agent ran, or cannot be used.
         """
         self.folders.create()
         self.config.incoming.mkdir(parents=True, exist_ok=True)
+        with AgentLock(lock_paths(self.config.managed, self.config.journal_url)):
+            return self._run_locked(once)
+
+    def _run_locked(self, once: bool) -> RunSummary:
+        self.journal.protect()
         session, unclean = self.journal.start_session(self.config.host_alias, os.getpid(),
                                                       __version__)
         self._session = session
-        if unclean is not None:
+        if unclean is not None:  # we hold the lock, so that agent is really gone
             self._event("warning", "unclean-shutdown", f"the previous agent session "
                         f"(pid {unclean.pid}, started {unclean.started_at:%Y-%m-%d %H:%M}) "
                         "did not stop cleanly; resuming its work")
             self.notifier.unclean_shutdown(unclean)
         self.notifier.startup_report()
+        self._adopt_orphans()
         summary = RunSummary()
         try:
             self._recovering = {row.id for row in self.journal.datasets_in(J.ACTIVE_STATES)}
             while True:
-                self.journal.heartbeat(session, "scanning")
-                claimed, summary.waiting = self.scan()
-                for dataset_id in claimed:
-                    self._record_outcome(summary, self.journal.dataset(dataset_id))
-                summary.paused = self._gate_blocks() if self._has_work() else []
-                for row in self.journal.datasets_in(J.ACTIVE_STATES) if not summary.paused else []:
-                    if self.stop_requested.is_set():
-                        break
-                    if not once and not self._due(row):
-                        continue
-                    self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
-                    self._record_outcome(summary, self.process(row.id))
-                self._housekeeping()
-                self.notifier.flush()
+                self._check_journal()
+                try:
+                    self._one_pass(summary, session, once)
+                except JournalBusyError as error:
+                    self._busy_journal(error)
                 if once or self.stop_requested.is_set():
                     break
-                self.journal.heartbeat(session, "idle")
+                self.journal.heartbeat(session, "paused" if summary.paused else "idle",
+                                       "; ".join(summary.paused) or None)
                 self.stop_requested.wait(self.config.poll_seconds)
         finally:
             self.journal.end_session(session)
@@ -192,6 +238,121 @@ class Agent:
         finished = {*summary.delivered, *summary.unmatched, *summary.failed}
         summary.retrying = [i for i in summary.retrying if i not in finished]
         return summary
+
+    def _check_journal(self) -> None:
+        """Stop, telling the admin, when the journal was deleted or replaced under us."""
+        try:
+            self.journal.check_unchanged()
+        except JournalError as error:
+            self._event("error", "journal-lost", str(error))
+            self.notifier.needs_attention("journal-lost", "its journal was deleted or replaced",
+                                          str(error))
+            self.notifier.flush()
+            raise
+
+    def _one_pass(self, summary: RunSummary, session: int, once: bool) -> None:
+        """Claim what is ready, advance every active dataset, housekeeping, mail."""
+        self.journal.heartbeat(session, "scanning")
+        self._instrument_session_step()
+        claimed, summary.waiting = self.scan()
+        for dataset_id in claimed:
+            self._record_outcome(summary, self.journal.dataset(dataset_id))
+        summary.paused = self._gate_blocks() if self._has_work() else []
+        for row in self.journal.datasets_in(J.ACTIVE_STATES) if not summary.paused else []:
+            if self.stop_requested.is_set():
+                break
+            if not once and not self._due(row):
+                continue
+            self.journal.heartbeat(session, "transferring", f"{row.user}/{row.name}")
+            self._record_outcome(summary, self.process(row.id))
+        self._housekeeping()
+        if not summary.paused and not self._has_work():
+            self._recheck_one()
+        self.notifier.flush()
+
+    def _recheck_one(self) -> None:
+        """While idle: hash one delivered dataset again (``[verify] recheck_days``)."""
+        after_id = recheck_due(self.journal, self.config.verify.recheck_days)
+        if after_id is None:
+            return
+        try:
+            report = recheck_delivered(self.config, journal=self.journal, limit=1,
+                                       after_id=after_id)
+        except DestinationError as error:
+            log.info("recheck postponed: %s", error)
+            return
+        record_progress(self.journal, report, after_id)
+        for failed in report.failed:
+            self.notifier.needs_attention(
+                "recheck", f"{failed.user}/{failed.name} no longer matches what was delivered",
+                f"The delivered copy {failed.dest_path} was hashed again and differs from what "
+                "was delivered:\n" + "\n".join(f"  {p}" for p in failed.problems[:20]))
+
+    def _instrument_session_step(self) -> None:
+        """Sessions: follow the console login, close an idle session, live sync."""
+        if self._login is not None:
+            change = self._login.poll()
+            if change:
+                self._event("info", "session-login", f"session {change} with the console login")
+        if close_if_idle(self.config, self.journal) is not None:
+            self._event("info", "session-timeout", "the open session was closed: no activity "
+                        f"for {self.config.sessions.idle_timeout_minutes:g} min")
+        self._open_session = current_session(self.journal, self.config.host_alias)
+        if self._open_session is None or not self.config.sessions.live_sync:
+            return
+        if self._gate_blocks():
+            return  # the acquisition wins: nothing is synced while the gate is closed
+        gate = self._gate_monitor().start()
+        try:
+            step = LiveSync(self.config, self.journal, throttle=gate).step(
+                self._open_session, should_stop=self.stop_requested.is_set)
+        except (TransferError, OSError) as error:
+            log.info("live sync postponed: %s", error)
+            return
+        finally:
+            gate.stop()
+        if step.copied_files:
+            log.info("live sync: %d file(s), %s copied for %s", step.copied_files,
+                     human_bytes(step.copied_bytes), self._open_session.user)
+
+    @staticmethod
+    def _busy_journal(error: JournalBusyError) -> None:
+        """Another process holds the journal: say so and try again at the next poll."""
+        log.warning("%s; trying again at the next poll", error)
+
+    def _adopt_orphans(self) -> None:
+        """Take back what processing/ holds that the journal does not know.
+
+        This happens when the journal was deleted or replaced while datasets were being
+        processed: they are queued again (every file is hashed and copied again, nothing
+        trusted) and the admin is told.
+        """
+        known = self.journal.known_processing_paths()
+        adopted = []
+        for folder in sorted(self.folders.processing.iterdir()):
+            if str(folder) in known or folder.is_symlink() or not folder.is_dir():
+                continue
+            stamp, user, name = parse_stamped(folder.name)
+            if user is None:
+                self._event("error", "orphan", f"{folder} is in processing/ but was not put "
+                            "there by the agent (its name is not <stamp>__<user>__<dataset>); "
+                            "left untouched: move it back to incoming/<user>/ by hand")
+                continue
+            dataset_id = self.journal.add_dataset(
+                user=user, name=name, stamp=stamp, state=J.QUEUED,
+                incoming_path=str(self.config.incoming / user / name),
+                processing_path=str(folder), algorithm=self.config.verify.algorithm)
+            adopted.append(f"{user}/{name}")
+            self._event("warning", "adopted", f"{user}/{name}: found in {folder} but unknown "
+                        "to the journal (journal lost or replaced?); queued again, every file "
+                        "is hashed and copied again", dataset_id)
+        if adopted:
+            self.notifier.needs_attention(
+                "adopted", f"{len(adopted)} dataset(s) adopted from processing/",
+                "The journal did not know these datasets, which were being processed (was the "
+                "journal deleted or replaced?). They are queued again; every file will be "
+                "hashed and copied again, and nothing was lost:\n" +
+                "\n".join(f"  {a}" for a in adopted))
 
     def stop(self) -> None:
         """Ask the agent to stop: files under way finish, nothing new starts."""
@@ -210,7 +371,7 @@ class Agent:
         """The cap in MB/s: set while running (control.set_bandwidth), else the config's."""
         checked, value = self._bandwidth_cache
         if time.monotonic() - checked > 1.0:
-            value = control.bandwidth_override(self.journal) or self.config.gate.bandwidth_mb_s
+            value = control.effective_bandwidth(self.config, self.journal)
             self._bandwidth_cache = (time.monotonic(), value)
         return value
 
@@ -277,27 +438,53 @@ class Agent:
         """
         candidates, strays = scan_incoming(self.config.incoming)
         for stray in strays:
-            if not self.journal.has_event("stray", stray):
-                self._event("warning", "stray", stray)
+            self._report_once("stray", stray)
         known = self.journal.known_incoming_paths()
-        claimed, waiting = [], []
+        claimed: list[int] = []
+        waiting: list[dict] = []
         now = time.time()
+
+        def wait(user: str, folder: Path, reason: str, until: float | None) -> None:
+            waiting.append({"user": user, "name": folder.name, "path": str(folder),
+                            "reason": reason, "until": _utc_iso(until)})
+
+        live_user = self._open_session.user if self._open_session is not None and \
+            self.config.sessions.live_sync else None
         for user, folder in candidates:
             if str(folder) in known:
                 continue
+            if user == live_user:
+                wait(user, folder, f"{user}'s session is open: its files are synced live and "
+                     "the dataset is delivered when the session ends", None)
+                continue
             until, reason = self._quiet_until.get(folder, (0.0, ""))
             if now < until:  # a change can only push this later: no need to walk the tree
-                waiting.append(f"{user}/{folder.name}: {reason}")
+                wait(user, folder, reason, until)
                 continue
-            readiness = check_ready(folder, self.config.readiness, now=now)
+            readiness = check_ready(folder, self.config.readiness, now=now,
+                                    seen=self._seen.get(folder))
+            self._seen[folder] = (readiness.state, readiness.unchanged_since)
+            if readiness.clock_skew is not None:
+                self._report_once("clock-skew", f"{user}/{folder.name}: files are dated in "
+                                  "the future (the instrument's or file server's clock is "
+                                  "ahead?); quiet is measured by the agent's clock instead")
             if readiness.ready:
                 self._quiet_until.pop(folder, None)
+                self._seen.pop(folder, None)
                 claimed.append(self.claim(user, folder))
             else:
                 if readiness.quiet_until is not None:
                     self._quiet_until[folder] = (readiness.quiet_until, readiness.reason)
-                waiting.append(f"{user}/{folder.name}: {readiness.reason}")
-        return claimed, waiting
+                wait(user, folder, readiness.reason, readiness.quiet_until)
+        current = {folder for _, folder in candidates}
+        self._seen = {k: v for k, v in self._seen.items() if k in current}
+        if waiting or self.journal.get_setting(WAITING_KEY):
+            self.journal.set_setting(WAITING_KEY, waiting)  # for `autotx status` and faces
+        return claimed, [f"{w['user']}/{w['name']}: {w['reason']}" for w in waiting]
+
+    def _report_once(self, kind: str, message: str) -> None:
+        if not self.journal.has_event(kind, message):
+            self._event("warning", kind, message)
 
     def claim(self, user: str, folder: Path) -> int:
         """Take ownership of a ready dataset: move it from incoming/ to processing/."""
@@ -307,7 +494,7 @@ class Agent:
             check_name(folder.name, folder.parent)
         except UnsafePathError as error:
             return self._claim_unsafe(user, folder, stamp, error)
-        processing = free_name(self.folders.processing, f"{stamp}__{user}__{folder.name}")
+        processing = free_name(self.folders.processing, stamped_name(stamp, user, folder.name))
         dataset_id = self.journal.add_dataset(
             user=user, name=folder.name, stamp=stamp, state=J.CLAIMING,
             incoming_path=str(folder), processing_path=str(processing),
@@ -344,7 +531,7 @@ class Agent:
             try:
                 advanced = steps[row.state](row)
             except DestinationError as error:
-                self._retry_later(row, str(error))
+                self._retry_later(row, str(error), error=error)
                 return self.journal.dataset(dataset_id)
             except SourceChangedError as error:
                 self._retry_later(row, str(error), delay=max(self.config.readiness.quiet_seconds,
@@ -377,8 +564,10 @@ class Agent:
         self._check_destination()
         if not user_folder.is_dir():
             if not self.config.create_user_dirs:
+                listing = list_dataset(Path(row.processing_path))
                 self.journal.update_dataset(row.id, state=J.UNMATCHING, error=(
-                    f"no folder {user_folder} at the destination"))
+                    f"no folder {user_folder} at the destination"),
+                    total_files=len(listing.files), total_bytes=listing.total_bytes)
                 return True
             try:
                 user_folder.mkdir(parents=True, exist_ok=True)
@@ -391,7 +580,9 @@ class Agent:
         for skipped in listing.skipped:
             self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
         self._reconcile_files(row.id, listing.files)
-        tmp = self.config.tmp_path / row.user / f"{row.stamp}__{row.name}"
+        tmp = self.config.tmp_path / row.user / stamped_name(row.stamp, row.name)
+        if not any(f.verified for f in self.journal.files_of(row.id)) and tmp.exists():
+            shutil.rmtree(tmp)  # a stale partial copy (e.g. journal lost): nothing in it counts
         self.journal.update_dataset(
             row.id, state=J.COPYING, tmp_path=str(tmp), total_files=len(listing.files),
             total_bytes=listing.total_bytes, attempts=row.attempts + 1,
@@ -399,17 +590,14 @@ class Agent:
         return True
 
     def _check_destination(self) -> None:
-        destination = self.config.destination
-        if not destination.is_dir():
-            raise DestinationError(destination, "missing or not mounted")
-        if not os.access(destination, os.W_OK):
-            raise DestinationError(destination, "not writable")
+        check_destination(self.config.destination, self.journal, self.config.host_alias)
 
-    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> None:
+    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> list[str]:
+        """Bring the journal's file rows in line with the source; returns what changed."""
         known = {f.relpath: f for f in self.journal.files_of(dataset_id)}
         if not known:
             self.journal.add_files(dataset_id, [(f.relpath, f.size, f.mtime_ns) for f in listed])
-            return
+            return []
         changed = [f.relpath for f in listed if f.relpath in known and
                    (known[f.relpath].size, known[f.relpath].mtime_ns) != (f.size, f.mtime_ns)]
         new = [(f.relpath, f.size, f.mtime_ns) for f in listed if f.relpath not in known]
@@ -417,6 +605,7 @@ class Agent:
             self.journal.reset_files(dataset_id, changed)
         if new:
             self.journal.add_files(dataset_id, new)
+        return changed + [relpath for relpath, _, _ in new]
 
     def _copy(self, row) -> bool:
         source = Path(row.processing_path)
@@ -424,20 +613,34 @@ class Agent:
         self._check_destination()
         self._recheck_verified(row, tmp, rehash=row.id in self._recovering)
         self._recovering.discard(row.id)
+        self._take_live_copies(row, tmp)
         rows = self.journal.files_of(row.id)
         listed = {r.relpath for r in rows}
         todo = [SourceFile(r.relpath, r.size, r.mtime_ns) for r in rows if not r.verified]
         done_files = len(rows) - len(todo)
         done_bytes = sum(r.size for r in rows if r.verified)
         counter = _CopyCounter(done_bytes)
-        state = {"files": done_files, "flushed": time.monotonic()}
+        state = {"files": done_files, "flushed": time.monotonic(), "live": 0.0}
         batch: list[dict] = []
         started = time.monotonic()
+        meter = RateMeter()
 
         def flush() -> None:
             self.journal.mark_verified(row.id, batch, counter.value, state["files"])
             batch.clear()
             state["flushed"] = time.monotonic()
+
+        def publish_progress() -> None:
+            """Bytes, even inside one large file, and the recent rate: for status and faces."""
+            now = time.monotonic()
+            rate = meter.add(now, counter.value)
+            if now - state["live"] < PROGRESS_SECONDS:
+                return
+            state["live"] = now
+            flush()
+            self.journal.set_setting(LIVE_PROGRESS_KEY, {
+                "dataset_id": row.id, "copied_bytes": counter.value,
+                "rate_bytes_per_s": rate, "at": utcnow().isoformat()})
 
         def on_file(result: C.CopiedFile) -> None:
             batch.append({"relpath": result.relpath, "digest": result.digest,
@@ -450,6 +653,7 @@ class Agent:
         def tick() -> None:
             if batch and time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
                 flush()  # progress visible to `autotx status` at least twice a second
+            publish_progress()
             if self.on_progress is not None:
                 self.on_progress(Progress(row.id, row.user, row.name, state["files"],
                                           len(rows), counter.value, row.total_bytes, started))
@@ -467,10 +671,22 @@ class Agent:
             gate.stop()
             flush()
             tick()
+            self.journal.set_setting(LIVE_PROGRESS_KEY, None)
         if self.stop_requested.is_set() and state["files"] < len(rows):
             self.notifier.transfer_interrupted(self.journal.dataset(row.id))
             return False  # checkpointed: verified files are in the journal
         return self._seal(row, tmp, listed)
+
+    def _take_live_copies(self, row, tmp: Path) -> None:
+        """Files live-synced during a session and unchanged since: moved, not copied."""
+        taken = use_live_copies(self.config, self.journal, row.user, row.name, tmp,
+                                self.journal.files_of(row.id))
+        if taken:
+            done = [f for f in self.journal.files_of(row.id) if f.verified]
+            self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +
+                                       sum(t["size"] for t in taken), len(done) + len(taken))
+            self._event("info", "live-synced", f"{row.user}/{row.name}: {len(taken)} file(s) "
+                        "were synced during the session and are taken over unchanged", row.id)
 
     def _recheck_verified(self, row, tmp: Path, rehash: bool) -> None:
         """Check that files verified earlier are still intact in tmp; re-copy those that are not.
@@ -492,8 +708,31 @@ class Agent:
                         "copied earlier are missing or changed in the tmp area; copying them again",
                         row.id)
 
+    def _sources_changed_since_verified(self, row) -> bool:
+        """Re-list the source: a file changed or added after it was verified is copied again.
+
+        Raises
+        ------
+        SourceChangedError
+            The source kept changing for ``MAX_SEAL_ROUNDS`` rounds: wait for quiet.
+        """
+        changed = self._reconcile_files(row.id, list_dataset(Path(row.processing_path)).files)
+        if not changed:
+            self._seal_rounds.pop(row.id, None)
+            return False
+        rounds = self._seal_rounds[row.id] = self._seal_rounds.get(row.id, 0) + 1
+        self._event("warning", "source-changed", f"{row.user}/{row.name}: {len(changed)} "
+                    f"file(s) changed or appeared after verification (e.g. {changed[0]}); "
+                    "copying them again", row.id)
+        if rounds >= MAX_SEAL_ROUNDS:
+            self._seal_rounds.pop(row.id, None)
+            raise SourceChangedError(Path(row.processing_path) / changed[0], rounds)
+        return True
+
     def _seal(self, row, tmp: Path, relpaths: set[str]) -> bool:
         """All files verified: write the manifest, sync, and pick the final name."""
+        if self._sources_changed_since_verified(row):
+            return True  # still COPYING: the changed files are copied in the next round
         entries = [(r.relpath, r.digest) for r in self.journal.files_of(row.id)]
         try:
             manifest = C.write_manifest(tmp, entries, row.algorithm, taken=relpaths)
@@ -510,12 +749,22 @@ class Agent:
     def _deliver(self, row) -> bool:
         """One rename makes the dataset appear whole at the destination."""
         tmp, dest = Path(row.tmp_path), Path(row.dest_path)
+        self._check_destination()  # an unmounted share must not look like a lost tmp copy
         if tmp.is_dir():
             if os.path.lexists(dest):  # taken since the name was chosen: never overwrite
                 dest = free_name(dest.parent, row.name)
                 self.journal.update_dataset(row.id, dest_path=str(dest),
                                             manifest_path=str(dest / Path(row.manifest_path).name))
-            os.rename(tmp, dest)
+            try:
+                os.rename(tmp, dest)
+            except OSError as error:
+                if error.errno == errno.EXDEV:
+                    raise DestinationLayoutError(dest.parent, (
+                        f"{dest.parent} is on another filesystem than the tmp area {tmp.parent} "
+                        "(a separate mount under the destination?), so the dataset cannot be "
+                        "renamed into place. Mount the user folder elsewhere or remove the "
+                        "mount; the verified copy waits in the tmp area")) from None
+                raise
             fsync_dir(dest.parent)
         elif not dest.is_dir():
             self.journal.reset_files(row.id)
@@ -533,7 +782,7 @@ class Agent:
     def _finish(self, row) -> bool:
         """Move the source to the grace area (managed/done/)."""
         source = Path(row.processing_path)
-        target = self.folders.done / row.user / f"{row.stamp}__{row.name}"
+        target = self.folders.done / row.user / stamped_name(row.stamp, row.name)
         if source.exists():
             target = move_dir(source, target)
         elif row.final_path:
@@ -541,7 +790,7 @@ class Agent:
         self.journal.update_dataset(row.id, state=J.DONE, final_path=str(target),
                                     finished_at=utcnow(), next_attempt_at=None)
         self._event("info", "delivered", f"{row.user}/{row.name}: {row.total_files} files, "
-                    f"{row.total_bytes / 1e6:.1f} MB delivered to {row.dest_path}, verified "
+                    f"{human_bytes(row.total_bytes)} delivered to {row.dest_path}, verified "
                     f"({row.algorithm}); the original rests in {target}", row.id)
         delivered = self.journal.dataset(row.id)
         first = self.journal.files_of(row.id, limit=50)  # the mail names the first few
@@ -556,7 +805,7 @@ class Agent:
 
     def _unmatch(self, row) -> bool:
         source = Path(row.processing_path)
-        target = self.folders.unmatched / row.user / f"{row.stamp}__{row.name}"
+        target = self.folders.unmatched / row.user / stamped_name(row.stamp, row.name)
         if source.exists():
             target = move_dir(source, target)
         self.journal.update_dataset(row.id, state=J.UNMATCHED, final_path=str(target),
@@ -576,7 +825,7 @@ class Agent:
         row = self.journal.dataset(dataset_id)
         if row.tmp_path and Path(row.tmp_path).exists():
             shutil.rmtree(row.tmp_path, ignore_errors=True)
-        target = self.folders.error / user / f"{stamp}__{name}"
+        target = self.folders.error / user / stamped_name(stamp, name)
         if os.path.lexists(source):
             target = move_dir(source, target)
         reason_file = target.parent / f"{target.name}.reason.txt"
@@ -588,19 +837,34 @@ class Agent:
         self._event("error", "quarantined", f"{user}/{name}: {reason} -> {target}", dataset_id)
         self.notifier.dataset_quarantined(self.journal.dataset(dataset_id))
 
-    def _retry_later(self, row, reason: str, delay: float | None = None) -> None:
-        """Back off exponentially; a partial tmp copy on a full disk is removed."""
+    def _retry_later(self, row, reason: str, delay: float | None = None,
+                     error: Exception | None = None) -> None:
+        """Back off exponentially; a partial tmp copy on a full disk is removed.
+
+        A destination laid out so that delivery cannot work (:class:`DestinationLayoutError`)
+        keeps the dataset in its state (nothing is copied or sealed again), waits the longest
+        delay and is reported once.
+        """
         if delay is None:
             delay = min(RETRY_BASE_SECONDS * 2 ** max(row.attempts - 1, 0), RETRY_MAX_SECONDS)
-        if "no space left" in reason and row.tmp_path and Path(row.tmp_path).exists():
+        if isinstance(error, DestinationFullError) and row.tmp_path and \
+                Path(row.tmp_path).exists():
             shutil.rmtree(row.tmp_path, ignore_errors=True)
             self.journal.reset_files(row.id)
+        if isinstance(error, DestinationLayoutError):
+            first = row.error != reason
+            self.journal.update_dataset(row.id, error=reason, next_attempt_at=utcnow() +
+                                        dt.timedelta(seconds=RETRY_MAX_SECONDS))
+            if first:
+                self._event("error", "needs-admin", f"{row.user}/{row.name}: {reason}", row.id)
+                self.notifier.destination_problem(reason)
+            return
         when = utcnow() + dt.timedelta(seconds=delay)
         self.journal.update_dataset(row.id, state=J.QUEUED, error=reason, next_attempt_at=when,
                                     attempts=row.attempts + (row.state == J.QUEUED))
         self._event("warning", "retry", f"{row.user}/{row.name}: {reason} Next attempt in "
                     f"{delay:.0f} s.", row.id)
-        if "destination" in reason or "stalled" in reason:
+        if isinstance(error, DestinationError):
             self.notifier.destination_problem(reason)
 
     def _event(self, level: str, kind: str, message: str, dataset_id: int | None = None) -> None:
@@ -608,6 +872,13 @@ class Agent:
         getattr(log, "warning" if level == "warning" else level)(message)
         if self.on_event is not None:
             self.on_event(level, message)
+
+
+def _utc_iso(when: float | None) -> str | None:
+    """A ``time.time()`` value as aware UTC ISO text (None stays None)."""
+    if when is None:
+        return None
+    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds")
 
 
 def _printable(text: str) -> str:

@@ -17,7 +17,10 @@ import socket
 from dataclasses import dataclass
 
 from autotx_lib.config import Config
-from autotx_lib.journal import Journal, utcnow
+from autotx_lib.errors import AlreadySuspendedError
+from autotx_lib.journal import Journal, as_utc, utcnow
+from autotx_lib.transfer.bandwidth import check as check_bandwidth
+from autotx_lib.transfer.bandwidth import resolve as resolve_bandwidth
 
 SUSPENSION_KEY = "suspension"
 BANDWIDTH_KEY = "bandwidth_mb_s"
@@ -36,7 +39,7 @@ def _journal(source: Config | Journal) -> Journal:
     return source if isinstance(source, Journal) else Journal(source.journal_url)
 
 
-def suspend(source: Config | Journal, reason: str) -> Suspension:
+def suspend(source: Config | Journal, reason: str, *, replace: bool = False) -> Suspension:
     """Suspend transfers until :func:`resume`; a copy under way pauses within a second.
 
     Parameters
@@ -44,11 +47,21 @@ def suspend(source: Config | Journal, reason: str) -> Suspension:
     source : Config or Journal
     reason : str
         Shown by ``autotx status`` and the transfer monitor.
+    replace : bool
+        Replace the reason of a suspension already in force (else that is an error).
+
+    Raises
+    ------
+    AlreadySuspendedError
+        Transfers are already suspended (by whom, since when, why) and ``replace`` is False.
     """
     if not reason.strip():
         raise ValueError("give a reason, e.g. 'calibration until 14:00'; it is shown to others")
     record = Suspension(reason.strip(), utcnow(), f"{getpass.getuser()}@{socket.gethostname()}")
     journal = _journal(source)
+    current = suspension(journal)
+    if current is not None and not replace:
+        raise AlreadySuspendedError(current.reason, current.by, current.since)
     journal.set_setting(SUSPENSION_KEY, {"reason": record.reason,
                                          "since": record.since.isoformat(), "by": record.by})
     journal.log("warning", "suspended", f"transfers suspended by {record.by}: {record.reason}")
@@ -71,20 +84,52 @@ def suspension(source: Config | Journal) -> Suspension | None:
     value = _journal(source).get_setting(SUSPENSION_KEY)
     if not value:
         return None
-    return Suspension(value["reason"], dt.datetime.fromisoformat(value["since"]), value["by"])
+    since = as_utc(dt.datetime.fromisoformat(value["since"]))  # older releases wrote no zone
+    return Suspension(value["reason"], since, value["by"])
 
 
-def set_bandwidth(source: Config | Journal, mb_s: float | None) -> None:
-    """Cap the copy rate at ``mb_s`` MB/s (None: back to the config's value); a running
-    agent applies it within about a second."""
-    if mb_s is not None and mb_s <= 0:
-        raise ValueError("the bandwidth cap must be a positive number of MB/s (or None)")
+def set_bandwidth(source: Config | Journal, value: float | str | None) -> None:
+    """Change the bandwidth cap of a running agent (applied within about a second).
+
+    Parameters
+    ----------
+    source : Config or Journal
+    value : float, str or None
+        MB/s; a rate text (``"20M"``, ``"512k"``), ``"off"`` (no cap, whatever the config
+        says), a timetable (``"Mon-Fri 08:00,10M 19:00,off"``); None: back to the config.
+
+    Raises
+    ------
+    ValueError
+        ``value`` is not a rate, ``off`` or a timetable; the message shows the syntax.
+    """
+    if isinstance(value, int | float) and value <= 0:
+        raise ValueError("the bandwidth cap must be a positive number of MB/s, 'off', a "
+                         "timetable, or None for the configured value")
+    if isinstance(value, str):
+        value = check_bandwidth(value)
     journal = _journal(source)
-    journal.set_setting(BANDWIDTH_KEY, mb_s)
-    journal.log("info", "bandwidth", f"bandwidth cap set to {mb_s} MB/s" if mb_s else
-                "bandwidth cap back to the configured value")
+    journal.set_setting(BANDWIDTH_KEY, value)
+    journal.log("info", "bandwidth", "bandwidth cap back to the configured value"
+                if value is None else f"bandwidth cap set to {describe_bandwidth(value)}")
 
 
-def bandwidth_override(source: Config | Journal) -> float | None:
-    """The bandwidth cap set with :func:`set_bandwidth`, or None."""
+def bandwidth_override(source: Config | Journal) -> float | str | None:
+    """The bandwidth value set with :func:`set_bandwidth` (None: the config's applies)."""
     return _journal(source).get_setting(BANDWIDTH_KEY)
+
+
+def describe_bandwidth(value: float | str | None) -> str:
+    """A bandwidth value for people, with the rate in force now for a timetable."""
+    if value is None or value == "off":
+        return "no cap"
+    now = resolve_bandwidth(value)
+    if isinstance(value, str) and "," in value:
+        return f"timetable {value!r} (now {f'{now:g} MB/s' if now else 'no cap'})"
+    return f"{now:g} MB/s"
+
+
+def effective_bandwidth(config: Config, journal: Journal | None = None) -> float | None:
+    """The cap in MB/s the agent applies now (override from the journal, else the config)."""
+    override = bandwidth_override(journal or config)
+    return resolve_bandwidth(override if override is not None else config.gate.bandwidth_mb_s)

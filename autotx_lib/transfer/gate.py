@@ -31,6 +31,7 @@ import psutil
 
 from autotx_lib.config import GateSettings, TimeWindow
 from autotx_lib.errors import CopyInterrupted, DestinationError
+from autotx_lib.transfer.bandwidth import resolve as resolve_bandwidth
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ class GateMonitor:
         self.on_change = on_change
         self.interval = interval
         self.stall_seconds = stall_seconds
-        self.bandwidth = bandwidth or (lambda: settings.bandwidth_mb_s)
+        self.bandwidth = bandwidth or (lambda: resolve_bandwidth(settings.bandwidth_mb_s))
         self.interrupted = interrupted
         self.state = GateState()
         self._resume = threading.Event()

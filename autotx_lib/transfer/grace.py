@@ -5,8 +5,9 @@ After a dataset was delivered and verified, the agent moves the original to
 lists those folders with their age and size and flags the ones past
 ``grace_period_days``; the agent mails that list to the admin (rate limited). Nothing is
 ever deleted by the agent: only :func:`purge`, called explicitly (``autotx grace purge
---older-than DAYS --yes``), removes originals, and only those whose delivered copy still
-verifies against its manifest.
+--older-than DAYS --yes``), removes originals, and only those where the journal's file
+digests, the delivered copy's manifest, and fresh hashes of both the delivered copy and the
+original all agree (see :func:`purge`).
 
 Examples
 --------
@@ -21,14 +22,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
-from autotx_lib.journal import Journal
-from autotx_lib.transfer.copy import read_manifest, verify_manifest
+from autotx_lib.journal import Journal, as_utc
+from autotx_lib.transfer.integrity import (
+    hash_disagreements,
+    journal_disagreements,
+    listing_disagreements,
+    manifest_disagreements,
+)
 from autotx_lib.transfer.layout import ManagedFolders
 
 STAMP_FORMAT = "%Y-%m-%d_%H-%M-%S"  # layout.make_stamp, local time
@@ -57,6 +64,7 @@ class GraceEntry:
     dest_path: str | None = None
     manifest_path: str | None = None
     algorithm: str | None = None
+    manifest_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class GraceReport:
         return {
             "done_folder": self.done_folder,
             "grace_period_days": self.grace_period_days,
-            "generated_at": self.generated_at.isoformat(),
+            "generated_at": _utc_iso(self.generated_at),  # naive is local; JSON says UTC
             "total_bytes": self.total_bytes,
             "expired_bytes": self.expired_bytes,
             "expired_count": len(self.expired),
@@ -106,10 +114,32 @@ class GraceReport:
 
 @dataclass(frozen=True)
 class PurgeSkip:
-    """A candidate that was not removed, and why."""
+    """A candidate that was not removed, and why: one line per file that disagrees."""
 
     entry: GraceEntry
-    reason: str
+    reasons: list[str]
+
+    @property
+    def reason(self) -> str:
+        """The reasons on one line (the first five, and how many more)."""
+        more = len(self.reasons) - 5
+        return "; ".join(self.reasons[:5]) + (f"; and {more} more" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class PurgeProgress:
+    """Hashing progress of a real purge, handed to the ``on_progress`` callback per file.
+
+    The totals cover both sides (original and delivered copy) of every candidate that
+    passed the checks without hashing.
+    """
+
+    entry: GraceEntry
+    relpath: str
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
 
 
 @dataclass
@@ -118,7 +148,7 @@ class PurgeResult:
 
     ``candidates`` are the folders older than ``older_than_days``; with ``dry_run`` nothing
     was removed and ``removed`` is empty. ``skipped`` are candidates that are (or would be)
-    kept, each with the reason.
+    kept, each with its reasons.
     """
 
     older_than_days: float
@@ -137,20 +167,32 @@ class PurgeResult:
         """True when no candidate was skipped."""
         return not self.skipped
 
+    @property
+    def hashed(self) -> bool:
+        """True when files were hashed (a real run); a dry run compares without hashing."""
+        return not self.dry_run
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
         return {
             "older_than_days": self.older_than_days, "dry_run": self.dry_run,
+            "hashed": self.hashed,
             "candidates": [asdict(e) for e in self.candidates],
             "removed": [asdict(e) for e in self.removed],
-            "skipped": [{"entry": asdict(s.entry), "reason": s.reason} for s in self.skipped],
+            "skipped": [{"entry": asdict(s.entry), "reason": s.reason, "reasons": s.reasons}
+                        for s in self.skipped],
             "freed_bytes": self.freed_bytes,
         }
 
 
+def _utc_iso(local: dt.datetime) -> str:
+    """A naive local time (the report's ``now``) as ISO text in UTC, with its zone."""
+    return local.astimezone(dt.UTC).isoformat()
+
+
 def _local_from_utc(value: dt.datetime) -> dt.datetime:
-    """A naive UTC time from the journal as naive local time (stamps are local)."""
-    return value.replace(tzinfo=dt.UTC).astimezone().replace(tzinfo=None)
+    """A UTC time from the journal as naive local time (stamps and ``now`` are local)."""
+    return as_utc(value).astimezone().replace(tzinfo=None)
 
 
 def _parse_stamp(folder_name: str) -> tuple[str | None, str]:
@@ -250,11 +292,12 @@ def _entry(folder: Path, user: str, row, grace_days: int, now: dt.datetime) -> G
         dataset_id=row.id if row is not None else None,
         dest_path=row.dest_path if row is not None else None,
         manifest_path=row.manifest_path if row is not None else None,
-        algorithm=row.algorithm if row is not None else None)
+        algorithm=row.algorithm if row is not None else None,
+        manifest_digest=row.manifest_digest if row is not None else None)
 
 
-def _reason_to_keep(entry: GraceEntry, done: Path, *, verify: bool) -> str | None:
-    """Why ``entry`` must not be removed (None: its delivered copy is whole)."""
+def _record_reason(entry: GraceEntry, done: Path) -> str | None:
+    """Why ``entry`` cannot even be compared (None: the journal and both folders are there)."""
     folder = Path(entry.path)
     if folder.is_symlink() or Path(os.path.abspath(folder)).parent.parent != \
             Path(os.path.abspath(done)):
@@ -267,31 +310,81 @@ def _reason_to_keep(entry: GraceEntry, done: Path, *, verify: bool) -> str | Non
         return f"its delivered copy {dest} is missing (destination not mounted, or moved)"
     if not manifest.is_file():
         return f"the manifest {manifest} of its delivered copy is missing"
-    try:
-        listed = {relpath for relpath, _ in read_manifest(manifest)}
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        return f"the manifest {manifest} cannot be read ({error})"
-    extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                   if not p.is_dir() or p.is_symlink()
-                   if str(p.relative_to(folder)) not in listed)
-    if extra:
-        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-        return f"{len(extra)} file(s) here are not in the delivered copy's manifest: {shown}"
-    if verify:
-        try:
-            problems = verify_manifest(dest, manifest, entry.algorithm or "xxh3_128")
-        except OSError as error:
-            return f"its delivered copy {dest} cannot be read to verify it ({error})"
-        if problems:
-            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more"
-                                                if len(problems) > 3 else "")
-            return (f"its delivered copy {dest} does not verify against its manifest "
-                    f"({len(problems)} problem(s): {shown})")
     return None
 
 
+def _cheap_reasons(entry: GraceEntry, done: Path, rows: list[Any]) -> list[str]:
+    """Every disagreement found without hashing a data file (empty: go on to hash)."""
+    reason = _record_reason(entry, done)
+    if reason is not None:
+        return [reason]
+    reasons = journal_disagreements(rows)
+    if reasons:  # without every digest the other comparisons mean little
+        return reasons
+    return (manifest_disagreements(Path(entry.manifest_path or ""), rows,
+                                   entry.algorithm or "xxh3_128", entry.manifest_digest)
+            + listing_disagreements(Path(entry.path), rows, "original", mtimes=True)
+            + listing_disagreements(Path(entry.dest_path or ""), rows, "delivered copy",
+                                    mtimes=False, skip=Path(entry.manifest_path or "").name))
+
+
+def _hash_reasons(entry: GraceEntry, rows: list[Any],
+                  hashed: Callable[[GraceEntry, Any], None]) -> list[str]:
+    """Hash every file of the original and of the delivered copy against the journal."""
+    algorithm = entry.algorithm or "xxh3_128"
+    return [reason for side, folder in (("original", entry.path),
+                                        ("delivered copy", entry.dest_path or ""))
+            for reason in hash_disagreements(Path(folder), rows, side, algorithm,
+                                             lambda row: hashed(entry, row))]
+
+
+class _ProgressCounter:
+    """Counts hashed files and bytes and hands each step to the caller's callback."""
+
+    def __init__(self, files_total: int, bytes_total: int,
+                 callback: Callable[[PurgeProgress], None] | None):
+        self.files_total, self.bytes_total, self.callback = files_total, bytes_total, callback
+        self.files_done = self.bytes_done = 0
+
+    def __call__(self, entry: GraceEntry, row: Any) -> None:
+        self.files_done += 1
+        self.bytes_done += row.size
+        if self.callback is not None:
+            self.callback(PurgeProgress(entry, row.relpath, self.files_done, self.files_total,
+                                        self.bytes_done, self.bytes_total))
+
+
+def _keep(result: PurgeResult, journal: Journal, entry: GraceEntry, reasons: list[str],
+          level: str = "warning") -> None:
+    skip = PurgeSkip(entry, reasons)
+    result.skipped.append(skip)
+    if not result.dry_run:
+        journal.log(level, "grace-kept", f"{entry.path} kept: {skip.reason}", entry.dataset_id)
+
+
+def _remove(result: PurgeResult, journal: Journal, entry: GraceEntry, rows: list[Any],
+            hashed: _ProgressCounter) -> None:
+    """Hash both sides, look once more for changes made meanwhile, then remove the original."""
+    reasons = _hash_reasons(entry, rows, hashed) or \
+        listing_disagreements(Path(entry.path), rows, "original", mtimes=True)
+    if reasons:
+        _keep(result, journal, entry, reasons)
+        return
+    try:
+        shutil.rmtree(entry.path)
+    except OSError as error:
+        _keep(result, journal, entry, [f"could not be removed completely ({error})"], "error")
+        return
+    result.removed.append(entry)
+    journal.log("info", "grace-purged", f"{entry.path} removed ({entry.file_count} files, "
+                f"{entry.size_bytes} bytes, {entry.age_days:.1f} days old); it and its "
+                f"delivered copy {entry.dest_path} hashed as the journal recorded, and "
+                f"{entry.manifest_path} agreed", entry.dataset_id)
+
+
 def purge(config: Config, older_than_days: float, *, dry_run: bool = True,
-          journal: Journal | None = None, now: dt.datetime | None = None) -> PurgeResult:
+          journal: Journal | None = None, now: dt.datetime | None = None,
+          on_progress: Callable[[PurgeProgress], None] | None = None) -> PurgeResult:
     """Remove originals from the grace area that are older than ``older_than_days``.
 
     Parameters
@@ -300,18 +393,21 @@ def purge(config: Config, older_than_days: float, *, dry_run: bool = True,
     older_than_days : float
         Only folders whose age (see :class:`GraceEntry`) exceeds this are candidates.
     dry_run : bool
-        True (default): only list the candidates, and the ones that would be kept with
-        the reason from the checks that need no re-reading. False: re-hash each
-        candidate's delivered copy against its manifest and remove the original only when
-        every file verifies.
+        True (default): remove nothing; run every check that needs no hashing and name
+        what would be kept. False: also hash every file of the original and of the
+        delivered copy, and remove the original only when nothing disagrees.
     journal : Journal, optional
-        Defaults to the config's; each removal is recorded there as a ``grace-purged`` event.
+        Defaults to the config's; each removal is recorded there as a ``grace-purged``
+        event, each original kept as ``grace-kept``.
     now : datetime, optional
         Naive local time to measure ages against.
+    on_progress : callable, optional
+        Receives a :class:`PurgeProgress` after each file hashed (real runs only).
 
     Returns
     -------
     result : PurgeResult
+        Each original kept has one line per disagreement, naming the file and why.
 
     Raises
     ------
@@ -320,9 +416,13 @@ def purge(config: Config, older_than_days: float, *, dry_run: bool = True,
 
     Notes
     -----
-    A candidate is kept when the journal does not know its delivered copy, when that copy
-    or its manifest is missing, when the original holds a file the manifest does not list,
-    or when the copy does not verify.
+    The journal's file rows (relpath, size, mtime, digest) are the reference. Without
+    hashing: every row has a digest; the manifest is the file delivered (its digest) and
+    lists exactly the journal's files with the journal's digests; the original holds
+    exactly those files with the journal's sizes and mtimes; the delivered copy holds
+    exactly those files (besides the manifest) with the journal's sizes. Then, in a real
+    run, every file of both sides is hashed and must equal the journal's digest, and the
+    original is listed once more just before it is removed. Any disagreement keeps it.
     """
     if older_than_days < 0:
         raise ValueError(f"older_than_days must be 0 or more, got {older_than_days}")
@@ -330,36 +430,27 @@ def purge(config: Config, older_than_days: float, *, dry_run: bool = True,
     journal = journal or Journal(config.journal_url)
     try:
         report = grace_report(config, journal, now)
-        done = Path(report.done_folder)
         result = PurgeResult(older_than_days, dry_run)
         result.candidates = [e for e in report.entries if e.age_days > older_than_days]
+        passed = []
         for entry in result.candidates:
-            reason = _reason_to_keep(entry, done, verify=not dry_run)
-            if reason is not None:
-                result.skipped.append(PurgeSkip(entry, reason))
-                if not dry_run:
-                    journal.log("warning", "grace-kept", f"{entry.path} kept: {reason}",
-                                entry.dataset_id)
-                continue
-            if dry_run:
-                continue
-            try:
-                shutil.rmtree(entry.path)
-            except OSError as error:
-                result.skipped.append(PurgeSkip(entry, f"could not be removed completely "
-                                                f"({error})"))
-                journal.log("error", "grace-kept", f"{entry.path}: removal failed: {error}",
-                            entry.dataset_id)
-                continue
-            result.removed.append(entry)
-            journal.log("info", "grace-purged", f"{entry.path} removed ({entry.file_count} "
-                        f"files, {entry.size_bytes} bytes, {entry.age_days:.1f} days old); its "
-                        f"delivered copy {entry.dest_path} verified against "
-                        f"{entry.manifest_path}", entry.dataset_id)
+            rows = journal.files_of(entry.dataset_id) if entry.dataset_id is not None else []
+            reasons = _cheap_reasons(entry, Path(report.done_folder), rows)
+            if reasons:
+                _keep(result, journal, entry, reasons)
+            else:
+                passed.append((entry, rows))
+        if not dry_run:
+            hashed = _ProgressCounter(sum(2 * len(rows) for _, rows in passed),
+                                      sum(2 * r.size for _, rows in passed for r in rows),
+                                      on_progress)
+            for entry, rows in passed:
+                _remove(result, journal, entry, rows, hashed)
         return result
     finally:
         if own_journal:
             journal.close()
 
 
-__all__ = ["GraceEntry", "GraceReport", "PurgeResult", "PurgeSkip", "grace_report", "purge"]
+__all__ = ["GraceEntry", "GraceReport", "PurgeProgress", "PurgeResult", "PurgeSkip", "grace_report",
+           "purge"]

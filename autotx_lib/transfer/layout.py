@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from autotx_lib.errors import UnsafePathError
+from autotx_lib.errors import UnreadableFileError, UnsafePathError
 
 MAX_NAME_BYTES = 255
+SUFFIX_ROOM = 24  # what free_name's "_N" and a quarantine's ".reason.txt" may add
 MAX_RELPATH_BYTES = 3072  # leaves room for the destination's own prefix under PATH_MAX
 
 
@@ -57,6 +58,57 @@ class ManagedFolders:
 def make_stamp(when: dt.datetime | None = None) -> str:
     """A sortable, file-name-safe time stamp like ``2026-11-23_22-41-07``."""
     return (when or dt.datetime.now()).strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def stamped_name(stamp: str, *parts: str) -> str:
+    """``<stamp>__<part>__<part>...``, shortened to fit one file name with room to spare.
+
+    The agent's own folder names (processing/, done/, error/, the tmp area) add a stamp and
+    the user to a dataset name that may itself be 255 bytes long. When the result would
+    not fit, the last part is cut (at a character boundary) and an 8-digit hash of the
+    full name keeps it unique; the journal keeps the full dataset name.
+
+    Examples
+    --------
+    >>> stamped_name("2026-11-23_22-41-07", "alice", "exp1")
+    '2026-11-23_22-41-07__alice__exp1'
+    >>> len(stamped_name("2026-11-23_22-41-07", "alice", "x" * 255).encode()) <= 231
+    True
+    """
+    full = "__".join((stamp, *parts))
+    limit = MAX_NAME_BYTES - SUFFIX_ROOM
+    if len(full.encode("utf-8")) <= limit:
+        return full
+    import hashlib
+
+    tag = "~" + hashlib.sha256(full.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    head = "__".join((stamp, *parts[:-1], ""))
+    room = limit - len(head.encode("utf-8")) - len(tag)
+    if room < 8:  # even the user name is very long: cut the whole name instead
+        head, room = "", limit - len(tag)
+        parts = (full,)
+    last = parts[-1].encode("utf-8", "surrogateescape")[:room]
+    return head + last.decode("utf-8", "ignore") + tag
+
+
+def parse_stamped(name: str) -> tuple[str | None, str | None, str | None]:
+    """Split a processing/ folder name ``<stamp>__<user>__<dataset>`` (Nones if it is not one).
+
+    Examples
+    --------
+    >>> parse_stamped("2026-11-23_22-41-07__alice__exp1")
+    ('2026-11-23_22-41-07', 'alice', 'exp1')
+    >>> parse_stamped("exp1")
+    (None, None, None)
+    """
+    parts = name.split("__", 2)
+    if len(parts) != 3 or not all(parts):
+        return None, None, None
+    try:
+        dt.datetime.strptime(parts[0], "%Y-%m-%d_%H-%M-%S")
+    except ValueError:
+        return None, None, None
+    return parts[0], parts[1], parts[2]
 
 
 def check_name(name: str, where: str | Path = "") -> None:
@@ -120,6 +172,8 @@ def list_dataset(root: Path) -> DatasetListing:
     ------
     UnsafePathError
         A name cannot be transferred safely (not UTF-8, control characters, too long).
+    UnreadableFileError
+        A folder inside the dataset cannot be listed (permissions).
     """
     found: list[SourceFile] = []
     skipped: list[str] = []
@@ -136,7 +190,13 @@ def list_dataset(root: Path) -> DatasetListing:
 
 
 def _walk(root: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
-    with os.scandir(root / prefix if prefix else root) as entries:
+    folder = root / prefix if prefix else root
+    try:
+        entries = os.scandir(folder)
+    except PermissionError as error:  # the same rule as for an unreadable file: quarantine
+        raise UnreadableFileError(folder, f"the folder cannot be listed ({error.strerror})"
+                                  ) from None
+    with entries:
         for entry in entries:
             check_name(entry.name, root / prefix)
             relpath = f"{prefix}/{entry.name}" if prefix else entry.name

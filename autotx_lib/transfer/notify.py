@@ -15,6 +15,12 @@ space; ``grace_notification_delta_minutes`` for the grace summary. A quarantine 
 back by the rate limit is not dropped: it is listed in the next quarantine mail, or
 mailed on its own by :meth:`Notifier.flush` once the period is over.
 
+Addresses are parsed with :mod:`email.headerregistry` (:mod:`autotx_lib.addresses`): a
+user whose folder name cannot be made into exactly one plain address (a comma, a second
+``@``, a line separator, non-ASCII) gets no mail, and the admin is told once. A message
+that cannot be built or encoded is marked as given up in the outbox with the reason, and
+the mails after it go out as usual: one bad message never blocks the outbox.
+
 The SMTP password comes from the environment variable ``email.password_env``, the file
 ``email.password_file``, or ``email.password``; it is never written to the journal, a
 log record or an exception message.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email.errors
 import email.utils
 import logging
 import os
@@ -39,6 +46,7 @@ import shutil
 import smtplib
 import socket
 import ssl
+from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -47,6 +55,7 @@ import jinja2
 
 from autotx_lib import __version__
 from autotx_lib import journal as J
+from autotx_lib.addresses import address_for_user, parse_address
 from autotx_lib.config import Config, EmailSettings
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.copy import CHECK_TOOL
@@ -58,6 +67,8 @@ log = logging.getLogger("autotx.notify")
 SMTP_TIMEOUT_SECONDS = 20.0
 RETRY_BASE_SECONDS = 60.0
 RETRY_MAX_SECONDS = 3600.0
+# a message that can never be sent keeps its row (and reason) but is due only in a century
+NEVER_SECONDS = 100 * 365 * 86400.0
 MAX_FIRST_FILES = 20
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -70,7 +81,16 @@ LOW_SPACE = "admin-low-space"
 GRACE = "admin-grace"
 STARTUP = "admin-startup"
 UNCLEAN_SHUTDOWN = "admin-unclean-shutdown"
+BAD_ADDRESS = "admin-bad-address"
 DEFERRED_QUARANTINES = "notify.deferred_quarantines"  # journal setting: dataset ids held back
+
+
+class _Unsendable(Exception):
+    """This one message can never be sent as it is (the message says why)."""
+
+
+class _SenderUnusable(Exception):
+    """``email.sender`` (or the default from ``host_alias``) is not one address."""
 
 
 class _PasswordUnavailable(Exception):
@@ -128,11 +148,24 @@ def _connect(settings: EmailSettings, timeout: float = SMTP_TIMEOUT_SECONDS) -> 
     return smtp
 
 
+def _close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (OSError, smtplib.SMTPException):
+        smtp.close()
+
+
+# the server refused one mail and the connection stays usable
+_REFUSALS = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError)
+
+
 def _describe(error: BaseException, settings: EmailSettings, secret: str | None) -> str:
     """A one-line explanation of an SMTP failure, with what to check; never the password."""
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     if isinstance(error, _PasswordUnavailable):
         text = f"no SMTP password: {error}"
+    elif isinstance(error, _SenderUnusable):
+        text = str(error)
     elif isinstance(error, socket.gaierror):
         text = f"cannot resolve the SMTP host {settings.smtp_host!r} ({error.strerror}); check " \
                "email.smtp_host"
@@ -275,26 +308,39 @@ class Notifier:
     def user_address(self, user: str) -> str | None:
         """The user's address from ``user_addresses``, else ``user_address_pattern``.
 
-        None (and a warning event, once per user) when neither gives one.
+        None (and a warning event, once per user) when neither gives one. None too when
+        the address cannot be made safely (the folder name would add a recipient or break
+        the header): a warning event and one mail to the admin say so, once per user.
         """
-        address = self.settings.user_addresses.get(user)
-        if address is None and self.settings.user_address_pattern:
-            try:
-                address = self.settings.user_address_pattern.format(user=user)
-            except (KeyError, IndexError, ValueError) as error:
-                message = (f"email.user_address_pattern "
-                           f"{self.settings.user_address_pattern!r} cannot be filled in "
-                           f"({error.__class__.__name__}: {error}); use {{user}} as the only field")
-                if not self.journal.has_event("mail-no-address", message):
-                    self.journal.log("warning", "mail-no-address", message)
-                return None
-        if address is None:
+        mapped = self.settings.user_addresses.get(user)
+        pattern = self.settings.user_address_pattern
+        if mapped is None and not pattern:
             message = (f"no e-mail address for user {user!r}: add it to email.user_addresses "
                        "or set email.user_address_pattern; no user mail is sent to them")
             if not self.journal.has_event("mail-no-address", message):
                 self.journal.log("warning", "mail-no-address", message)
                 log.warning(message)
-        return address
+            return None
+        try:
+            address = parse_address(mapped) if mapped is not None else \
+                address_for_user(user, pattern or "")
+        except (ValueError, KeyError, IndexError) as error:
+            source = "email.user_addresses" if mapped is not None else \
+                f"email.user_address_pattern {pattern!r}"
+            self._unsafe_address(user, f"{source} gives no safe address: {error}")
+            return None
+        return str(address)
+
+    def _unsafe_address(self, user: str, reason: str) -> None:
+        message = (f"no mail is sent to user {user!r}: {reason}; give them an address in "
+                   "email.user_addresses (or rename the folder)")
+        if self.journal.has_event("mail-bad-address", message):
+            return
+        self.journal.log("warning", "mail-bad-address", message)
+        log.warning(message)
+        if self._admin_ok():
+            self._queue(BAD_ADDRESS, self.settings.admin or "", "unsafe_address",
+                        user=repr(user), reason=reason, incoming=str(self.config.incoming))
 
     def _rate_limited(self, kind: str, delta_minutes: int) -> bool:
         if delta_minutes <= 0:
@@ -486,31 +532,60 @@ class Notifier:
                                  started=_local(previous_session_row.started_at),
                                  heartbeat=_local(previous_session_row.heartbeat_at))
 
+    def needs_attention(self, kind: str, summary: str, details: str) -> int | None:
+        """Tell the admin about something that needs a human (rate limited per ``kind``)."""
+        return self._queue_admin(f"admin-{kind}"[:32],
+                                 self.settings.admin_notification_delta_minutes,
+                                 "needs_attention", summary=summary, details=details)
+
     # --- sending ------------------------------------------------------------------------
 
-    def _message(self, mail) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = self.settings.sender or f"autotx@{self.config.host_alias}"
-        message["To"] = mail.recipient
-        message["Subject"] = mail.subject
-        message["Date"] = email.utils.format_datetime(
-            mail.created_at.replace(tzinfo=dt.UTC).astimezone())
-        message["Message-ID"] = email.utils.make_msgid("autotx")
-        message["X-Autotx-Kind"] = mail.kind
-        message.set_content(mail.body)
-        return message
+    def _sender(self) -> Address:
+        text = self.settings.sender or f"autotx@{self.config.host_alias}"
+        try:
+            return parse_address(text)
+        except ValueError as error:
+            raise _SenderUnusable(f"the sender address {text!r} cannot be used ({error}); "
+                                  "set email.sender to one address") from None
+
+    def _message(self, mail, sender: Address) -> tuple[EmailMessage, str]:
+        """The message of an outbox row and its one envelope recipient.
+
+        Raises ``_Unsendable`` when the row can never become a message (a recipient that
+        is not exactly one address, a header that cannot be written).
+        """
+        try:
+            recipient = parse_address(mail.recipient)
+            message = EmailMessage()
+            message["From"] = sender
+            message["To"] = recipient
+            message["Subject"] = mail.subject
+            message["Date"] = email.utils.format_datetime(
+                mail.created_at.replace(tzinfo=dt.UTC).astimezone())
+            message["Message-ID"] = email.utils.make_msgid("autotx")
+            message["X-Autotx-Kind"] = mail.kind
+            message.set_content(mail.body)
+        except (ValueError, IndexError, email.errors.MessageError) as error:
+            raise _Unsendable(f"the message cannot be built ({error})") from None
+        return message, recipient.addr_spec
 
     def _failed(self, mail, text: str) -> None:
         delay = min(RETRY_BASE_SECONDS * 2 ** mail.attempts, RETRY_MAX_SECONDS)
         self.journal.mail_failed(mail.id, text, delay)
 
+    def _given_up(self, mail, text: str) -> None:
+        self.journal.mail_failed(mail.id, f"given up, never retried: {text}", NEVER_SECONDS)
+
     def flush(self) -> int:
         """Send the due mails of the outbox; returns how many the SMTP server accepted.
 
-        Failures never raise: each affected mail stays in the outbox with the error and a
-        next attempt (60 s, doubling, at most an hour), and one warning event per failed
-        flush says why. A quarantine held back by the rate limit is queued first when its
-        period is over.
+        Failures never raise. When the server cannot be reached every due mail stays in
+        the outbox with the error and a next attempt (60 s, doubling, at most an hour).
+        A mail the server refuses waits for its own next attempt; a mail that can never
+        be sent (its recipient is not one address, a header cannot be written, the server
+        lacks SMTPUTF8) is given up with the reason, and the mails after it go out as
+        usual. One warning event per flush says what failed. A quarantine held back by the
+        rate limit is queued first when its period is over.
         """
         if not self.enabled:
             return 0
@@ -520,44 +595,69 @@ class Notifier:
             return 0
         secret = None
         try:
+            sender = self._sender()
             secret = smtp_password(self.settings) if self.settings.user else None
-            smtp = _connect(self.settings)
-        except (OSError, smtplib.SMTPException, _PasswordUnavailable, ValueError) as error:
-            text = _describe(error, self.settings, secret)
-            for mail in pending:
-                self._failed(mail, text)
-            self._log_failure(f"{len(pending)} mail(s) not sent, kept in the outbox for a "
-                              f"later attempt: {text}")
+        except (_PasswordUnavailable, _SenderUnusable) as error:
+            self._all_failed(pending, _describe(error, self.settings, secret))
             return 0
+        sent, problems = self._send_each(sender, pending, secret)
+        if problems:
+            self._log_failure("mail not sent: " + "; ".join(problems))
+        return sent
+
+    def _all_failed(self, mails: list, text: str) -> None:
+        for mail in mails:
+            self._failed(mail, text)
+        self._log_failure(f"{len(mails)} mail(s) not sent, kept in the outbox for a later "
+                          f"attempt: {text}")
+
+    def _send_each(self, sender: Address, pending: list,
+                   secret: str | None) -> tuple[int, list[str]]:
+        """Send ``pending``, each on its own merits; returns (sent, one line per problem).
+
+        A connection the server closed (after a mail it dropped) is opened again for the
+        next mail, so the mail that broke it cannot hold the others back.
+        """
         sent = 0
         problems: list[str] = []
+        smtp: smtplib.SMTP | None = None
         try:
             for index, mail in enumerate(pending):
+                where = f"mail {mail.id} to {mail.recipient!r}"
                 try:
-                    smtp.send_message(self._message(mail))
-                except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused,
-                        smtplib.SMTPDataError) as error:  # this mail only
+                    message, recipient = self._message(mail, sender)
+                except _Unsendable as error:
+                    self._given_up(mail, str(error))
+                    problems.append(f"{where} given up: {error}")
+                    continue
+                if smtp is None:
+                    try:
+                        smtp = _connect(self.settings)
+                    except (OSError, smtplib.SMTPException, _PasswordUnavailable,
+                            ValueError) as error:
+                        self._all_failed(pending[index:], _describe(error, self.settings, secret))
+                        break
+                try:
+                    smtp.send_message(message, to_addrs=[recipient])
+                except (smtplib.SMTPNotSupportedError, ValueError,
+                        email.errors.MessageError) as error:  # never sendable: give it up
+                    text = _describe(error, self.settings, secret)
+                    self._given_up(mail, text)
+                    problems.append(f"{where} given up: {text}")
+                except (OSError, smtplib.SMTPException) as error:  # refused, or cut off
                     text = _describe(error, self.settings, secret)
                     self._failed(mail, text)
-                    problems.append(f"mail {mail.id} to {mail.recipient}: {text}")
-                    continue
-                except (OSError, smtplib.SMTPException) as error:  # the connection is gone
-                    text = _describe(error, self.settings, secret)
-                    for rest in pending[index:]:
-                        self._failed(rest, text)
-                    problems.append(f"{len(pending) - index} mail(s): {text}")
-                    break
-                self.journal.mail_sent(mail.id)
-                sent += 1
+                    problems.append(f"{where} kept for a later attempt: {text}")
+                    if not isinstance(error, _REFUSALS) or smtp.sock is None:
+                        _close(smtp)  # the next mail gets a new connection
+                        smtp = None
+                else:
+                    self.journal.mail_sent(mail.id)
+                    sent += 1
         finally:
-            try:
-                smtp.quit()
-            except (OSError, smtplib.SMTPException):
-                smtp.close()
-        if problems:
-            self._log_failure("mail kept in the outbox for a later attempt: "
-                              + "; ".join(problems))
-        return sent
+            if smtp is not None:
+                _close(smtp)
+        return sent, problems
 
     def _log_failure(self, message: str) -> None:
         self.journal.log("warning", "mail-failed", message)

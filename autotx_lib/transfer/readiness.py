@@ -8,6 +8,10 @@ A dataset folder is ready when, all at once:
 * no process holds a file under it open (psutil; other users' processes are only
   visible when the agent runs as root or as their user);
 * the marker file is present at its top level, when one is configured.
+
+Times in the future (an instrument PC or file server whose clock is ahead) say nothing
+about quiet: then the agent measures quiet with its own clock, from the moment it first
+saw the tree in its current state (file count, size and newest time unchanged).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from pathlib import Path
 import psutil
 
 from autotx_lib.config import ReadinessSettings
+
+FUTURE_TOLERANCE_SECONDS = 60.0  # times this far ahead of the agent's clock are not trusted
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class Readiness:
     reason: str
     state: TreeState
     quiet_until: float | None = None  # not ready before this time.time(), whatever happens
+    unchanged_since: float | None = None  # since when the agent sees ``state`` unchanged
+    clock_skew: float | None = None  # seconds the newest file time is ahead of the clock
 
 
 def tree_state(root: Path) -> TreeState:
@@ -86,7 +94,8 @@ def open_files_under(root: Path) -> list[str]:
     return found
 
 
-def check_ready(root: Path, settings: ReadinessSettings, now: float | None = None) -> Readiness:
+def check_ready(root: Path, settings: ReadinessSettings, now: float | None = None,
+                seen: tuple[TreeState, float] | None = None) -> Readiness:
     """Decide whether the dataset folder ``root`` is finished.
 
     Parameters
@@ -97,6 +106,10 @@ def check_ready(root: Path, settings: ReadinessSettings, now: float | None = Non
         Quiet period, marker file, open-file check.
     now : float, optional
         The current time (``time.time()``), for tests.
+    seen : (TreeState, float), optional
+        The tree's state at an earlier look and since when it was unchanged then
+        (``Readiness.state`` and ``Readiness.unchanged_since`` of that look). Used when
+        file times lie in the future: quiet is then measured from that moment.
 
     Returns
     -------
@@ -104,23 +117,40 @@ def check_ready(root: Path, settings: ReadinessSettings, now: float | None = Non
     """
     state = tree_state(root)
     now = time.time() if now is None else now
+    since = seen[1] if seen is not None and seen[0] == state else now
+    skew = state.newest_change - now
+    if skew <= FUTURE_TOLERANCE_SECONDS:
+        skew = None
     if settings.marker_file and not (root / settings.marker_file).is_file():
-        return Readiness(False, f"waiting for the marker file {settings.marker_file}", state)
-    quiet_for = now - state.newest_change
-    if quiet_for < settings.quiet_seconds:
-        return Readiness(False, f"changed {quiet_for:.0f} s ago; waiting for "
-                         f"{settings.quiet_seconds:.0f} s of quiet", state,
-                         quiet_until=state.newest_change + settings.quiet_seconds)
+        return Readiness(False, f"waiting for the marker file {settings.marker_file}", state,
+                         unchanged_since=since, clock_skew=skew)
+    if skew is not None:  # the file times cannot be trusted: use our own observation
+        quiet_for = now - since
+        if quiet_for < settings.quiet_seconds:
+            return Readiness(False, f"files are dated up to {skew:.0f} s in the future (clock "
+                             f"skew?); unchanged for {quiet_for:.0f} s by the agent's clock, "
+                             f"waiting for {settings.quiet_seconds:.0f} s", state,
+                             unchanged_since=since, clock_skew=skew)
+    else:
+        quiet_for = now - state.newest_change
+        if quiet_for < settings.quiet_seconds:
+            return Readiness(False, f"changed {quiet_for:.0f} s ago; waiting for "
+                             f"{settings.quiet_seconds:.0f} s of quiet", state,
+                             quiet_until=state.newest_change + settings.quiet_seconds,
+                             unchanged_since=since)
     if settings.check_open_files:
         handles = open_files_under(root)
         if handles:
             return Readiness(False, f"{len(handles)} file(s) still open, e.g. {handles[0]}",
-                             state)
-    return Readiness(True, "ready", state)
+                             state, unchanged_since=since, clock_skew=skew)
+    return Readiness(True, "ready", state, unchanged_since=since, clock_skew=skew)
 
 
 def scan_incoming(incoming: Path) -> tuple[list[tuple[str, Path]], list[str]]:
     """One pass over ``incoming/<user>/<dataset>``.
+
+    User folders whose names start with a dot (``.autotx-tmp``, ``.Trash-1000``) are not
+    users: at the destination such a name could be the agent's own tmp area.
 
     Returns
     -------
@@ -140,6 +170,10 @@ def scan_incoming(incoming: Path) -> tuple[list[tuple[str, Path]], list[str]]:
         if not user.is_dir(follow_symlinks=False):
             strays.append(f"{user.path}: not a user folder (files go in "
                           "incoming/<user>/<dataset>/)")
+            continue
+        if user.name.startswith("."):
+            strays.append(f"{user.path}: not a user folder (a user name cannot start with "
+                          "'.'); rename it to the user's name")
             continue
         try:
             entries = sorted(os.scandir(user.path), key=lambda e: e.name)

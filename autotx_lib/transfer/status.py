@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
-from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal import Journal, as_utc, utcnow
 from autotx_lib.transfer import control
 
 if TYPE_CHECKING:
     import pandas as pd
 
 HEARTBEAT_STALE_SECONDS = 120
+LIVE_PROGRESS_STALE_SECONDS = 10.0
+LIVE_PROGRESS_KEY = "live_progress"  # written by the agent about once a second while copying
+WAITING_KEY = "waiting"  # written by the agent at every scan of incoming/
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class DatasetStatus:
     manifest_path: str | None
     algorithm: str
     error: str | None
+    live_rate: float | None = None  # bytes/s over the last seconds, while it is copied
+    paused: str | None = None  # why the copy is paused now (gate, suspension)
 
     @property
     def percent(self) -> float:
@@ -57,16 +62,19 @@ class DatasetStatus:
 
     @property
     def rate_bytes_per_s(self) -> float | None:
-        """Mean rate since the copy started (None before it started)."""
-        if self.started_at is None:
+        """The copy rate: over the last seconds while copying, else the mean since the copy
+        started; None before it started and while paused."""
+        if self.started_at is None or self.paused:
             return None
+        if self.live_rate is not None and self.finished_at is None:
+            return self.live_rate
         end = self.finished_at or utcnow()
         seconds = (end - self.started_at).total_seconds()
         return self.copied_bytes / seconds if seconds > 0 else None
 
     @property
     def eta_seconds(self) -> float | None:
-        """Seconds left at the mean rate (None when unknown)."""
+        """Seconds left at the current rate (None when unknown or paused)."""
         rate = self.rate_bytes_per_s
         if not rate or self.finished_at is not None:
             return None
@@ -110,6 +118,20 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
+class WaitingStatus:
+    """A folder in incoming/ that is not claimed yet, and what it waits for.
+
+    ``until`` is when the wait ends at the earliest, if known (e.g. the quiet period).
+    """
+
+    user: str
+    name: str
+    path: str
+    reason: str
+    until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
 class Status:
     """What the agent is doing and has done, as plain data.
 
@@ -125,12 +147,14 @@ class Status:
     history: list[DatasetStatus] = field(default_factory=list)
     events: list[EventStatus] = field(default_factory=list)
     jobs: list[JobStatus] = field(default_factory=list)  # newest first
+    waiting: list[WaitingStatus] = field(default_factory=list)  # not claimed yet, and why
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (datetimes as ISO strings)."""
+        """Plain JSON-ready data (datetimes as ISO strings in UTC, with their zone)."""
         def convert(value: Any) -> Any:
             if isinstance(value, dt.datetime):
-                return value.isoformat()
+                aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+                return aware.isoformat()
             if isinstance(value, dict):
                 return {k: convert(v) for k, v in value.items()}
             if isinstance(value, list):
@@ -152,6 +176,13 @@ class Status:
         """Finished datasets (done, unmatched, error), newest first, as a DataFrame."""
         return _frame(self.history)
 
+    def waiting_df(self) -> pd.DataFrame:
+        """Folders in incoming/ not claimed yet, with what each waits for, as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame([asdict(w) for w in self.waiting],
+                            columns=list(WaitingStatus.__dataclass_fields__))
+
     def events_df(self) -> pd.DataFrame:
         """Recent events, newest first, as a DataFrame."""
         import pandas as pd
@@ -169,8 +200,27 @@ def _frame(rows: list[DatasetStatus]) -> pd.DataFrame:
     return frame
 
 
-def _dataset(row) -> DatasetStatus:
-    return DatasetStatus(**{name: getattr(row, name) for name in DatasetStatus.__dataclass_fields__})
+def _dataset(row, live: dict | None = None, paused: str | None = None) -> DatasetStatus:
+    fields = {name: getattr(row, name) for name in DatasetStatus.__dataclass_fields__
+              if name not in ("live_rate", "paused")}
+    if row.state == J.COPYING:
+        fields["paused"] = paused
+        if live and live.get("dataset_id") == row.id and _fresh(live.get("at")):
+            fields["live_rate"] = live.get("rate_bytes_per_s")
+            fields["copied_bytes"] = max(row.copied_bytes, live.get("copied_bytes") or 0)
+    return DatasetStatus(**fields)
+
+
+def _parse_utc(text: str | None) -> dt.datetime | None:
+    """ISO text from the journal as aware UTC (text without a zone is UTC)."""
+    if not text:
+        return None
+    return as_utc(dt.datetime.fromisoformat(text))
+
+
+def _fresh(at: str | None, seconds: float = LIVE_PROGRESS_STALE_SECONDS) -> bool:
+    when = _parse_utc(at)
+    return when is not None and (utcnow() - when).total_seconds() < seconds
 
 
 def status(source: Config | Journal, *, history: int = 20, events: int = 30,
@@ -188,14 +238,18 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30,
     -------
     status : Status
     """
-    journal = source if isinstance(source, Journal) else Journal(source.journal_url)
-    active = [_dataset(r) for r in journal.datasets_in(J.ACTIVE_STATES)]
+    journal = source if isinstance(source, Journal) else \
+        Journal(source.journal_url, readonly=True)  # reading runs no DDL, writes nothing
+    session = journal.last_session()
+    paused = session.state_reason if session is not None and session.ended_at is None and \
+        session.state == "paused" else None
+    live = journal.get_setting(LIVE_PROGRESS_KEY) or {}
+    active = [_dataset(r, live, paused) for r in journal.datasets_in(J.ACTIVE_STATES)]
     current = next((d for d in active if d.state in (J.COPYING, J.DELIVERING)), None)
     finished = [_dataset(r) for r in journal.all_datasets(limit=history * 3)
                 if r.state in J.FINAL_STATES][:history]
     recent = [EventStatus(e.at, e.level, e.kind, e.message, e.dataset_id)
               for e in journal.recent_events(events)]
-    session = journal.last_session()
     if session is None:
         agent_state, detail = "never started", None
     elif session.ended_at is not None:
@@ -209,7 +263,11 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30,
     manual = control.suspension(journal)
     suspended = (f"{manual.reason} (by {manual.by} since {manual.since:%Y-%m-%d %H:%M} UTC)"
                  if manual else None)
+    waiting = [WaitingStatus(w["user"], w["name"], w["path"], w["reason"],
+                             _parse_utc(w.get("until")))
+               for w in journal.get_setting(WAITING_KEY) or []]
     if journal is not source:
         journal.close()
     return Status(agent_state, detail, current, [d for d in active if d is not current],
-                  suspended=suspended, history=finished, events=recent, jobs=recent_jobs)
+                  suspended=suspended, history=finished, events=recent, jobs=recent_jobs,
+                  waiting=waiting)

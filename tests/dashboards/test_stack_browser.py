@@ -12,6 +12,7 @@ pytest.importorskip("jupyter_bokeh", reason="the dashboards need jupyter_bokeh (
 
 from autotx_lib.dashboards import StackBrowser  # noqa: E402
 from autotx_lib.dashboards.stack_browser import microscopy_files  # noqa: E402
+from autotx_lib.errors import ReaderError  # noqa: E402
 from autotx_lib.imaging.readers import open_image  # noqa: E402
 
 
@@ -70,14 +71,52 @@ def test_scenes_of_a_multi_scene_file(sampledata, tmp_path):
     browser.close()
 
 
-def test_unreadable_file_is_reported_and_the_browser_stays_usable(folder):
+def test_unreadable_file_is_reported_and_clears_the_previous_one(folder):
     (folder / "broken.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
     browser = StackBrowser(folder)  # bead.tif opens first
+    previous = browser.image
+    assert browser.viewer_box.children and "bead.tif" in browser.metadata.value
     browser.file_picker.value = str(folder / "broken.tif")
-    assert "cannot show it" in browser.message.value
-    assert browser.image.path.name == "bead.tif"  # the previous file is still shown
+    message = browser.message.value
+    assert "cannot open broken.tif: cannot read" in message and "\n" not in message
+    assert "probably truncated or damaged" in message  # the reader's advice is kept
+    # nothing of bead.tif is left beside the broken file's name
+    assert browser.file_picker.value == str(folder / "broken.tif")
+    assert browser.image is None and browser.viewer is None
+    assert browser.viewer_box.children == () and browser.metadata.value == ""
+    assert browser.scene_picker.options == () and browser.scene_picker.disabled
+    with pytest.raises(Exception, match="closed"):
+        previous.plane(z=0)  # the previous file was closed, not left open
     browser.file_picker.value = str(folder / "sub" / "multi.ome.tif")
     assert browser.message.value == "" and browser.image.path.name == "multi.ome.tif"
+    assert "multi.ome.tif" in browser.metadata.value and browser.viewer_box.children
+    browser.close()
+
+
+def test_open_raises_and_leaves_the_browser_empty(folder):
+    browser = StackBrowser(folder)
+    with pytest.raises(ReaderError, match="no such file"):
+        browser.open(folder / "missing.tif")
+    assert browser.image is None and browser.viewer is None and browser.metadata.value == ""
+
+
+def test_a_broken_first_file_does_not_stop_the_browser(folder):
+    (folder / "a_broken.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
+    browser = StackBrowser(folder)
+    assert "cannot open a_broken.tif" in browser.message.value
+    assert browser.image is None and browser.viewer_box.children == ()
+    browser.file_picker.value = str(folder / "bead.tif")
+    assert browser.image.path.name == "bead.tif" and browser.message.value == ""
+    browser.close()
+
+
+def test_a_scene_that_cannot_be_shown_empties_the_view(folder):
+    browser = StackBrowser(folder, z=40)  # bead.tif has 61 planes; multi.ome.tif has 1
+    assert browser.viewer is not None and browser.viewer.z == 40
+    browser.file_picker.value = str(folder / "sub" / "multi.ome.tif")
+    assert "cannot open multi.ome.tif: z=40 is out of range" in browser.message.value
+    assert browser.viewer is None and browser.viewer_box.children == ()
+    assert browser.metadata.value == ""
     browser.close()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ from autotx_lib.dashboards.transfer_monitor import GRACE_PLACEHOLDER  # noqa: E4
 from autotx_lib.journal import Journal  # noqa: E402
 from autotx_lib.transfer import control  # noqa: E402
 from autotx_lib.transfer.agent import Agent  # noqa: E402
+
+from ..conftest import wait_for  # noqa: E402
 
 
 def _facility(root: Path) -> Config:
@@ -41,16 +42,6 @@ def _dataset(config: Config, user: str, name: str, files: int = 3) -> Path:
     return folder
 
 
-def _wait_for(predicate, what: str, seconds: float = 30.0) -> None:
-    """Poll until ``predicate()`` holds (the monitor updates in its own thread)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"the monitor never showed {what}")
-
-
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return _facility(tmp_path)
@@ -66,7 +57,7 @@ def test_shows_delivered_and_unmatched_results_after_an_agent_run(config):
     results = monitor.results.value
     assert "HeLa_zstack" in results and "verified" in results
     assert "first_test" in results and "unmatched" in results
-    assert "the queue is empty" in monitor.queue.value
+    assert "nothing queued, nothing waiting" in monitor.queue.value
     assert "no transfer under way" in monitor.current.value
     assert monitor.progress.value == 0
     assert "stopped" in monitor.state.value  # Agent.run(once=True) ended its session
@@ -149,15 +140,17 @@ def test_live_updates_follow_an_agent_in_another_thread_and_close_stops_them(con
         agent = threading.Thread(target=lambda: Agent(config).run(once=True))
         agent.start()
         agent.join()
-        _wait_for(lambda: "arrives_later" in monitor.results.value, "the new dataset")
+        wait_for(lambda: "arrives_later" in monitor.results.value, 30,
+                 "the monitor to show the new dataset")
         assert "verified" in monitor.results.value
+        updater = monitor._thread
     finally:
         monitor.close()
     assert not monitor.running
+    assert not updater.is_alive(), "close() left the update thread running"
     frozen = monitor.updated.value
     _dataset(config, "alice", "after_close")
-    Agent(config).run(once=True)
-    time.sleep(0.3)  # three intervals: a running monitor would have updated by now
+    Agent(config).run(once=True)  # with the update thread gone, nothing can show it
     assert monitor.updated.value == frozen and "after_close" not in monitor.results.value
 
 
@@ -198,3 +191,43 @@ def test_post_delivery_jobs_are_listed_with_their_state(config):
     assert "omero-import" in monitor.jobs.value and "alice/run1" in monitor.jobs.value
     assert "finished" in monitor.jobs.value and "12.5 s" in monitor.jobs.value
     assert "connection refused" in monitor.jobs.value
+
+
+def test_waiting_folders_paused_copies_requeue_and_bandwidth(config):
+    """What waits in incoming/ is listed with why; a suspended copy shows no rate or ETA;
+    the requeue and bandwidth controls call the library."""
+    from autotx_lib import journal as J
+    from autotx_lib.transfer import control
+
+    config.readiness.marker_file = "acquisition.done"
+    (config.incoming / "alice" / "half_done").mkdir(parents=True)
+    (config.incoming / "alice" / "half_done" / "a.tif").write_bytes(b"a")
+    (config.incoming / "nobody" / "exp").mkdir(parents=True)
+    (config.incoming / "nobody" / "exp" / "acquisition.done").write_text("")
+    Agent(config).run(once=True)
+    monitor = TransferMonitor(config, start=False)
+    assert "half_done" in monitor.queue.value and "marker file" in monitor.queue.value
+
+    journal = Journal(config.journal_url)
+    journal.add_dataset(user="alice", name="big", stamp="s", state=J.COPYING,
+                        incoming_path="/x", processing_path="/y", algorithm="xxh3_128",
+                        total_files=4, total_bytes=4_000_000, started_at=J.utcnow())
+    control.suspend(config, "laser service")
+    monitor.refresh()
+    assert "paused" in monitor.current.value and "laser service" in monitor.current.value
+    assert "ETA" not in monitor.current.value and monitor.progress.bar_style == "warning"
+
+    [unmatched] = [d for d in monitor.last_status.history if d.state == "unmatched"]
+    (config.destination / "nobody").mkdir()
+    monitor.requeue(unmatched.id)
+    assert (config.incoming / "nobody" / "exp" / "acquisition.done").exists()
+    monitor.requeue_target.value = "not-a-dataset"
+    monitor.requeue_button.click()
+    assert "could not do it" in monitor.message.value
+
+    monitor.set_bandwidth("Mon-Sun 00:00,12M")
+    assert control.effective_bandwidth(config) == 12.0 and "12 MB/s" in monitor.message.value
+    monitor.bandwidth_value.value = "warp 9"
+    monitor.bandwidth_button.click()
+    assert "could not do it" in monitor.message.value
+    assert control.effective_bandwidth(config) == 12.0

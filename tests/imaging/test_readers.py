@@ -17,6 +17,8 @@ import pytest
 from autotx_lib.errors import ReaderError
 from autotx_lib.imaging.readers import (
     ArrayReader,
+    Image,
+    MetadataWarning,
     PlateInfo,
     WellInfo,
     check_image,
@@ -149,10 +151,7 @@ def test_native_and_bioformats_give_identical_dims_and_pixels(sampledata, relpat
     assert_same_scenes(n, b)
     n.set_scene(0)
     b.set_scene(0)
-    assert n.channel_names == b.channel_names or relpath.endswith((".lif", ".TIF"))
-    for ours, theirs in zip(n.physical_pixel_sizes, b.physical_pixel_sizes, strict=True):
-        if ours is not None and theirs is not None:
-            assert ours == pytest.approx(theirs, rel=1e-6)
+    assert n.channel_names == b.channel_names
 
 
 def test_micromanager_positions_are_four_scenes_in_both(mm_set):
@@ -187,6 +186,11 @@ def test_lambda_sweep_is_channels_for_us_t_for_bioformats(sampledata):
     assert [s.name for s in n.scenes] == ["x_y_lambdaEmi", "x_y_lambdaExc", "x_y_z_t_lambdaEmi"]
     assert n.set_scene(0).dims.shape == (1, 20, 1, 64, 64)
     assert n.channel_names[:2] == ["lambda:0", "lambda:1"]
+    # 20 emission bands from 550 nm over 190 nm; the excitation sweep: 15 from 490 over 70
+    assert [c.emission_nm for c in n.channels] == pytest.approx([550 + 10 * i for i in range(20)])
+    assert [c.excitation_nm for c in n.set_scene(1).channels] == pytest.approx(
+        [490 + 5 * i for i in range(15)])
+    n.set_scene(0)
     assert b.set_scene(0).dims.shape == (20, 1, 1, 64, 64)
     np.testing.assert_array_equal(n.data[0, :, 0], b.data[:, 0, 0])
     assert n.set_scene(2).dims.shape == (2, 10, 11, 64, 64)
@@ -394,6 +398,7 @@ def test_registry_order_native_first_bioformats_last():
     assert [s.name for s in registry.candidates("x.CZI")] == ["czifile", "bioformats"]
     assert [s.name for s in registry.candidates("x.lif")] == ["readlif", "bioformats"]
     assert [s.name for s in registry.candidates("x.nd2")] == ["nd2", "bioformats"]
+    assert [s.name for s in registry.candidates("x.HTD")] == ["imagexpress", "bioformats"]
     assert [s.name for s in registry.candidates("x.dv")] == ["bioformats"]
     assert [s.name for s in registry.candidates("x.unknownext")] == ["bioformats"]
 
@@ -464,7 +469,9 @@ def test_autotx_info_command(sampledata, tmp_path):
     runner = CliRunner()
     ok = runner.invoke(app, ["info", str(sampledata / "nd2/arcadia_example-multichannel.nd2")])
     assert ok.exit_code == 0, ok.output
-    assert "backend: nd2" in ok.output and "Mono, DAPI, FITC BP, TRITC BP" in ok.output
+    assert "backend: nd2" in ok.output
+    assert "channels Mono, DAPI (ex 405 / em 450 nm), FITC BP (ex 405 / em 512 nm)" in ok.output
+    assert "objective: Plan Apo λ 20x, 20x, NA 0.75" in ok.output
     bad = runner.invoke(app, ["info", str(write(tmp_path / "bad.czi", b"\0" * 100))])
     assert bad.exit_code == 2
     assert "cannot read" in bad.output and "czifile" in bad.output
@@ -477,3 +484,237 @@ def test_no_warnings_when_reading_multifile_set(mm_set):
         for i in range(4):
             img.set_scene(i).data  # noqa: B018
         img.close()
+
+
+# --- metadata problems are reported, Java stays out of sight (issue 11) --------------------------
+
+
+def test_micromanager_ome_metadata_matches_bioformats(mm_set):
+    """MM 1.4 writes OME-XML of schema 2015-01: parsing it needs lxml (ome-types[lxml])."""
+    n, b = both(mm_set)
+    assert n.name == "tifffile"
+    for i in range(4):
+        n.set_scene(i)
+        b.set_scene(i)
+        assert n.physical_pixel_sizes == b.physical_pixel_sizes == (5.0, 1.0, 1.0)
+        assert n.channel_names == b.channel_names == ["Cy5", "DAPI"]
+    assert n.metadata.ome is not None and n.metadata_problems == []
+
+
+def test_unparsable_ome_xml_is_a_warning_naming_file_and_part():
+    class BadXml(ArrayReader):
+        def _ome_xml(self):
+            return "<OME><Image ID='Image:0'><Pixels"  # cut short
+
+    img = BadXml(np.zeros((4, 4), np.uint8), path="/data/cut.ome.tif")
+    with pytest.warns(MetadataWarning, match=r"/data/cut\.ome\.tif: the OME-XML could not be read"):
+        meta = img.metadata
+    assert meta.ome is None and meta.ome_xml.startswith("<OME")
+    assert len(img.metadata_problems) == 1 and "\n" not in img.metadata_problems[0]
+    assert img.channel_names == ["C:0"]  # the image stays usable
+
+
+CV8000_WPI = "hcs/CV8000_metadata_only/CV8000-Minimal-DataSet-2C-3W-4S-FP2-stack.wpi"
+
+
+@pytest.mark.parametrize("relpath,advice", [
+    (CV8000_WPI, "MeasurementData.mlf"),
+    ("hcs/ImageXpress_9987_Plate_3435/9987.HTD", "TimePoint_N"),
+])
+def test_bioformats_errors_are_one_line_without_java_output(sampledata, capfd, relpath, advice):
+    with pytest.raises(ReaderError) as info:
+        open_image(sampledata / relpath, backend="bioformats")
+    text = str(info.value)
+    assert "\n" not in text and str(sampledata / relpath) in text and advice in text
+    assert "Java object" not in text and "JavaException" not in text
+    stderr = capfd.readouterr().err
+    assert "Exception in thread" not in stderr and "\tat loci." not in stderr
+
+
+def test_folder_error_names_its_plate_file(sampledata):
+    folder = sampledata / "hcs/ImageXpress_9987_Plate_3435"
+    with pytest.raises(ReaderError, match=r"open its plate file .*9987\.HTD"):
+        open_image(folder)
+
+
+def test_autotx_info_errors_are_one_line(sampledata):
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "autotx"), "info", str(sampledata / CV8000_WPI)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines()
+              if line.startswith("error:") or "Traceback" in line or "\tat " in line]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot read"), result.stderr
+    unknown = subprocess.run(
+        [str(Path(sys.executable).parent / "autotx"), "info", str(sampledata / PLAIN_STACK),
+         "--backend", "nope"], capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert "unknown reader backend 'nope'" in unknown.stderr
+
+
+# --- native metadata equals Bio-Formats' (issue 11) -----------------------------------------------
+
+# Where the two legitimately differ, and why (asserted below, so this list stays true).
+DPI_ONLY = {  # resolution tags of a paint program, no calibration; BF converts dpi to um
+    "hcs/Cellomics_ExampleHuman_D03/AS_09125_050116030001_D03f00d2.tif",
+    "hcs/Cellomics_ExampleHuman_D03/AS_09125_050116030001_D03f00d0.tif",
+    "hcs/Cellomics_BBBC016_rowO/AS_09047_050428030001_O01f00d2.TIF",
+}
+SAVE_TIME_ONLY = {  # BF takes the TIFF DateTime tag (when Photoshop saved it) as acquisition
+    "hcs/Cellomics_ExampleHuman_D03/AS_09125_050116030001_D03f00d2.tif",
+}
+XZ_LIF = "lif/readlif_testdata_2channel_xz.lif"
+
+
+def _seconds(when):
+    """Compare times to the second, as naive UTC-or-local wall time (BF drops zones)."""
+    return None if when is None else when.replace(tzinfo=None, microsecond=0)
+
+
+@pytest.mark.parametrize("relpath", [rel for rel, _ in SAME_AXES] + sorted(DPI_ONLY - {
+    rel for rel, _ in SAME_AXES}) + [MOSAIC_CZI, "hcs/ImageXpress_9987_Plate_3435/TimePoint_1/"
+                                     "9987_B03_s2_w2.TIF"])
+def test_native_metadata_matches_bioformats(sampledata, relpath):
+    n, b = both(sampledata / relpath)
+    assert n.name != "bioformats"
+    for scene in n.scenes:
+        n.set_scene(scene.index)
+        b.set_scene(scene.index)
+        where = f"{relpath} scene {scene.index}"
+        assert n.channel_names == b.channel_names, where
+        for ours, theirs in zip(n.channels, b.channels, strict=True):
+            for field in ("excitation_nm", "emission_nm"):
+                if getattr(theirs, field) is not None and not relpath.endswith(".nd2"):
+                    assert getattr(ours, field) == getattr(theirs, field), (where, field)
+        if n.scan_axes == "ZYX":
+            for axis, ours, theirs in zip("ZYX", n.physical_pixel_sizes, b.physical_pixel_sizes,
+                                          strict=True):
+                if relpath in DPI_ONLY and axis != "Z":
+                    assert ours is None and theirs is not None, (where, axis)
+                elif theirs is not None and not (axis == "Z" and n.dims.Z == 1):
+                    assert ours == pytest.approx(theirs, rel=1e-6), (where, axis)
+        if relpath in SAVE_TIME_ONLY:
+            assert n.acquisition_time is None and b.acquisition_time is not None
+        elif b.acquisition_time is not None:
+            assert _seconds(n.acquisition_time) == _seconds(b.acquisition_time), where
+        if b.objective is not None:
+            assert n.objective.name == b.objective.name, where
+            for field in ("magnification", "numerical_aperture"):
+                if getattr(b.objective, field) is not None:
+                    assert getattr(n.objective, field) == getattr(b.objective, field), where
+        assert n.metadata_problems == [], n.metadata_problems
+
+
+def test_nd2_metadata_has_what_bioformats_has_and_more(sampledata):
+    """ND2: emission, objective and NA agree; nd2 also reads the acquisition date and the
+    excitation the file records (Bio-Formats 7.3 reports neither)."""
+    n, b = both(sampledata / "nd2/arcadia_example-multichannel.nd2")
+    assert [c.emission_nm for c in n.channels] == [c.emission_nm for c in b.channels] == [
+        None, 450.0, 512.0, 595.0]
+    assert b.acquisition_time is None and n.acquisition_time.year == 2025
+    assert n.objective.magnification == 20.0 and b.objective.magnification is None
+
+
+def test_xz_scans_are_labelled_and_scaled_as_xz(sampledata):
+    """A Leica XZ plane's rows are depth: its row spacing is a Z spacing, not Y."""
+    n, b = both(sampledata / XZ_LIF)
+    for index, name in enumerate(["xzt", "xzy", "xz"]):
+        n.set_scene(index)
+        b.set_scene(index)
+        assert n.current_scene.name == name and n.scan_axes == "YZX"
+        assert b.scan_axes == "ZYX"  # Bio-Formats draws the plane as XY
+        rows, columns = n.plane_pixel_size
+        # the same numbers, now under their physical axis
+        assert rows == pytest.approx(b.physical_pixel_sizes.Y, rel=1e-6)
+        assert rows == n.physical_pixel_sizes.Z
+        assert columns == pytest.approx(b.physical_pixel_sizes.X, rel=1e-6)
+    # xzy: the stacked positions step along Y (Bio-Formats calls them Z)
+    n.set_scene(1)
+    b.set_scene(1)
+    y_step = n.physical_pixel_sizes.Y
+    assert y_step == pytest.approx(b.physical_pixel_sizes.Z, rel=1e-6)
+    assert n.array_pixel_sizes == (y_step, n.physical_pixel_sizes.Z, n.physical_pixel_sizes.X)
+    n.set_scene(2)
+    assert n.physical_pixel_sizes.Y is None  # one Y position: no Y spacing
+    n.set_scene(0)
+    assert n.time_increment == pytest.approx(10.07 / 19)  # 20 frames over 10.07 s
+    text = summarize(sampledata / XZ_LIF)
+    assert "XZ scan: plane rows are Z, the Z index steps along Y" in text
+    assert "channels Leica/FITC, Leica/TRITC" in text
+
+
+def test_ordinary_images_are_zyx_scans(sampledata):
+    img = open_image(sampledata / "czi/czitools_CellDivision_T3_Z5_CH2_X240_Y170.czi")
+    assert img.scan_axes == "ZYX"
+    assert img.plane_pixel_size == (img.physical_pixel_sizes.Y, img.physical_pixel_sizes.X)
+    assert img.array_pixel_sizes == img.physical_pixel_sizes
+
+
+def test_ome_essentials_convert_units_without_the_ome_model():
+    from autotx_lib.imaging.readers.ome_xml import summarize_ome
+
+    xml = """<?xml version="1.0" encoding="UTF-8"?>
+    <OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2015-01">
+      <Instrument ID="Instrument:0">
+        <Objective ID="Objective:0" Model="UPLSAPO 60XO" NominalMagnification="60"
+                   LensNA="1.35" Immersion="Oil"/>
+      </Instrument>
+      <Image ID="Image:0" Name="cells">
+        <AcquisitionDate>2020-05-04T10:20:30</AcquisitionDate>
+        <ObjectiveSettings ID="Objective:0"/>
+        <Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint16" SizeX="4" SizeY="4" SizeZ="1"
+                SizeC="2" SizeT="3" PhysicalSizeX="108" PhysicalSizeXUnit="nm"
+                PhysicalSizeY="0.108" TimeIncrement="250" TimeIncrementUnit="ms">
+          <Channel ID="Channel:0:0" Name="GFP" ExcitationWavelength="0.488"
+                   ExcitationWavelengthUnit="µm" EmissionWavelength="510"/>
+          <Channel ID="Channel:0:1" Name="RFP"/>
+        </Pixels>
+      </Image>
+    </OME>"""
+    image = summarize_ome(xml).images[0]
+    assert image.pixel_sizes == (None, 0.108, pytest.approx(0.108))
+    assert image.channel_names == ["GFP", "RFP"]
+    assert image.wavelengths == [(pytest.approx(488.0), 510.0), (None, None)]
+    assert image.time_increment == pytest.approx(0.25)
+    assert image.acquisition_time.isoformat() == "2020-05-04T10:20:30"
+    assert (image.objective.name, image.objective.magnification, image.objective.immersion) == (
+        "UPLSAPO 60XO", 60.0, "Oil")
+    assert summarize_ome(xml).has_plate is False
+
+
+def test_ome_tiff_essentials_need_no_ome_model(mm_set):
+    """Pixel sizes, channels and objective of an OME-TIFF come without importing ome-types
+    (its first parse in a process costs hundreds of milliseconds)."""
+    result = run_python(f"""
+        import sys
+        from autotx_lib.imaging.readers import open_image
+        img = open_image({str(mm_set)!r})
+        print(img.physical_pixel_sizes, img.channel_names, img.acquisition_time, img.plate)
+        print("ome_types" in sys.modules)
+    """)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "['Cy5', 'DAPI'] 2016-02-11 17:00:16 None" in lines[0]
+    assert lines[1] == "False"
+
+
+def test_a_bad_ome_value_loses_only_itself():
+    class OddDate(ArrayReader):
+        def _ome_xml(self):
+            return ('<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+                    '<Image ID="Image:0"><AcquisitionDate>yesterday</AcquisitionDate>'
+                    '<Pixels ID="Pixels:0" PhysicalSizeX="0.5" PhysicalSizeY="n/a"/></Image></OME>')
+
+        def _physical_pixel_sizes(self, scene):  # the base's OME default, not ArrayReader's
+            return Image._physical_pixel_sizes(self, scene)
+
+    img = OddDate(np.zeros((4, 4), np.uint8), path="/data/odd.ome.tif")
+    with pytest.warns(MetadataWarning) as caught:
+        assert img.physical_pixel_sizes == (None, None, 0.5)
+        assert img.acquisition_time is None
+    messages = [str(w.message) for w in caught]
+    assert any("the OME AcquisitionDate could not be read ('yesterday' is no date)" in m
+               for m in messages)
+    assert any("the OME PhysicalSizeY could not be read" in m for m in messages)

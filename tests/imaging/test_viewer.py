@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("bokeh", reason="the viewer needs bokeh (the viz extra)")
 pytest.importorskip("jupyter_bokeh", reason="the viewer needs jupyter_bokeh (the viz extra)")
 
+from autotx_lib.imaging.composite import composite_rgba  # noqa: E402
 from autotx_lib.imaging.readers import ArrayReader, open_image  # noqa: E402
 from autotx_lib.imaging.viewer import (  # noqa: E402
     PALETTES,
@@ -271,3 +272,166 @@ def test_a_bad_change_leaves_the_view_as_it_was(stack):
         viewer.set(z=3, contrast="bright")
     assert viewer.z == 2
     np.testing.assert_array_equal(viewer.current, before)
+
+
+# --- the composite ------------------------------------------------------------------
+
+
+@pytest.fixture
+def channels() -> np.ndarray:
+    """Three channels (C, Z, Y, X), each bright in its own box."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 50, (3, 7, 16, 18), dtype=np.uint16)
+    data[0, :, 2:6, 2:6] += 1000
+    data[1, :, 8:12, 2:6] += 2000
+    data[2, 3, 8:12, 10:14] += 3000
+    return data
+
+
+def shown_composite(viewer, planes: list[np.ndarray], shown: list[int]) -> np.ndarray:
+    return composite_rgba([planes[c] for c in shown],
+                          [viewer.channel_colors[c] for c in shown],
+                          [viewer.channel_contrast[c] for c in shown])
+
+
+def test_several_channels_open_as_a_composite_that_follows_z(channels):
+    viewer = view_stack(channels, z=2, half_width=1)
+    assert viewer.composite and len(viewer.channel_colors) == 3
+    assert viewer.channel_colors == ["#ff0000", "#00ff00", "#0000ff"]  # none given: by index
+    projections = [channels[c, 1:4].max(axis=0) for c in range(3)]
+    np.testing.assert_array_equal(viewer.composite_image,
+                                  shown_composite(viewer, projections, [0, 1, 2]))
+    np.testing.assert_array_equal(viewer.current, projections[0])  # the selected channel
+    assert all(low < high for low, high in viewer.channel_contrast)  # automatic, per channel
+    viewer.widget  # noqa: B018
+    viewer.z_slider.value = 5
+    projections = [channels[c, 4:7].max(axis=0) for c in range(3)]
+    np.testing.assert_array_equal(viewer.source.data["rgba"][0],
+                                  shown_composite(viewer, projections, [0, 1, 2]))
+    assert "composite of 3/3 channels" in viewer.info.value
+
+
+def test_channel_rows_toggle_recolour_and_rescale_the_composite(channels):
+    viewer = view_stack(channels, z=3, colors=["magenta", "#00ff00", (0, 128, 255)])
+    viewer.widget  # noqa: B018
+    planes = [channels[c, 3] for c in range(3)]
+    rows = viewer.channel_controls
+    assert [row.color.value for row in rows] == ["#ff00ff", "#00ff00", "#0080ff"]
+    rows[1].visible.value = False
+    assert viewer.channel_visible == [True, False, True]
+    np.testing.assert_array_equal(viewer.composite_image, shown_composite(viewer, planes, [0, 2]))
+    rgba = viewer.composite_image.view(np.uint8).reshape(16, 18, 4)
+    assert rgba[10, 4, :3].max() < 60  # channel 1's box is gone
+    rows[0].color.value = "#ffff00"
+    assert viewer.channel_colors[0] == "#ffff00"
+    rows[2].contrast.value = (0.0, 2000.0)
+    assert viewer.channel_contrast[2] == (0.0, 2000.0)
+    np.testing.assert_array_equal(viewer.composite_image, shown_composite(viewer, planes, [0, 2]))
+    rows[2].auto.click()
+    assert viewer.channel_contrast[2] == auto_contrast(planes[2])
+    for row in rows:
+        row.visible.value = False
+    assert "composite of 0/3 channels" in viewer.info.value
+    black = viewer.composite_image.view(np.uint8).reshape(16, 18, 4)
+    assert (black[..., :3] == 0).all() and (black[..., 3] == 255).all()
+
+
+def test_composite_and_single_channel_modes_switch_renderers_and_controls(channels):
+    viewer = view_stack(channels, channel=2)  # a channel asked for: shown alone
+    assert not viewer.composite and viewer.composite_image is None
+    viewer.widget  # noqa: B018
+    mapped, rgba = viewer._renderers[0]
+    assert mapped.visible and not rgba.visible and viewer.channel_panel.layout.display == "none"
+    viewer.set_channel(2, contrast=(0.0, 4000.0))
+    assert viewer.contrast == (0.0, 4000.0)
+    assert (viewer.color_mapper.low, viewer.color_mapper.high) == (0.0, 4000.0)
+    viewer.composite_box.value = True
+    assert viewer.composite and rgba.visible and not mapped.visible
+    assert viewer.channel_panel.layout.display == "" and viewer.palette_picker.layout.display == "none"
+    assert viewer.channel_controls[2].contrast.value == (0.0, 4000.0)  # limits kept per channel
+    viewer.set(composite=False)
+    assert mapped.visible and viewer.contrast_slider.value == (0.0, 4000.0)
+    np.testing.assert_array_equal(viewer.source.data["image"][0], channels[2, 3])
+
+
+def test_twenty_channels_fit_in_a_scrolling_panel():
+    data = np.random.default_rng(6).integers(0, 1000, (20, 3, 8, 8), dtype=np.uint16)
+    viewer = view_stack(data)
+    viewer.widget  # noqa: B018
+    assert len(viewer.channel_controls) == 20 and len(set(viewer.channel_colors)) == 20
+    panel = viewer.channel_panel.layout
+    assert panel.max_height == "216px" and panel.overflow == "hidden auto"  # 7 rows, then a scroll bar
+    assert all(row.box.layout.min_height == "30px" for row in viewer.channel_controls)
+    np.testing.assert_array_equal(
+        viewer.composite_image,
+        shown_composite(viewer, [data[c, 1] for c in range(20)], list(range(20))))
+
+
+def test_a_lazy_composite_reads_only_the_shown_channels(channels):
+    image = CountingReader(channels[None])
+    viewer = view_stack(image, z=1)
+    assert sorted(image.read) == [(0, 0, 1), (0, 1, 1), (0, 2, 1)]
+    viewer.set_channel(1, visible=False)
+    viewer.set(z=2)
+    assert sorted(image.read[3:]) == [(0, 0, 2), (0, 2, 2)]
+
+
+def test_orthogonal_views_of_a_composite(channels):
+    viewer = view_stack(channels, orthogonal=True)
+    y, x = viewer.crosshair
+    expected = shown_composite(viewer, [channels[c, :, y, :] for c in range(3)], [0, 1, 2])
+    np.testing.assert_array_equal(viewer.xz_source.data["rgba"][0], expected)
+    viewer.set_channel(0, visible=False)
+    expected = shown_composite(viewer, [channels[c, :, :, x].T for c in range(3)], [1, 2])
+    np.testing.assert_array_equal(viewer.yz_source.data["rgba"][0], expected)
+
+
+def test_composite_of_a_real_file_uses_its_channel_colours(sampledata):
+    with open_image(sampledata / "nd2" / "arcadia_example-multichannel.nd2") as image:
+        viewer = view_stack(image)
+        assert viewer.composite
+        assert viewer.channel_colors == ["#ffffff", "#0033ff", "#07ff00", "#ffbf00"]
+        planes = [image.plane(c=c) for c in range(4)]
+        np.testing.assert_array_equal(viewer.composite_image,
+                                      shown_composite(viewer, planes, [0, 1, 2, 3]))
+
+
+def test_bad_channel_settings_leave_the_view_as_it_was(channels):
+    viewer = view_stack(channels)
+    before = viewer.composite_image.copy()
+    with pytest.raises(ValueError, match="as a colour"):
+        viewer.set_channel(0, visible=False, color="sparkly")
+    with pytest.raises(ValueError, match="low < high"):
+        viewer.set_channel(1, visible=False, contrast=(9, 1))
+    with pytest.raises(ValueError, match="3 entries for 2 channels"):
+        view_stack(channels[:2], colors=["red", "green", "blue"])
+    assert viewer.channel_visible == [True, True, True]
+    np.testing.assert_array_equal(viewer.composite_image, before)
+
+
+def test_cached_planes_outlive_a_closed_file(sampledata):
+    # the nd2 reader returns views of its memory-mapped file: touching one after close()
+    # crashed the kernel; the viewer's cache keeps copies, and new reads say it is closed
+    with open_image(sampledata / "nd2" / "arcadia_example-zstack.nd2") as image:
+        viewer = view_stack(image, z=5)
+        expected = image.plane(z=5).copy()
+    viewer.set(z=5, contrast="auto")
+    np.testing.assert_array_equal(viewer.current, expected)
+    with pytest.raises(Exception, match="closed"):
+        viewer.set(z=6)
+    assert viewer.z == 5
+
+
+def test_an_xz_scan_is_drawn_as_xz_with_its_depth_spacing(sampledata):
+    """A Leica XZ plane's rows are depth: the axis says z, and the plane's height uses the
+    z spacing (Bio-Formats draws it as XY with the Y spacing)."""
+    image = open_image(sampledata / "lif/readlif_testdata_2channel_xz.lif")
+    image.set_scene(2)  # "xz": one plane, rows are depth
+    viewer = StackViewer(image)
+    rows, columns = image.plane_pixel_size
+    assert viewer.axis_names == ("y", "z", "x")
+    assert viewer.figure.yaxis.axis_label == "z (µm)"
+    assert viewer.figure.xaxis.axis_label == "x (µm)"
+    assert viewer.figure.y_range.start == pytest.approx(image.dims.Y * rows)
+    assert viewer.figure.x_range.end == pytest.approx(image.dims.X * columns)
+    image.close()

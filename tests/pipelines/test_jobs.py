@@ -21,6 +21,7 @@ from autotx_lib.pipelines.jobs import (
     retry_job,
 )
 
+from ..conftest import wait_for
 from .conftest import closed_port
 
 
@@ -75,7 +76,7 @@ def test_a_job_runs_once_and_records_state_duration_and_result(journal):
     job_id = journal.add_job("echo", None, {"text": "hi"})
 
     def echo(job):
-        time.sleep(0.05)
+        time.sleep(0.05)  # the job takes time (its duration is measured), it waits for nothing
         return {"said": job.payload["text"], "attempt": job.attempt}
 
     outcomes = JobRunner(journal, {"echo": echo}).run_once()
@@ -216,10 +217,7 @@ def test_background_thread_runs_jobs_and_stops(journal):
     assert done.wait(5)
     runner.stop(timeout=5)
     assert not runner._thread.is_alive()
-    deadline = time.monotonic() + 5
-    while not journal.jobs_in(["finished"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert journal.jobs_in(["finished"])
+    wait_for(lambda: journal.jobs_in(["finished"]), 5, "the job to be recorded as finished")
 
 
 def test_list_jobs_shows_newest_first(journal):

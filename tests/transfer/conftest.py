@@ -71,3 +71,27 @@ def mount_tmpfs():
     yield make
     for mount in mounts:
         mount.unmount()
+
+
+def write_config(facility, path: Path, extra: str = "") -> Path:
+    """The facility as a TOML file for the `autotx` command (``extra``: top-level keys)."""
+    path.write_text(f'incoming = "{facility.incoming}"\nmanaged = "{facility.managed}"\n'
+                    f'destination = "{facility.destination}"\nhost_alias = "pc1"\n'
+                    f'agent_id = "{facility.agent_id}"\n'  # the same agent as Agent(facility)
+                    'poll_seconds = 0.2\n' + extra +
+                    '[readiness]\nquiet_seconds = 0\n[gate]\nmax_cpu_percent = 100\n'
+                    'min_available_memory_mb = 0\n')
+    return path
+
+
+@pytest.fixture
+def admin_mail(facility):
+    """A real SMTP server on loopback; the facility mails its admin there."""
+    from .test_notify import Server
+
+    server = Server()
+    facility.email.smtp_host, facility.email.smtp_port = "127.0.0.1", server.port
+    facility.email.security = "none"
+    facility.email.admin = "admin@example.org"
+    yield server.inbox
+    server.stop()

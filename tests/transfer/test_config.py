@@ -143,10 +143,20 @@ def test_config_check_reports_ignored_autotx_keys(tmp_path):
 
 
 def test_bad_config_never_starts_an_agent(tmp_path):
-    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "nowhere"\n')
+    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "in/m"\ndestination = "nowhere"\n')
     result = runner.invoke(app, ["run", "--once", "-c", str(bad)])
-    assert result.exit_code == 2 and "not reachable" in result.output
-    assert not (tmp_path / "m").exists()
+    assert result.exit_code == 2 and "overlap" in result.output
+    assert not (tmp_path / "in" / "m").exists()
+
+
+def test_an_unmounted_destination_is_reported_by_check_but_does_not_stop_run(tmp_path):
+    """A share mounted after boot: `config check` says so; `run` starts and the data waits."""
+    file = write(tmp_path / "late.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "nowhere"\n')
+    check = runner.invoke(app, ["config", "check", str(file)])
+    assert check.exit_code == 2 and "not reachable" in check.output
+    result = runner.invoke(app, ["run", "--once", "-c", str(file)])
+    assert result.exit_code == 0, result.output  # nothing to do, nothing failed
+    assert "not reachable" in result.output and "datasets wait for it" in result.output
 
 
 def test_config_check_reports_an_unreachable_smtp_host(tmp_path):
@@ -156,3 +166,116 @@ def test_config_check_reports_an_unreachable_smtp_host(tmp_path):
     result = runner.invoke(app, ["config", "check", str(file)])
     assert result.exit_code == 2
     assert "email.smtp_host" in result.output and "transfers go on" in result.output
+
+
+# --- symbolic links, secrets, addresses ------------------------------------------------------
+
+
+def test_a_destination_that_is_a_symlink_into_incoming_is_refused(tmp_path):
+    (tmp_path / "in" / "alice").mkdir(parents=True)
+    (tmp_path / "storage").symlink_to(tmp_path / "in" / "alice")
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "mnt" / "managed").symlink_to(tmp_path / "storage")  # a link to a link
+    file = write(tmp_path / "a.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n')
+    problems = {p.key: p.message for p in check_config(load_config(file))}
+    assert "overlap" in problems["incoming/destination"]
+    assert f"-> {tmp_path / 'in' / 'alice'}" in problems["incoming/destination"]
+    config = load_config(file)
+    config.managed = tmp_path / "mnt" / "managed" / "sub"
+    keys = {p.key for p in check_config(config)}
+    assert {"incoming/managed", "managed/destination"} <= keys
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 2 and "overlap" in result.output
+
+
+def test_config_check_never_prints_the_journal_password(tmp_path):
+    (tmp_path / "storage").mkdir()
+    file = write(tmp_path / "pg.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                 'journal = "postgresql+psycopg://autotx:s3cr3t-pw@db.example.org/autotx"\n')
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 0, result.output
+    assert "s3cr3t-pw" not in result.output
+    assert "journal=postgresql+psycopg://autotx:***@db.example.org/autotx" in result.output
+
+    assert "s3cr3t-pw" not in repr(load_config(file))
+    unreachable = write(tmp_path / "down.toml", file.read_text().replace(
+        "db.example.org", "127.0.0.1:1"))  # nothing listens on port 1
+    result = runner.invoke(app, ["run", "--once", "-c", str(unreachable)])
+    assert result.exit_code == 2 and "cannot open the journal" in result.output
+    assert "autotx:***@127.0.0.1:1" in result.output and "s3cr3t-pw" not in result.output
+
+    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                'journal = "postgresql://autotx:s3cr3t-pw@db.example.org:fivefour/autotx"\n')
+    result = runner.invoke(app, ["config", "check", str(bad)])
+    assert result.exit_code == 2 and "journal: " in result.output
+    assert "not a database URL" in result.output and "s3cr3t-pw" not in result.output
+
+
+@pytest.mark.parametrize("section", ["email", "omero"])
+def test_a_password_file_others_can_read_is_warned_about_not_refused(tmp_path, section):
+    (tmp_path / "storage").mkdir()
+    secret = tmp_path / "smtp-password"
+    secret.write_text("s3cr3t-pw\n")
+    secret.chmod(0o644)
+    file = write(tmp_path / "a.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                 f'[{section}]\npassword_file = "{secret}"\n')
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 0, result.output  # a warning, not a refusal
+    assert f"warning: {section}.password_file" in result.output
+    assert f"chmod 600 {secret}" in result.output and "0644" in result.output
+    assert "s3cr3t-pw" not in result.output
+
+    secret.chmod(0o600)
+    result = runner.invoke(app, ["config", "check", str(file)])
+    assert result.exit_code == 0 and "warning" not in result.output
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ('admin = "admin@example.org, evil@attacker.test"', "email.admin"),
+    ('sender = "autotx@pc\\u2028Bcc: evil@attacker.test"', "email.sender"),
+    ('user_address_pattern = "{user}@example.org,evil@attacker.test"',
+     "email.user_address_pattern"),
+    ('user_address_pattern = "{login}@example.org"', "email.user_address_pattern"),
+    ('user_addresses = {alice = "alice@example.org;bob@example.org"}', "email.user_addresses"),
+])
+def test_an_address_setting_that_is_not_one_address_is_a_config_problem(tmp_path, setting, key):
+    (tmp_path / "storage").mkdir()
+    file = write(tmp_path / "a.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "storage"\n'
+                 f'[email]\n{setting}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(file)
+    assert [p.key for p in caught.value.problems] == [key]
+
+
+def test_address_settings_that_are_one_address_are_accepted():
+    config = Config(incoming="/in", managed="/m", destination="/d", email={
+        "admin": "Facility Admin <admin@example.org>", "sender": "autotx@lsm880.example.org",
+        "user_address_pattern": "{user}@example.org", "admin_debug": "",
+        "user_addresses": {"jörg": "Jörg Müller <j.mueller@example.org>"}})
+    assert config.email.user_addresses["jörg"].endswith("<j.mueller@example.org>")
+
+
+def test_a_misspelt_key_gets_a_did_you_mean_in_its_own_section(tmp_path):
+    file = tmp_path / "typo.toml"
+    file.write_text(f'incoming = "{tmp_path / "in"}"\nmanaged = "{tmp_path / "m"}"\n'
+                    f'destination = "{tmp_path}"\ndestinaton_alias = "x"\nzzz = 1\n'
+                    '[readiness]\nquiet_secnds = 3\n[[space_monitoring]]\npath = "/"\n'
+                    'min_free_mb = 1\nmin_fre_mb = 2\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(file)
+    fixes = {p.key: (p.message, p.fix) for p in caught.value.problems}
+    assert fixes["readiness.quiet_secnds"] == ("unknown key",
+                                               "did you mean 'quiet_seconds'? Otherwise remove it")
+    assert fixes["destinaton_alias"][1].startswith("did you mean 'destination_alias'?")
+    assert fixes["space_monitoring.0.min_fre_mb"][1].startswith("did you mean 'min_free_mb'?")
+    assert "the keys here are: agent_id, copy, " in fixes["zzz"][1]  # nothing close: valid keys
+
+
+def test_config_keys_list_every_section_with_defaults():
+    from autotx_lib.config import config_keys
+
+    keys = {k.key: k for k in config_keys()}
+    assert keys["incoming"].default == "(required)"
+    assert keys["copy.workers"].default == "4" and keys["copy.workers"].type == "int"
+    assert keys["space_monitoring[].min_free_mb"].default == "(required)"
+    assert "xxh3_128" in keys["verify.algorithm"].type

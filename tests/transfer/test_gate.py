@@ -19,9 +19,15 @@ from autotx_lib.errors import DestinationError
 from autotx_lib.journal import Journal
 from autotx_lib.transfer import control
 from autotx_lib.transfer.agent import Agent
-from autotx_lib.transfer.gate import GateMonitor, Reading, normalize_process_name, pause_reasons
+from autotx_lib.transfer.gate import (
+    GateMonitor,
+    Reading,
+    normalize_process_name,
+    pause_reasons,
+)
 from autotx_lib.transfer.status import status
 
+from ..conftest import wait_for
 from .conftest import make_dataset, tree
 
 MONDAY_NOON = dt.datetime(2026, 11, 23, 12, 0)
@@ -86,15 +92,6 @@ def start_agent_in_thread(config):
     return agent, thread, progress, result
 
 
-def wait_for(condition, seconds=30.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_blacklisted_process_appearing_mid_file_pauses_and_resumes_mid_file(facility, tmp_path):
     facility.gate.blacklisted_processes = ["AcquireX.exe"]
     facility.gate.bandwidth_mb_s = 20  # 40 MB take about 2 s: time to start the process
@@ -105,12 +102,15 @@ def test_blacklisted_process_appearing_mid_file_pauses_and_resumes_mid_file(faci
     shutil.copy("/bin/sleep", fake)
 
     agent, thread, progress, result = start_agent_in_thread(facility)
-    assert wait_for(lambda: progress and progress[-1].bytes_done > 5_000_000)
+    wait_for(lambda: progress and progress[-1].bytes_done > 5_000_000, 30, "5 MB copied")
     acquisition = subprocess.Popen([str(fake), "30"])
     try:
-        assert wait_for(lambda: any(e.kind == "paused" for e in agent.journal.recent_events(20)))
-        paused_at = progress[-1].bytes_done
-        time.sleep(1.5)
+        wait_for(lambda: any(e.kind == "paused" for e in agent.journal.recent_events(20)), 30,
+                 "the agent to pause for the blacklisted process")
+        reports, paused_at = len(progress), progress[-1].bytes_done
+        # the copy loop reports about twice a second, paused or not: three more reports
+        # are a second or more spent paused, counted by the agent itself
+        wait_for(lambda: len(progress) >= reports + 3, 30, "three progress reports while paused")
         assert progress[-1].bytes_done - paused_at <= 8_000_000  # at most a chunk in flight
         assert progress[-1].bytes_done < len(content)
         assert "acquirex" in (status(facility).agent_detail or "")
@@ -158,10 +158,10 @@ def test_bandwidth_cap_can_change_while_running(facility):
     facility.gate.bandwidth_mb_s = 4
     make_dataset(facility.incoming, "alice", "exp", {"a.raw": os.urandom(8_000_000)})
     agent, thread, progress, result = start_agent_in_thread(facility)
-    assert wait_for(lambda: progress and progress[-1].bytes_done > 1_000_000)
+    wait_for(lambda: progress and progress[-1].bytes_done > 1_000_000, 30, "1 MB copied")
     assert agent._bandwidth() == 4
     control.set_bandwidth(facility, 400)  # from another process in real life: the journal
-    assert wait_for(lambda: agent._bandwidth() == 400, seconds=5)
+    wait_for(lambda: agent._bandwidth() == 400, 5, "the agent to read the new cap")
     thread.join(60)
     assert result["summary"].delivered
     with pytest.raises(ValueError, match="positive number"):
@@ -180,8 +180,10 @@ def test_stalled_copy_is_detected_and_aborted(tmp_path):
     gate = GateMonitor(GateSettings(max_cpu_percent=100, min_available_memory_mb=0), tmp_path,
                        interval=0.05, stall_seconds=0.3).start()
     try:
-        gate.throttle(1000)
-        time.sleep(0.8)  # no progress for longer than stall_seconds
+        started = time.monotonic()
+        gate.throttle(1000)  # then no progress: the gate's own thread must notice
+        wait_for(lambda: gate.stalled, 10, "the gate to notice that no byte was copied")
+        assert time.monotonic() - started >= 0.3, "a stall declared before stall_seconds"
         with pytest.raises(DestinationError, match="stalled"):
             gate.throttle(1000)
     finally:
@@ -193,13 +195,20 @@ def test_stalled_dataset_is_retried_and_then_delivered(facility, monkeypatch):
     make_dataset(facility.incoming, "alice", "exp", {"a.raw": os.urandom(3_000_000)})
     real = os.copy_file_range
     calls = {"n": 0}
+    monitors: list[GateMonitor] = []
+    real_start = GateMonitor.start
+
+    def recorded_start(self):
+        monitors.append(self)
+        return real_start(self)
 
     def hanging_once(*args):
         calls["n"] += 1
-        if calls["n"] == 1:
-            time.sleep(1.0)  # a share that stops answering for a while
+        if calls["n"] == 1:  # a share that stops answering until the agent gives up on it
+            wait_for(lambda: monitors[-1].stalled, 30, "the gate to notice the stalled copy")
         return real(*args)
 
+    monkeypatch.setattr(GateMonitor, "start", recorded_start)
     monkeypatch.setattr(os, "copy_file_range", hanging_once)
     first = Agent(facility).run(once=True)
     assert first.retrying and not first.delivered
@@ -219,7 +228,7 @@ def test_destination_removed_mid_transfer_and_restored(facility):
     offline = facility.destination.with_name("storage-offline")
 
     agent, thread, progress, result = start_agent_in_thread(facility)
-    assert wait_for(lambda: progress and progress[-1].files_done >= 2)
+    wait_for(lambda: progress and progress[-1].files_done >= 2, 30, "two files verified")
     os.rename(facility.destination, offline)  # the share goes away
     thread.join(60)
 

@@ -563,3 +563,106 @@ def test_agent_mails_user_and_admin_and_keeps_mail_while_the_server_is_down(faci
     to_admin = [m["Subject"] for m in server.inbox.to("admin@example.org")]
     assert any("quarantined" in subject for subject in to_admin)
     assert any("started" in subject.lower() for subject in to_admin)
+
+
+# --- addresses made from folder names, and messages that can never be sent ------------------
+
+
+def kinds(server: Server) -> list[str]:
+    return [m["X-Autotx-Kind"] for _, m in server.inbox.messages]
+
+
+@pytest.mark.parametrize("user", ["evil@attacker.test,alice", "al\u2028ice", "jörg"])
+def test_a_user_folder_that_gives_no_safe_address_gets_no_mail_and_the_admin_is_told_once(
+        facility, smtp_server, user):
+    server = smtp_server()
+    with_email(facility, server.port)
+    (facility.destination / user).mkdir()
+    make_dataset(facility.incoming, user, "run1", {"a.tif": b"1"})
+    make_dataset(facility.incoming, "alice", "run2", {"b.tif": b"2"})
+
+    first = Agent(facility).run(once=True)  # must not raise at mail time
+    make_dataset(facility.incoming, user, "run3", {"c.tif": b"3"})
+    second = Agent(facility).run(once=True)
+
+    assert len(first.delivered) == 2 and len(second.delivered) == 1  # transfers go on
+    recipients = [r for rcpt, _ in server.inbox.messages for r in rcpt]
+    assert not any("attacker" in r or "ice@" in r.replace("alice@", "") for r in recipients)
+    assert len(server.inbox.to("alice@example.org")) == 1  # the other user's mail went out
+    [told] = [m for m in server.inbox.to("admin@example.org")
+              if m["X-Autotx-Kind"] == notify.BAD_ADDRESS]
+    assert "no e-mail for user" in told["Subject"] and "\u2028" not in told["Subject"]
+    assert "email.user_addresses" in body(told) and repr(user) in body(told)
+    journal = Journal(facility.journal_url)
+    warnings = [e for e in journal.recent_events(200) if e.kind == "mail-bad-address"]
+    assert len(warnings) == 1 and repr(user) in warnings[0].message
+    assert journal.pending_mail() == []
+
+
+def test_a_mapped_address_for_such_a_user_is_used(facility, smtp_server):
+    server = smtp_server()
+    with_email(facility, server.port,
+               user_addresses={"evil@attacker.test,alice": "Alice <alice@example.org>"})
+    (facility.destination / "evil@attacker.test,alice").mkdir()
+    make_dataset(facility.incoming, "evil@attacker.test,alice", "run1", {"a.tif": b"1"})
+    Agent(facility).run(once=True)
+    [(rcpt, message)] = [(r, m) for r, m in server.inbox.messages
+                         if m["X-Autotx-Kind"] == notify.TRANSFER_FINISHED]
+    assert rcpt == ["alice@example.org"] and message["To"] == "Alice <alice@example.org>"
+
+
+def test_one_unsendable_message_is_given_up_and_never_blocks_the_others(facility,
+                                                                        smtp_server):
+    server = smtp_server()
+    journal = Journal(with_email(facility, server.port).journal_url)
+    bad = {  # rows an older version may have queued, or a broken template produced
+        journal.queue_mail("x", "evil@attacker.test, alice@example.org", "s", "b"): "2 addresses",
+        journal.queue_mail("x", "al\u2028ice@example.org", "s", "b"): "line-separator",
+        journal.queue_mail("x", "bob@example.org", "two\nlines", "b"): "cannot be built",
+    }
+    good = journal.queue_mail("x", "carol@example.org", "hello", "body")
+    notifier = Notifier(facility, journal)
+
+    assert notifier.flush() == 1  # no exception, and carol's mail is not held back
+    assert [r for r, _ in server.inbox.messages] == [["carol@example.org"]]
+    with journal.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(outbox))}
+    assert rows[good].sent_at is not None
+    for mail_id, reason in bad.items():
+        row = rows[mail_id]
+        assert row.sent_at is None and "given up" in row.error and reason in row.error
+        assert row.next_attempt_at > utcnow() + dt.timedelta(days=365 * 50)
+    make_due(journal)  # even when due again by hand, nothing reaches the attacker
+    notifier.flush()
+    assert not any("attacker" in r for rcpt, _ in server.inbox.messages for r in rcpt)
+    failures = [e.message for e in journal.recent_events(20) if e.kind == "mail-failed"]
+    assert failures and all("\u2028" not in text for text in failures)
+
+
+def test_a_mail_that_makes_the_server_hang_up_holds_back_only_itself(facility):
+    class HangsUpOnBob(Inbox):
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            if envelope.rcpt_tos == ["bob@example.org"]:
+                server.transport.close()
+                return "451 gone"
+            return await super().handle_DATA(server, session, envelope)
+
+    port = free_port()
+    inbox = HangsUpOnBob()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        journal = Journal(with_email(facility, port).journal_url)
+        bob = journal.queue_mail("x", "bob@example.org", "s", "b")
+        carol = journal.queue_mail("x", "carol@example.org", "s", "b")
+        notifier = Notifier(facility, journal)
+        for _ in range(3):  # bob's mail comes first every time it is due
+            make_due(journal)
+            notifier.flush()
+        assert [r for r, _ in inbox.messages] == [["carol@example.org"]]
+        with journal.engine.connect() as conn:
+            rows = {r.id: r for r in conn.execute(select(outbox))}
+        assert rows[carol].sent_at is not None
+        assert rows[bob].sent_at is None and rows[bob].attempts == 3 and rows[bob].error
+    finally:
+        controller.stop()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,14 +33,25 @@ import numpy as np
 
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
+from autotx_lib.imaging.readers.ome_xml import OmeImage, OmeSummary, summarize_ome
 from autotx_lib.imaging.readers.types import (
     DIMENSION_ORDER,
+    Channel,
     Dimensions,
     ImageMetadata,
+    Objective,
     PhysicalPixelSizes,
     PlateInfo,
     Scene,
 )
+
+
+class MetadataWarning(UserWarning):
+    """A part of a file's metadata could not be read; pixels and the other parts still can.
+
+    The message names the file, the part (``"OME-XML"``, ``"channel names"``...) and why.
+    Every such problem is also listed in :attr:`Image.metadata_problems`.
+    """
 
 
 class BackendRefusal(ReaderError):
@@ -92,12 +104,17 @@ class Image(ABC):
         self._dtype_cache: dict[int, np.dtype] = {}
         self._data_cache: dict[int, np.ndarray] = {}
         self._metadata_cache: ImageMetadata | None = None
+        self._ome_text_cache: tuple[str | None] | None = None
+        self._ome_summary_cache: OmeSummary | None = None
         self._plate_cache: tuple[PlateInfo | None] | None = None
         self._closed = False
+        #: One line per metadata part that could not be read (also warned, see MetadataWarning).
+        self.metadata_problems: list[str] = []
         self._open()
         scenes = self._scene_list()
         if not scenes:
-            raise ReaderError(self.path, {self.name: "the file holds no image (no scene)"})
+            raise ReaderError(self.path, {self.name: "the file holds no image (no scene)"},
+                              "check it is the image file, not a settings or metadata file")
         self._scenes = tuple(
             Scene(index=i, id=str(sid), name=str(sname or "")) for i, (sid, sname) in enumerate(scenes)
         )
@@ -126,19 +143,47 @@ class Image(ABC):
 
     def _physical_pixel_sizes(self, scene: int) -> PhysicalPixelSizes:
         """Voxel size in micrometres; default: from the OME metadata, else unknown."""
-        ome = self.ome_metadata
-        if ome is not None and scene < len(ome.images):
-            return _ome_pixel_sizes(ome.images[scene].pixels)
-        return PhysicalPixelSizes(None, None, None)
+        image = self._ome_image(scene)
+        return image.pixel_sizes if image is not None else PhysicalPixelSizes(None, None, None)
 
     def _channel_names(self, scene: int) -> list[str] | None:
         """Channel names; default: from the OME metadata, else None (the base numbers them)."""
-        ome = self.ome_metadata
-        if ome is not None and scene < len(ome.images):
-            names = [ch.name or "" for ch in ome.images[scene].pixels.channels]
-            if len(names) == self._dims(scene).C and all(names):
-                return names
+        image = self._ome_image(scene)
+        if image is not None and len(image.channel_names) == self._dims(scene).C \
+                and all(image.channel_names):
+            return image.channel_names
         return None
+
+    def _ome_image(self, scene: int) -> OmeImage | None:
+        """The OME ``Image`` essentials of a scene (see :mod:`.ome_xml`), or None."""
+        images = self._ome_summary().images
+        return images[scene] if scene < len(images) else None
+
+    def _channel_wavelengths(self, scene: int) -> list[tuple[float | None, float | None]] | None:
+        """``[(excitation_nm, emission_nm), ...]`` per channel; default: from the OME metadata."""
+        image = self._ome_image(scene)
+        if image is None or len(image.wavelengths) != self._dims(scene).C:
+            return None
+        return image.wavelengths
+
+    def _acquisition_time(self, scene: int) -> datetime | None:
+        """When the scene was acquired; default: the OME ``AcquisitionDate``."""
+        image = self._ome_image(scene)
+        return None if image is None else image.acquisition_time
+
+    def _objective(self, scene: int) -> Objective | None:
+        """The objective; default: the OME Objective the image refers to (or the only one)."""
+        image = self._ome_image(scene)
+        return None if image is None else image.objective
+
+    def _time_increment(self, scene: int) -> float | None:
+        """Seconds between time points; default: the OME ``TimeIncrement``."""
+        image = self._ome_image(scene)
+        return None if image is None else image.time_increment
+
+    def _scan_axes(self, scene: int) -> str:
+        """What the Z, Y and X axes of the array are physically; ``"ZYX"`` but for scans."""
+        return "ZYX"
 
     def _ome_xml(self) -> str | None:
         """The file's OME-XML, if it has (or the backend can make) one."""
@@ -152,6 +197,8 @@ class Image(ABC):
         """Plate layout; default: from the OME metadata's first Plate."""
         from autotx_lib.imaging.readers.plate import plate_from_ome
 
+        if not self._ome_summary().has_plate:  # spares the full OME model for most files
+            return None
         ome = self.ome_metadata
         if ome is None:
             return None
@@ -230,6 +277,7 @@ class Image(ABC):
                 raise ReaderError(
                     self.path,
                     {self.name: f"scene {scene} has invalid sizes {sizes} (missing {missing})"},
+                    "the file's metadata is inconsistent; try backend='bioformats'",
                 )
             self._sizes_cache[scene] = Dimensions(**{a: int(sizes[a]) for a in DIMENSION_ORDER})
         return self._sizes_cache[scene]
@@ -271,11 +319,65 @@ class Image(ABC):
         return [str(n) for n in names]
 
     @property
+    def channels(self) -> list[Channel]:
+        """list of Channel : Name and excitation/emission wavelengths (nm) of each channel."""
+        names = self.channel_names
+        waves = self._channel_wavelengths(self._scene_index) or []
+        if len(waves) != len(names):
+            waves = [(None, None)] * len(names)
+        return [Channel(name, ex, em) for name, (ex, em) in zip(names, waves, strict=True)]
+
+    @property
+    def acquisition_time(self) -> datetime | None:
+        """datetime or None : When the current scene was acquired, as the file records it."""
+        return self._acquisition_time(self._scene_index)
+
+    @property
+    def objective(self) -> Objective | None:
+        """Objective or None : The objective lens of the current scene, where the file says."""
+        return self._objective(self._scene_index)
+
+    @property
+    def time_increment(self) -> float | None:
+        """float or None : Seconds between time points (between rows for an ``"ZTX"`` scan)."""
+        return self._time_increment(self._scene_index)
+
+    @property
+    def scan_axes(self) -> str:
+        """str : What the array's Z, Y and X axes are physically, as three letters.
+
+        ``"ZYX"`` for ordinary images. A Leica XZ scan is ``"YZX"``: a plane's rows are depth
+        (physical Z) and the Z index, if any, steps along Y. A line scan over time (XT) is
+        ``"ZTX"``: rows are successive times, :attr:`time_increment` apart.
+        :attr:`physical_pixel_sizes` always gives physical Z, Y and X spacings, so the rows
+        of an XZ plane are ``physical_pixel_sizes.Z`` apart; :attr:`plane_pixel_size` picks
+        the right ones for drawing a plane.
+        """
+        return self._scan_axes(self._scene_index)
+
+    @property
+    def array_pixel_sizes(self) -> PhysicalPixelSizes:
+        """PhysicalPixelSizes : Spacing along the array's Z, Y, X axes in micrometres.
+
+        The same as :attr:`physical_pixel_sizes` for ordinary images; for a scan it follows
+        :attr:`scan_axes` (an XZ plane's ``Y`` is its depth spacing; a time axis is None).
+        Use it to draw planes and scale bars.
+        """
+        sizes = self.physical_pixel_sizes._asdict()
+        return PhysicalPixelSizes(*(sizes.get(axis) for axis in self.scan_axes))
+
+    @property
+    def plane_pixel_size(self) -> tuple[float | None, float | None]:
+        """tuple : ``(rows, columns)`` spacing of a plane in micrometres (None: time or unknown)."""
+        sizes = self.array_pixel_sizes
+        return sizes.Y, sizes.X
+
+    @property
     def metadata(self) -> ImageMetadata:
         """ImageMetadata : ``ome`` (ome-types model or None), ``ome_xml`` (text) and ``raw``."""
         if self._metadata_cache is None:
+            xml = self._ome_text()
             with self._lock:
-                xml = self._ome_xml()
                 raw = self._raw_metadata()
             ome = None
             if xml:
@@ -284,10 +386,55 @@ class Image(ABC):
                     with warnings.catch_warnings():  # ome-types fixes up vendor ids noisily
                         warnings.simplefilter("ignore")
                         ome = ome_types.from_xml(xml, validate=False)
-                except Exception:  # a non-conforming OME-XML: the raw text stays available
-                    ome = None
+                except ImportError as error:  # lxml, needed for older OME schemas (2015-01)
+                    self.report_metadata_problem("OME-XML", (
+                        f"{error}; install the imaging extra: "
+                        'python -m pip install "autotx_lib[imaging]"'))
+                except Exception as error:  # non-conforming OME-XML: the raw text stays
+                    self.report_metadata_problem("OME-XML", error)
             self._metadata_cache = ImageMetadata(ome=ome, ome_xml=xml, raw=raw)
         return self._metadata_cache
+
+    def _ome_text(self) -> str | None:
+        """The OME-XML text, asked of the backend once."""
+        if self._ome_text_cache is None:
+            with self._lock:
+                self._ome_text_cache = (self._ome_xml(),)
+        return self._ome_text_cache[0]
+
+    def _ome_summary(self) -> OmeSummary:
+        """The OME essentials (cheap; see :mod:`.ome_xml`), parsed once."""
+        if self._ome_summary_cache is None:
+            summary, xml = OmeSummary(), self._ome_text()
+            if xml:
+                try:
+                    summary = summarize_ome(xml)
+                except Exception as error:  # malformed: the parts it holds are unknown
+                    self.report_metadata_problem("OME-XML", error)
+                for part, why in summary.problems:
+                    self.report_metadata_problem(part, why)
+            self._ome_summary_cache = summary
+        return self._ome_summary_cache
+
+    def report_metadata_problem(self, part: str, error: BaseException | str) -> None:
+        """Record and warn that one part of the metadata could not be read.
+
+        Backends call this instead of swallowing an exception: the image stays usable,
+        the user learns what is missing and why.
+
+        Parameters
+        ----------
+        part : str
+            What could not be read, e.g. ``"OME-XML"``, ``"channel names"``.
+        error : BaseException or str
+            Why.
+        """
+        why = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        why = (why.strip().splitlines() or [""])[0]
+        message = f"{self.path}: the {part} could not be read ({why}); shown as unknown"
+        if not any(p.startswith(f"{self.path}: the {part} ") for p in self.metadata_problems):
+            self.metadata_problems.append(message)
+            warnings.warn(message, MetadataWarning, stacklevel=3)
 
     @property
     def ome_metadata(self) -> Any:
@@ -334,6 +481,7 @@ class Image(ABC):
             raise ReaderError(
                 self.path,
                 {self.name: f"plane t={t} c={c} z={z} has shape {plane.shape}, metadata says {expected}"},
+                "the file's metadata and pixels disagree; try backend='bioformats'",
             )
         dtype = self._dtype_of(scene)
         if plane.dtype != dtype:
@@ -343,6 +491,7 @@ class Image(ABC):
                 raise ReaderError(
                     self.path,
                     {self.name: f"plane dtype {plane.dtype} differs from the metadata's {dtype}"},
+                    "the file's metadata and pixels disagree; try backend='bioformats'",
                 )
         return plane
 
@@ -458,21 +607,3 @@ class Image(ABC):
 
 #: Name for plugin authors: a backend *is* an Image subclass.
 Reader = Image
-
-
-_TO_MICROMETRE = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6, "Å": 1e-4, "pm": 1e-6}
-
-
-def _ome_pixel_sizes(pixels: Any) -> PhysicalPixelSizes:
-    """Physical sizes of an ome-types ``Pixels`` element, converted to micrometres."""
-
-    def get(axis: str) -> float | None:
-        value = getattr(pixels, f"physical_size_{axis}", None)
-        if value is None:
-            return None
-        unit = getattr(pixels, f"physical_size_{axis}_unit", None)
-        unit = getattr(unit, "value", unit) or "µm"
-        factor = _TO_MICROMETRE.get(str(unit))
-        return None if factor is None else float(value) * factor
-
-    return PhysicalPixelSizes(get("z"), get("y"), get("x"))

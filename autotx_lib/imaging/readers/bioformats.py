@@ -3,7 +3,11 @@
 Pixels come back in the file's own dtype (no ``rescale``), one channel per plane
 (``ChannelSeparator`` splits RGB), pyramids are not flattened into extra scenes (scene =
 Bio-Formats series at full resolution), and multi-file sets (Micro-Manager positions,
-ImageXpress ``.HTD`` plates) are grouped as Bio-Formats groups them.
+CellVoyager plates) are grouped as Bio-Formats groups them. (ImageXpress ``.HTD`` plates
+are read natively by :mod:`.htd`: Bio-Formats 7.3 mixes up their planes on partial exports.)
+
+Java exceptions become one-line :class:`~autotx_lib.errors.ReaderError` reasons; nothing
+is printed on stderr (see :func:`.jvm.call`).
 
 Axis interpretation: Bio-Formats 7.3 reads a Leica lambda (spectral) sweep as T, with no
 marker saying it is a wavelength axis; the readlif backend (tried first for ``.lif``)
@@ -42,14 +46,22 @@ BIOFORMATS_SUFFIXES: tuple[str, ...] = tuple(_SUFFIX_TEXT.split())
 _PIXEL_TYPES = {0: "i1", 1: "u1", 2: "i2", 3: "u2", 4: "i4", 5: "u4", 6: "f4", 7: "f8", 8: "u1"}
 
 
-def _java_message(error: BaseException) -> str:
-    """A one-line reason from a javabridge JavaException (or any exception)."""
+def _one_line(error: BaseException) -> str:
+    """A one-line reason from a Java call's error, never ``<Java object at 0x...>``."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}".strip()
+    return (text[0] if text else type(error).__name__) + " (in Bio-Formats)"
 
 
 class BioformatsReader(Image):
     """Read any format Bio-Formats knows, through python-bioformats and javabridge.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    group_files : bool, optional
+        Let Bio-Formats read the file as part of its multi-file set (default True). False
+        reads this one file only, e.g. one TIFF of an ImageXpress plate.
 
     Notes
     -----
@@ -70,15 +82,15 @@ class BioformatsReader(Image):
         self._jb = javabridge
         with jvm.attached():
             try:
-                self._setup(group_files=True)
-            except javabridge.JavaException as grouped_error:
-                try:
+                self._setup(group_files=bool(self.options.get("group_files", True)))
+            except jvm.JavaCallError as grouped_error:
+                try:  # a vendor set it cannot group (some ImageXpress exports): the file alone
                     self._setup(group_files=False)
-                except javabridge.JavaException:
+                except jvm.JavaCallError:
                     raise ReaderError(
-                        self.path, {self.name: _java_message(grouped_error)}
-                    ) from grouped_error
-            self._format = javabridge.call(self._base_reader, "getFormat", "()Ljava/lang/String;")
+                        self.path, {self.name: _one_line(grouped_error)}
+                    ) from None
+            self._format = self._jcall(self._base_reader, "getFormat", "()Ljava/lang/String;")
             self._series = self._full_resolution_series()
             self._image_count = int(self._meta("getImageCount", "()I"))
 
@@ -90,14 +102,12 @@ class BioformatsReader(Image):
             "()Lloci/formats/meta/IMetadata;",
         )
         reader = javabridge.make_instance("loci/formats/ImageReader", "()V")
-        javabridge.call(reader, "setGroupFiles", "(Z)V", group_files)
-        javabridge.call(
-            reader, "setMetadataStore", "(Lloci/formats/meta/MetadataStore;)V", store
-        )
+        jvm.call(reader, "setGroupFiles", "(Z)V", group_files)
+        jvm.call(reader, "setMetadataStore", "(Lloci/formats/meta/MetadataStore;)V", store)
         separator = javabridge.make_instance(
             "loci/formats/ChannelSeparator", "(Lloci/formats/IFormatReader;)V", reader
         )
-        javabridge.call(separator, "setId", "(Ljava/lang/String;)V", str(self.path))
+        jvm.call(separator, "setId", "(Ljava/lang/String;)V", str(self.path))
         self._store = store
         self._reader = separator
         self._base_reader = reader
@@ -113,7 +123,7 @@ class BioformatsReader(Image):
         bases, index = [], 0
         while index < count:
             bases.append(index)
-            entry = self._jb.call(core, "get", "(I)Ljava/lang/Object;", index)
+            entry = self._jcall(core, "get", "(I)Ljava/lang/Object;", index)
             step = int(self._jb.get_field(entry, "resolutionCount", "I")) if entry is not None else 1
             index += max(step, 1)
         return bases
@@ -123,13 +133,24 @@ class BioformatsReader(Image):
         series = self._series[scene]
         return series if self._image_count > len(self._series) else scene
 
+    def _ome_image(self, scene: int) -> Any:
+        images = self._ome_summary().images
+        index = self._ome_index(scene)
+        return images[index] if index < len(images) else None
+
     # --- java helpers -------------------------------------------------------------------
 
+    def _jcall(self, obj: Any, method: str, signature: str, *args: Any) -> Any:
+        try:
+            return jvm.call(obj, method, signature, *args)
+        except jvm.JavaCallError as error:
+            raise ReaderError(self.path, {self.name: f"{method}: {_one_line(error)}"}) from None
+
     def _call(self, method: str, signature: str, *args: Any) -> Any:
-        return self._jb.call(self._reader, method, signature, *args)
+        return self._jcall(self._reader, method, signature, *args)
 
     def _meta(self, method: str, signature: str, *args: Any) -> Any:
-        return self._jb.call(self._store, method, signature, *args)
+        return self._jcall(self._store, method, signature, *args)
 
     def _select(self, scene: int) -> None:
         series = self._series[scene]
@@ -192,24 +213,21 @@ class BioformatsReader(Image):
                 )
                 if length is None:
                     return None
-                number = self._jb.call(
+                number = self._jcall(
                     length, "value", "(Lome/units/unit/Unit;)Ljava/lang/Number;", micrometre
                 )
-                return None if number is None else float(self._jb.call(number, "doubleValue", "()D"))
+                return None if number is None else float(self._jcall(number, "doubleValue", "()D"))
 
             return PhysicalPixelSizes(size("Z"), size("Y"), size("X"))
 
     def _channel_names(self, scene: int) -> list[str] | None:
         dims = self._dims(scene)
+        index = self._ome_index(scene)
         with jvm.attached():
-            names = []
-            for c in range(dims.C):
-                try:
-                    name = self._meta("getChannelName", "(II)Ljava/lang/String;", self._ome_index(scene), c
-                    )
-                except self._jb.JavaException:
-                    name = None
-                names.append(name)
+            if index >= self._image_count or self._meta("getChannelCount", "(I)I", index) < dims.C:
+                return None  # the store describes fewer channels: none are named
+            names = [self._meta("getChannelName", "(II)Ljava/lang/String;", index, c)
+                     for c in range(dims.C)]
         return names if all(names) else None
 
     def _ome_xml(self) -> str | None:
@@ -220,11 +238,8 @@ class BioformatsReader(Image):
         return {"format": self._format, "series": list(self._series)}
 
     def _close(self) -> None:
-        try:
-            with jvm.attached():
-                self._call("close", "()V")
-        except Exception:
-            pass
+        with jvm.attached():
+            self._call("close", "()V")
 
     @property
     def format_name(self) -> str:

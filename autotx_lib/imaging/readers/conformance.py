@@ -36,6 +36,10 @@ def check_image(image: Image, *, max_planes: int = 6) -> None:
         assert isinstance(sizes, PhysicalPixelSizes), where
         assert all(v is None or v > 0 for v in sizes), f"{where}: pixel sizes {sizes}"
         assert len(image.channel_names) == dims.C, where
+        assert [ch.name for ch in image.channels] == image.channel_names, where
+        assert len(image.scan_axes) == 3 and set(image.scan_axes) <= set("TZYX"), where
+        when = image.acquisition_time
+        assert when is None or hasattr(when, "isoformat"), f"{where}: acquisition time {when!r}"
         planes = [(t, c, z) for t in range(dims.T) for c in range(dims.C) for z in range(dims.Z)]
         step = max(1, len(planes) // max_planes)
         lazy = image.dask_data

@@ -9,7 +9,9 @@ metadata's plate template when it has one.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
 from autotx_lib.imaging.readers.base import BackendRefusal, Image
 from autotx_lib.imaging.readers.plate import plate_from_scene_names
-from autotx_lib.imaging.readers.types import PhysicalPixelSizes, PlateInfo
+from autotx_lib.imaging.readers.types import Objective, PhysicalPixelSizes, PlateInfo
 
 _IGNORED = set("BHMVIRA")  # size-1 bookkeeping axes (mosaic tiles are pasted, not an axis)
 
@@ -34,7 +36,7 @@ class CziReader(Image):
         try:
             self._czi = czifile.CziFile(str(self.path))
             entries = list(self._czi.filtered_subblock_directory)
-            self._xml = ET.fromstring(self._czi.metadata())
+            self._xml = _parse_xml(self._czi.metadata())
         except Exception as error:
             raise ReaderError(self.path, {self.name: f"{type(error).__name__}: {error}"}) from error
         if not entries:
@@ -76,7 +78,7 @@ class CziReader(Image):
                           "Y": int(y1 - y0), "X": int(x1 - x0)},
             })
 
-    def _find(self, path: str) -> list[ET.Element]:
+    def _find(self, path: str) -> list[Any]:
         return self._xml.findall(path)
 
     def _scene_list(self) -> list[tuple[str, str]]:
@@ -130,6 +132,37 @@ class CziReader(Image):
                  self._find(".//Information/Image/Dimensions/Channels/Channel")]
         return names if len(names) == self._layouts[scene]["sizes"]["C"] else None
 
+    def _channel_wavelengths(self, scene: int) -> list[tuple[float | None, float | None]] | None:
+        channels = self._find(".//Information/Image/Dimensions/Channels/Channel")
+        if len(channels) != self._layouts[scene]["sizes"]["C"]:
+            return None
+        return [(_float(ch.findtext("ExcitationWavelength")),
+                 _float(ch.findtext("EmissionWavelength"))) for ch in channels]
+
+    def _acquisition_time(self, scene: int) -> datetime | None:
+        text = self._xml.findtext(".//Information/Image/AcquisitionDateAndTime")
+        if not text:
+            return None
+        try:  # ZEN writes 7 decimals ("...02.4915604Z"); Python parses up to 6
+            return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text.strip()))
+        except ValueError as error:
+            self.report_metadata_problem("acquisition time", error)
+            return None
+
+    def _objective(self, scene: int) -> Objective | None:
+        objectives = self._find(".//Information/Instrument/Objectives/Objective")
+        ref = self._xml.find(".//Information/Image/ObjectiveSettings/ObjectiveRef")
+        chosen = next((o for o in objectives if ref is not None and o.get("Id") == ref.get("Id")),
+                      objectives[0] if len(objectives) == 1 else None)
+        if chosen is None:
+            return None
+        return Objective(
+            name=chosen.findtext("Manufacturer/Model") or chosen.get("Name"),
+            magnification=_float(chosen.findtext("NominalMagnification")),
+            numerical_aperture=_float(chosen.findtext("LensNA")),
+            immersion=chosen.findtext("Immersion"),
+        )
+
     def _raw_metadata(self) -> Any:
         return self._xml
 
@@ -147,6 +180,21 @@ class CziReader(Image):
 
     def _close(self) -> None:
         self._czi.close()
+
+
+def _parse_xml(text: str) -> Any:
+    """The CZI metadata as an element tree: lxml when installed (5x faster on the 0.5 MB of
+    a typical ZEN file), else the standard library's. Both answer find/findall/get alike."""
+    try:
+        from lxml import etree
+    except ImportError:
+        return ET.fromstring(text)
+    return etree.fromstring(text.encode("utf-8"), etree.XMLParser(huge_tree=True))
+
+
+def _float(text: str | None) -> float | None:
+    """A number from CZI XML text, None when absent or empty."""
+    return float(text) if text and text.strip() else None
 
 
 def _tile_data(entry: Any) -> np.ndarray:

@@ -16,6 +16,7 @@ import atexit
 import os
 import shutil
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,18 +135,19 @@ def _silence_bioformats_logging(javabridge: object) -> None:
             "(Ljava/lang/String;)Lch/qos/logback/classic/Level;", "ERROR",
         )
         javabridge.call(logger, "setLevel", "(Lch/qos/logback/classic/Level;)V", level)
-    except Exception:  # logging set-up is cosmetic; never fail a read over it
-        pass
+    except Exception as error:  # logging set-up is cosmetic; never fail a read over it
+        warnings.warn(
+            f"Bio-Formats logging could not be quietened ({type(error).__name__}: {error}); "
+            "its INFO messages may appear on stderr, reading is not affected",
+            RuntimeWarning, stacklevel=2,
+        )
 
 
 def _stop_at_exit() -> None:
     """Stop the JVM when the interpreter exits (otherwise exit can hang on Java threads)."""
-    try:
-        import javabridge
+    import javabridge
 
-        javabridge.kill_vm()
-    except Exception:
-        pass
+    javabridge.kill_vm()
 
 
 @contextmanager
@@ -167,3 +169,65 @@ def attached() -> Iterator[None]:
         yield
     finally:
         javabridge.detach()
+
+
+class JavaCallError(RuntimeError):
+    """A Java method threw: the message is one line, ``"FormatException: why"``.
+
+    Raised by :func:`call` instead of javabridge's ``JavaException``, whose construction
+    prints the Java stack trace on stderr and whose text is ``<Java object at 0x...>`` when
+    the Java exception has no message.
+
+    Attributes
+    ----------
+    java_class : str
+        The Java exception's class, e.g. ``"loci.formats.FormatException"``.
+    """
+
+    def __init__(self, java_class: str, message: str):
+        self.java_class = java_class
+        super().__init__(f"{java_class.rsplit('.', 1)[-1]}: {message}" if message
+                         else java_class.rsplit(".", 1)[-1])
+
+
+def _pending_error(env: object) -> JavaCallError | None:
+    """Take the pending Java exception (if any) off the thread, as a JavaCallError."""
+    throwable = env.exception_occurred()
+    if throwable is None:
+        return None
+    env.exception_clear()  # before any other call: JNI forbids calls with one pending
+    import javabridge
+
+    java_class = javabridge.call(
+        javabridge.call(throwable, "getClass", "()Ljava/lang/Class;"), "getName",
+        "()Ljava/lang/String;",
+    )
+    message = javabridge.call(throwable, "getMessage", "()Ljava/lang/String;")
+    cause = javabridge.call(throwable, "getCause", "()Ljava/lang/Throwable;")
+    if not message and cause is not None:  # wrapped: the cause says what happened
+        message = javabridge.call(cause, "toString", "()Ljava/lang/String;")
+    first_line = (message or "").strip().splitlines()
+    return JavaCallError(java_class, first_line[0] if first_line else "")
+
+
+def call(obj: object, method: str, signature: str, *args: object) -> object:
+    """``javabridge.call`` without the Java stack trace on stderr; raises :class:`JavaCallError`.
+
+    Call it inside :func:`attached`. Arguments and result are converted as javabridge
+    does (str to java.lang.String, int, bool...).
+    """
+    import javabridge
+    from javabridge import jutil
+
+    env = javabridge.get_env()
+    klass = env.get_object_class(obj)
+    method_id = env.get_method_id(klass, method, signature)
+    if method_id is None:
+        error = _pending_error(env)
+        raise error or JavaCallError("NoSuchMethodError", f"{method}{signature}")
+    arg_sigs = jutil.split_sig(signature[1:signature.find(")")])
+    result = env.call_method(obj, method_id, *jutil.get_nice_args(args, arg_sigs))
+    error = _pending_error(env)
+    if error is not None:
+        raise error
+    return jutil.get_nice_result(result, signature[signature.find(")") + 1:])

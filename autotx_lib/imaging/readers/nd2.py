@@ -41,8 +41,8 @@ class ND2Reader(Image):
                 if loop.type == "XYPosLoop":
                     names = [p.name or "" for p in loop.parameters.points][:count]
                     names += [""] * (count - len(names))
-        except Exception:  # position names are a nicety
-            pass
+        except Exception as error:  # position names are a nicety: the scenes stay readable
+            self.report_metadata_problem("position names", error)
         return [(f"Image:{i}", name) for i, name in enumerate(names)]
 
     def _scene_sizes(self, scene: int) -> dict[str, int]:
@@ -72,13 +72,15 @@ class ND2Reader(Image):
     def _channel_names(self, scene: int) -> list[str] | None:
         try:
             return [ch.channel.name for ch in self._file.metadata.channels]
-        except Exception:
+        except Exception as error:
+            self.report_metadata_problem("channel names", error)
             return None
 
     def _ome_xml(self) -> str | None:
         try:
             return self._file.ome_metadata().to_xml()
-        except Exception:
+        except Exception as error:
+            self.report_metadata_problem("OME metadata (made by the nd2 package)", error)
             return None
 
     def _raw_metadata(self) -> Any:

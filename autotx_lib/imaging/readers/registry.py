@@ -5,7 +5,7 @@ Selection policy
 1. The file name's longest known suffix decides (``x.ome.tif`` matches ``ome.tif`` before
    ``tif``); matching is case-insensitive.
 2. Backends claiming that suffix are tried in order: built-in native backends (tifffile,
-   nd2, readlif, czifile), then plugins (entry-point group ``autotx_lib.readers``), then
+   nd2, readlif, czifile, imagexpress for ``.HTD`` plates), then plugins (entry-point group ``autotx_lib.readers``), then
    Bio-Formats. The first that opens the file wins; each failure is recorded. A native
    backend that *refuses* a valid file (an axis it does not handle) passes it on; one that
    recognises its format's signature in the file and still fails means the file is damaged
@@ -93,6 +93,8 @@ def _builtin_specs() -> list[BackendSpec]:
                     signatures=(b"\x70\x00\x00\x00",)),
         BackendSpec("czifile", ("czi",), _lazy(f"{_PKG}.czi", "CziReader"),
                     signatures=(b"ZISRAWFILE",)),
+        BackendSpec("imagexpress", ("htd",), _lazy(f"{_PKG}.htd", "HtdReader"),
+                    signatures=(b'"HTSInfoFile"',)),
         BackendSpec("bioformats", BIOFORMATS_SUFFIXES,
                     _lazy(f"{_PKG}.bioformats", "BioformatsReader"), native=False),
     ]

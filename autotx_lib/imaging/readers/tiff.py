@@ -12,7 +12,9 @@ Bio-Formats: this backend refuses them, and the registry tries the next one.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -20,8 +22,9 @@ import numpy as np
 from autotx_lib._optional import require
 from autotx_lib.errors import ReaderError
 from autotx_lib.imaging.readers.base import BackendRefusal, Image
+from autotx_lib.imaging.readers.ome_xml import _TO_MICROMETRE
 from autotx_lib.imaging.readers.plate import plate_from_ome
-from autotx_lib.imaging.readers.types import PhysicalPixelSizes, PlateInfo
+from autotx_lib.imaging.readers.types import Objective, PhysicalPixelSizes, PlateInfo
 
 _AS_Z = ("Z", "I", "Q")  # tifffile's generic sequence axes read as a z-stack
 
@@ -130,8 +133,20 @@ class TiffReader(Image):
                         f"truncated: plane {number} needs bytes up to {max(ends)}, the file "
                         f"has {size}")})
 
+    def _metaseries(self) -> dict[str, Any]:
+        """The MetaSeries (MetaMorph, MetaXpress, ImageXpress) PlaneInfo, or {}."""
+        if not self._tif.is_metaseries:
+            return {}
+        try:
+            return dict(self._tif.metaseries_metadata.get("PlaneInfo") or {})
+        except Exception as error:  # malformed XML in the description
+            self.report_metadata_problem("MetaSeries metadata", error)
+            return {}
+
     def _scene_list(self) -> list[tuple[str, str]]:
-        images = _ome_images(self._tif.ome_metadata) if self._tif.is_ome else []
+        if self._tif.is_metaseries and len(self._layouts) == 1:
+            return [("Image:0", str(self._metaseries().get("image-name", "")))]
+        images = [(im.id, im.name) for im in self._ome_summary().images]
         if images and len(images) == len(self._layouts):
             return images
         names = []
@@ -168,6 +183,16 @@ class TiffReader(Image):
     def _physical_pixel_sizes(self, scene: int) -> PhysicalPixelSizes:
         if self._tif.is_ome:
             return super()._physical_pixel_sizes(scene)
+        if self._tif.is_metaseries:
+            info = self._metaseries()
+            factor = _TO_MICROMETRE.get(str(info.get("spatial-calibration-units", "")))
+            if not info.get("spatial-calibration-state") or factor is None:
+                return PhysicalPixelSizes(None, None, None)
+            x, y = info.get("spatial-calibration-x"), info.get("spatial-calibration-y")
+            return PhysicalPixelSizes(None, float(y) * factor if y else None,
+                                      float(x) * factor if x else None)
+        # Resolution tags alone are no calibration (72 dpi from a paint program, say): only
+        # ImageJ's micron unit makes them one. Bio-Formats converts any dpi to micrometres.
         meta = self._tif.imagej_metadata or {}
         unit = str(meta.get("unit", "")).replace("\\u00B5", "µ")
         if unit not in ("micron", "µm", "um", "microns"):
@@ -186,6 +211,38 @@ class TiffReader(Image):
             float(spacing) if spacing else None, from_tag("YResolution"), from_tag("XResolution")
         )
 
+    def _channel_names(self, scene: int) -> list[str] | None:
+        if self._tif.is_metaseries:  # the illumination setting, as Bio-Formats names it
+            name = self._metaseries().get("_IllumSetting_")
+            return [str(name)] if name and self._dims(scene).C == 1 else None
+        return super()._channel_names(scene)
+
+    def _channel_wavelengths(self, scene: int) -> list[tuple[float | None, float | None]] | None:
+        if self._tif.is_metaseries:
+            wave = self._metaseries().get("wavelength")
+            return [(None, float(wave) if wave else None)] if self._dims(scene).C == 1 else None
+        return super()._channel_wavelengths(scene)
+
+    def _acquisition_time(self, scene: int) -> datetime | None:
+        if self._tif.is_metaseries:
+            when = self._metaseries().get("acquisition-time-local")
+            return when if isinstance(when, datetime) else None
+        return super()._acquisition_time(scene)
+
+    def _objective(self, scene: int) -> Objective | None:
+        if self._tif.is_metaseries:
+            info = self._metaseries()
+            name = info.get("_MagSetting_")
+            if not name:
+                return None
+            magnification = re.match(r"\s*(\d+(?:\.\d+)?)\s*[xX]", str(name))
+            return Objective(
+                name=str(name),
+                magnification=float(magnification.group(1)) if magnification else None,
+                numerical_aperture=float(info["_MagNA_"]) if info.get("_MagNA_") else None,
+            )
+        return super()._objective(scene)
+
     def _ome_xml(self) -> str | None:
         return self._tif.ome_metadata if self._tif.is_ome else None
 
@@ -199,6 +256,8 @@ class TiffReader(Image):
         }
 
     def _plate(self) -> PlateInfo | None:
+        if not self._ome_summary().has_plate:
+            return None
         ome = self.ome_metadata
         return plate_from_ome(ome, [s.id for s in self.scenes]) if ome is not None else None
 
@@ -206,19 +265,3 @@ class TiffReader(Image):
         for handle in self._companions:
             handle.close()
         self._tif.close()
-
-
-def _ome_images(xml: str | None) -> list[tuple[str, str]]:
-    """``[(id, name), ...]`` of the OME-XML's Images, parsed cheaply (no ome-types)."""
-    import xml.etree.ElementTree as ET
-
-    if not xml:
-        return []
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return []
-    return [
-        (el.get("ID", f"Image:{i}"), el.get("Name", ""))
-        for i, el in enumerate(e for e in root if e.tag.rsplit("}", 1)[-1] == "Image")
-    ]

@@ -85,6 +85,45 @@ class PhysicalPixelSizes(NamedTuple):
 
 
 @dataclass(frozen=True)
+class Channel:
+    """One channel: its name and light, as the file records them (``None`` where it does not).
+
+    Attributes
+    ----------
+    name : str
+        The file's channel name (``"DAPI"``, ``"Leica/FITC"``), or ``"C:0"``... when unnamed.
+    excitation_nm, emission_nm : float or None
+        Excitation and emission wavelengths in nanometres.
+    """
+
+    name: str
+    excitation_nm: float | None = None
+    emission_nm: float | None = None
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The objective lens an image was taken with (``None`` where the file does not say).
+
+    Attributes
+    ----------
+    name : str or None
+        The model as the instrument names it, e.g. ``"Plan-Apochromat 20x/0.8 M27"``.
+    magnification : float or None
+        Nominal magnification.
+    numerical_aperture : float or None
+        Lens NA.
+    immersion : str or None
+        ``"Air"``, ``"Oil"``, ``"Water"``, ``"Glycerol"``... as the file says it.
+    """
+
+    name: str | None = None
+    magnification: float | None = None
+    numerical_aperture: float | None = None
+    immersion: str | None = None
+
+
+@dataclass(frozen=True)
 class WellInfo:
     """One well of a plate and the scenes (fields) acquired in it.
 

@@ -1,0 +1,194 @@
+"""Live sync: while a session runs, copy the user's finished files to the destination's
+staging area, so that little is left to copy when the session ends.
+
+Each pass walks ``incoming/<user>/``; a regular file unchanged for
+``[sessions] live_quiet_seconds`` and not synced yet (or changed since: a new size or
+time whose content hash differs) is copied, hashed while read and read back, to
+``<destination>/<tmp>/live/<session>/<relpath>`` (through a ``.part`` name, so a staged
+file is always whole). The journal remembers each staged file's size, time and digest.
+At the final transfer (the normal one, once the session ended) a file unchanged since it
+was staged is moved into the dataset's tmp copy instead of copied again, and the dataset
+is delivered with the same guarantees as always: one manifest, one rename.
+
+The copy is under the gate like every other (``throttle``): the acquisition always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotx_lib.config import Config
+from autotx_lib.errors import UnsafePathError
+from autotx_lib.journal import Journal
+from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.destination import check_destination
+from autotx_lib.transfer.layout import check_name
+
+log = logging.getLogger("autotx.live_sync")
+
+
+@dataclass
+class SyncStep:
+    """What one pass did: files and bytes copied, files seen, whether it stopped early."""
+
+    copied_files: int = 0
+    copied_bytes: int = 0
+    seen_files: int = 0
+    seen_bytes: int = 0
+    unchanged_by_hash: int = 0  # a new time, the same content: not copied again
+    newest_change: float = 0.0
+    interrupted: bool = False
+
+
+def staging_root(config: Config, session_id: int) -> Path:
+    """Where a session's files are staged at the destination."""
+    return config.tmp_path / "live" / str(session_id)
+
+
+def _walk(root: Path, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
+    try:
+        entries = list(os.scandir(root / prefix if prefix else root))
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            check_name(entry.name)
+            info = entry.stat(follow_symlinks=False)
+        except (UnsafePathError, OSError):
+            continue  # reported when the dataset is claimed
+        relpath = f"{prefix}/{entry.name}" if prefix else entry.name
+        if stat.S_ISDIR(info.st_mode):
+            yield from _walk(root, relpath)
+        elif stat.S_ISREG(info.st_mode):
+            yield relpath, info
+
+
+class LiveSync:
+    """Syncs one session's files; call :meth:`step` once per agent pass.
+
+    Parameters
+    ----------
+    config : Config
+    journal : Journal
+    throttle : Throttle, optional
+        The gate (pauses, bandwidth cap), as for any copy.
+    """
+
+    def __init__(self, config: Config, journal: Journal, throttle: C.Throttle | None = None):
+        self.config = config
+        self.journal = journal
+        self.store = SessionStore(journal)
+        self.throttle = throttle
+
+    def step(self, session, *, now: float | None = None, budget_seconds: float = 2.0,
+             should_stop: Callable[[], bool] | None = None) -> SyncStep:
+        """One pass over ``incoming/<user>/``; stops after ``budget_seconds`` of copying.
+
+        Raises
+        ------
+        DestinationError
+            The destination is not there, not marked (not mounted) or not writable: nothing
+            is written anywhere, the next pass tries again.
+        """
+        check_destination(self.config.destination, self.journal, self.config.host_alias)
+        settings = self.config.sessions
+        now = time.time() if now is None else now
+        root = self.config.incoming / session.user
+        known = self.store.live_files(session.id)
+        staging = staging_root(self.config, session.id)
+        result = SyncStep()
+        started = time.monotonic()
+        for relpath, info in sorted(_walk(root)):
+            result.seen_files += 1
+            result.seen_bytes += info.st_size
+            changed = max(info.st_mtime, info.st_ctime)
+            result.newest_change = max(result.newest_change, changed)
+            row = known.get(relpath)
+            if row is not None and (row.size, row.mtime_ns) == (info.st_size, info.st_mtime_ns):
+                continue
+            if now - changed < settings.live_quiet_seconds:
+                continue  # still being written
+            if result.interrupted or time.monotonic() - started > budget_seconds or \
+                    (should_stop is not None and should_stop()):
+                result.interrupted = True
+                continue
+            self._sync_file(session.id, root, staging, relpath, info, row, result)
+        if result.newest_change:
+            self.store.touch(session.id, _utc_from_timestamp(result.newest_change))
+        return result
+
+    def _sync_file(self, session_id: int, root: Path, staging: Path, relpath: str,
+                   info: os.stat_result, row, result: SyncStep) -> None:
+        algorithm = self.config.verify.algorithm
+        source = root / relpath
+        if row is not None and row.size == info.st_size and Path(row.staged_path).is_file() \
+                and C.hash_file(source, algorithm) == row.digest:  # touched, not changed
+            self.store.record_synced(session_id, relpath, info.st_size, info.st_mtime_ns,
+                                     row.digest, row.staged_path, copied=False)
+            result.unchanged_by_hash += 1
+            return
+        target = staging / relpath
+        part = target.with_name(target.name + ".part")
+        part.parent.mkdir(parents=True, exist_ok=True)
+        copied = C.copy_file(source, part, algorithm, throttle=self.throttle, relpath=relpath)
+        os.replace(part, target)
+        self.store.record_synced(session_id, relpath, copied.size, copied.mtime_ns,
+                                 copied.digest, str(target), copied=True)
+        result.copied_files += 1
+        result.copied_bytes += copied.size
+
+
+def use_live_copies(config: Config, journal: Journal, user: str, dataset_name: str,
+                    tmp: Path, file_rows) -> list[dict]:
+    """Move staged copies of unchanged files into a dataset's tmp copy.
+
+    Returns the verified-file records (for ``Journal.mark_verified``) of the files taken
+    over; staged copies of files that changed or vanished are removed. A staged copy is
+    used only when the file's size and modification time are those it had when it was
+    staged (and read back).
+    """
+    store = SessionStore(journal)
+    staged = {relpath: row for relpath, row in store.live_files_of_user(user).items()
+              if relpath.startswith(f"{dataset_name}/")}
+    taken, used = [], []
+    for file in file_rows:
+        row = staged.pop(f"{dataset_name}/{file.relpath}", None)
+        if row is None or file.verified:
+            continue
+        source = Path(row.staged_path)
+        try:
+            same = (row.size, row.mtime_ns) == (file.size, file.mtime_ns) and \
+                source.stat().st_size == file.size
+        except OSError:
+            same = False
+        if same:
+            target = tmp / file.relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            taken.append({"relpath": file.relpath, "digest": row.digest, "size": file.size,
+                          "mtime_ns": file.mtime_ns, "copies": 0})
+        else:
+            source.unlink(missing_ok=True)
+        used.append(row.id)
+    for row in staged.values():  # synced, then deleted from the dataset before the end
+        Path(row.staged_path).unlink(missing_ok=True)
+        used.append(row.id)
+    store.forget(used)
+    return taken
+
+
+def _utc_from_timestamp(timestamp: float):
+    """A file time as aware UTC (what the journal stores)."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+__all__ = ["LiveSync", "SyncStep", "staging_root", "use_live_copies"]
