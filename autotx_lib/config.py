@@ -57,12 +57,25 @@ class ReadinessSettings(_Section):
 
 
 class VerifySettings(_Section):
-    """How every copied byte is checked."""
+    """How every copied byte is checked.
+
+    ``mode``: ``storage`` (default) flushes each written file, drops its cached pages and
+    reads it back, so the hash is of what the disk (or the file server) holds; ``cache``
+    re-reads it through the descriptor that wrote it, mostly from the page cache (proves
+    the copy, not the storage; cheaper); ``stream`` trusts the hash computed while writing.
+    ``readback`` is accepted as the old name of ``storage``.
+    """
 
     algorithm: HashAlgorithm = "xxh3_128"
-    mode: Literal["readback", "stream"] = Field(
-        "readback", description="readback: re-read the destination and hash it again (default); "
-        "stream: trust the hash computed while writing.")
+    mode: Literal["storage", "cache", "stream"] = Field(
+        "storage", description="storage: read back what the storage holds (default); cache: "
+        "read back through the page cache (cheaper, proves the copy only); stream: trust the "
+        "hash computed while writing. 'readback' means storage.")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _old_mode_names(cls, value: Any) -> Any:
+        return "storage" if value == "readback" else value
 
     recheck_days: float = Field(0.0, ge=0, description="Re-hash every delivered dataset at "
                                 "the destination against its manifest this often, one dataset "

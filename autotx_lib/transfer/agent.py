@@ -670,7 +670,7 @@ class Agent:
         gate = self._gate_monitor().start()
         try:
             C.copy_files(todo, source, tmp, row.algorithm, workers=self.config.copy_.workers,
-                         readback=self.config.verify.mode == "readback",
+                         verify=self.config.verify.mode,
                          max_attempts=self.config.copy_.max_attempts_per_file,
                          on_file=on_file, on_bytes=counter.add,
                          should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
