@@ -349,7 +349,7 @@ def project_installed(venv: Path = VENV, root: Path = ROOT) -> bool:
             "try:\n d = md.distribution('autotx_lib').read_text('direct_url.json') or '{}'\n"
             "except md.PackageNotFoundError:\n d = '{}'\n"
             "print(json.loads(d).get('url', ''))")
-    result = subprocess.run([str(venv_python(venv)), "-c", code], capture_output=True,
+    result = subprocess.run([str(venv_python(venv)), "-I", "-c", code], capture_output=True,
                             text=True, timeout=120)
     return result.returncode == 0 and result.stdout.strip() == root.resolve().as_uri()
 

@@ -91,9 +91,16 @@ def test_the_extras_only_grow_so_autotx_never_undoes_run_tests():
 
 
 def _installed_root() -> Path:
-    """Where the shared environment's autotx_lib is installed from (editable)."""
-    url = json.loads(importlib.metadata.distribution("autotx_lib").read_text("direct_url.json"))
-    return Path(url["url"].removeprefix("file://"))
+    """Where the shared environment's autotx_lib is installed from (editable).
+
+    The editable install leaves ``autotx_lib.egg-info`` in the source tree too, which is
+    found first from there and has no ``direct_url.json``: look for the one that has it.
+    """
+    for dist in importlib.metadata.distributions(name="autotx_lib"):
+        text = dist.read_text("direct_url.json")
+        if text:
+            return Path(json.loads(text)["url"].removeprefix("file://"))
+    return Path(__file__).resolve().parents[2]
 
 
 def test_a_complete_environment_runs_no_pip_whatever_the_order_of_the_commands(tmp_path):
