@@ -1,0 +1,365 @@
+"""Journal records of pipeline runs: the execution log (runs, their steps, their results).
+
+(Kept beside :mod:`autotx_lib.journal` with its own MetaData, created on first use, like
+:mod:`autotx_lib.journal_sessions`; the SQL of pipeline runs lives here and nowhere else.)
+
+A run goes ``created`` -> ``started`` -> ``finished`` | ``error`` | ``timeout``;
+``cancelled`` at any point before it ends. A failed attempt that will be retried is
+``error`` with ``next_attempt_at`` set. Times are timezone-aware UTC.
+
+Two agents whose rules produce the same run (same workflow, same delivered folder) share
+one row: ``dedup_key`` is unique, and the second :meth:`PipelineStore.add_run` returns the
+first one's id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+
+from autotx_lib.journal import Journal
+
+CREATED, STARTED, FINISHED, ERROR, CANCELLED, TIMEOUT = (
+    "created", "started", "finished", "error", "cancelled", "timeout")
+RUN_STATES = (CREATED, STARTED, FINISHED, ERROR, CANCELLED, TIMEOUT)
+OPEN_STATES = (CREATED, STARTED)
+
+metadata = MetaData()
+when = DateTime(timezone=True)
+
+pipeline_runs = Table(
+    "pipeline_runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("workflow", String(128), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("dataset_id", Integer),  # the journal's dataset, when the run is about one
+    Column("dataset_path", Text, nullable=False),  # the delivered folder (or any folder)
+    Column("user", String(255)),
+    Column("initiator", String(255), nullable=False),  # agent/instrument, cli, rerun of N
+    Column("status", String(16), nullable=False),
+    Column("params", Text, nullable=False, default="{}"),  # JSON
+    Column("dedup_key", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=1),
+    Column("timeout_s", Float),
+    Column("next_attempt_at", when),
+    Column("created_at", when, nullable=False),
+    Column("started_at", when),
+    Column("finished_at", when),
+    Column("duration_s", Float),
+    Column("error", Text),
+    Column("engine", String(255)),  # the engine running it (host:pid:token)
+    Column("rerun_of", Integer),
+)
+Index("pipeline_runs_dedup", pipeline_runs.c.dedup_key, unique=True,
+      sqlite_where=text("dedup_key IS NOT NULL"), postgresql_where=text("dedup_key IS NOT NULL"))
+Index("pipeline_runs_by_created", pipeline_runs.c.created_at)
+Index("pipeline_runs_by_status", pipeline_runs.c.status, pipeline_runs.c.created_at)
+Index("pipeline_runs_by_workflow", pipeline_runs.c.workflow, pipeline_runs.c.created_at)
+Index("pipeline_runs_by_dataset", pipeline_runs.c.dataset_id)
+
+pipeline_steps = Table(
+    "pipeline_steps", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("pipeline_runs.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("started_at", when, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # finished, error, skipped
+    Column("message", Text),
+)
+
+pipeline_results = Table(
+    "pipeline_results", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("pipeline_runs.id"), nullable=False, index=True),
+    Column("key", String(255), nullable=False),
+    Column("kind", String(8), nullable=False),  # int, float, bool, str, json
+    Column("value", Text, nullable=False),  # JSON of the value
+)
+
+pipeline_engines = Table(
+    "pipeline_engines", metadata,
+    Column("id", String(255), primary_key=True),  # host:pid:token
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", when, nullable=False),
+    Column("heartbeat_at", when, nullable=False),
+    Column("stopped_at", when),
+)
+
+
+def utcnow() -> dt.datetime:
+    """Aware UTC now."""
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """A stored time as aware UTC (SQLite gives them back naive)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+class PipelineStore:
+    """Queries and updates over the pipeline tables of one journal (created on first use)."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        self.engine = journal.engine
+        metadata.create_all(self.engine)
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def add_run(self, *, workflow: str, version: str, dataset_path: str, initiator: str,
+                dataset_id: int | None = None, user: str | None = None,
+                params: dict[str, Any] | None = None, dedup_key: str | None = None,
+                max_attempts: int = 1, timeout_s: float | None = None,
+                rerun_of: int | None = None) -> tuple[int, bool]:
+        """Record a due run; returns ``(id, created)`` (False: the same run existed)."""
+        values = dict(workflow=workflow, version=version, dataset_path=dataset_path,
+                      initiator=initiator, dataset_id=dataset_id, user=user, status=CREATED,
+                      params=json.dumps(params or {}), dedup_key=dedup_key, attempts=0,
+                      max_attempts=max_attempts, timeout_s=timeout_s, created_at=utcnow(),
+                      rerun_of=rerun_of)
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(insert(pipeline_runs).values(**values)
+                                    ).inserted_primary_key[0], True
+        except IntegrityError:
+            if dedup_key is None:
+                raise
+            with self.engine.connect() as conn:
+                found = conn.execute(select(pipeline_runs.c.id).where(
+                    pipeline_runs.c.dedup_key == dedup_key)).scalar_one()
+            return found, False
+
+    def add_runs(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert many finished or open runs at once (imports, benchmarks)."""
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), 5000):
+                conn.execute(insert(pipeline_runs), list(rows[start:start + 5000]))
+
+    def run(self, run_id: int) -> Row | None:
+        """One run by id."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(pipeline_runs).where(pipeline_runs.c.id == run_id)).first()
+
+    def due(self, now: dt.datetime, limit: int = 100) -> list[Row]:
+        """Runs to start now: created, or failed with a retry due; oldest first."""
+        query = (select(pipeline_runs).where(or_(
+            pipeline_runs.c.status == CREATED,
+            and_(pipeline_runs.c.status == ERROR, pipeline_runs.c.next_attempt_at.is_not(None),
+                 pipeline_runs.c.next_attempt_at <= now)))
+            .order_by(pipeline_runs.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def claim(self, row: Row, engine_id: str) -> bool:
+        """Mark a due run started by ``engine_id``, unless another engine got it first."""
+        with self.engine.begin() as conn:
+            result = conn.execute(update(pipeline_runs).where(
+                pipeline_runs.c.id == row.id, pipeline_runs.c.status == row.status,
+                pipeline_runs.c.attempts == row.attempts).values(
+                status=STARTED, attempts=row.attempts + 1, started_at=utcnow(),
+                finished_at=None, duration_s=None, next_attempt_at=None, engine=engine_id,
+                error=None))
+            return result.rowcount == 1
+
+    def close(self, run_id: int, status: str, *, duration_s: float | None,
+              error: str | None = None, next_attempt_at: dt.datetime | None = None,
+              version: str | None = None, from_states: Iterable[str] = (STARTED,)) -> bool:
+        """End an attempt (False when the run was cancelled meanwhile)."""
+        values: dict[str, Any] = dict(status=status, finished_at=utcnow(),
+                                      duration_s=duration_s, error=error,
+                                      next_attempt_at=next_attempt_at)
+        if version is not None:
+            values["version"] = version
+        with self.engine.begin() as conn:
+            result = conn.execute(update(pipeline_runs).where(
+                pipeline_runs.c.id == run_id,
+                pipeline_runs.c.status.in_(list(from_states))).values(**values))
+            return result.rowcount == 1
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a run that has not ended (a failed run waiting for its retry too)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(update(pipeline_runs).where(
+                pipeline_runs.c.id == run_id,
+                or_(pipeline_runs.c.status.in_(OPEN_STATES),
+                    and_(pipeline_runs.c.status == ERROR,
+                         pipeline_runs.c.next_attempt_at.is_not(None))))
+                .values(status=CANCELLED, next_attempt_at=None, finished_at=utcnow()))
+            return result.rowcount == 1
+
+    def statuses(self, run_ids: Iterable[int]) -> dict[int, str]:
+        """The status of each of ``run_ids``."""
+        ids = list(run_ids)
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(pipeline_runs.c.id, pipeline_runs.c.status)
+                                .where(pipeline_runs.c.id.in_(ids)))
+            return {r.id: r.status for r in rows}
+
+    def runs_of_dataset(self, dataset_id: int | None = None, path: str | None = None
+                        ) -> list[Row]:
+        """The runs of one dataset (by journal id or by folder), oldest first."""
+        conditions = []
+        if dataset_id is not None:
+            conditions.append(pipeline_runs.c.dataset_id == dataset_id)
+        if path is not None:
+            conditions.append(pipeline_runs.c.dataset_path == path)
+        query = select(pipeline_runs).where(or_(*conditions)).order_by(pipeline_runs.c.id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def query(self, *, workflow: str | None = None, status: str | None = None,
+              since: dt.datetime | None = None, initiator: str | None = None,
+              order: str = "-id", limit: int = 50, offset: int = 0) -> list[Row]:
+        """One page of runs matching the filters (``order``: a column, ``-`` for descending)."""
+        column = pipeline_runs.c[order.lstrip("-")]
+        query = select(pipeline_runs).where(*self._filters(workflow, status, since, initiator))
+        query = query.order_by(column.desc() if order.startswith("-") else column.asc(),
+                               pipeline_runs.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def count(self, *, workflow: str | None = None, status: str | None = None,
+              since: dt.datetime | None = None, initiator: str | None = None) -> int:
+        """How many runs match the filters."""
+        query = select(func.count()).select_from(pipeline_runs).where(
+            *self._filters(workflow, status, since, initiator))
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    @staticmethod
+    def _filters(workflow: str | None, status: str | None, since: dt.datetime | None,
+                 initiator: str | None) -> list[Any]:
+        conditions = []
+        if workflow:
+            conditions.append(pipeline_runs.c.workflow == workflow)
+        if status:
+            conditions.append(pipeline_runs.c.status == status)
+        if since is not None:
+            conditions.append(pipeline_runs.c.created_at >= since)
+        if initiator:
+            conditions.append(pipeline_runs.c.initiator == initiator)
+        return conditions
+
+    def stats_rows(self, since: dt.datetime | None = None) -> list[Row]:
+        """The columns statistics need, of every run (since ``since``)."""
+        c = pipeline_runs.c
+        query = select(c.workflow, c.status, c.initiator, c.created_at, c.duration_s, c.error)
+        if since is not None:
+            query = query.where(c.created_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def workflows_seen(self) -> list[str]:
+        """Workflow names that have runs."""
+        with self.engine.connect() as conn:
+            return [r[0] for r in conn.execute(select(pipeline_runs.c.workflow).distinct())]
+
+    # --- steps and results ------------------------------------------------------------------
+
+    def add_steps(self, run_id: int, attempt: int, steps: Sequence[dict[str, Any]]) -> None:
+        """Record the step log of one attempt."""
+        rows = [dict(run_id=run_id, attempt=attempt, seq=i, name=s["name"],
+                     started_at=s["started_at"], duration_s=s["duration_s"],
+                     status=s["status"], message=s.get("message"))
+                for i, s in enumerate(steps)]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(pipeline_steps), rows)
+
+    def steps(self, run_id: int) -> list[Row]:
+        """The step log of a run, every attempt, in order."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(pipeline_steps).where(
+                pipeline_steps.c.run_id == run_id).order_by(pipeline_steps.c.attempt,
+                                                            pipeline_steps.c.seq)))
+
+    def set_results(self, run_id: int, items: Sequence[tuple[str, str, str]]) -> None:
+        """Replace the result items of a run."""
+        with self.engine.begin() as conn:
+            conn.execute(pipeline_results.delete().where(pipeline_results.c.run_id == run_id))
+            if items:
+                conn.execute(insert(pipeline_results), [
+                    dict(run_id=run_id, key=k, kind=kind, value=v) for k, kind, v in items])
+
+    def results(self, run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The result items of runs, decoded: ``{run_id: {key: value}}``."""
+        ids = list(run_ids)
+        found: dict[int, dict[str, Any]] = {i: {} for i in ids}
+        if not ids:
+            return found
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(pipeline_results).where(
+                pipeline_results.c.run_id.in_(ids)).order_by(pipeline_results.c.id))
+            for r in rows:
+                found[r.run_id][r.key] = json.loads(r.value)
+        return found
+
+    # --- engines (so a run whose engine is gone is noticed) ---------------------------------
+
+    def register_engine(self, engine_id: str, host: str, pid: int) -> None:
+        """Record a starting engine."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(insert(pipeline_engines).values(id=engine_id, host=host, pid=pid,
+                                                         started_at=now, heartbeat_at=now))
+
+    def engine_heartbeat(self, engine_id: str) -> None:
+        """Record that an engine is alive."""
+        with self.engine.begin() as conn:
+            conn.execute(update(pipeline_engines).where(pipeline_engines.c.id == engine_id)
+                         .values(heartbeat_at=utcnow()))
+
+    def engine_stopped(self, engine_id: str) -> None:
+        """Record a clean engine stop."""
+        with self.engine.begin() as conn:
+            conn.execute(update(pipeline_engines).where(pipeline_engines.c.id == engine_id)
+                         .values(stopped_at=utcnow()))
+
+    def engines(self) -> dict[str, Row]:
+        """Every engine ever registered, by id."""
+        with self.engine.connect() as conn:
+            return {r.id: r for r in conn.execute(select(pipeline_engines))}
+
+    def started_runs(self) -> list[Row]:
+        """Runs in state started (any engine)."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(pipeline_runs).where(
+                pipeline_runs.c.status == STARTED)))
+
+
+__all__ = ["PipelineStore", "pipeline_runs", "pipeline_steps", "pipeline_results",
+           "pipeline_engines", "RUN_STATES", "CREATED", "STARTED", "FINISHED", "ERROR",
+           "CANCELLED", "TIMEOUT", "aware", "utcnow"]
