@@ -264,7 +264,7 @@ class PipelineEngine:
                 continue
             text = (f"the engine {row.engine} running this run stopped before it ended "
                     "(agent or `autotx pipelines serve` killed)")
-            self._fail(row, row.attempts, text, retryable=True, duration_s=None)
+            self._record([self._failure(row, row.attempts, text, True, None)])
             count += 1
         return count
 
@@ -281,105 +281,133 @@ class PipelineEngine:
         if not rows:
             return 0
         client = self.client
-        submitted = 0
-        for row in rows:
-            if self.store.claim(row, self.engine_id):
-                submitted += self._submit(client, row)
-        return submitted
+        failed, batch = [], []
+        for row in self.store.claim_many(rows, self.engine_id):
+            try:
+                batch.append(self._prepare(row))
+            except WorkflowNotFoundError as error:
+                failed.append(self._failure(row, row.attempts + 1, f"{error} (recorded with "
+                                            f"version {row.version})", False, 0.0))
+        self._record(failed)
+        if batch:  # one call for all: the client's per-call cost is paid once
+            futures = client.map(execute_run, [b[1] for b in batch], [b[2] for b in batch],
+                                 key=[b[3] for b in batch], pure=False)
+            now = time.monotonic()
+            for (row, item, context, _key), future in zip(batch, futures, strict=True):
+                self.active[row.id] = _Active(future, row, context.attempt, item.version, now,
+                                              row.timeout_s)
+                future.add_done_callback(lambda _future: self._wake.set())
+        return len(batch)
 
-    def _submit(self, client: Any, row: Any) -> int:
+    def _prepare(self, row: Any) -> tuple[Any, Any, RunContext, str]:
         attempt = row.attempts + 1
-        try:
-            item = self.registry.get(row.workflow)
-        except WorkflowNotFoundError as error:
-            self._fail(row, attempt, f"{error} (recorded with version {row.version})",
-                       retryable=False, duration_s=0.0)
-            return 0
+        item = self.registry.get(row.workflow)
         dataset = Path(row.dataset_path).name
         results_dir = run_results_dir(results_root(self.config), row.user, dataset, row.id)
         context = RunContext(run_id=row.id, workflow=row.workflow, version=item.version,
                              dataset_path=row.dataset_path, results_dir=str(results_dir),
                              user=row.user, dataset=dataset, dataset_id=row.dataset_id,
                              params=json.loads(row.params or "{}"), attempt=attempt)
-        future = client.submit(execute_run, item, context, pure=False,
-                               key=f"autotx-run-{row.id}-{attempt}-{uuid.uuid4().hex[:6]}")
-        self.active[row.id] = _Active(future, row, attempt, item.version, time.monotonic(),
-                                      row.timeout_s)
-        future.add_done_callback(lambda _future: self._wake.set())
-        return 1
+        return row, item, context, f"autotx-run-{row.id}-{attempt}-{uuid.uuid4().hex[:6]}"
 
     def poll(self, wait_s: float = 0.0) -> int:
         """Wait up to ``wait_s`` for a run to end; record ended, timed-out, cancelled runs.
 
-        Returns how many runs ended.
+        Everything that ended is written in one transaction. Returns how many runs ended.
         """
         if not self.active:
             return 0
         if wait_s > 0 and not any(a.future.done() for a in self.active.values()):
             self._wake.wait(wait_s)  # set by a future's done callback
         self._wake.clear()
-        ended = 0
         cancelled = {i for i, s in self.store.statuses(self.active).items() if s == CANCELLED}
         now = time.monotonic()
+        outcomes, mails, ended = [], [], 0
+        reports = self._gather([a.future for a in self.active.values()
+                                if a.future.status == "finished"])
         for run_id, active in list(self.active.items()):
             if run_id in cancelled:
                 active.future.cancel()
-                del self.active[run_id]
-                ended += 1
             elif active.future.done():
-                del self.active[run_id]
-                self._collect(active)
-                ended += 1
+                outcome, sent = self._collect(active, reports.get(active.future.key))
+                outcomes.append(outcome)
+                mails.append((active.row, sent))
             elif active.timeout_s and now - active.started > active.timeout_s:
                 active.future.cancel()
-                del self.active[run_id]
-                self.store.close(run_id, TIMEOUT, duration_s=now - active.started,
-                                 error=f"still running after its timeout of "
-                                       f"{active.timeout_s:g} s; cancelled (raise "
-                                       "[pipelines] timeout_seconds or the rule's)",
-                                 version=active.version)
-                self._event("warning", f"{active.row.workflow} run {run_id} timed out",
-                            active.row.dataset_id)
-                ended += 1
+                outcomes.append(self._outcome(
+                    active.row, active.attempt, TIMEOUT, now - active.started,
+                    error=f"still running after its timeout of {active.timeout_s:g} s; "
+                          "cancelled (raise [pipelines] timeout_seconds or the rule's)",
+                    version=active.version,
+                    event=("warning", f"{active.row.workflow} run {run_id} timed out")))
+            else:
+                continue
+            del self.active[run_id]
+            ended += 1
+        written = dict(zip([o["run_id"] for o in outcomes], self._record(outcomes),
+                           strict=True))
+        for row, sent in mails:
+            if written.get(row.id):
+                for mail in sent:
+                    self._mail(row, mail)
         return ended
 
-    def _collect(self, active: _Active) -> None:
+    @staticmethod
+    def _outcome(row: Any, attempt: int, status: str, duration_s: float | None, *,
+                 error: str | None = None, version: str | None = None,
+                 next_attempt_at: dt.datetime | None = None, steps: Any = (),
+                 results: Any = None, event: tuple[str, str] | None = None) -> dict[str, Any]:
+        return dict(run_id=row.id, attempt=attempt, status=status, duration_s=duration_s,
+                    error=error, version=version, next_attempt_at=next_attempt_at,
+                    steps=list(steps), results=results,
+                    event=(event[0], event[1], row.dataset_id) if event else None)
+
+    def _gather(self, futures: list[Any]) -> dict[str, Any]:
+        """The results of finished futures, fetched in one call (by future key)."""
+        if not futures:
+            return {}
+        try:
+            results = self._client.gather(futures, errors="raise")
+        except Exception:  # noqa: BLE001 - one bad result: fetch them one by one instead
+            return {}
+        return {f.key: r for f, r in zip(futures, results, strict=True)}
+
+    def _collect(self, active: _Active, report: RunReport | None
+                 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
         row = active.row
         elapsed = time.monotonic() - active.started
-        try:
-            report: RunReport = active.future.result()
-        except Exception as error:  # noqa: BLE001 - the worker's fate becomes the run's
-            self._fail(row, active.attempt, _explain_future_error(error), retryable=False,
-                       duration_s=elapsed, version=active.version)
-            return
-        self.store.add_steps(row.id, active.attempt, report.steps)
+        if report is None:
+            try:
+                report = active.future.result()
+            except Exception as error:  # noqa: BLE001 - the worker's fate becomes the run's
+                return self._failure(row, active.attempt, _explain_future_error(error),
+                                     False, elapsed, active.version), []
         if report.status != FINISHED:
-            self._fail(row, active.attempt, report.error or "failed", report.retryable,
-                       duration_s=elapsed, version=active.version)
-            return
-        self.store.set_results(row.id, report.results)
-        if not self.store.close(row.id, FINISHED, duration_s=elapsed, version=active.version):
-            return  # cancelled while it ran: its results are kept, its status too
-        for mail in report.mails:
-            self._mail(row, mail)
-        self._event("info", f"{row.workflow} run {row.id} finished in {elapsed:.1f} s",
-                    row.dataset_id)
+            return self._failure(row, active.attempt, report.error or "failed",
+                                 report.retryable, report.duration_s, active.version,
+                                 report.steps), []
+        # the duration is the workflow's own (measured on the worker), without queueing
+        return self._outcome(row, active.attempt, FINISHED, report.duration_s,
+                             version=active.version,
+                             steps=report.steps, results=report.results), report.mails
 
-    def _fail(self, row: Any, attempt: int, text: str, retryable: bool,
-              duration_s: float | None, version: str | None = None) -> None:
+    def _failure(self, row: Any, attempt: int, text: str, retryable: bool,
+                 duration_s: float | None, version: str | None = None,
+                 steps: Any = ()) -> dict[str, Any]:
+        """The outcome of a failed attempt: retried later when retryable and tries are left."""
         retry_at = None
         if retryable and attempt < row.max_attempts:
             retry_at = utcnow() + dt.timedelta(seconds=retry_delay(self.settings, attempt))
-        if not self.store.close(row.id, ERROR, duration_s=duration_s, error=text,
-                                next_attempt_at=retry_at, version=version):
-            return
-        if retry_at is not None:
-            self._event("warning", f"{row.workflow} run {row.id} failed (attempt {attempt} of "
-                        f"{row.max_attempts}), retried at {retry_at:%H:%M:%S} UTC: {text}",
-                        row.dataset_id)
+            event = ("warning", f"{row.workflow} run {row.id} failed (attempt {attempt} of "
+                     f"{row.max_attempts}), retried at {retry_at:%H:%M:%S} UTC: {text}")
         else:
-            self._event("error", f"{row.workflow} run {row.id} failed: {text}", row.dataset_id)
+            event = ("error", f"{row.workflow} run {row.id} failed: {text}")
         log.warning("%s run %s failed: %s", row.workflow, row.id, text)
+        return self._outcome(row, attempt, ERROR, duration_s, error=text, version=version,
+                             next_attempt_at=retry_at, steps=steps, event=event)
+
+    def _record(self, outcomes: list[dict[str, Any]]) -> list[bool]:
+        return self.store.record_outcomes(outcomes) if outcomes else []
 
     def _mail(self, row: Any, mail: dict[str, str]) -> None:
         if not row.user or not self.config.email.smtp_host:
@@ -395,12 +423,6 @@ class PipelineEngine:
                                         mail["body"])
         except Exception:  # noqa: BLE001 - a mail never fails a finished run
             log.exception("cannot queue the mail of run %s", row.id)
-
-    def _event(self, level: str, message: str, dataset_id: int | None) -> None:
-        try:
-            self.journal.log(level, "pipeline", message, dataset_id)
-        except Exception:  # noqa: BLE001
-            log.exception("cannot write a pipeline event to the journal")
 
     # --- loops -------------------------------------------------------------------------------
 

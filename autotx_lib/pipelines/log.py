@@ -114,17 +114,15 @@ def statistics(journal: Journal, by: str = "day", *, since: dt.datetime | None =
 
     if by not in GROUPINGS:
         raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPINGS)}")
-    rows = PipelineStore(journal).stats_rows(aware(since))
-    frame = pd.DataFrame(rows, columns=["workflow", "status", "initiator", "created_at",
-                                        "duration_s", "error"])
+    rows = PipelineStore(journal).stats_rows(by, aware(since))
+    frame = pd.DataFrame.from_records(rows, columns=["key", "status", "duration_s"])
     columns = ["runs", *RUN_STATES, "error_rate", "p50_s", "p90_s", "p99_s", "mean_s"]
     if frame.empty:
         return pd.DataFrame(columns=columns).rename_axis(by)
-    if by == "day":
-        key = pd.to_datetime(frame["created_at"], utc=True).dt.strftime("%Y-%m-%d")
-    else:
-        key = frame[by]
-    counts = pd.crosstab(key, frame["status"]).reindex(columns=list(RUN_STATES), fill_value=0)
+    key = frame["key"].astype(str).rename(by)
+    frame["duration_s"] = frame["duration_s"].astype(float)
+    counts = (frame.groupby([key, frame["status"]]).size().unstack(fill_value=0)
+              .reindex(columns=list(RUN_STATES), fill_value=0))
     counts.insert(0, "runs", counts.sum(axis=1))
     ended = counts[["finished", "error", "timeout"]].sum(axis=1)
     counts["error_rate"] = ((counts["error"] + counts["timeout"]) / ended.where(ended > 0)
@@ -135,6 +133,7 @@ def statistics(journal: Journal, by: str = "day", *, since: dt.datetime | None =
         counts[name] = quantiles[q] if q in quantiles else float("nan")
     counts["mean_s"] = durations.mean()
     counts.index.name = by
+    counts.columns.name = None
     return counts[columns]
 
 
@@ -142,9 +141,9 @@ def error_statistics(journal: Journal, *, since: dt.datetime | None = None):
     """How often each error happened (its first line, by workflow), most frequent first."""
     import pandas as pd
 
-    rows = [r for r in PipelineStore(journal).stats_rows(aware(since)) if r.error]
-    frame = pd.DataFrame({"workflow": [r.workflow for r in rows],
-                          "error": [r.error.split("\n")[0][:200] for r in rows]})
+    rows = PipelineStore(journal).errors(aware(since))
+    frame = pd.DataFrame({"workflow": [r[0] for r in rows],
+                          "error": [r[1].split("\n")[0][:200] for r in rows]})
     if frame.empty:
         return pd.DataFrame(columns=["workflow", "error", "runs"])
     return (frame.value_counts(["workflow", "error"]).rename("runs").reset_index()

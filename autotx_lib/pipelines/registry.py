@@ -80,7 +80,7 @@ class Workflow:
         module, name = getattr(self.function, "__module__", None), \
             getattr(self.function, "__name__", None)
         found = getattr(sys.modules.get(module or ""), name or "", None)
-        if found is self:
+        if found is self and module != "__main__":  # __main__: cloudpickle by value
             return (_attribute, (module, name))
         return (Workflow, (self.name, self.version, self.function, self.description))
 

@@ -81,11 +81,12 @@ def delivered_dataset(config: Config, journal, name: str, files: dict[str, bytes
     from autotx_lib.journal import utcnow
 
     folder = make_dataset(config.destination, user, name, files)
+    created = utcnow()
     dataset_id = journal.add_dataset(
         user=user, name=name, stamp="20261201T100000", state="done",
         incoming_path=str(config.incoming / user / name),
         processing_path=str(config.managed / "processing" / name), dest_path=str(folder),
-        algorithm="xxh3_128", total_files=len(files), started_at=utcnow(),
+        algorithm="xxh3_128", total_files=len(files), created_at=created, started_at=utcnow(),
         finished_at=utcnow(), manifest_digest="abc")
     journal.add_files(dataset_id, [(r, len(c), 0) for r, c in files.items()])
     return journal.dataset(dataset_id)
