@@ -106,6 +106,35 @@ def record_run(store: PipelineStore, registry: Registry, workflow: str,
         rerun_of=rerun_of)
 
 
+def record_all_delivered(config: Config, journal: Journal, workflow: str, *,
+                         since: dt.datetime | None = None, params: dict[str, Any] | None = None,
+                         initiator: str = "cli", registry: Registry | None = None
+                         ) -> tuple[list[int], int]:
+    """Record a run of ``workflow`` on every delivered dataset (delivered since ``since``).
+
+    Like a rule's runs, these are deduplicated: a dataset that already has a run of this
+    workflow is skipped (``autotx pipelines rerun ID`` runs one again). Returns the new
+    run ids and how many datasets were skipped.
+    """
+    from autotx_lib.journal import DELIVERED, DONE
+
+    store = PipelineStore(journal)
+    registry = registry or registry_for(config)
+    created, skipped = [], 0
+    for row in journal.datasets_in([DELIVERED, DONE]):
+        if not row.dest_path or (since is not None and row.finished_at is not None
+                                 and aware(row.finished_at) < since):
+            continue
+        run_id, new = record_run(store, registry, workflow, row.dest_path, initiator=initiator,
+                                 settings=config.pipelines, user=row.user, dataset_id=row.id,
+                                 params=params, automatic=True)
+        if new:
+            created.append(run_id)
+        else:
+            skipped += 1
+    return created, skipped
+
+
 def cancel_run(journal: Journal, run_id: int) -> bool:
     """Cancel a run that has not ended; True when it was cancelled.
 
@@ -516,5 +545,5 @@ def _explain_future_error(error: BaseException) -> str:
             + describe_error(error))
 
 
-__all__ = ["PipelineEngine", "record_run", "cancel_run", "rerun", "results_root", "run_results_dir", "dedup_key",
+__all__ = ["PipelineEngine", "record_run", "record_all_delivered", "cancel_run", "rerun", "results_root", "run_results_dir", "dedup_key",
            "retry_delay", "shared_local_cluster", "SchedulerUnreachableError", "STARTED"]
