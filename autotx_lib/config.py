@@ -14,6 +14,8 @@ through :class:`~autotx_lib.errors.ConfigError`.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import json
 import os
 import re
 import socket
@@ -494,9 +496,36 @@ class Config(_Section):
 
 _FIXES = {
     "missing": "add this key",
-    "extra_forbidden": "remove it, or check its spelling (see `autotx config check --help`)",
+    "extra_forbidden": "remove it, or check its spelling (see `autotx config explain`)",
     "literal_error": "use one of the allowed values",
 }
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model inside a field's annotation (``SpaceCheck`` in ``list[SpaceCheck]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if (model := _section_model(arg)) is not None:
+            return model
+    return None
+
+
+def _spelling_fix(loc: tuple[str | int, ...]) -> str:
+    """For an unknown key: "did you mean ...?" from the keys of its own section."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:  # a list index: same model
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()}
+        model = _section_model(fields[part].annotation) if part in fields else None
+    if model is None or not isinstance(loc[-1], str):
+        return _FIXES["extra_forbidden"]
+    keys = [f.alias or name for name, f in model.model_fields.items()]
+    close = difflib.get_close_matches(loc[-1], keys, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'? Otherwise remove it"
+    return f"check its spelling or remove it; the keys here are: {', '.join(sorted(keys))}"
 
 
 def _problems_from(error: ValidationError) -> list[ConfigProblem]:
@@ -504,8 +533,10 @@ def _problems_from(error: ValidationError) -> list[ConfigProblem]:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(top level)"
         key = key.replace("copy_", "copy")
-        fix = _FIXES.get(item["type"], "")
-        problems.append(ConfigProblem(key, item["msg"], fix))
+        message, fix = item["msg"], _FIXES.get(item["type"], "")
+        if item["type"] == "extra_forbidden" and item["loc"]:
+            message, fix = "unknown key", _spelling_fix(item["loc"])
+        problems.append(ConfigProblem(key, message, fix))
     return problems
 
 
@@ -561,13 +592,74 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return config_from_dict(data, str(path))
 
 
-def check_config(config: Config) -> list[ConfigProblem]:
+@dataclass(frozen=True)
+class ConfigKey:
+    """One key of the configuration file, as ``autotx config explain`` lists it."""
+
+    key: str  # dotted, e.g. "readiness.quiet_seconds"; "space_monitoring[].path" in a list
+    type: str
+    default: str  # "required" when there is none
+    description: str
+
+
+def _type_name(annotation: Any) -> str:
+    if getattr(annotation, "__origin__", None) is Literal:
+        return "one of " + ", ".join(_toml_value(a) for a in annotation.__args__)
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or re.sub(r"\b(typing|pathlib|pydantic\.types)\.", "", str(annotation))
+
+
+def _toml_value(value: Any) -> str:
+    """A default as it would be written in the TOML file."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value if isinstance(value, list | dict) else str(value))
+
+
+def config_keys(model: type[BaseModel] | None = None, prefix: str = "") -> list[ConfigKey]:
+    """Every key a configuration file may set, sections included, in the model's order.
+
+    Examples
+    --------
+    >>> keys = {k.key: k for k in config_keys()}
+    >>> keys["readiness.quiet_seconds"].default, keys["verify.algorithm"].default
+    ('60.0', '"xxh3_128"')
+    """
+    result = []
+    for name, field in (model or Config).model_fields.items():
+        key = prefix + (field.alias or name)
+        section = _section_model(field.annotation)
+        if section is not None:
+            is_list = getattr(field.annotation, "__origin__", None) is list
+            result += config_keys(section, f"{key}[]." if is_list else f"{key}.")
+            continue
+        if field.is_required():
+            default = "(required)"
+        elif field.default_factory is not None:
+            default = "(this computer's name)" if name == "host_alias" else \
+                _toml_value(field.default_factory())
+        else:
+            default = _toml_value(field.default)
+        result.append(ConfigKey(key, _type_name(field.annotation), default,
+                                field.description or ""))
+    return result
+
+
+def check_config(config: Config, *, for_run: bool = False) -> list[ConfigProblem]:
     """Check the configured folders on disk; return every problem (empty when all is well).
 
     Folders are compared after resolving symbolic links, so a destination that is a link
-    into ``incoming`` is found. The agent refuses to start while this list is not empty.
+    into ``incoming`` is found. The agent refuses to start while this list is not empty. With
+    ``for_run``, a destination that is unreachable or read-only is not a problem: the agent
+    starts anyway and its datasets wait for the share (retried with backoff, the admin told),
+    as after a boot that mounts the share late.
     """
-    return _folder_problems(config.incoming, config.managed, config.destination)
+    return _folder_problems(config.incoming, config.managed, config.destination,
+                            check_destination=not for_run)
 
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
@@ -626,7 +718,8 @@ def _shown(given: Path, real: Path) -> str:
     return str(given) if Path(os.path.abspath(given)) == real else f"{given} (-> {real})"
 
 
-def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[ConfigProblem]:
+def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
+                     check_destination: bool = True) -> list[ConfigProblem]:
     problems: list[ConfigProblem] = []
     folders = {"incoming": incoming, "managed": managed, "destination": destination}
     # resolved: a symbolic link anywhere in a path must not hide an overlap
@@ -649,6 +742,8 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path) -> list[C
         problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
                                       "volumes; datasets are moved between them by renaming",
                                       "put both on the instrument's data drive"))
+    if not check_destination:
+        return problems
     dest = resolved["destination"]
     if not dest.is_dir():
         problems.append(ConfigProblem("destination", f"{dest} is not reachable (missing or not "

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from autotx_lib.units import human_bytes
+
 
 class AutotxError(Exception):
     """Base class of every error autotx_lib raises on purpose."""
@@ -168,7 +170,7 @@ class DestinationFullError(DestinationError):
     def __init__(self, destination: str | Path, needed: int | None = None):
         detail = "no space left on device"
         if needed is not None:
-            detail += f" ({needed / 1e9:.2f} GB needed)"
+            detail += f" ({human_bytes(needed)} needed)"
         super().__init__(destination, detail)
 
 

@@ -40,10 +40,35 @@ def human_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def local_time(value: dt.datetime | None) -> str:
-    """A naive UTC datetime from the journal, in local time with its zone ('' for None)."""
+def local_time(value: dt.datetime | None, *, short: bool = False) -> str:
+    """A naive UTC datetime from the journal, in local time with its zone ('' for None).
+
+    ``short`` leaves out the year and the seconds, for tables at 80 columns.
+
+    Examples
+    --------
+    On a computer whose local time is UTC:
+
+    >>> local_time(dt.datetime(2026, 12, 1, 9, 30, 5)), local_time(None)  # doctest: +SKIP
+    ('2026-12-01 09:30:05 UTC', '')
+    >>> local_time(dt.datetime(2026, 12, 1, 9, 30, 5), short=True)  # doctest: +SKIP
+    '12-01 09:30 UTC'
+    """
     if value is None:
         return ""
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return f"{value.astimezone():%Y-%m-%d %H:%M:%S %Z}"
+    return f"{value.astimezone():{'%m-%d %H:%M %Z' if short else '%Y-%m-%d %H:%M:%S %Z'}}"
+
+
+def iso_time(value: dt.datetime | None) -> str | None:
+    """A time for JSON: ISO 8601 with its zone; a naive value (the journal's) is UTC.
+
+    Examples
+    --------
+    >>> iso_time(dt.datetime(2026, 12, 1, 9, 30))
+    '2026-12-01T09:30:00+00:00'
+    """
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()

@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""Build the project's environment (``.venv``) from nothing but Python 3.11+ and a JDK.
+"""Build the project's environment (``.venv``) from nothing but Python 3.11+ (and a JDK once).
 
 Run by the README's two commands (``./autotx`` and ``./run-tests``); safe to run again:
-it does nothing when the environment is already up to date.
+it runs pip only when something is really missing, so an offline instrument PC keeps
+working once set up.
 
 Steps
 -----
-1. check Python >= 3.11 and a JDK (``javac`` or ``JAVA_HOME``);
-2. create ``.venv`` and install numpy 2, setuptools, wheel and cython into it;
-3. build python-javabridge from its sdist, patched for numpy 2 (see ARCHITECTURE.md),
-   once, and cache the wheel under ``~/.cache/autotx_lib/wheels``;
-4. install the project in editable mode with its extras (``--test`` adds the test tools).
+1. check Python >= 3.11;
+2. check ``.venv``: create it when absent, and repair it when an interrupted set-up left
+   it broken (no working Python: rebuilt; no pip: ``ensurepip``, which needs no network);
+3. the extras wanted are those asked for now *and* those installed before (a stamp file
+   in ``.venv`` records them): ``./autotx`` never undoes ``./run-tests``'s test tools;
+4. nothing to do when the stamp says this pyproject.toml was installed with those extras;
+   otherwise list the requirements (with their own extras) that ``.venv`` does not satisfy,
+   and only if there are any (or the project is not installed) run pip: build
+   python-javabridge from its sdist, patched for numpy 2 (see ARCHITECTURE.md), once
+   (cached under ``~/.cache/autotx_lib/wheels``; this step needs a JDK), then install the
+   project in editable mode with the extras (``--test`` adds the test tools). A changed
+   pyproject.toml whose requirements are all met only re-installs the project, offline.
 
 Only the standard library is used here: this script runs before anything is installed.
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -57,8 +66,11 @@ def run(*args: str | Path, **kwargs) -> None:
         fail(f"command failed ({result.returncode}): {' '.join(str(a) for a in args)}")
 
 
-def venv_python() -> Path:
-    return VENV / "bin" / "python"
+def venv_python(venv: Path = VENV) -> Path:
+    """The Python of ``venv`` (``Scripts\\python.exe`` on Windows)."""
+    if os.name == "nt":
+        return venv / "Scripts" / "python.exe"
+    return venv / "bin" / "python"
 
 
 def find_java_home() -> Path:
@@ -79,12 +91,77 @@ def find_java_home() -> Path:
     raise AssertionError  # unreachable
 
 
-def ensure_venv() -> None:
-    if not venv_python().exists():
-        say(f"creating {VENV}")
-        run(sys.executable, "-m", "venv", VENV)
-    run(venv_python(), "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(venv_python(), "-m", "pip", "install", "--quiet",
+# Run by the venv's Python: 0 when it works and has pip, 3 when pip is missing.
+_PROBE = "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('pip') else 3)"
+
+
+def probe_venv(venv: Path = VENV) -> str:
+    """The state of ``venv``: ``"ok"``, ``"absent"``, ``"no-python"`` or ``"no-pip"``."""
+    python = venv_python(venv)
+    if not venv.exists():
+        return "absent"
+    if not python.exists():
+        return "no-python"
+    try:
+        result = subprocess.run([str(python), "-c", _PROBE], capture_output=True, timeout=120)
+    except OSError:  # a dangling link, a file that is not a program
+        return "no-python"
+    if result.returncode == 3:
+        return "no-pip"
+    return "ok" if result.returncode == 0 else "no-python"
+
+
+def repair_venv(venv: Path = VENV) -> str:
+    """Make ``venv`` a working virtualenv with pip; return what was done ("" for nothing).
+
+    An absent or Python-less venv is (re)created (``--clear``: what an interrupted set-up
+    left is of no use); a venv without pip gets it from ``ensurepip`` (no network needed).
+    """
+    state = probe_venv(venv)
+    if state == "ok":
+        return ""
+    if state in ("absent", "no-python"):
+        say(f"{'creating' if state == 'absent' else 'rebuilding the broken'} {venv}")
+        run(sys.executable, "-m", "venv", "--clear", venv)
+        done = "created" if state == "absent" else "rebuilt"
+    else:
+        say(f"{venv} has no pip (an interrupted set-up?): installing it with ensurepip")
+        restore_pip(venv)
+        done = "pip-restored"
+    if probe_venv(venv) != "ok":
+        fail(f"{venv} is still not usable; delete it and run this again (on Debian, "
+             f"`apt-get install python3-venv` provides venv and ensurepip)")
+    return done
+
+
+def pip_works(venv: Path = VENV) -> bool:
+    """Whether ``python -m pip --version`` runs in ``venv`` (pip may be there but broken)."""
+    result = subprocess.run([str(venv_python(venv)), "-m", "pip", "--version"],
+                            capture_output=True, timeout=120)
+    return result.returncode == 0
+
+
+def restore_pip(venv: Path = VENV) -> None:
+    """Put a working pip into ``venv`` from ``ensurepip`` (no network), removing a broken one.
+
+    ensurepip leaves an installed pip of its own version alone, however broken, so what is
+    left of pip is removed first; nothing else in the venv is touched.
+    """
+    code = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = subprocess.run([str(venv_python(venv)), "-c", code], capture_output=True,
+                          text=True, timeout=120).stdout.strip()
+    if site:
+        for leftover in [*Path(site).glob("pip"), *Path(site).glob("pip-*.dist-info")]:
+            shutil.rmtree(leftover, ignore_errors=True)
+    run(venv_python(venv), "-m", "ensurepip", "--upgrade")
+    if not pip_works(venv):
+        fail(f"pip does not work in {venv} even after ensurepip; delete {venv} and run again")
+
+
+def ensure_build_tools(venv: Path = VENV) -> None:
+    """numpy 2, setuptools, wheel and cython: what the javabridge build needs."""
+    run(venv_python(venv), "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    run(venv_python(venv), "-m", "pip", "install", "--quiet",
         "numpy>=2.0", "setuptools>=68", "wheel", "cython")
 
 
@@ -106,13 +183,15 @@ def download_sdist(project: str, filename: str, sha256: str, folder: Path) -> Pa
     return target
 
 
-def build_javabridge_wheel(java_home: Path) -> Path:
-    """Return the cached patched wheel, building it first when missing."""
+def build_javabridge_wheel(venv: Path = VENV) -> Path:
+    """Return the cached patched wheel, building it first (with ``venv``) when missing."""
     WHEELS.mkdir(parents=True, exist_ok=True)
     tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
     cached = sorted(WHEELS.glob(f"python_javabridge-{JAVABRIDGE_VERSION}-{tag}-*.whl"))
     if cached:
         return cached[-1]
+    java_home = find_java_home()
+    ensure_build_tools(venv)
     with tempfile.TemporaryDirectory() as tmp:
         sdist = download_sdist("python-javabridge",
                                f"python_javabridge-{JAVABRIDGE_VERSION}.tar.gz",
@@ -134,7 +213,7 @@ def build_javabridge_wheel(java_home: Path) -> Path:
         say("building python-javabridge (patched for numpy 2); once, then cached")
         env = dict(os.environ, JAVA_HOME=str(java_home))
         out = Path(tmp) / "dist"
-        run(venv_python(), "-m", "pip", "wheel", "--quiet", "--no-deps",
+        run(venv_python(venv), "-m", "pip", "wheel", "--quiet", "--no-deps",
             "--no-build-isolation", "-w", out, source, env=env)
         wheel = next(out.glob("*.whl"))
         return Path(shutil.copy2(wheel, WHEELS / wheel.name))
@@ -150,7 +229,7 @@ def ensure_test_tools() -> None:
     missing = sorted({pkg for cmd, pkg in TEST_TOOLS.items() if shutil.which(cmd) is None})
     if not missing:
         return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
+    if shutil.which("apt-get") is None or getattr(os, "geteuid", lambda: -1)() != 0:
         say(f"note: {', '.join(missing)} not installed; the tests that check manifests with "
             f"them will skip (install with: apt-get install {' '.join(missing)})")
         return
@@ -162,23 +241,157 @@ def ensure_test_tools() -> None:
         say(f"note: could not install {', '.join(missing)}; the tests needing them will skip")
 
 
-def stamp_of(extras: str) -> str:
-    parts = [extras, (ROOT / "pyproject.toml").read_text(), Path(__file__).read_text()]
+STAMP_NAME = ".autotx-setup-stamp"
+BASE_EXTRAS = ("imaging", "viz", "postgres")
+
+
+def pyproject_digest(root: Path = ROOT) -> str:
+    """What the stamp remembers of the project: its pyproject.toml and this script."""
+    parts = [(root / "pyproject.toml").read_text(), Path(__file__).read_text()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def install_project(extras: str, java_home: Path) -> None:
-    stamp_file = VENV / ".autotx-setup-stamp"
-    stamp = stamp_of(extras)
-    if stamp_file.exists() and stamp_file.read_text() == stamp:
-        return
-    ensure_venv()
-    wheel = build_javabridge_wheel(java_home)
-    say("installing the project and its dependencies")
-    run(venv_python(), "-m", "pip", "install", "--quiet", wheel)
-    run(venv_python(), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[{extras}]")
-    stamp_file.write_text(stamp)
-    say("environment ready")
+def read_stamp(venv: Path = VENV) -> dict:
+    """The stamp ``{"pyproject": digest, "extras": [...]}``; ``{}`` when absent or old."""
+    try:
+        stamp = json.loads((venv / STAMP_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamp if isinstance(stamp, dict) else {}
+
+
+def write_stamp(venv: Path, digest: str, extras: set[str]) -> None:
+    (venv / STAMP_NAME).write_text(json.dumps({"pyproject": digest, "extras": sorted(extras)}))
+
+
+def wanted_extras(requested: set[str], stamp: dict) -> set[str]:
+    """The extras to have: asked for now, plus those installed before (never fewer)."""
+    return set(requested) | set(stamp.get("extras", []))
+
+
+def up_to_date(stamp: dict, digest: str, extras: set[str]) -> bool:
+    """True when the stamp says this pyproject.toml was installed with all of ``extras``."""
+    return stamp.get("pyproject") == digest and extras <= set(stamp.get("extras", []))
+
+
+def requirements(extras: set[str], root: Path = ROOT) -> list[str]:
+    """The project's requirements with ``extras`` (its self-references expanded)."""
+    import tomllib
+
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    optional = project.get("optional-dependencies", {})
+    name = project["name"].lower().replace("-", "_")
+    found: list[str] = list(project.get("dependencies", []))
+    todo, seen = sorted(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for requirement in optional.get(extra, []):
+            match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*\[([^\]]*)\]\s*", requirement)
+            if match and match.group(1).lower().replace("-", "_") == name:
+                todo += [e.strip() for e in match.group(2).split(",") if e.strip()]
+            else:
+                found.append(requirement)
+    return found
+
+
+# Run by the venv's Python (argv[1]: JSON list of requirements; prints those not met,
+# following each requirement's own extras, e.g. psycopg[binary] -> psycopg-binary).
+_MISSING = r"""
+import json, sys
+import importlib.metadata as md
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+
+def unmet(text, extra, seen):
+    req = Requirement(text)
+    if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+        return []
+    if str(req) in seen:
+        return []
+    seen.add(str(req))
+    try:
+        version = md.version(req.name)
+    except md.PackageNotFoundError:
+        return [text]
+    if req.specifier and not req.specifier.contains(version, prereleases=True):
+        return [f"{text} (installed: {version})"]
+    missing = []
+    for wanted in req.extras:
+        for sub in md.requires(req.name) or []:
+            if "extra" in sub:
+                missing += unmet(sub, wanted, seen)
+    return missing
+
+seen, missing = set(), []
+for text in json.loads(sys.argv[1]):
+    missing += unmet(text, "", seen)
+print(json.dumps(missing))
+"""
+
+
+def missing_requirements(wanted: list[str], venv: Path = VENV) -> list[str]:
+    """The requirements in ``wanted`` that ``venv`` does not satisfy (asks its own Python)."""
+    result = subprocess.run([str(venv_python(venv)), "-c", _MISSING, json.dumps(wanted)],
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        fail(f"could not check the packages of {venv}: {result.stderr.strip()[-500:]}")
+    return json.loads(result.stdout)
+
+
+def project_installed(venv: Path = VENV, root: Path = ROOT) -> bool:
+    """Whether ``venv`` has this project installed in editable mode from ``root``."""
+    code = ("import importlib.metadata as md, json\n"
+            "try:\n d = md.distribution('autotx_lib').read_text('direct_url.json') or '{}'\n"
+            "except md.PackageNotFoundError:\n d = '{}'\n"
+            "print(json.loads(d).get('url', ''))")
+    result = subprocess.run([str(venv_python(venv)), "-c", code], capture_output=True,
+                            text=True, timeout=120)
+    return result.returncode == 0 and result.stdout.strip() == root.resolve().as_uri()
+
+
+def install_project(extras: set[str], venv: Path = VENV, root: Path = ROOT) -> list[str]:
+    """Install what ``venv`` lacks for the project at ``root`` with ``extras``.
+
+    Returns the actions taken: ``[]`` when nothing was missing (pip did not run), else
+    some of ``"pip-restored"`` (a broken pip), ``"javabridge"``, ``"pip-install"``,
+    ``"project-refresh"`` (offline).
+    """
+    stamp = read_stamp(venv)
+    extras = wanted_extras(extras, stamp)
+    digest = pyproject_digest(root)
+    if up_to_date(stamp, digest, extras):
+        return []
+    missing = missing_requirements(requirements(extras, root), venv)
+    actions: list[str] = []
+    refresh = not project_installed(venv, root) or (stamp and stamp.get("pyproject") != digest)
+    if (missing or refresh) and not pip_works(venv):
+        say(f"pip is broken in {venv}: installing it again with ensurepip")
+        restore_pip(venv)
+        actions.append("pip-restored")
+    if missing:
+        say(f"installing what .venv lacks: {', '.join(missing[:6])}"
+            + (f" and {len(missing) - 6} more" if len(missing) > 6 else ""))
+        if any("javabridge" in m or "bioformats" in m for m in missing):
+            wheel = build_javabridge_wheel(venv)
+            run(venv_python(venv), "-m", "pip", "install", "--quiet", wheel)
+            actions.append("javabridge")
+        run(venv_python(venv), "-m", "pip", "install", "--quiet",
+            "-e", f"{root}[{','.join(sorted(extras))}]")
+        actions.append("pip-install")
+    elif refresh:
+        # every requirement is met: refresh the project's own metadata, offline
+        run(venv_python(venv), "-m", "pip", "install", "--quiet", "--no-deps",
+            "--no-build-isolation", "-e", str(root))
+        actions.append("project-refresh")
+    write_stamp(venv, digest, extras)
+    if actions:
+        say("environment ready")
+    return actions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,9 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before the venv exists
         fail(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
-    java_home = find_java_home()
-    extras = "imaging,viz,postgres" + (",test" if args.test else "")
-    install_project(extras, java_home)
+    repair_venv(VENV)
+    install_project(set(BASE_EXTRAS) | ({"test"} if args.test else set()), VENV)
     if args.test:
         ensure_test_tools()
     return 0

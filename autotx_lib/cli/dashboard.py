@@ -1,8 +1,9 @@
-"""``autotx dashboard NAME``: serve one of the dashboard pages (``widgets/``) with Voila.
+"""``autotx dashboard NAME``: serve one of the dashboard pages (``autotx_lib/pages``) with Voila.
 
-The page is served on loopback only (127.0.0.1); BokehJS is inlined by the page, so
-nothing is fetched from the internet. The configuration and the folder to show reach
-the page through environment variables (``AUTOTX_CONFIG``, ``AUTOTX_PATH``).
+The page needs a token (random and printed in the URL, or ``$AUTOTX_DASHBOARD_TOKEN``);
+it is served on loopback unless ``--ip`` says otherwise. At most ``--max-pages`` pages
+(kernels) run at once, and a page no browser has watched for ``--idle-minutes`` is closed.
+BokehJS and the icon font are served locally, so nothing is fetched from the internet.
 """
 
 from __future__ import annotations
@@ -10,36 +11,22 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from autotx_lib.cli._common import ExitCode, fail
-
-#: Dashboard name -> (page in widgets/, what it needs: "config" or "path").
-PAGES: dict[str, tuple[str, str]] = {
-    "transfer-monitor": ("transfer_monitor.ipynb", "config"),
-    "plate-qc": ("plate_qc.ipynb", "path"),
-    "stack-browser": ("stack_browser.ipynb", "path"),
-}
-
-#: Environment variables read by the pages.
-CONFIG_ENV = "AUTOTX_CONFIG"
-PATH_ENV = "AUTOTX_PATH"
-
-
-def widgets_folder() -> Path:
-    """The folder holding the dashboard pages (``widgets/`` beside the package)."""
-    return Path(__file__).resolve().parents[2] / "widgets"
-
-
-def voila_command(page: Path, port: int) -> list[str]:
-    """The command line that serves ``page`` with Voila on 127.0.0.1:``port``."""
-    return [sys.executable, "-m", "voila", str(page), "--no-browser", f"--port={port}",
-            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0",
-            "--VoilaConfiguration.show_tracebacks=True"]
+from autotx_lib.pages import PAGES
+from autotx_lib.pages.serve import (
+    LOOPBACK,
+    TOKEN_ENV,
+    choose_token,
+    is_loopback,
+    page_url,
+    serve_environment,
+    voila_command,
+)
 
 
 def dashboard(
@@ -48,37 +35,51 @@ def dashboard(
         "--config", "-c", help="The agent's configuration (for transfer-monitor).")] = None,
     path: Annotated[Path | None, typer.Option(
         "--path", "-p", help="Plate folder (plate-qc) or folder of images (stack-browser).")] = None,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8866,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8866,
+    ip: Annotated[str, typer.Option(help="Address to listen on: 127.0.0.1 (this machine only) "
+                                    "or e.g. 0.0.0.0 (every network; plain HTTP).")] = LOOPBACK,
+    max_pages: Annotated[int, typer.Option(help="Most pages (kernels) open at once.")] = 4,
+    idle_minutes: Annotated[float, typer.Option(
+        help="Close a page no browser has watched for this long.")] = 10.0,
 ) -> None:
-    """Serve a dashboard page with Voila on http://127.0.0.1:PORT/ until Ctrl-C.
+    """Serve a dashboard page with Voila until Ctrl-C; open the printed URL (it has the token).
 
     Exit status: 0 when Voila ends normally; 2 for an unknown name, a missing --config
-    or --path, or a missing page; otherwise Voila's own status; 130 interrupted.
+    or --path, a bad option or token, or a missing page; otherwise Voila's own status;
+    130 interrupted.
     """
     key = name.replace("_", "-").lower()
     if key not in PAGES:
         raise fail(f"unknown dashboard {name!r}; choose one of {', '.join(PAGES)}")
-    page_name, needs = PAGES[key]
-    page = widgets_folder() / page_name
-    if not page.is_file():
-        raise fail(f"the page {page} is missing; reinstall autotx_lib from its source tree")
-    env = dict(os.environ)
-    if needs == "config":
-        if config is None:
-            raise fail(f"{key} needs the agent's configuration: add -c autotx.toml")
-        if not config.exists():
-            raise fail(f"the configuration {config} does not exist")
-        env[CONFIG_ENV] = str(config.resolve())
-    else:
-        if path is None:
-            raise fail(f"{key} needs a folder: add --path FOLDER")
-        if not path.exists():
-            raise fail(f"{path} does not exist")
-        env[PATH_ENV] = str(path.resolve())
+    page = PAGES[key]
+    if not page.notebook.is_file():
+        raise fail(f"the page {page.notebook} is missing; reinstall autotx_lib")
+    given = config if page.variable == "AUTOTX_CONFIG" else path
+    if given is None:
+        raise fail(f"{key} needs {page.what}: add {page.option}")
+    if not given.exists():
+        raise fail(f"{given} does not exist")
     if not 0 < port < 65536:
         raise fail(f"port {port} is not a TCP port (1..65535)")
-    typer.echo(f"serving {key} at http://127.0.0.1:{port}/ (Ctrl-C to stop)", err=True)
-    raise typer.Exit(_serve(voila_command(page, port), env, page.parent))
+    if max_pages < 1:
+        raise fail(f"--max-pages {max_pages}: give at least 1")
+    if idle_minutes <= 0:
+        raise fail(f"--idle-minutes {idle_minutes}: give a positive number of minutes")
+    try:
+        token = choose_token()
+    except ValueError as error:
+        raise fail(str(error)) from None
+    if not is_loopback(ip):
+        typer.echo(f"note: serving on {ip} over plain HTTP: the token and the pages cross the "
+                   "network unencrypted. Prefer an SSH tunnel to 127.0.0.1, or a TLS proxy "
+                   "(README, Dashboards).", err=True)
+    env = serve_environment(page, str(given.resolve()), token)
+    url = page_url(ip, port, token)
+    given = " (the token from $" + TOKEN_ENV + ")" if token == os.environ.get(TOKEN_ENV) else ""
+    typer.echo(f"serving {key} at {url}{given} (Ctrl-C to stop)", err=True)
+    command = voila_command(page.notebook, port=port, ip=ip, max_pages=max_pages,
+                            idle_minutes=idle_minutes)
+    raise typer.Exit(_serve(command, env, page.notebook.parent))
 
 
 def _serve(command: list[str], env: dict[str, str], cwd: Path) -> int:

@@ -65,8 +65,9 @@ def show_command(config: ConfigOption, as_json: JsonOption = False) -> None:
     elif marker is None:
         out.print(f"{cfg.destination}: no marker (not mounted, or never used)"
                   + (f"; this agent expects destination {expected}" if expected else ""),
-                  markup=False)
+                  markup=False, soft_wrap=True)
     else:
         state = "this agent's destination" if matches else f"NOT {expected}"
-        out.print(f"{cfg.destination}: destination {marker['id']} ({state})", markup=False)
+        out.print(f"{cfg.destination}: destination {marker['id']} ({state})", markup=False,
+                  soft_wrap=True)
     raise typer.Exit(0 if matches else 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -15,7 +16,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from autotx_lib.cli._common import (
     ExitCode,
@@ -37,30 +38,34 @@ from autotx_lib.transfer.grace import (
 )
 
 grace_app = typer.Typer(
-    help="`autotx grace -c CONFIG [--json]` lists what rests in the grace area (managed/done/) "
-         "by user, with age and size, and which folders are past grace_period_days; nothing is "
-         "deleted. `autotx grace purge` removes old originals, explicitly. "
+    help="The grace area (managed/done/): what rests there, and the explicit purge.\n\n"
+         "`autotx grace -c CONFIG [--json]` lists the originals by user, with age and size, "
+         "and which are past grace_period_days; nothing is deleted. `autotx grace purge` "
+         "removes old originals, explicitly.\n\n"
          "Exit status: 0 ok; 1 something was skipped (purge); 2 bad configuration or input.",
 )
 
 
-
-def _report_table(report: GraceReport) -> None:
+def _report_table(report: GraceReport, destination: Path) -> None:
+    # Readable at 80 columns: numbers never wrap, names fold rather than vanish into "…",
+    # and delivered copies are shown relative to the destination (named once, below).
     table = Table(title=f"grace area {report.done_folder} (grace period "
-                        f"{report.grace_period_days} days)")
+                        f"{report.grace_period_days} days)", title_justify="left")
     table.add_column("user", overflow="fold")
-    table.add_column("dataset", overflow="fold")
-    table.add_column("age (days)", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("files", justify="right")
-    table.add_column("expired")
-    table.add_column("delivered copy", overflow="fold")
+    table.add_column("dataset", overflow="fold", ratio=3)
+    table.add_column("days", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("files", justify="right", no_wrap=True)
+    table.add_column("expired", no_wrap=True)
+    table.add_column("delivered copy", overflow="fold", ratio=3)
     for user, entries in report.by_user.items():
         for e in entries:
             table.add_row(user, e.name, f"{e.age_days:.1f}", human_bytes(e.size_bytes),
                           str(e.file_count), "[red]yes[/]" if e.expired else "no",
-                          e.dest_path or "[yellow](not in the journal)[/]")
+                          escape(_relative(e.dest_path, destination)) if e.dest_path
+                          else "[yellow](not in the journal)[/]")
     out.print(table)
+    out.print(f"Delivered copies are relative to {destination}.", markup=False, soft_wrap=True)
     out.print(f"{len(report.entries)} folder(s), {human_bytes(report.total_bytes)}; "
               f"{len(report.expired)} past the grace period, "
               f"{human_bytes(report.expired_bytes)}.", markup=False)
@@ -68,6 +73,14 @@ def _report_table(report: GraceReport) -> None:
         out.print("Remove them (each original and its delivered copy are hashed first):  "
                   f"autotx grace purge -c CONFIG --older-than {report.grace_period_days} --yes",
                   markup=False, soft_wrap=True)
+
+
+def _relative(path: str, root: Path) -> str:
+    """``path`` relative to ``root`` when it lies inside it, else as it is."""
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 @grace_app.callback(invoke_without_command=True)
@@ -86,7 +99,7 @@ def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonO
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
-        _report_table(report)
+        _report_table(report, cfg.destination)
 
 
 SHOWN_REASONS = 20  # per original; --json has them all
@@ -124,9 +137,16 @@ def _purge_output(result: PurgeResult) -> None:
 
 
 def _hashing_bar(shown: bool) -> Progress:
-    return Progress(TextColumn("hashing {task.description}"), BarColumn(),
-                    TextColumn("{task.fields[files]}"), DownloadColumn(),
-                    TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
+    # One line at 80 columns: a long name is cut ("…"), the numbers never are.
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    return Progress(TextColumn("hashing {task.description}", table_column=Column(
+                        max_width=24, no_wrap=True, overflow="ellipsis")),
+                    BarColumn(bar_width=8), TextColumn("{task.fields[files]}", table_column=fixed()),
+                    DownloadColumn(table_column=fixed()),
+                    TransferSpeedColumn(table_column=fixed()),
+                    TimeRemainingColumn(table_column=fixed()), console=err, transient=True,
                     disable=not shown)
 
 

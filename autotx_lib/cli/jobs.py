@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 from dataclasses import asdict
@@ -24,14 +25,15 @@ from autotx_lib.config import Config, load_config
 from autotx_lib.journal import Journal
 from autotx_lib.pipelines import job_runner
 from autotx_lib.pipelines.jobs import JobOutcome, cancel_job, list_jobs, retry_job
+from autotx_lib.units import human_duration, iso_time, local_time
 
 jobs_app = typer.Typer(
-    help="`autotx jobs -c CONFIG [--json]` lists the jobs run after delivery (OMERO import) "
-         "with state, attempts, duration and error; `autotx jobs run -c CONFIG [--once]` runs "
-         "them. Exit status: 0 ok; 1 a job failed or waits for a retry (run --once); "
-         "2 bad configuration or input.",
+    help="Jobs run after delivery (OMERO import): list, run, cancel, retry.\n\n"
+         "`autotx jobs -c CONFIG [--json]` lists them with state, attempts, duration and "
+         "error; `autotx jobs run -c CONFIG [--once]` runs them.\n\n"
+         "Exit status: 0 ok; 1 a job failed or waits for a retry (run --once); 2 bad "
+         "configuration or input.",
 )
-
 
 
 def _load(config: Path | None, command: str) -> Config:
@@ -43,34 +45,45 @@ def _load(config: Path | None, command: str) -> Config:
 @jobs_app.callback(invoke_without_command=True)
 def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonOption = False,
          limit: Annotated[int, typer.Option(help="How many jobs, newest first.")] = 30) -> None:
-    """List recent post-delivery jobs, newest first. Exit status: 0; 2 bad configuration."""
+    """List recent post-delivery jobs, newest first.
+
+    Exit status: 0 ok; 2 bad configuration.
+    """
     if ctx.invoked_subcommand is not None:
         return
     cfg = _load(config, "")
     rows = list_jobs(Journal(cfg.journal_url), limit)
     if as_json:
-        data = [{k: (v.isoformat() if hasattr(v, "isoformat") else v)
+        data = [{k: (iso_time(v) if isinstance(v, dt.datetime) else v)
                  for k, v in asdict(r).items()} for r in rows]
         out.print_json(json.dumps(data))
         return
     if not rows:
         out.print("no jobs yet" + ("" if cfg.omero.enabled else
-                                   " (nothing after delivery is enabled: see [omero] enabled)"))
+                                   " (nothing after delivery is enabled: see [omero] enabled)"),
+                  markup=False)
         return
-    table = Table("job", "kind", "dataset", "state", "tries", "took", "created",
-                  title="post-delivery jobs")
-    notes = []
+    out.print(_jobs_table(rows))
+    for j in rows:
+        if j.state == "error":
+            when = f"retry at {local_time(j.next_attempt_at)}" if j.next_attempt_at else "gave up"
+            out.print(f"job {j.id}: {when}: {j.error or ''}", markup=False, soft_wrap=True)
+
+
+def _jobs_table(rows: list) -> Table:
+    # Readable at 80 columns: every column is short and never wraps; errors go below it.
+    table = Table(title="post-delivery jobs", title_justify="left", show_edge=False,
+                  pad_edge=False)
+    table.add_column("job", justify="right", no_wrap=True)
+    table.add_column("kind", overflow="fold")  # the one that gives way if a zone name is long
+    for name in ("dataset", "state", "tries", "took", "created"):
+        table.add_column(name, justify="left" if name in ("state", "created") else "right",
+                         no_wrap=True)
     for j in rows:
         table.add_row(str(j.id), j.kind, str(j.dataset_id or ""), j.state, str(j.attempts),
-                      f"{j.duration_s:.1f} s" if j.duration_s is not None else "",
-                      f"{j.created_at:%Y-%m-%d %H:%M}")
-        if j.state == "error":
-            when = (f"retry at {j.next_attempt_at:%Y-%m-%d %H:%M:%S} UTC" if j.next_attempt_at
-                    else "gave up")
-            notes.append(f"job {j.id}: {when}: {j.error or ''}")
-    out.print(table)
-    for note in notes:
-        out.print(note, markup=False, soft_wrap=True)
+                      human_duration(j.duration_s) if j.duration_s is not None else "",
+                      local_time(j.created_at, short=True))
+    return table
 
 
 def _print_outcome(outcome: JobOutcome) -> None:
@@ -118,7 +131,10 @@ def run_command(config: OptionalConfigOption = None, once: Annotated[bool, typer
 @jobs_app.command("cancel")
 def cancel_command(job_id: Annotated[int, typer.Argument(help="The job's id.")],
                    config: OptionalConfigOption = None) -> None:
-    """Cancel a job that has not finished. Exit status: 0; 2 no such unfinished job."""
+    """Cancel a job that has not finished.
+
+    Exit status: 0 cancelled; 2 bad configuration, or no such unfinished job.
+    """
     cfg = _load(config, "cancel ID ")
     if not cancel_job(Journal(cfg.journal_url), job_id):
         raise fail(f"job {job_id} does not exist or has already finished or been cancelled")
@@ -128,7 +144,10 @@ def cancel_command(job_id: Annotated[int, typer.Argument(help="The job's id.")],
 @jobs_app.command("retry")
 def retry_command(job_id: Annotated[int, typer.Argument(help="The job's id.")],
                   config: OptionalConfigOption = None) -> None:
-    """Make a failed or cancelled job due now. Exit status: 0; 2 no such failed job."""
+    """Make a failed or cancelled job due now.
+
+    Exit status: 0 due now; 2 bad configuration, or no such failed or cancelled job.
+    """
     cfg = _load(config, "retry ID ")
     if not retry_job(Journal(cfg.journal_url), job_id):
         raise fail(f"job {job_id} does not exist or is not failed or cancelled")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from autotx_lib.cli._common import Group
 from autotx_lib.cli.config import config_app
 from autotx_lib.cli.dashboard import dashboard
 from autotx_lib.cli.destination import destination_app
@@ -28,11 +31,32 @@ from autotx_lib.cli.transfer import (
 
 app = typer.Typer(
     name="autotx",
-    help="Move microscopy data off instrument PCs, verified; then look at what arrived.",
+    cls=Group,
+    help="Move microscopy data off instrument PCs, verified; then look at what arrived.\n\n"
+         "`autotx COMMAND --help` explains each command. Exit status: 0 done; 1 the work ran "
+         "but something failed or waits for a retry; 2 bad configuration or input (nothing "
+         "done); 130 interrupted. Each command's help lists its own.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from autotx_lib import __version__
+
+        typer.echo(f"autotx_lib {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", callback=_print_version,
+        is_eager=True)] = False) -> None:
+    pass
+
 
 app.command("demo")(demo)
 app.command("run")(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import tempfile
 import time
@@ -18,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 
 from autotx_lib.cli._common import (
     EXIT_STATUS_HELP,
@@ -39,10 +40,14 @@ from autotx_lib.transfer.status import Status, status
 from autotx_lib.units import human_duration, local_time
 
 
-def load_checked(path: Path) -> Config:
-    """Load a config and refuse to go on while it has problems."""
+def load_checked(path: Path, *, for_run: bool = False) -> Config:
+    """Load a config and refuse to go on while it has problems.
+
+    For ``autotx run`` an unreachable destination (a share not mounted yet) is no reason
+    to refuse: the agent starts and the datasets wait for it.
+    """
     config = load_config(path)
-    problems = check_config(config)
+    problems = check_config(config, for_run=for_run)
     if problems:
         raise ConfigError(path, problems)
     return config
@@ -64,9 +69,15 @@ class ProgressView:
 
 
 def _progress_bars() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"),
-                    DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                    console=err, transient=False)
+    def fixed() -> Column:
+        return Column(no_wrap=True)
+
+    return Progress(TextColumn("{task.description}", table_column=Column(
+                        max_width=22, no_wrap=True, overflow="ellipsis")),
+                    BarColumn(bar_width=8), TextColumn("{task.fields[files]}",
+                                                       table_column=fixed()),
+                    DownloadColumn(table_column=fixed()), TransferSpeedColumn(table_column=fixed()),
+                    TimeRemainingColumn(table_column=fixed()), console=err, transient=False)
 
 
 def _event_printer(console):
@@ -100,8 +111,11 @@ def run(config: ConfigOption, once: Annotated[bool, typer.Option(
     Exit status: 0 all done; 1 some datasets failed or wait for a retry; 2 bad
     configuration (nothing done); 130 interrupted.
     """
-    cfg = handle_errors(load_checked)(config)
+    cfg = handle_errors(load_checked)(config, for_run=True)
     configure_logging(cfg)
+    for problem in check_config(cfg):  # only the destination's remain: wait, do not exit
+        err.print(f"warning: {problem.message}; datasets wait for it and are retried",
+                  markup=False, soft_wrap=True)
     summary = handle_errors(run_agent)(cfg, once)
     parts = [f"{len(summary.delivered)} delivered", f"{len(summary.unmatched)} unmatched",
              f"{len(summary.failed)} quarantined", f"{len(summary.retrying)} to retry",
@@ -136,14 +150,24 @@ def _status_table(snapshot: Status) -> None:
         for w in snapshot.waiting:
             waiting.add_row(w.user, w.name, w.reason, local_time(w.until) if w.until else "")
         out.print(waiting)
-    table = Table("id", "user", "dataset", "state", "files", "size", "finished", "note",
-                  title="queue and recent results")
+    # At 80 columns: short columns never wrap, names fold; each note is a line below.
+    table = Table(title="queue and recent results", title_justify="left")
+    table.add_column("id", justify="right", no_wrap=True)
+    table.add_column("user", overflow="fold")
+    table.add_column("dataset", overflow="fold")
+    table.add_column("state", no_wrap=True)
+    table.add_column("files", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("finished", no_wrap=True)
+    notes = []
     for d in snapshot.queue + snapshot.history:
-        note = d.error or (f"verified ({d.algorithm}), at {d.dest_path}" if d.verified else "")
         table.add_row(str(d.id), d.user, d.name, d.state, str(d.total_files),
-                      human_bytes(d.total_bytes),
-                      f"{d.finished_at:%Y-%m-%d %H:%M}" if d.finished_at else "", note)
+                      human_bytes(d.total_bytes), local_time(d.finished_at, short=True))
+        if d.error or d.verified:
+            notes.append(f"{d.id}: {d.error or f'verified ({d.algorithm}) at {d.dest_path}'}")
     out.print(table)
+    for note in notes:
+        out.print(note, markup=False, soft_wrap=True)
     if snapshot.jobs:
         jobs = Table("job", "kind", "dataset", "state", "tries", "took", title="after delivery")
         for j in snapshot.jobs:
@@ -155,7 +179,7 @@ def _status_table(snapshot: Status) -> None:
             out.print(f"job {j.id}: {retry}: {(j.error or '')[:300]}", markup=False,
                       soft_wrap=True)
     for event in snapshot.events[:5]:
-        out.print(f"{event.at:%H:%M:%S} {event.level}: {event.message}", markup=False,
+        out.print(f"{local_time(event.at)} {event.level}: {event.message}", markup=False,
                   soft_wrap=True)
 
 
@@ -321,22 +345,37 @@ def bandwidth_command(
 
 def demo(
     folder: Annotated[Path | None, typer.Option("--dir", help="Where to build the demo "
-                                                "facility (default: a new temporary folder).")]
-    = None,
-    scale: Annotated[float, typer.Option(help="Data volume factor (1.0 = about 100 MB).")] = 1.0,
+                                                "facility (kept; default: a new temporary "
+                                                "folder, removed at the end).")] = None,
+    scale: Annotated[float, typer.Option(min=0.01, max=100, help="Data volume factor "
+                                         "(1.0 = about 100 MB).")] = 1.0,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary folder, to look "
+                                       "around or run `autotx status` on it.")] = False,
 ) -> None:
     """Build a small demo facility, run the agent on it, and show what arrived, verified.
 
-    No network and no set-up needed. Exit status: 0 when everything was delivered
-    as expected; 1 otherwise.
+    No network and no set-up needed. The demo (about 100 MB times --scale) is built in a
+    new temporary folder and removed at the end, unless --keep or --dir is given; the last
+    lines say where it is and how big.
+
+    Exit status: 0 everything was delivered as expected; 1 otherwise; 2 bad input.
     """
+    if folder is not None and folder.exists() and any(folder.iterdir()):
+        raise fail(f"{folder} is not empty; give a new or empty folder to --dir")
+    root = folder or Path(tempfile.mkdtemp(prefix="autotx-demo-"))
+    keep = keep or folder is not None
+    try:
+        ok = _run_demo(root, scale, keep)
+    finally:
+        _leave_demo(root, keep)
+    raise typer.Exit(int(ExitCode.OK if ok else ExitCode.INCOMPLETE))
+
+
+def _run_demo(root: Path, scale: float, keep: bool) -> bool:
     from autotx_lib.transfer.copy import CHECK_TOOL, verify_manifest
     from autotx_lib.transfer.demo import build_demo_facility
 
-    root = folder or Path(tempfile.mkdtemp(prefix="autotx-demo-"))
-    if folder is not None and folder.exists() and any(folder.iterdir()):
-        raise fail(f"{folder} is not empty; give a new or empty folder to --dir")
-    err.print(f"building a demo facility in {root} ...")
+    err.print(f"building a demo facility in {root} ...", markup=False)
     cfg = build_demo_facility(root, scale=scale)
     _show_incoming(cfg)
     err.print(f"waiting {cfg.readiness.quiet_seconds:.0f} s for the acquisitions to be quiet ...")
@@ -345,42 +384,65 @@ def demo(
     if summary.paused:
         err.print("the agent paused: " + "; ".join(summary.paused), markup=False)
     snapshot = status(cfg)
-    table = Table("user", "dataset", "files", "size", "rate", "arrived at", "verified",
-                  title="what arrived")
+    # At 80 columns: numbers never wrap, names fold; where each dataset went is below.
+    table = Table(title="what arrived", title_justify="left")
+    table.add_column("user", overflow="fold")
+    table.add_column("dataset", overflow="fold")
+    for name in ("files", "size", "rate"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("result", overflow="fold")
     all_ok = bool(summary.delivered)
+    notes = []
     for d in snapshot.history:
         if d.state != "done":
             table.add_row(d.user, d.name, str(d.total_files), human_bytes(d.total_bytes), "",
-                          f"[yellow]{d.state}[/]: {_relative(d.final_path, root)}", "")
+                          f"[yellow]{d.state}[/]")
+            notes.append(f"{d.user}/{d.name}: {d.state}: {d.error or ''}")
             continue
         problems = verify_manifest(Path(d.dest_path), Path(d.manifest_path), d.algorithm)
         all_ok &= not problems
         rate = d.rate_bytes_per_s
         table.add_row(d.user, d.name, str(d.total_files), human_bytes(d.total_bytes),
-                      f"{human_bytes(rate)}/s" if rate else "", _relative(d.dest_path, root),
-                      "[green]yes[/]" if not problems else f"[red]{len(problems)} problems[/]")
+                      f"{human_bytes(rate)}/s" if rate else "",
+                      "[green]verified[/]" if not problems else f"[red]{len(problems)} "
+                      "problems[/]")
     out.print(table)
-    out.print(f"(paths are relative to {root})", markup=False, soft_wrap=True)
+    for note in notes:
+        out.print(note, markup=False, soft_wrap=True)
     algorithm = cfg.verify.algorithm
     out.print(f"Every file was hashed ({algorithm}) while read, read back from the destination "
               "and compared, then one rename made each dataset appear whole.")
+    out.print(f"Delivered to: {cfg.destination}/<user>/<dataset>", markup=False, soft_wrap=True)
+    out.print(f"Originals rest in the grace area: {cfg.managed / 'done'}", markup=False,
+              soft_wrap=True)
     delivered = [d for d in snapshot.history if d.state == "done"]
-    if delivered:
+    if delivered and keep:
         out.print(f"Check one yourself:  cd {delivered[-1].dest_path} && "
-                  f"{CHECK_TOOL[algorithm]} {Path(delivered[-1].manifest_path).name}")
-    out.print(f"Originals rest in the grace area: {cfg.managed / 'done'}")
-    out.print(f"Status from the journal:  autotx status -c {root / 'autotx.toml'}")
-    raise typer.Exit(int(ExitCode.OK if all_ok and summary.ok else ExitCode.INCOMPLETE))
+                  f"{CHECK_TOOL[algorithm]} {Path(delivered[-1].manifest_path).name}",
+                  markup=False, soft_wrap=True)
+    if keep:
+        out.print(f"Status from the journal:  autotx status -c {root / 'autotx.toml'}",
+                  markup=False, soft_wrap=True)
+    return all_ok and summary.ok
 
 
-def _relative(path: str | None, root: Path) -> str:
-    """A path inside the demo folder, shown relative to it (the table stays readable)."""
-    if not path:
-        return ""
+def _leave_demo(root: Path, keep: bool) -> None:
+    """Say where the demo is and how big; remove it unless it is kept."""
+    from autotx_lib.transfer.demo import disk_usage
+
+    size = human_bytes(disk_usage(root))
+    if keep:
+        out.print(f"The demo facility ({size}) stays in {root}; remove it with:  rm -r {root}",
+                  markup=False, soft_wrap=True)
+        return
     try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return path
+        shutil.rmtree(root)
+    except OSError as error:
+        err.print(f"could not remove the demo facility ({size}) in {root}: {error}; remove it "
+                  "by hand", markup=False, soft_wrap=True)
+        return
+    out.print(f"Removed the demo facility ({size}) from {root}; `autotx demo --keep` keeps it "
+              "to look around.", markup=False, soft_wrap=True)
 
 
 def _show_incoming(cfg: Config) -> None:

@@ -1,7 +1,7 @@
 """Jupyter dashboards: ipywidgets and bokeh faces over the library, no logic of their own.
 
 Each dashboard is a class whose ``.widget`` you display in a notebook (or serve as a
-Voila page from ``widgets/``, see ``autotx dashboard``):
+Voila page from ``autotx_lib/pages``, see ``autotx dashboard``):
 
 - :class:`TransferMonitor`: what the transfer agent is doing, its queue and results;
   suspend, resume and submit a folder.

@@ -168,6 +168,23 @@ def channel_colors(n_channels: int, *, colors: Sequence[Any | None] | None = Non
             result.append(wavelength_color(wavelengths[c]))
         else:
             result.append(fallback_color(c, n_channels))
+    return _spread_sweep(result, colors, wavelengths)
+
+
+def _spread_sweep(result: list[RGB], colors: Sequence[Any | None] | None,
+                  wavelengths: Sequence[float | None] | None) -> list[RGB]:
+    """A spectral (lambda) sweep: many neighbouring wavelengths share a colour, so spread
+    them over the spectrum in wavelength order instead (every channel stays distinct)."""
+    if wavelengths is None:
+        return result
+    by_wavelength = [c for c, nm in enumerate(wavelengths)
+                     if nm is not None and (colors is None or colors[c] is None)]
+    if len(by_wavelength) <= 7 or \
+            len({result[c] for c in by_wavelength}) == len(by_wavelength):
+        return result
+    ordered = sorted(by_wavelength, key=lambda c: wavelengths[c])
+    for rank, c in enumerate(ordered):
+        result[c] = fallback_color(rank, len(ordered))
     return result
 
 

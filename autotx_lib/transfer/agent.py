@@ -789,7 +789,7 @@ class Agent:
         self.journal.update_dataset(row.id, state=J.DONE, final_path=str(target),
                                     finished_at=utcnow(), next_attempt_at=None)
         self._event("info", "delivered", f"{row.user}/{row.name}: {row.total_files} files, "
-                    f"{row.total_bytes / 1e6:.1f} MB delivered to {row.dest_path}, verified "
+                    f"{human_bytes(row.total_bytes)} delivered to {row.dest_path}, verified "
                     f"({row.algorithm}); the original rests in {target}", row.id)
         delivered = self.journal.dataset(row.id)
         first = self.journal.files_of(row.id, limit=50)  # the mail names the first few

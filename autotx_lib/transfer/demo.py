@@ -100,3 +100,8 @@ def build_demo_facility(root: Path, *, scale: float = 1.0, seed: int = 0) -> Con
         'host_alias = "demo-microscope"\n\n[readiness]\nquiet_seconds = 1.0\n\n'
         '[gate]\nmax_cpu_percent = 100  # a demo runs on a busy machine; instruments use 25\n')
     return config
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes in the files under ``root`` (what removing a demo facility frees)."""
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())

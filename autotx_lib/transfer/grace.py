@@ -104,7 +104,7 @@ class GraceReport:
         return {
             "done_folder": self.done_folder,
             "grace_period_days": self.grace_period_days,
-            "generated_at": self.generated_at.isoformat(),
+            "generated_at": self.generated_at.astimezone().isoformat(),  # naive is local
             "total_bytes": self.total_bytes,
             "expired_bytes": self.expired_bytes,
             "expired_count": len(self.expired),

@@ -173,3 +173,13 @@ def test_wavelengths_the_reader_gives_colour_the_channels():
     assert image_channel_colors(image) == [wavelength_color(568), wavelength_color(517),
                                            FALLBACK_COLOURS[2]]
     assert image_channel_colors(image)[0] == (255, 147, 0)
+
+
+def test_a_lambda_sweep_gets_distinct_colours_in_wavelength_order():
+    wavelengths = [500 + 15 * i for i in range(20)]  # many share a colour by wavelength
+    colours = channel_colors(20, wavelengths=wavelengths)
+    assert len(set(colours)) == 20
+    reversed_colours = channel_colors(20, wavelengths=wavelengths[::-1])
+    assert reversed_colours == colours[::-1]  # the order follows the wavelength
+    few = channel_colors(3, wavelengths=[461, 520, 520])  # a few channels keep their colours
+    assert few[1] == few[2]

@@ -1,4 +1,4 @@
-"""The Voila pages in widgets/, served by `autotx dashboard`, in a real headless browser.
+"""The Voila pages (autotx_lib/pages), served by `autotx dashboard`, in a real headless browser.
 
 Debian's chromium is driven by Playwright (``executable_path``; Playwright's own browser
 download is neither possible nor needed here). Every test starts the real command on
@@ -8,12 +8,7 @@ screenshot in its tmp dir.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,10 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import SAMPLEDATA
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAGE_TIMEOUT_MS = 120_000
+SAMPLE_STACK = SAMPLEDATA / "zstack" / "pycudadecon_psf_bead_LLS.tif"
 
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium, "
@@ -40,61 +38,7 @@ from autotx_lib.imaging.readers import open_image  # noqa: E402
 from autotx_lib.transfer import control  # noqa: E402
 from autotx_lib.transfer.agent import Agent  # noqa: E402
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """`autotx dashboard ...` running in its own process group, stopped by its id."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.log = log
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "autotx_lib.cli", "dashboard", *args, "--port", str(self.port)],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"autotx dashboard exited: {log.read_text()}")
-            try:
-                urllib.request.urlopen(f"{self.url}voila/api/shutdown", timeout=1)
-            except urllib.error.HTTPError:
-                return  # the server answers
-            except OSError:
-                time.sleep(0.2)
-                continue
-            return
-        raise AssertionError(f"Voila did not answer on {self.url}: {log.read_text()}")
-
-    def stop(self) -> None:
-        """SIGTERM to `autotx dashboard` alone must take Voila and its kernels down with it."""
-        leftover = False
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                os.killpg(self.process.pid, 0)  # anything left in the command's group?
-            except ProcessLookupError:
-                break
-            if time.monotonic() > deadline:
-                leftover = True
-                os.killpg(self.process.pid, signal.SIGKILL)
-                break
-            time.sleep(0.2)
-        self._log.close()
-        assert not leftover, "Voila outlived `autotx dashboard` after SIGTERM"
+from .served import Served  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +71,9 @@ def _open(browser, served: Served, ready_text: str):
 
 
 def _check_offline(page) -> None:
-    """The page needed nothing from the internet but the Voila template's icon font CSS."""
-    scripts = [url for url in page.offline_requests if not url.endswith(".css")]
-    assert not scripts, f"the page tried to load from the internet: {scripts}"
+    """The page asked for nothing off loopback (every such request was refused, and fails here)."""
+    assert not page.offline_requests, \
+        f"the page tried to load from the internet: {page.offline_requests}"
 
 
 def _serve(tmp_path: Path, *args: str) -> Served:
@@ -157,7 +101,7 @@ def test_transfer_monitor_page_shows_a_delivered_dataset_and_suspends(browser, t
         page = _open(browser, served, "HeLa_DAPI_zstack")
         body = page.locator("body").inner_text()
         assert "browser-test-scope" in body and "verified" in body
-        assert "the queue is empty" in body
+        assert "nothing queued, nothing waiting" in body
         page.get_by_placeholder("why (shown to others)").fill("laser alignment")
         page.get_by_role("button", name="Suspend transfers").click()
         page.get_by_text("transfers suspended: laser alignment").wait_for(timeout=30_000)
@@ -173,7 +117,7 @@ def test_transfer_monitor_page_shows_a_delivered_dataset_and_suspends(browser, t
 def test_stack_browser_page_shows_the_zstack_and_its_slider_works(browser, sampledata, tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
-    shutil.copy(sampledata / "zstack" / "pycudadecon_psf_bead_LLS.tif", folder / "bead.tif")
+    shutil.copy(SAMPLE_STACK, folder / "bead.tif")
     served = _serve(tmp_path, "stack-browser", "--path", str(folder))
     try:
         page = _open(browser, served, "T=1 C=1 Z=61 Y=128 X=128")
@@ -316,6 +260,31 @@ def test_stack_browser_page_shows_a_composite_and_twenty_channel_rows(browser, s
         last.click()  # the last row is reachable and works
         page.get_by_text("composite of 19/20 channels").wait_for(timeout=30_000)
         page.screenshot(path=str(tmp_path / "composite_20.png"))
+        assert not page.errors, page.errors
+        _check_offline(page)
+    finally:
+        served.stop()
+
+
+def test_a_watched_page_stays_while_a_page_nobody_watches_is_closed(browser, sampledata,
+                                                                    tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(SAMPLE_STACK, folder / "bead.tif")
+    # a browser has 30 s to connect to a rendered page (a loaded machine needs ~10)
+    served = _serve(tmp_path, "stack-browser", "--path", str(folder), "--idle-minutes", "0.5")
+    try:
+        page = _open(browser, served, "T=1 C=1 Z=61 Y=128 X=128")
+        served.wait_for_kernels(1)
+        watched = served.kernels()[0]
+        with urllib.request.urlopen(served.url, timeout=180) as response:  # no browser
+            assert response.status == 200
+        deadline = time.monotonic() + 120
+        while "Culling kernel" not in served.log.read_text():
+            assert time.monotonic() < deadline, "the unwatched page was never closed"
+            page.wait_for_timeout(200)
+        served.wait_for_kernels(1)
+        assert served.kernels() == [watched] and watched.is_running()
         assert not page.errors, page.errors
         _check_offline(page)
     finally:

@@ -143,10 +143,20 @@ def test_config_check_reports_ignored_autotx_keys(tmp_path):
 
 
 def test_bad_config_never_starts_an_agent(tmp_path):
-    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "nowhere"\n')
+    bad = write(tmp_path / "bad.toml", 'incoming = "in"\nmanaged = "in/m"\ndestination = "nowhere"\n')
     result = runner.invoke(app, ["run", "--once", "-c", str(bad)])
-    assert result.exit_code == 2 and "not reachable" in result.output
-    assert not (tmp_path / "m").exists()
+    assert result.exit_code == 2 and "overlap" in result.output
+    assert not (tmp_path / "in" / "m").exists()
+
+
+def test_an_unmounted_destination_is_reported_by_check_but_does_not_stop_run(tmp_path):
+    """A share mounted after boot: `config check` says so; `run` starts and the data waits."""
+    file = write(tmp_path / "late.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "nowhere"\n')
+    check = runner.invoke(app, ["config", "check", str(file)])
+    assert check.exit_code == 2 and "not reachable" in check.output
+    result = runner.invoke(app, ["run", "--once", "-c", str(file)])
+    assert result.exit_code == 0, result.output  # nothing to do, nothing failed
+    assert "not reachable" in result.output and "datasets wait for it" in result.output
 
 
 def test_config_check_reports_an_unreachable_smtp_host(tmp_path):
@@ -243,3 +253,29 @@ def test_address_settings_that_are_one_address_are_accepted():
         "user_address_pattern": "{user}@example.org", "admin_debug": "",
         "user_addresses": {"jörg": "Jörg Müller <j.mueller@example.org>"}})
     assert config.email.user_addresses["jörg"].endswith("<j.mueller@example.org>")
+
+
+def test_a_misspelt_key_gets_a_did_you_mean_in_its_own_section(tmp_path):
+    file = tmp_path / "typo.toml"
+    file.write_text(f'incoming = "{tmp_path / "in"}"\nmanaged = "{tmp_path / "m"}"\n'
+                    f'destination = "{tmp_path}"\ndestinaton_alias = "x"\nzzz = 1\n'
+                    '[readiness]\nquiet_secnds = 3\n[[space_monitoring]]\npath = "/"\n'
+                    'min_free_mb = 1\nmin_fre_mb = 2\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(file)
+    fixes = {p.key: (p.message, p.fix) for p in caught.value.problems}
+    assert fixes["readiness.quiet_secnds"] == ("unknown key",
+                                               "did you mean 'quiet_seconds'? Otherwise remove it")
+    assert fixes["destinaton_alias"][1].startswith("did you mean 'destination_alias'?")
+    assert fixes["space_monitoring.0.min_fre_mb"][1].startswith("did you mean 'min_free_mb'?")
+    assert "the keys here are: copy, " in fixes["zzz"][1]  # nothing close: the valid keys
+
+
+def test_config_keys_list_every_section_with_defaults():
+    from autotx_lib.config import config_keys
+
+    keys = {k.key: k for k in config_keys()}
+    assert keys["incoming"].default == "(required)"
+    assert keys["copy.workers"].default == "4" and keys["copy.workers"].type == "int"
+    assert keys["space_monitoring[].min_free_mb"].default == "(required)"
+    assert "xxh3_128" in keys["verify.algorithm"].type

@@ -1,12 +1,16 @@
-"""Running as a service: SIGTERM mid-transfer, a clean or unclean end, the systemd unit."""
+"""Running as a service: SIGTERM mid-transfer, a clean or unclean end, an unmounted share at
+start, the systemd unit and the Windows service files (WinSW, NSSM) with paths with spaces."""
 
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 from typer.testing import CliRunner
@@ -14,7 +18,7 @@ from typer.testing import CliRunner
 from autotx_lib import journal as J
 from autotx_lib.cli import app
 from autotx_lib.journal import Journal
-from autotx_lib.transfer.service import systemd_unit
+from autotx_lib.transfer.service import nssm_commands, systemd_unit, winsw_service
 
 from ..conftest import wait_for
 from .conftest import make_dataset, tree
@@ -107,3 +111,101 @@ def test_service_install_print_checks_the_config_first(facility, tmp_path):
     bad.write_text("incoming = 1\n")
     result = runner.invoke(app, ["service", "install", "-c", str(bad), "--print"])
     assert result.exit_code == 2 and "[Service]" not in result.output
+
+
+def test_systemd_unit_quotes_paths_with_spaces_for_systemd(tmp_path):
+    program = tmp_path / "my bin" / "autotx"
+    program.parent.mkdir()
+    shutil.copy("/bin/true", program)
+    config = tmp_path / "my configs" / "100% scope.toml"
+    unit = systemd_unit(config, executable=str(program))
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    # systemd reads % specifiers ("%%" is "%") and shell-like quotes
+    words = shlex.split(exec_start.removeprefix("ExecStart=").replace("%%", "%"))
+    assert words == [str(program), "run", "-c", str(config)]
+    assert "RestartPreventExitStatus=2" in unit  # only a bad config ends it for good
+    assert "finish" not in unit and "abandoned" in unit  # the README's word for SIGTERM
+    if shutil.which("systemd-analyze") is None:
+        print("systemd-analyze is missing: the unit was not checked by systemd itself")
+        return
+    path = tmp_path / "autotx.service"
+    path.write_text(unit)
+    checked = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True,
+                             text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert "not executable" not in checked.stderr
+
+
+def test_winsw_service_passes_each_argument_whole(facility, tmp_path):
+    config = write_config(facility, tmp_path / "autotx config.toml")
+    program = r"C:\Program Files\autotx\.venv\Scripts\autotx.exe"
+    result = CliRunner().invoke(app, ["service", "install", "-c", str(config), "--print",
+                                      "--windows", "--executable", program])
+    assert result.exit_code == 0, result.output
+    xml = result.stdout
+    service = ElementTree.fromstring(xml)
+    assert service.findtext("executable") == program
+    assert [a.text for a in service.findall("argument")] == ["run", "-c", str(config)]
+    assert service.findtext("stoptimeout") == "120 sec"
+    assert service.find("onfailure").get("action") == "restart"
+    windows = winsw_service(r"C:\ProgramData\autotx\my scope.toml", executable=program)
+    arguments = [a.text for a in ElementTree.fromstring(windows).findall("argument")]
+    assert arguments == ["run", "-c", r"C:\ProgramData\autotx\my scope.toml"]
+
+
+def test_nssm_commands_quote_paths_with_spaces():
+    commands = nssm_commands(r"C:\Program Data\autotx.toml",
+                             executable=r"C:\Program Files\autotx\autotx.exe")
+    words = shlex.split(commands[0], posix=False)
+    assert words == ["nssm", "install", "autotx", r'"C:\Program Files\autotx\autotx.exe"',
+                     "run", "-c", r'"C:\Program Data\autotx.toml"']
+    assert "nssm set autotx AppExit 2 Exit" in commands
+
+
+def test_run_starts_and_waits_when_the_share_is_not_mounted(facility, tmp_path):
+    """A share mounted after boot: `autotx run` warns, waits and retries; no exit 2 loop."""
+    make_dataset(facility.incoming, "alice", "exp", {"a.raw": b"x" * 1000})
+    storage = tmp_path / "not-mounted-yet"
+    config = tmp_path / "autotx.toml"
+    config.write_text(write_config(facility, config).read_text().replace(
+        str(facility.destination), str(storage)))
+    command = [sys.executable, "-m", "autotx_lib.cli", "run", "-c", str(config)]
+    once = subprocess.run([*command, "--once"], capture_output=True, text=True, timeout=120)
+    assert once.returncode == 1, once.stderr  # to retry, not a bad configuration (2)
+    assert "not reachable" in once.stderr and "datasets wait for it" in once.stderr
+
+    agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        journal = Journal(facility.journal_url)
+
+        def looping() -> bool:  # the agent's own session, past its first heartbeat
+            assert agent.poll() is None, agent.communicate()[1]
+            session = journal.last_session()
+            return session is not None and session.pid == agent.pid and \
+                session.state != "starting"
+
+        wait_for(looping, 60, "the agent to get to its loop")
+        row = journal.datasets_in([J.QUEUED])[0]
+        assert "missing or not mounted" in row.error
+        assert agent.poll() is None  # still running, waiting for the share
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    assert agent.returncode in (0, 1), stderr
+    assert journal.last_session().clean
+
+
+def test_ctrl_c_as_windows_service_wrappers_send_it_ends_the_session_cleanly(facility, tmp_path):
+    """WinSW and NSSM stop a service with Ctrl+C (SIGINT here): a clean end, as SIGTERM."""
+    make_dataset(facility.incoming, "alice", "exp", {f"f{i:02d}.raw": os.urandom(1_500_000)
+                                                      for i in range(12)})
+    config = write_config(facility, tmp_path / "autotx.toml",
+                          "bandwidth_mb_s = 6\n[copy]\nworkers = 2\n")
+    agent = subprocess.Popen([sys.executable, "-m", "autotx_lib.cli", "run", "-c", str(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_copying(facility, agent)
+    agent.send_signal(signal.SIGINT)
+    _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 130, stderr  # interrupted
+    session = Journal(facility.journal_url).last_session()
+    assert session.clean and session.ended_at is not None
