@@ -30,9 +30,10 @@ from autotx_lib.pages.serve import (
 
 
 def dashboard(
-    name: Annotated[str, typer.Argument(help="transfer-monitor, plate-qc or stack-browser.")],
+    name: Annotated[str, typer.Argument(help="transfer-monitor, pipelines, plate-qc or "
+                                        "stack-browser.")],
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="The agent's configuration (for transfer-monitor).")] = None,
+        "--config", "-c", help="The agent's configuration (transfer-monitor, pipelines).")] = None,
     path: Annotated[Path | None, typer.Option(
         "--path", "-p", help="Plate folder (plate-qc) or folder of images (stack-browser).")] = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8866,

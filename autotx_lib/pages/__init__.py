@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "PAGES", "PATH_ENV", "Page", "PAGES_FOLDER", "TEMPLATE_ROOT",
-           "plate_qc_page", "stack_browser_page", "transfer_monitor_page"]
+           "pipelines_page", "plate_qc_page", "stack_browser_page", "transfer_monitor_page"]
 
 #: Environment variables read by the pages (set by ``autotx dashboard``).
 CONFIG_ENV = "AUTOTX_CONFIG"
@@ -76,6 +76,8 @@ PAGES: dict[str, Page] = {
                      "a plate folder", "--path FOLDER"),
     "stack-browser": Page("stack-browser", PAGES_FOLDER / "stack_browser.ipynb", PATH_ENV,
                           "a folder of images", "--path FOLDER"),
+    "pipelines": Page("pipelines", PAGES_FOLDER / "pipelines.ipynb", CONFIG_ENV,
+                      "the agent's configuration file", "-c CONFIG"),
 }
 
 
@@ -146,3 +148,10 @@ def stack_browser_page() -> Any:
     from autotx_lib.dashboards import StackBrowser
 
     return _page(PAGES["stack-browser"], lambda folder: StackBrowser(folder).widget)
+
+
+def pipelines_page() -> Any:
+    """The pipeline log for ``$AUTOTX_CONFIG``, or a message saying what to do."""
+    from autotx_lib.dashboards import PipelineLog
+
+    return _page(PAGES["pipelines"], lambda config: PipelineLog(config).widget)
