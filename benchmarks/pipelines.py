@@ -44,7 +44,7 @@ def _noop(value: int) -> int:
 
 
 def _config(tmp: Path, **pipelines) -> Config:
-    (tmp / "storage").mkdir(exist_ok=True)
+    (tmp / "storage").mkdir(parents=True, exist_ok=True)
     return Config(incoming=tmp / "incoming", managed=tmp / "managed",
                   destination=tmp / "storage", pipelines={"run_in_agent": False} | pipelines)
 
