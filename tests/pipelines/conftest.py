@@ -72,7 +72,9 @@ def pipeline_config(tmp_path: Path, **pipelines) -> Config:
     (destination / "alice").mkdir(parents=True, exist_ok=True)
     settings = {"retry_seconds": 0, "max_attempts": 3, "run_in_agent": False} | pipelines
     return Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
-                  destination=destination, host_alias="scope-1", pipelines=settings)
+                  destination=destination, host_alias="scope-1", pipelines=settings,
+                  readiness={"quiet_seconds": 0},
+                  gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
 
 
 def delivered_dataset(config: Config, journal, name: str, files: dict[str, bytes],
