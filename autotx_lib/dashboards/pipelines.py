@@ -73,6 +73,7 @@ class PipelineLog:
         self.runs = W.Select(options=[], rows=min(self.page_size, 15),
                              layout=W.Layout(width="100%"))
         self.detail = W.HTML()
+        self.history = W.HTML()
         self.charts = W.VBox()
         for control in (self.workflow, self.status, self.since, self.sort):
             control.observe(self._filter_changed, names="value")
@@ -82,7 +83,7 @@ class PipelineLog:
         self.runs.observe(lambda change: self.show(change["new"]), names="value")
         filters = W.HBox([self.workflow, self.status, self.since, self.sort])
         paging = W.HBox([self.previous, self.next, self.refresh_button, self.counter])
-        log_tab = W.VBox([filters, paging, self.runs, self.detail])
+        log_tab = W.VBox([filters, paging, self.runs, self.detail, self.history])
         self.tabs = W.Tab(children=[log_tab, self.charts])
         self.tabs.set_title(0, "runs")
         self.tabs.set_title(1, "statistics")
@@ -135,9 +136,10 @@ class PipelineLog:
     def show(self, run_id: int | None) -> None:
         """Show one run's status, result items and step log."""
         if run_id is None:
-            self.detail.value = ""
+            self.detail.value = self.history.value = ""
             return
         d = runlog.run_detail(self.journal, run_id)
+        self.show_history(d["dataset_id"] if d["dataset_id"] is not None else d["dataset_path"])
         color = STATUS_COLORS.get(d["status"], "black")
         rows = "".join(f"<tr><td><b>{_cell(k)}</b></td><td>{_cell(json.dumps(v), 300)}</td>"
                        "</tr>" for k, v in d["results"].items())
@@ -155,6 +157,16 @@ class PipelineLog:
             f"<table><tr><th>result</th><th>value</th></tr>{rows}</table>"
             "<table><tr><th>attempt</th><th>step</th><th>status</th><th>took</th>"
             f"<th>message</th></tr>{steps}</table>")
+
+    def show_history(self, dataset: int | str) -> None:
+        """Show a dataset's timeline: created, transferred, events, every pipeline run."""
+        frame = runlog.history(self.journal, dataset)
+        lines = "".join(
+            f"<tr><td>{r.at:%Y-%m-%d %H:%M:%S}</td><td>{_cell(r.what)}</td>"
+            f"<td style='color:{STATUS_COLORS.get(str(r.status), 'black')}'>{_cell(r.status)}"
+            f"</td><td>{_cell(r.detail, 160)}</td></tr>" for r in frame.itertuples())
+        self.history.value = (f"<h4>history of {_cell(dataset, 200)}</h4><table>{lines}</table>"
+                              if lines else "")
 
     # --- statistics --------------------------------------------------------------------
 

@@ -57,6 +57,8 @@ def test_filter_page_and_click_a_run(config):
     board.runs.value = 31
     assert "discover plate" in board.detail.value and "imagexpress: 8 images" in board.detail.value
     assert "flagged_wells" in board.detail.value and "B02" in board.detail.value
+    assert "history of /store/alice/p" in board.history.value
+    assert "plate-qc 1" in board.history.value and "flagged_wells: 1" in board.history.value
     board.since.value = dt.date(2030, 1, 1)
     assert board.runs.options == () or list(board.runs.options) == []
     assert board.counter.value == "no runs match"
