@@ -334,6 +334,9 @@ class PipelinesSettings(_Section):
                                   "started once and reused.")
     local_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local "
                                "cluster.")
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="How long connecting to "
+                                           "the scheduler may take before runs wait (tried "
+                                           "again 30 s later).")
     results_dir: Path | None = Field(None, description="Where reports and previews go; "
                                      "default managed/results (never inside the delivered "
                                      "data, which must match its manifest).")

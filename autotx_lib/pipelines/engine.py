@@ -202,11 +202,19 @@ class PipelineEngine:
         Runs in flight at once (more wait in ``created``).
     stale_engine_seconds : float
         An engine whose heartbeat is older than this is taken as gone.
+    connect_timeout_s : float, optional
+        Default ``[pipelines] connect_timeout_seconds``.
+
+    Notes
+    -----
+    A run that times out is cancelled, but Python cannot stop a function half-way: on a
+    worker it goes on until it returns, holding its worker thread. Give hanging work its own
+    timeouts (``subprocess.run(..., timeout=...)``), or restart the workers.
     """
 
     def __init__(self, config: Config, journal: Journal | None = None, *, client: Any = None,
                  registry: Registry | None = None, max_active: int = 200,
-                 stale_engine_seconds: float = 300.0, connect_timeout_s: float = 10.0):
+                 stale_engine_seconds: float = 300.0, connect_timeout_s: float | None = None):
         self.config = config
         self.settings = config.pipelines
         self.journal = journal or Journal(config.journal_url)
@@ -216,7 +224,7 @@ class PipelineEngine:
         self._owns_client = False
         self.max_active = max_active
         self.stale_engine_seconds = stale_engine_seconds
-        self.connect_timeout_s = connect_timeout_s
+        self.connect_timeout_s = connect_timeout_s or self.settings.connect_timeout_seconds
         self._unreachable_until = 0.0  # after a failed connection, wait before the next
         self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.active: dict[int, _Active] = {}

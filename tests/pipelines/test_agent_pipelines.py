@@ -28,7 +28,7 @@ def _tiff() -> bytes:
 def test_scheduler_unreachable_runs_wait_and_the_agent_goes_on_delivering(tmp_path,
                                                                            dask_client):
     config = pipeline_config(tmp_path, scheduler=f"tcp://127.0.0.1:{closed_port()}",
-                             run_in_agent=True,
+                             run_in_agent=True, connect_timeout_seconds=0.5,
                              rules=[{"workflow": "previews", "file_types": [".tif"]}])
     journal = Journal(config.journal_url)
     hooks = pipeline_hooks(config, journal)  # starts the engine thread, which cannot connect
