@@ -434,6 +434,8 @@ class Config(_Section):
     managed: Path
     destination: Path
     host_alias: str = Field(default_factory=socket.gethostname)
+    agent_id: str = Field(None, min_length=1, description="Who owns the journal; default: "  # type: ignore[assignment]
+                          "host_alias. A journal of another agent_id is refused at start.")
     destination_alias: str = "central storage"
     tmp_transfer_dir: str = Field(".autotx-tmp", description="Relative to destination; "
                                   "datasets are assembled there, then renamed into place.")
@@ -460,6 +462,13 @@ class Config(_Section):
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _agent_id_defaults_to_host_alias(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("agent_id") is None:
+            data = {**data, "agent_id": data.get("host_alias") or socket.gethostname()}
+        return data
 
     @field_validator("tmp_transfer_dir")
     @classmethod

@@ -41,7 +41,8 @@ def human_duration(seconds: float | None) -> str:
 
 
 def local_time(value: dt.datetime | None, *, short: bool = False) -> str:
-    """A naive UTC datetime from the journal, in local time with its zone ('' for None).
+    """A UTC datetime from the journal, in local time with its zone ('' for None); a naive
+    value is taken to be UTC.
 
     ``short`` leaves out the year and the seconds, for tables at 80 columns.
 
@@ -62,7 +63,7 @@ def local_time(value: dt.datetime | None, *, short: bool = False) -> str:
 
 
 def iso_time(value: dt.datetime | None) -> str | None:
-    """A time for JSON: ISO 8601 with its zone; a naive value (the journal's) is UTC.
+    """A time for JSON: ISO 8601 with its zone; a naive value is taken to be UTC.
 
     Examples
     --------

@@ -52,7 +52,7 @@ def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonO
     if ctx.invoked_subcommand is not None:
         return
     cfg = _load(config, "")
-    rows = list_jobs(Journal(cfg.journal_url), limit)
+    rows = list_jobs(handle_errors(Journal)(cfg.journal_url, readonly=True), limit)
     if as_json:
         data = [{k: (iso_time(v) if isinstance(v, dt.datetime) else v)
                  for k, v in asdict(r).items()} for r in rows]

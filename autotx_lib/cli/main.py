@@ -13,6 +13,7 @@ from autotx_lib.cli.destination import destination_app
 from autotx_lib.cli.grace import grace_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.jobs import jobs_app
+from autotx_lib.cli.journal import journal_app
 from autotx_lib.cli.pipelines import history_command, pipelines_app
 from autotx_lib.cli.qc import qc
 from autotx_lib.cli.service import service_app
@@ -74,6 +75,7 @@ app.add_typer(session_app, name="session")
 app.command("usage")(usage_command)
 app.add_typer(grace_app, name="grace")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(journal_app, name="journal")
 app.add_typer(pipelines_app, name="pipelines")
 app.command("history")(history_command)
 app.command("qc")(qc)

@@ -100,7 +100,8 @@ def qc(
         plate = discover_plate(plate_dir, pattern=pattern)
     except ValueError as error:
         raise fail(str(error)) from None
-    err.print(f"{plate!r}; {plate.format_description}", soft_wrap=True)
+    err.print(f"{plate.name}: {plate.vendor} plate, {len(plate.records)} images; "
+              f"{plate.format_description}", markup=False, soft_wrap=True)
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
         TimeRemainingColumn(), console=err, transient=True,

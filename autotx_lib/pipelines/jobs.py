@@ -33,14 +33,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
-
-from autotx_lib.journal import Journal, jobs, utcnow
+from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal.jobs import CANCELLED, CREATED, ERROR, FINISHED, STARTED
 from autotx_lib.transfer.status import JobStatus
 
 log = logging.getLogger("autotx.jobs")
 
-CREATED, STARTED, FINISHED, ERROR, CANCELLED = "created", "started", "finished", "error", "cancelled"
 
 
 class PermanentJobError(Exception):
@@ -123,7 +121,7 @@ class JobRunner:
         ``handler(job: Job) -> dict | None``; raising fails the attempt.
     policy : RetryPolicy or mapping of kind to RetryPolicy
     clock : callable, optional
-        Naive UTC now (tests move time forward with it).
+        Aware UTC now (tests move time forward with it).
     stale_after_seconds : float
         A job ``started`` longer ago than this (its runner died) is due again.
     on_outcome : callable, optional
@@ -154,32 +152,16 @@ class JobRunner:
     def due(self) -> list[Any]:
         """Journal rows of the jobs to run now, oldest first (only kinds we handle)."""
         now = self.clock()
-        stale = now - dt.timedelta(seconds=self.stale_after_seconds)
-        query = select(jobs).where(jobs.c.kind.in_(list(self.handlers)), or_(
-            jobs.c.state == CREATED,
-            and_(jobs.c.state == ERROR, jobs.c.next_attempt_at.is_not(None),
-                 jobs.c.next_attempt_at <= now),
-            and_(jobs.c.state == STARTED, jobs.c.started_at < stale),
-        )).order_by(jobs.c.id)
-        with self.journal.engine.connect() as conn:
-            return list(conn.execute(query))
+        return self.journal.due_jobs(self.handlers, now,
+                                     now - dt.timedelta(seconds=self.stale_after_seconds))
 
     def _claim(self, row: Any) -> bool:
         """Mark the job started, unless another runner got there first."""
-        with self.journal.engine.begin() as conn:
-            result = conn.execute(
-                update(jobs).where(jobs.c.id == row.id, jobs.c.state == row.state,
-                                   jobs.c.attempts == row.attempts)
-                .values(state=STARTED, attempts=row.attempts + 1, started_at=self.clock(),
-                        finished_at=None, duration_s=None, next_attempt_at=None))
-            return result.rowcount == 1
+        return self.journal.claim_job(row, self.clock())
 
     def _close(self, job_id: int, **values: Any) -> bool:
         """Record an attempt's end, unless the job was cancelled meanwhile."""
-        with self.journal.engine.begin() as conn:
-            result = conn.execute(update(jobs).where(jobs.c.id == job_id,
-                                                     jobs.c.state == STARTED).values(**values))
-            return result.rowcount == 1
+        return self.journal.close_job(job_id, **values)
 
     # --- running ---------------------------------------------------------------------
 
@@ -296,21 +278,12 @@ def cancel_job(journal: Journal, job_id: int) -> bool:
     A job under way (``started``) is marked cancelled too: its result is then ignored
     and it is not retried.
     """
-    with journal.engine.begin() as conn:
-        result = conn.execute(update(jobs).where(jobs.c.id == job_id,
-                                                 jobs.c.state.in_([CREATED, ERROR, STARTED]))
-                              .values(state=CANCELLED, next_attempt_at=None,
-                                      finished_at=utcnow()))
-        return result.rowcount == 1
+    return journal.cancel_job(job_id)
 
 
 def retry_job(journal: Journal, job_id: int) -> bool:
     """Make a failed or cancelled job due now (its attempts count on); True when done."""
-    with journal.engine.begin() as conn:
-        result = conn.execute(update(jobs).where(jobs.c.id == job_id,
-                                                 jobs.c.state.in_([ERROR, CANCELLED]))
-                              .values(state=ERROR, next_attempt_at=utcnow()))
-        return result.rowcount == 1
+    return journal.retry_job(job_id)
 
 
 __all__ = ["JobRunner", "Job", "JobOutcome", "RetryPolicy", "PermanentJobError",

@@ -170,6 +170,7 @@ class Agent:
                  notifier: Notifier | None = None):
         self.config = config
         self.journal = journal or Journal(config.journal_url)
+        self.journal.claim(config.agent_id)  # another agent's journal is refused here
         self.folders = ManagedFolders(config.managed)
         self.on_progress = on_progress
         self.on_event = on_event

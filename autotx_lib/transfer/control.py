@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from autotx_lib.config import Config
 from autotx_lib.errors import AlreadySuspendedError
-from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal import Journal, as_utc, utcnow
 from autotx_lib.transfer.bandwidth import check as check_bandwidth
 from autotx_lib.transfer.bandwidth import resolve as resolve_bandwidth
 
@@ -84,7 +84,8 @@ def suspension(source: Config | Journal) -> Suspension | None:
     value = _journal(source).get_setting(SUSPENSION_KEY)
     if not value:
         return None
-    return Suspension(value["reason"], dt.datetime.fromisoformat(value["since"]), value["by"])
+    since = as_utc(dt.datetime.fromisoformat(value["since"]))  # older releases wrote no zone
+    return Suspension(value["reason"], since, value["by"])
 
 
 def set_bandwidth(source: Config | Journal, value: float | str | None) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
-from autotx_lib.journal import Journal
+from autotx_lib.journal import Journal, as_utc
 from autotx_lib.transfer.integrity import (
     hash_disagreements,
     journal_disagreements,
@@ -104,7 +104,7 @@ class GraceReport:
         return {
             "done_folder": self.done_folder,
             "grace_period_days": self.grace_period_days,
-            "generated_at": self.generated_at.astimezone().isoformat(),  # naive is local
+            "generated_at": _utc_iso(self.generated_at),  # naive is local; JSON says UTC
             "total_bytes": self.total_bytes,
             "expired_bytes": self.expired_bytes,
             "expired_count": len(self.expired),
@@ -185,9 +185,14 @@ class PurgeResult:
         }
 
 
+def _utc_iso(local: dt.datetime) -> str:
+    """A naive local time (the report's ``now``) as ISO text in UTC, with its zone."""
+    return local.astimezone(dt.UTC).isoformat()
+
+
 def _local_from_utc(value: dt.datetime) -> dt.datetime:
-    """A naive UTC time from the journal as naive local time (stamps are local)."""
-    return value.replace(tzinfo=dt.UTC).astimezone().replace(tzinfo=None)
+    """A UTC time from the journal as naive local time (stamps and ``now`` are local)."""
+    return as_utc(value).astimezone().replace(tzinfo=None)
 
 
 def _parse_stamp(folder_name: str) -> tuple[str | None, str]:

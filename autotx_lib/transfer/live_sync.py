@@ -121,7 +121,7 @@ class LiveSync:
                 continue
             self._sync_file(session.id, root, staging, relpath, info, row, result)
         if result.newest_change:
-            self.store.touch(session.id, _utc_naive(result.newest_change))
+            self.store.touch(session.id, _utc_from_timestamp(result.newest_change))
         return result
 
     def _sync_file(self, session_id: int, root: Path, staging: Path, relpath: str,
@@ -184,10 +184,11 @@ def use_live_copies(config: Config, journal: Journal, user: str, dataset_name: s
     return taken
 
 
-def _utc_naive(timestamp: float):
+def _utc_from_timestamp(timestamp: float):
+    """A file time as aware UTC (what the journal stores)."""
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).replace(tzinfo=None)
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
 __all__ = ["LiveSync", "SyncStep", "staging_root", "use_live_copies"]

@@ -27,7 +27,7 @@ from typing import Any
 
 from autotx_lib.config import Config
 from autotx_lib.errors import SessionError
-from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal import Journal, as_utc, utcnow
 from autotx_lib.journal_sessions import SessionOpenError, SessionStore
 from autotx_lib.transfer.layout import check_name
 
@@ -61,7 +61,7 @@ class InstrumentSession:
 
     def duration(self, now: dt.datetime | None = None) -> dt.timedelta:
         """How long it ran (so far); never negative, even after a clock change."""
-        end = self.ended_at or now or utcnow()
+        end = self.ended_at or as_utc(now) or utcnow()
         return max(end - self.started_at, dt.timedelta(0))
 
 
@@ -166,7 +166,7 @@ def close_if_idle(config: Config, journal: Journal, now: dt.datetime | None = No
     current = store.open_session(config.host_alias)
     if current is None:
         return None
-    now = now or utcnow()
+    now = as_utc(now) or utcnow()
     limit = dt.timedelta(minutes=config.sessions.idle_timeout_minutes)
     if now - current.last_activity_at < limit:
         return None

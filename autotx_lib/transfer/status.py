@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
-from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal import Journal, as_utc, utcnow
 from autotx_lib.transfer import control
 
 if TYPE_CHECKING:
@@ -212,11 +212,10 @@ def _dataset(row, live: dict | None = None, paused: str | None = None) -> Datase
 
 
 def _parse_utc(text: str | None) -> dt.datetime | None:
-    """ISO text from the journal as naive UTC (the journal's convention)."""
+    """ISO text from the journal as aware UTC (text without a zone is UTC)."""
     if not text:
         return None
-    value = dt.datetime.fromisoformat(text)
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+    return as_utc(dt.datetime.fromisoformat(text))
 
 
 def _fresh(at: str | None, seconds: float = LIVE_PROGRESS_STALE_SECONDS) -> bool:
@@ -239,7 +238,8 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30,
     -------
     status : Status
     """
-    journal = source if isinstance(source, Journal) else Journal(source.journal_url)
+    journal = source if isinstance(source, Journal) else \
+        Journal(source.journal_url, readonly=True)  # reading runs no DDL, writes nothing
     session = journal.last_session()
     paused = session.state_reason if session is not None and session.ended_at is None and \
         session.state == "paused" else None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
-from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal import Journal, as_utc, utcnow
 from autotx_lib.journal_sessions import SessionStore
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ BY = ("user", "project", "instrument")
 
 
 def month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
-    """``"2026-11"`` -> (2026-11-01 00:00, 2026-12-01 00:00), naive UTC.
+    """``"2026-11"`` -> (2026-11-01 00:00, 2026-12-01 00:00), aware UTC.
 
     Raises
     ------
@@ -37,7 +37,7 @@ def month_bounds(month: str) -> tuple[dt.datetime, dt.datetime]:
         Not a month written as YYYY-MM.
     """
     try:
-        start = dt.datetime.strptime(month, "%Y-%m")
+        start = dt.datetime.strptime(month, "%Y-%m").replace(tzinfo=dt.UTC)
     except ValueError:
         raise ValueError(f"{month!r} is not a month; write it as YYYY-MM, e.g. 2026-11") from None
     end = (start + dt.timedelta(days=32)).replace(day=1)
@@ -69,7 +69,8 @@ def usage(source: Config | Journal, *, start: dt.datetime | None = None,
     ----------
     source : Config or Journal
     start, end : datetime, optional
-        The period [start, end), naive UTC; or give ``month`` (``"2026-11"``).
+        The period [start, end), UTC (a naive value is taken as UTC); or give ``month``
+        (``"2026-11"``).
     by : {"user", "project", "instrument"}
     now : datetime, optional
         Where an open session ends for the report (default: now).
@@ -88,8 +89,9 @@ def usage(source: Config | Journal, *, start: dt.datetime | None = None,
         start, end = month_bounds(month)
     if start is None or end is None or end <= start:
         raise ValueError("give month='YYYY-MM', or start and end with start < end")
+    start, end = as_utc(start), as_utc(end)
     journal = source if isinstance(source, Journal) else Journal(source.journal_url)
-    now = now or utcnow()
+    now = as_utc(now) or utcnow()
     intervals: dict[tuple[str, str], list] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
     windows: dict[str, list] = defaultdict(list)  # user -> their session windows

@@ -40,6 +40,7 @@ CASES = {
     "destination show": ["destination", "show", "-c", MISSING],
     "grace": ["grace"],
     "grace purge": ["grace", "purge", "-c", "{config}", "--older-than", "-1"],
+    "journal upgrade": ["journal", "upgrade", "-c", "{config}"],  # no journal yet
     "jobs": ["jobs", "-c", MISSING],
     "jobs run": ["jobs", "run", "-c", "{config}", "--once"],
     "jobs cancel": ["jobs", "cancel", "abc", "-c", "{config}"],

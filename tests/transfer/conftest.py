@@ -77,6 +77,7 @@ def write_config(facility, path: Path, extra: str = "") -> Path:
     """The facility as a TOML file for the `autotx` command (``extra``: top-level keys)."""
     path.write_text(f'incoming = "{facility.incoming}"\nmanaged = "{facility.managed}"\n'
                     f'destination = "{facility.destination}"\nhost_alias = "pc1"\n'
+                    f'agent_id = "{facility.agent_id}"\n'  # the same agent as Agent(facility)
                     'poll_seconds = 0.2\n' + extra +
                     '[readiness]\nquiet_seconds = 0\n[gate]\nmax_cpu_percent = 100\n'
                     'min_available_memory_mb = 0\n')

@@ -268,7 +268,7 @@ def test_a_misspelt_key_gets_a_did_you_mean_in_its_own_section(tmp_path):
                                                "did you mean 'quiet_seconds'? Otherwise remove it")
     assert fixes["destinaton_alias"][1].startswith("did you mean 'destination_alias'?")
     assert fixes["space_monitoring.0.min_fre_mb"][1].startswith("did you mean 'min_free_mb'?")
-    assert "the keys here are: copy, " in fixes["zzz"][1]  # nothing close: the valid keys
+    assert "the keys here are: agent_id, copy, " in fixes["zzz"][1]  # nothing close: valid keys
 
 
 def test_config_keys_list_every_section_with_defaults():
