@@ -153,7 +153,7 @@ def plate_benchmark() -> None:
 
 
 def log_benchmark(total: int = 100_000) -> None:
-    from autotx_lib.journal_pipelines import RUN_STATES, PipelineStore
+    from autotx_lib.journal.pipeline_runs import RUN_STATES, PipelineStore
     from autotx_lib.pipelines import log as runlog
 
     with tempfile.TemporaryDirectory() as name:

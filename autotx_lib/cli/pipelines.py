@@ -126,7 +126,7 @@ def run_command(
         "the runs for the agent's engine or `autotx pipelines serve`.")] = True,
 ) -> None:
     """Run a workflow by hand on a folder, or on everything already delivered."""
-    from autotx_lib.journal_pipelines import PipelineStore
+    from autotx_lib.journal.pipeline_runs import PipelineStore
     from autotx_lib.pipelines.engine import record_all_delivered, record_run
     from autotx_lib.pipelines.registry import registry_for
 

@@ -22,7 +22,7 @@ from typing import Any
 from autotx_lib._optional import require
 from autotx_lib.config import Config, load_config
 from autotx_lib.journal import Journal
-from autotx_lib.journal_pipelines import RUN_STATES, PipelineStore
+from autotx_lib.journal.pipeline_runs import RUN_STATES, PipelineStore
 from autotx_lib.pipelines import log as runlog
 
 #: Colours of the statuses in the charts and the table.

@@ -95,7 +95,7 @@ def pipelines_after_delivery(config: Config, journal: Journal | None = None
     run is a journal row; nothing runs on the copy path. Two agents recording the same
     run (same workflow, same delivered folder) share one row.
     """
-    from autotx_lib.journal_pipelines import PipelineStore
+    from autotx_lib.journal.pipeline_runs import PipelineStore
     from autotx_lib.pipelines.engine import record_run
     from autotx_lib.pipelines.registry import registry_for
     from autotx_lib.pipelines.rules import DatasetInfo, matching_rules

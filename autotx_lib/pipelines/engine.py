@@ -42,7 +42,7 @@ from typing import Any
 from autotx_lib.config import Config, PipelinesSettings
 from autotx_lib.errors import AutotxError
 from autotx_lib.journal import Journal
-from autotx_lib.journal_pipelines import (
+from autotx_lib.journal.pipeline_runs import (
     CANCELLED,
     ERROR,
     FINISHED,

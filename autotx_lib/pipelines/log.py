@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from autotx_lib.journal import Journal
-from autotx_lib.journal_pipelines import RUN_STATES, PipelineStore, aware
+from autotx_lib.journal.pipeline_runs import RUN_STATES, PipelineStore, aware
 
 #: Columns of :func:`runs`.
 RUN_COLUMNS = ["id", "workflow", "version", "status", "dataset_path", "user", "initiator",

@@ -11,7 +11,7 @@ pytest.importorskip("ipywidgets", reason="the dashboards need ipywidgets (the vi
 
 from autotx_lib.dashboards import PipelineLog  # noqa: E402
 from autotx_lib.journal import Journal  # noqa: E402
-from autotx_lib.journal_pipelines import PipelineStore  # noqa: E402
+from autotx_lib.journal.pipeline_runs import PipelineStore  # noqa: E402
 from autotx_lib.pages import pipelines_page  # noqa: E402
 from tests.pipelines.conftest import pipeline_config  # noqa: E402
 

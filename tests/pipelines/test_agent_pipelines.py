@@ -9,7 +9,7 @@ import pytest
 
 from autotx_lib import pipelines
 from autotx_lib.journal import Journal
-from autotx_lib.journal_pipelines import PipelineStore
+from autotx_lib.journal.pipeline_runs import PipelineStore
 from autotx_lib.pipelines import pipeline_hooks
 from autotx_lib.pipelines.engine import PipelineEngine
 from autotx_lib.transfer.agent import Agent

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from autotx_lib.journal import Journal
-from autotx_lib.journal_pipelines import PipelineStore
+from autotx_lib.journal.pipeline_runs import PipelineStore
 from autotx_lib.pipelines import log as runlog
 from autotx_lib.pipelines.engine import PipelineEngine, cancel_run, rerun
 from autotx_lib.pipelines.registry import Registry, registry_for
@@ -95,7 +95,7 @@ def test_retries_stop_after_max_attempts_and_the_backoff_doubles(tmp_path, dask_
 def store_update(run_id, **values):
     from sqlalchemy import update
 
-    from autotx_lib.journal_pipelines import pipeline_runs
+    from autotx_lib.journal.pipeline_runs import pipeline_runs
 
     return update(pipeline_runs).where(pipeline_runs.c.id == run_id).values(**values)
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from autotx_lib.journal import Journal
-from autotx_lib.journal_pipelines import PipelineStore
+from autotx_lib.journal.pipeline_runs import PipelineStore
 from autotx_lib.pipelines import log as runlog
 from tests.pipelines.conftest import delivered_dataset, pipeline_config
 

@@ -6,7 +6,7 @@ import pytest
 
 from autotx_lib.config import PipelineRule
 from autotx_lib.journal import Journal
-from autotx_lib.journal_pipelines import PipelineStore
+from autotx_lib.journal.pipeline_runs import PipelineStore
 from autotx_lib.pipelines import pipeline_hooks
 from autotx_lib.pipelines.rules import DatasetInfo, explain, explain_rule, folder_info
 from tests.pipelines.conftest import delivered_dataset, pipeline_config

@@ -1,7 +1,4 @@
-"""Journal records of pipeline runs: the execution log (runs, their steps, their results).
-
-(Kept beside :mod:`autotx_lib.journal` with its own MetaData, created on first use, like
-:mod:`autotx_lib.journal_sessions`; the SQL of pipeline runs lives here and nowhere else.)
+"""Pipeline runs: the execution log (runs, their steps, their results, the engines running them).
 
 A run goes ``created`` -> ``started`` -> ``finished`` | ``error`` | ``timeout``;
 ``cancelled`` at any point before it ends. A failed attempt that will be retried is
@@ -17,124 +14,41 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    and_,
-    bindparam,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    update,
-)
+from sqlalchemy import String, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 
-from autotx_lib.journal import Journal
+from autotx_lib.journal.schema import (
+    RUN_STATES,
+    as_utc,
+    events,
+    pipeline_engines,
+    pipeline_results,
+    pipeline_runs,
+    pipeline_steps,
+    utcnow,
+)
 
-CREATED, STARTED, FINISHED, ERROR, CANCELLED, TIMEOUT = (
-    "created", "started", "finished", "error", "cancelled", "timeout")
-RUN_STATES = (CREATED, STARTED, FINISHED, ERROR, CANCELLED, TIMEOUT)
+if TYPE_CHECKING:
+    from autotx_lib.journal.core import Journal
+
+CREATED, STARTED, FINISHED, ERROR, CANCELLED, TIMEOUT = RUN_STATES
 OPEN_STATES = (CREATED, STARTED)
-
-metadata = MetaData()
-when = DateTime(timezone=True)
-
-pipeline_runs = Table(
-    "pipeline_runs", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("workflow", String(128), nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("dataset_id", Integer),  # the journal's dataset, when the run is about one
-    Column("dataset_path", Text, nullable=False),  # the delivered folder (or any folder)
-    Column("user", String(255)),
-    Column("initiator", String(255), nullable=False),  # agent/instrument, cli, rerun of N
-    Column("status", String(16), nullable=False),
-    Column("params", Text, nullable=False, default="{}"),  # JSON
-    Column("dedup_key", Text),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("max_attempts", Integer, nullable=False, default=1),
-    Column("timeout_s", Float),
-    Column("next_attempt_at", when),
-    Column("created_at", when, nullable=False),
-    Column("started_at", when),
-    Column("finished_at", when),
-    Column("duration_s", Float),
-    Column("error", Text),
-    Column("engine", String(255)),  # the engine running it (host:pid:token)
-    Column("rerun_of", Integer),
-)
-Index("pipeline_runs_dedup", pipeline_runs.c.dedup_key, unique=True,
-      sqlite_where=text("dedup_key IS NOT NULL"), postgresql_where=text("dedup_key IS NOT NULL"))
-Index("pipeline_runs_by_created", pipeline_runs.c.created_at)
-Index("pipeline_runs_by_status", pipeline_runs.c.status, pipeline_runs.c.created_at)
-Index("pipeline_runs_by_workflow", pipeline_runs.c.workflow, pipeline_runs.c.created_at)
-Index("pipeline_runs_by_dataset", pipeline_runs.c.dataset_id)
-
-pipeline_steps = Table(
-    "pipeline_steps", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("run_id", Integer, ForeignKey("pipeline_runs.id"), nullable=False, index=True),
-    Column("attempt", Integer, nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("name", String(255), nullable=False),
-    Column("started_at", when, nullable=False),
-    Column("duration_s", Float, nullable=False),
-    Column("status", String(16), nullable=False),  # finished, error, skipped
-    Column("message", Text),
-)
-
-pipeline_results = Table(
-    "pipeline_results", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("run_id", Integer, ForeignKey("pipeline_runs.id"), nullable=False, index=True),
-    Column("key", String(255), nullable=False),
-    Column("kind", String(8), nullable=False),  # int, float, bool, str, json
-    Column("value", Text, nullable=False),  # JSON of the value
-)
-
-pipeline_engines = Table(
-    "pipeline_engines", metadata,
-    Column("id", String(255), primary_key=True),  # host:pid:token
-    Column("host", String(255), nullable=False),
-    Column("pid", Integer, nullable=False),
-    Column("started_at", when, nullable=False),
-    Column("heartbeat_at", when, nullable=False),
-    Column("stopped_at", when),
-)
-
-
-def utcnow() -> dt.datetime:
-    """Aware UTC now."""
-    return dt.datetime.now(dt.UTC)
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:
-    """A stored time as aware UTC (SQLite gives them back naive)."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
+    """A time as aware UTC (a naive one is taken as UTC)."""
+    return as_utc(value)
 
 
 class PipelineStore:
-    """Queries and updates over the pipeline tables of one journal (created on first use)."""
+    """Queries and updates over the pipeline tables of one journal (its migrations create them)."""
 
     def __init__(self, journal: Journal):
         self.journal = journal
         self.engine = journal.engine
-        metadata.create_all(self.engine)
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -220,8 +134,6 @@ class PipelineStore:
         keeps its status and results; its steps are still recorded. Returns, per outcome,
         whether its status was written.
         """
-        from autotx_lib.journal import events
-        from autotx_lib.journal import utcnow as journal_now  # the events table's own clock
 
         if not outcomes:
             return []
@@ -258,7 +170,7 @@ class PipelineStore:
                          for o in replaced for k, kind, v in o["results"]]
                 if items:
                     conn.execute(insert(pipeline_results), items)
-            notes = [dict(at=journal_now(), dataset_id=o["event"][2], level=o["event"][0],
+            notes = [dict(at=now, dataset_id=o["event"][2], level=o["event"][0],
                           kind="pipeline", message=o["event"][1])
                      for o in closing if o.get("event")]
             if notes:
