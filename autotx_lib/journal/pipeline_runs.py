@@ -252,13 +252,24 @@ class PipelineStore:
         ``initiator``.
         """
         c = pipeline_runs.c
-        key = func.date(c.created_at, type_=String) if by == "day" else c[by]
+        if by == "day" and self.engine.dialect.name == "sqlite":  # stored as UTC text
+            key = func.substr(c.created_at, 1, 10, type_=String)
+        elif by == "day":
+            key = func.to_char(func.timezone("UTC", c.created_at), "YYYY-MM-DD",
+                               type_=String)
+        else:
+            key = c[by]
         query = select(key, c.status, c.duration_s)
         if since is not None:
             query = query.where(c.created_at >= since)
         with self.engine.connect() as conn:
-            # plain tuples: pandas inspects Row objects one attribute at a time (10x slower)
-            return [tuple(r) for r in conn.execute(query).all()]
+            # the driver's own tuples: no column needs converting (text and floats), and
+            # building 100,000 Row objects costs three times the query itself
+            result = conn.execute(query)
+            try:
+                return result.cursor.fetchall()
+            finally:
+                result.close()
 
     def errors(self, since: dt.datetime | None = None) -> list[tuple[str, str]]:
         """``(workflow, error)`` of every failed attempt's run (since ``since``)."""
