@@ -284,6 +284,7 @@ class PipelineEngine:
             return 0
         self.store.register_engine(self.engine_id, socket.gethostname(), os.getpid())
         self._registered = True
+        self._last_heartbeat = time.monotonic()
         return self.recover_orphans()
 
     def recover_orphans(self) -> int:
@@ -493,9 +494,11 @@ class PipelineEngine:
             self.poll(poll_s)
 
     def _heartbeat(self) -> None:
+        """Every 10 s: say this engine is alive, and mark runs of engines that are not."""
         if self._registered and time.monotonic() - self._last_heartbeat > 10:
             self.store.engine_heartbeat(self.engine_id)
             self._last_heartbeat = time.monotonic()
+            self.recover_orphans()
 
     def run_forever(self, poll_seconds: float = 2.0) -> None:
         """Loop until :meth:`stop`; journal or scheduler trouble is logged, never fatal."""
