@@ -92,6 +92,18 @@ def _numpy_reference(rounds: int = 400) -> float:
     return float(x[0, 0])
 
 
+def _cells_frame(seed: int, shape=(256, 256)) -> np.ndarray:
+    """A plausible camera frame: offset, nuclei-like blobs, shot and read noise (as in qc.py)."""
+    import scipy.ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    spots = np.zeros(shape)
+    spots[tuple(rng.integers(0, shape[0], (2, 40)))] = 1
+    signal = 4000 * ndi.gaussian_filter(spots, 6) / ndi.gaussian_filter(spots, 6).max()
+    image = 100 + rng.poisson(signal + 20) + rng.normal(0, 2, shape)
+    return image.clip(0, 65535).astype(np.uint16)
+
+
 def _plate(root: Path) -> Path:
     import tifffile
 
@@ -100,8 +112,7 @@ def _plate(root: Path) -> Path:
     folder = root / "Synthetic_384" / "TimePoint_1"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(1)
-    base = [(rng.poisson(200, (256, 256)) + 100 * (rng.random((256, 256)) > 0.97))
-            .astype(np.uint16) for _ in range(16)]
+    base = [_cells_frame(seed) for seed in range(16)]
     geometry = PlateGeometry.from_wells(384)
     for r in range(geometry.rows):
         for c in range(geometry.columns):
