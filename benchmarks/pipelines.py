@@ -123,7 +123,7 @@ def _plate(root: Path) -> Path:
     return folder.parent
 
 
-def plate_benchmark() -> None:
+def plate_benchmark(repeats: int = 3) -> None:
     from distributed import Client
 
     from autotx_lib.imaging.plate import start_local_cluster
@@ -133,34 +133,42 @@ def plate_benchmark() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         plate = _plate(tmp / "data")
-        seconds, measure, reference = {}, {}, {}
+        seconds: dict[int, list[float]] = {1: [], 2: []}
+        measure: dict[int, list[float]] = {1: [], 2: []}
+        reference: dict[int, list[float]] = {1: [], 2: []}
         for workers in (1, 2):
             config = _config(tmp / f"w{workers}")
             journal = Journal(config.journal_url)
             with start_local_cluster(workers) as cluster, \
                     Client(cluster, set_as_default=False) as client:
                 engine = PipelineEngine(config, journal, client=client)
-                warm = engine.record("plate-qc", plate, params={"batch_size": 32})
+                engine.record("plate-qc", plate, params={"batch_size": 32})
                 engine.run_until_idle()  # workers import and warm up once
-                run_id = engine.record("plate-qc", plate, params={"batch_size": 32})
-                engine.run_until_idle()
-                detail = run_detail(journal, run_id)
-                assert detail["status"] == "finished", detail["error"]
-                seconds[workers] = detail["duration_s"]
-                steps = detail["steps"].set_index("name")["duration_s"]
-                measure[workers] = float(steps["measure"])
-                images = detail["results"]["images"]
-                start = time.perf_counter()  # the machine's own gain, same cluster
-                client.gather(client.map(_numpy_reference, range(24), pure=False))
-                reference[workers] = time.perf_counter() - start
+                for _ in range(repeats):
+                    run_id = engine.record("plate-qc", plate, params={"batch_size": 32})
+                    engine.run_until_idle()
+                    detail = run_detail(journal, run_id)
+                    assert detail["status"] == "finished", detail["error"]
+                    seconds[workers].append(detail["duration_s"])
+                    steps = detail["steps"].set_index("name")["duration_s"]
+                    measure[workers].append(float(steps["measure"]))
+                    images = detail["results"]["images"]
+                    start = time.perf_counter()  # the machine's own gain, same cluster, now
+                    client.gather(client.map(_numpy_reference, range(24), pure=False))
+                    reference[workers].append(time.perf_counter() - start)
                 engine.stop()
-                del warm
-    print(f"plate_qc_2_workers_vs_1: {seconds[1] / seconds[2]:.2f}x (target >= 1.7; one "
-          f"plate-qc run, {images} images 256 x 256: 1 worker {seconds[1]:.1f} s, "
-          f"2 workers {seconds[2]:.1f} s, report and CSV included; the measure step alone "
-          f"{measure[1] / measure[2]:.2f}x ({measure[1]:.1f} s, {measure[2]:.1f} s); "
-          f"numpy reference tasks on the same clusters {reference[1] / reference[2]:.2f}x: "
-          "the machine's own gain now)")
+    one, two = stats.median(seconds[1]), stats.median(seconds[2])
+    m1, m2 = stats.median(measure[1]), stats.median(measure[2])
+    r1, r2 = stats.median(reference[1]), stats.median(reference[2])
+
+    def listed(values: list[float]) -> str:
+        return ", ".join(f"{v:.1f}" for v in values)
+
+    print(f"plate_qc_2_workers_vs_1: {one / two:.2f}x (target >= 1.7; one plate-qc run, "
+          f"{images} images 256 x 256, median of {repeats}: 1 worker {one:.1f} s "
+          f"[{listed(seconds[1])}], 2 workers {two:.1f} s [{listed(seconds[2])}], report and "
+          f"CSV included; the measure step alone {m1 / m2:.2f}x; numpy reference tasks on "
+          f"the same clusters {r1 / r2:.2f}x: the machine's own gain meanwhile)")
 
 
 def log_benchmark(total: int = 100_000) -> None:
