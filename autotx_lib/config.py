@@ -57,12 +57,25 @@ class ReadinessSettings(_Section):
 
 
 class VerifySettings(_Section):
-    """How every copied byte is checked."""
+    """How every copied byte is checked.
+
+    ``mode``: ``storage`` (default) flushes each written file, drops its cached pages and
+    reads it back, so the hash is of what the disk (or the file server) holds; ``cache``
+    re-reads it through the descriptor that wrote it, mostly from the page cache (proves
+    the copy, not the storage; cheaper); ``stream`` trusts the hash computed while writing.
+    ``readback`` is accepted as the old name of ``storage``.
+    """
 
     algorithm: HashAlgorithm = "xxh3_128"
-    mode: Literal["readback", "stream"] = Field(
-        "readback", description="readback: re-read the destination and hash it again (default); "
-        "stream: trust the hash computed while writing.")
+    mode: Literal["storage", "cache", "stream"] = Field(
+        "storage", description="storage: read back what the storage holds (default); cache: "
+        "read back through the page cache (cheaper, proves the copy only); stream: trust the "
+        "hash computed while writing. 'readback' means storage.")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _old_mode_names(cls, value: Any) -> Any:
+        return "storage" if value == "readback" else value
 
     recheck_days: float = Field(0.0, ge=0, description="Re-hash every delivered dataset at "
                                 "the destination against its manifest this often, one dataset "
@@ -418,6 +431,31 @@ def load_qc_settings(path: str | os.PathLike[str]) -> QcSettings:
                                    for p in problems]) from None
 
 
+class HubLink(_Section):
+    """Where the agent reports (``[hub]``): unset ``url`` means no hub."""
+
+    url: str | None = Field(None, description="The hub's base URL, e.g. "
+                            "'https://hub.example.org:8765'.")
+    token_file: Path | None = Field(None, description="File holding this agent's hub token "
+                                    "(`autotx hub token add NAME --role agent`).")
+    token_env: str | None = Field(None, description="Or: environment variable holding it.")
+    agent_id: str | None = Field(None, description="The agent's name at the hub; default: "
+                                 "host_alias (must match the token's agent id).")
+    interval_seconds: float = Field(5.0, gt=0, description="Heartbeat, push and command "
+                                    "poll period.")
+    timeout_seconds: float = Field(10.0, gt=0)
+    ca_file: Path | None = Field(None, description="CA bundle for a hub with a "
+                                 "self-signed certificate.")
+
+    @model_validator(mode="after")
+    def _token_given(self) -> HubLink:
+        if self.url and not (self.token_file or self.token_env):
+            raise ValueError("[hub] url needs token_file or token_env (the agent's hub token)")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError("[hub] url must start with http:// or https://")
+        return self
+
+
 class Config(_Section):
     """Everything the agent needs to know; see the module docstring for a minimal file.
 
@@ -458,6 +496,7 @@ class Config(_Section):
     space_monitoring: list[SpaceCheck] = Field(default_factory=list)
     omero: OmeroSettings = Field(default_factory=OmeroSettings)
     qc: QcSettings = Field(default_factory=QcSettings)
+    hub: HubLink = Field(default_factory=HubLink)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
 

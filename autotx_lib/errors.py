@@ -132,46 +132,104 @@ class UnreadableFileError(TransferError):
 
 
 class DestinationError(TransferError):
-    """The destination cannot take the dataset now; it is retried later.
+    """The destination cannot take the dataset now.
 
-    Raised for a missing, unreachable or read-only destination, and a full disk.
-    ``retryable`` tells the agent the condition may heal by itself.
+    The subclasses say why, by type (a transport classifies its own errors; nobody matches
+    message text): :class:`DestinationMissing`, :class:`DestinationReadOnly`,
+    :class:`DestinationFullError` (``DestinationFull``), :class:`DestinationPermission`,
+    :class:`DestinationAuth`, :class:`DestinationNameTaken`. ``retryable`` tells the agent
+    whether the condition may heal by itself (a server back up, space freed); the others
+    need someone to act (a password, a permission).
     """
 
     retryable = True
+    advice = "check that the share is mounted and writable"
 
     def __init__(self, destination: str | Path, reason: str):
         self.destination = str(destination)
         self.reason = reason
+        then = "is retried" if self.retryable else "waits until this is fixed"
         super().__init__(
             f"destination {self.destination} cannot take data: {reason}. The dataset stays "
-            "queued and is retried; check that the share is mounted and writable."
+            f"queued and {then}; {self.advice}."
         )
 
 
-class DestinationNotMountedError(DestinationError):
+class DestinationMissing(DestinationError):
+    """The destination cannot be reached: folder missing, share not mounted or absent,
+    server down or unreachable."""
+
+    advice = "check that the server is up, the share exists and (for a folder) it is mounted"
+
+
+class DestinationNotMountedError(DestinationMissing):
     """The destination folder exists but is not the destination: its marker file is missing
     or belongs to another destination (typically: the share is not mounted and the empty
     mount point remains)."""
+
+    advice = "check that the share is mounted and writable"
 
     def __init__(self, destination: str | Path, reason: str):
         super().__init__(destination, reason + ". If the share is mounted and this is "
                          "really the destination, run `autotx destination init -c CONFIG`")
 
 
+class DestinationReadOnly(DestinationError):
+    """The destination is read-only (a read-only mount or share)."""
+
+    retryable = False
+    advice = "make it writable (remount it read-write, or set the share's `read only = no`)"
+
+
+class DestinationPermission(DestinationError):
+    """The agent's user may not write there."""
+
+    retryable = False
+    advice = "give the agent's user write permission there"
+
+
+class DestinationAuth(DestinationError):
+    """The server refused the credentials (wrong user name or password, account locked)."""
+
+    retryable = False
+    advice = ("check the user name in the destination URL and the password that "
+              "password_env or password_file gives")
+
+
+class DestinationNameTaken(DestinationError):
+    """A rename would replace an existing entry; nothing is ever overwritten."""
+
+    retryable = False
+    advice = "deliver under a free name (Destination.free_name); nothing was overwritten"
+
+
 class DestinationLayoutError(DestinationError):
     """The destination cannot be used as laid out (e.g. a user folder on another
     filesystem than the tmp area); it needs an admin, retrying alone will not help."""
 
+    retryable = False
+
 
 class DestinationFullError(DestinationError):
-    """No space left at the destination."""
+    """No space left at the destination (``DestinationFull`` is the same class)."""
+
+    advice = "free space at the destination"
 
     def __init__(self, destination: str | Path, needed: int | None = None):
         detail = "no space left on device"
         if needed is not None:
             detail += f" ({human_bytes(needed)} needed)"
         super().__init__(destination, detail)
+
+
+DestinationFull = DestinationFullError
+
+
+class DestinationSettingsError(AutotxError, ValueError):
+    """A destination URL or its credentials cannot be used as given (the message says how
+    to fix it); never retried."""
+
+    retryable = False
 
 
 class VerificationError(TransferError):
@@ -218,6 +276,18 @@ class SessionError(AutotxError):
 
 class RequeueError(SubmitError):
     """A dataset cannot be sent back to the queue (not quarantined or unmatched, gone...)."""
+
+
+# --- the facility hub ---------------------------------------------------------------
+
+
+class HubError(AutotxError):
+    """The hub refused a request or cannot be reached; ``status`` is the HTTP status
+    (None when the hub did not answer)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        self.status = status
+        super().__init__(message)
 
 
 # --- imaging -------------------------------------------------------------------------

@@ -30,10 +30,11 @@ from autotx_lib.pages.serve import (
 
 
 def dashboard(
-    name: Annotated[str, typer.Argument(help="transfer-monitor, pipelines, plate-qc or "
-                                        "stack-browser.")],
+    name: Annotated[str, typer.Argument(help="transfer-monitor, pipelines, plate-qc, "
+                                        "stack-browser, session or facility.")],
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="The agent's configuration (transfer-monitor, pipelines).")] = None,
+        "--config", "-c", help="The agent's configuration (transfer-monitor, session, "
+        "pipelines), or the hub access file (facility).")] = None,
     path: Annotated[Path | None, typer.Option(
         "--path", "-p", help="Plate folder (plate-qc) or folder of images (stack-browser).")] = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8866,

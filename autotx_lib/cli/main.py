@@ -11,6 +11,7 @@ from autotx_lib.cli.config import config_app
 from autotx_lib.cli.dashboard import dashboard
 from autotx_lib.cli.destination import destination_app
 from autotx_lib.cli.grace import grace_app
+from autotx_lib.cli.hub import hub_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.jobs import jobs_app
 from autotx_lib.cli.journal import journal_app
@@ -74,6 +75,7 @@ app.add_typer(destination_app, name="destination")
 app.add_typer(session_app, name="session")
 app.command("usage")(usage_command)
 app.add_typer(grace_app, name="grace")
+app.add_typer(hub_app, name="hub")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(journal_app, name="journal")
 app.add_typer(pipelines_app, name="pipelines")

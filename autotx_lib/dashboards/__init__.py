@@ -7,6 +7,7 @@ Voila page from ``autotx_lib/pages``, see ``autotx dashboard``):
   suspend, resume and submit a folder.
 - :class:`PlateQCDashboard`: plate quality control with a clickable heatmap.
 - :class:`StackBrowser`: pick a microscopy file in a folder and look at it.
+- :class:`FacilityMonitor`: every agent reporting to the facility hub, with controls.
 - :class:`SessionLogger`: start and end an instrument session; what is already safe.
 - :class:`PipelineLog`: the execution log of pipeline runs and their statistics.
 
@@ -18,15 +19,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from autotx_lib.dashboards.facility import FacilityMonitor
     from autotx_lib.dashboards.pipelines import PipelineLog
     from autotx_lib.dashboards.plate_qc import PlateQCDashboard
     from autotx_lib.dashboards.session import SessionLogger
     from autotx_lib.dashboards.stack_browser import StackBrowser
     from autotx_lib.dashboards.transfer_monitor import TransferMonitor
 
-__all__ = ["PipelineLog", "PlateQCDashboard", "SessionLogger", "StackBrowser", "TransferMonitor"]
+__all__ = ["FacilityMonitor", "PipelineLog", "PlateQCDashboard", "SessionLogger",
+           "StackBrowser", "TransferMonitor"]
 
 _MODULES = {
+    "FacilityMonitor": "autotx_lib.dashboards.facility",
     "TransferMonitor": "autotx_lib.dashboards.transfer_monitor",
     "PlateQCDashboard": "autotx_lib.dashboards.plate_qc",
     "StackBrowser": "autotx_lib.dashboards.stack_browser",

@@ -20,7 +20,7 @@ import threading
 from autotx_lib._optional import require
 from autotx_lib.config import Config, load_config
 from autotx_lib.journal import Journal, utcnow
-from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer.sessions import current_session, end_session, start_session
 from autotx_lib.units import human_bytes, human_duration, local_time
 

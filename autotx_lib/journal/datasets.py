@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Row
 
 from autotx_lib.errors import JournalError
@@ -68,3 +69,14 @@ class DatasetRecords(Records):
         query = select(datasets.c.incoming_path).where(datasets.c.state.in_(ACTIVE_STATES))
         with self.engine.connect() as conn:
             return {r[0] for r in conn.execute(query)}
+
+    def datasets_changed_after(self, start: dt.datetime, after: tuple[dt.datetime, int],
+                               limit: int) -> list[Row]:
+        """Datasets updated at or after ``start`` and after the (updated_at, id) position
+        ``after``, in that order: a cursor over changed rows."""
+        later = or_(datasets.c.updated_at > after[0],
+                    and_(datasets.c.updated_at == after[0], datasets.c.id > after[1]))
+        query = (select(datasets).where(datasets.c.updated_at >= start).where(later)
+                 .order_by(datasets.c.updated_at, datasets.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))

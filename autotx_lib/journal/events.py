@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Row
 
@@ -32,3 +34,16 @@ class EventRecords(Records):
                  .where(events.c.kind == kind).where(events.c.message == message))
         with self.engine.connect() as conn:
             return bool(conn.execute(query).scalar())
+
+    def events_after(self, event_id: int, limit: int,
+                     settled_before: dt.datetime | None = None) -> list[Row]:
+        """Events with an id above ``event_id``, oldest first (an outbox cursor reads them).
+
+        ``settled_before``: only events recorded before then (on a server database ids are
+        handed out before commit, so a just-written event may still appear below others).
+        """
+        query = select(events).where(events.c.id > event_id).order_by(events.c.id)
+        if settled_before is not None:
+            query = query.where(events.c.at <= settled_before)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.limit(limit)))

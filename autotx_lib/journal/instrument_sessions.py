@@ -108,21 +108,23 @@ class SessionStore:
             return {r.relpath: r for r in conn.execute(query)}
 
     def record_synced(self, session_id: int, relpath: str, size: int, mtime_ns: int,
-                      digest: str, staged_path: str, copied: bool) -> None:
-        """Insert or update the row of a synced file (``copied``: bytes were written)."""
+                      ctime_ns: int, digest: str, staged_path: str, copied: bool) -> int:
+        """Insert or update the row of a synced file (``copied``: bytes were written);
+        returns its id."""
         now = utcnow()
+        values = {"size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, "digest": digest,
+                  "staged_path": staged_path, "synced_at": now}
         with self.engine.begin() as conn:
             known = conn.execute(select(live_files.c.id).where(
                 live_files.c.session_id == session_id).where(live_files.c.relpath == relpath)
             ).first()
             if known is None:
-                conn.execute(insert(live_files).values(
-                    session_id=session_id, relpath=relpath, size=size, mtime_ns=mtime_ns,
-                    digest=digest, staged_path=staged_path, copies=1, synced_at=now))
-            else:
-                conn.execute(update(live_files).where(live_files.c.id == known[0]).values(
-                    size=size, mtime_ns=mtime_ns, digest=digest, staged_path=staged_path,
-                    synced_at=now, copies=live_files.c.copies + int(copied)))
+                return conn.execute(insert(live_files).values(
+                    session_id=session_id, relpath=relpath, copies=1, **values)
+                ).inserted_primary_key[0]
+            conn.execute(update(live_files).where(live_files.c.id == known[0]).values(
+                copies=live_files.c.copies + int(copied), **values))
+            return known[0]
 
     def forget(self, row_ids: Sequence[int]) -> None:
         """Drop live-file rows whose staged copy was used (moved into a dataset) or lost."""

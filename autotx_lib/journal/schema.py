@@ -197,6 +197,7 @@ live_files = Table(
     Column("relpath", Text, nullable=False),  # below incoming/<user>/, e.g. run42/img_001.tif
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
+    Column("ctime_ns", BigInteger),  # a rewrite with the old mtime restored still changes it
     Column("digest", String(128), nullable=False),
     Column("staged_path", Text, nullable=False),
     Column("copies", Integer, nullable=False, default=1),

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "PAGES", "PATH_ENV", "Page", "PAGES_FOLDER", "TEMPLATE_ROOT",
-           "pipelines_page", "plate_qc_page", "stack_browser_page", "transfer_monitor_page"]
+           "facility_page", "pipelines_page", "plate_qc_page", "session_page",
+           "stack_browser_page", "transfer_monitor_page"]
 
 #: Environment variables read by the pages (set by ``autotx dashboard``).
 CONFIG_ENV = "AUTOTX_CONFIG"
@@ -76,6 +77,10 @@ PAGES: dict[str, Page] = {
                      "a plate folder", "--path FOLDER"),
     "stack-browser": Page("stack-browser", PAGES_FOLDER / "stack_browser.ipynb", PATH_ENV,
                           "a folder of images", "--path FOLDER"),
+    "facility": Page("facility", PAGES_FOLDER / "facility.ipynb", CONFIG_ENV,
+                     "a file naming the hub (url, token_file)", "-c HUB_ACCESS"),
+    "session": Page("session", PAGES_FOLDER / "session.ipynb", CONFIG_ENV,
+                    "the agent's configuration file", "-c CONFIG"),
     "pipelines": Page("pipelines", PAGES_FOLDER / "pipelines.ipynb", CONFIG_ENV,
                       "the agent's configuration file", "-c CONFIG"),
 }
@@ -131,6 +136,13 @@ def transfer_monitor_page() -> Any:
     return _page(PAGES["transfer-monitor"], lambda config: TransferMonitor(config).widget)
 
 
+def session_page() -> Any:
+    """The session logger (start/end button, what is already safe) for ``$AUTOTX_CONFIG``."""
+    from autotx_lib.dashboards import SessionLogger
+
+    return _page(PAGES["session"], lambda config: SessionLogger(config).widget)
+
+
 def plate_qc_page() -> Any:
     """The plate QC dashboard for ``$AUTOTX_PATH`` (measuring in the background), or a message."""
     from autotx_lib.dashboards import PlateQCDashboard
@@ -148,6 +160,14 @@ def stack_browser_page() -> Any:
     from autotx_lib.dashboards import StackBrowser
 
     return _page(PAGES["stack-browser"], lambda folder: StackBrowser(folder).widget)
+
+
+def facility_page() -> Any:
+    """The facility monitor for the hub named in ``$AUTOTX_CONFIG`` (a TOML file with
+    ``url`` and ``token_file``), or a message saying what to do."""
+    from autotx_lib.dashboards.facility import FacilityMonitor
+
+    return _page(PAGES["facility"], lambda path: FacilityMonitor.from_file(path).widget)
 
 
 def pipelines_page() -> Any:

@@ -41,6 +41,7 @@ from autotx_lib.errors import (
     TransferError,
     UnsafePathError,
 )
+from autotx_lib.hub.reporter import start_reporter
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer import control
 from autotx_lib.transfer import copy as C
@@ -183,6 +184,7 @@ class Agent:
         self._recovering: set[int] = set()
         self._seal_rounds: dict[int, int] = {}
         self._open_session = None
+        self._live_sync: LiveSync | None = None
         self._login = LoginFollower(config) if config.sessions.follow_login else None
         self._session: int | None = None
         self._bandwidth_cache = (0.0, None)
@@ -211,6 +213,8 @@ class Agent:
         session, unclean = self.journal.start_session(self.config.host_alias, os.getpid(),
                                                       __version__)
         self._session = session
+        hub_stop = threading.Event()
+        reporter = start_reporter(self.config, self.journal, hub_stop)  # None without [hub]
         if unclean is not None:  # we hold the lock, so that agent is really gone
             self._event("warning", "unclean-shutdown", f"the previous agent session "
                         f"(pid {unclean.pid}, started {unclean.started_at:%Y-%m-%d %H:%M}) "
@@ -235,6 +239,9 @@ class Agent:
         finally:
             self.journal.end_session(session)
             self.notifier.flush()
+            hub_stop.set()  # the reporter sends what is left, then ends
+            if reporter is not None:
+                reporter.join(self.config.hub.timeout_seconds)
         finished = {*summary.delivered, *summary.unmatched, *summary.failed}
         summary.retrying = [i for i in summary.retrying if i not in finished]
         return summary
@@ -302,10 +309,12 @@ class Agent:
             return
         if self._gate_blocks():
             return  # the acquisition wins: nothing is synced while the gate is closed
-        gate = self._gate_monitor().start()
+        if self._live_sync is None or self._live_sync.session_id != self._open_session.id:
+            self._live_sync = LiveSync(self.config, self.journal, self._open_session.id)
+        gate = self._live_sync.throttle = self._gate_monitor().start()
         try:
-            step = LiveSync(self.config, self.journal, throttle=gate).step(
-                self._open_session, should_stop=self.stop_requested.is_set)
+            step = self._live_sync.step(self._open_session,
+                                        should_stop=self.stop_requested.is_set)
         except (TransferError, OSError) as error:
             log.info("live sync postponed: %s", error)
             return
@@ -661,7 +670,7 @@ class Agent:
         gate = self._gate_monitor().start()
         try:
             C.copy_files(todo, source, tmp, row.algorithm, workers=self.config.copy_.workers,
-                         readback=self.config.verify.mode == "readback",
+                         verify=self.config.verify.mode,
                          max_attempts=self.config.copy_.max_attempts_per_file,
                          on_file=on_file, on_bytes=counter.add,
                          should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
@@ -679,8 +688,8 @@ class Agent:
 
     def _take_live_copies(self, row, tmp: Path) -> None:
         """Files live-synced during a session and unchanged since: moved, not copied."""
-        taken = use_live_copies(self.config, self.journal, row.user, row.name, tmp,
-                                self.journal.files_of(row.id))
+        taken = use_live_copies(self.config, self.journal, row.user, row.name,
+                                Path(row.processing_path), tmp, self.journal.files_of(row.id))
         if taken:
             done = [f for f in self.journal.files_of(row.id) if f.verified]
             self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +

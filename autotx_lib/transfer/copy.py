@@ -1,20 +1,35 @@
 """Verified, parallel copy of a dataset; streaming hash; manifest.
 
-Each file is read once, hashed while it is read, and written to the destination's
-temporary area; the source is stat'ed before and after, so a file that changed while
-it was copied is copied again. With ``readback`` verification the written file is
-read back and hashed again. Durability is made cheap: instead of one fsync per file,
-the caller syncs the destination's filesystem once (:func:`sync_filesystem`) before
-the rename that makes the dataset visible.
+Each file is read once, through a buffer (never mapped: a source truncated meanwhile must
+not kill the agent with SIGBUS), hashed while it is read, and written to the destination's
+temporary area; the source is stat'ed before and after, so a file that changed while it
+was copied is copied again. Then the written file is checked, by ``verify`` mode:
+
+``storage`` (default; ``readback`` is its old name)
+    write the file back to the storage and wait for it (``sync_file_range``; ``fdatasync``
+    where pages stay cached, as on a network share), drop its cached pages
+    (``posix_fadvise(DONTNEED)``) and read it back through a new descriptor: the bytes come
+    from the disk, or from the server on a share. Proves what the storage holds. Large
+    files are read back range by range while the rest is still being copied; small files
+    a batch at a time, so that the disk's writes and reads overlap.
+``cache``
+    re-read the file through the descriptor that wrote it, i.e. from this machine's page
+    cache. Proves the copy logic (every byte written where it belongs), not the storage.
+``stream``
+    no second read: trust the hash computed while writing.
+
+Durability stays cheap: instead of one fsync per file, the caller syncs the destination's
+filesystem once (:func:`sync_filesystem`) before the rename that makes the dataset visible.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
-import mmap
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -27,19 +42,23 @@ from autotx_lib.errors import (
     DestinationFullError,
     SourceChangedError,
     UnreadableFileError,
+    UnsafePathError,
     VerificationError,
 )
-from autotx_lib.transfer.layout import SourceFile
+from autotx_lib.transfer.layout import SourceFile, fsync_dir
 
-BUFFER_SIZE = 4 * 1024 * 1024
-KERNEL_COPY_MIN = 1024 * 1024  # from this size on, copy in the kernel and hash mapped pages
-KERNEL_CHUNK = 64 * 1024 * 1024
-_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+BUFFER_SIZE = 256 * 1024  # fits a core's L2 cache: read, hash and write find it there
+LARGE_FILE = 1024 * 1024  # from this size on a file travels alone, its writeback started early
+WRITEBACK_STEP = 8 * 1024 * 1024  # large files: start writing back every this many bytes
+
+VERIFY_MODES = ("storage", "cache", "stream")
+VERIFY_ALIASES = {"readback": "storage"}  # the name of the default before 'cache' existed
 
 # algorithm -> manifest suffix, and the standard tool that checks it
 MANIFEST_SUFFIX = {"xxh3_128": "xxh128", "blake3": "b3", "sha256": "sha256", "md5": "md5"}
 CHECK_TOOL = {"xxh3_128": "xxhsum -c", "blake3": "b3sum -c", "sha256": "sha256sum -c",
               "md5": "md5sum -c"}
+MANIFEST_STEM = "autotx-manifest"
 
 
 class Throttle(Protocol):
@@ -50,6 +69,20 @@ class Throttle(Protocol):
 
     def chunk_size(self, default: int) -> int:
         """The chunk size to use (smaller under a bandwidth cap)."""
+
+
+def verify_mode(mode: str) -> str:
+    """The canonical name of a verification mode (``readback`` -> ``storage``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown mode; the message lists the known ones.
+    """
+    mode = VERIFY_ALIASES.get(mode, mode)
+    if mode not in VERIFY_MODES:
+        raise ValueError(f"unknown verify mode {mode!r}; use one of {', '.join(VERIFY_MODES)}")
+    return mode
 
 
 def new_hasher(algorithm: str):
@@ -71,6 +104,13 @@ _local = threading.local()
 _libc = None  # the C library, loaded on first use (syncfs, sync_file_range)
 
 
+def _load_libc():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
 def _buffer() -> memoryview:
     buf = getattr(_local, "buffer", None)
     if buf is None:
@@ -79,52 +119,208 @@ def _buffer() -> memoryview:
 
 
 def _hash_fd(fd: int, algorithm: str) -> str:
-    """Hash an open file from its start; large files through mmap (no copy to user space)."""
+    """Hash an open file from its start, through reads (a file shrinking meanwhile is safe)."""
     hasher = new_hasher(algorithm)
-    size = os.fstat(fd).st_size
-    if size >= KERNEL_COPY_MIN:
-        with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
-            mapped.madvise(mmap.MADV_SEQUENTIAL)
-            with memoryview(mapped) as view:
-                for offset in range(0, size, KERNEL_CHUNK):
-                    hasher.update(view[offset:offset + KERNEL_CHUNK])
-        return hasher.hexdigest()
     buf = _buffer()
-    os.lseek(fd, 0, os.SEEK_SET)
-    while n := os.readv(fd, [buf]):
+    offset = 0
+    while n := os.preadv(fd, [buf], offset):
         hasher.update(buf[:n])
+        offset += n
     return hasher.hexdigest()
 
 
 SYNC_FILE_RANGE_WRITE = 2
 
 
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing a file's dirty pages now, without waiting.
+def _start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to start writing a file's dirty pages now, without waiting (Linux).
 
-    The final sync of the dataset then finds most of the data already on its way to disk,
-    so the disk works while the next files are copied and hashed.
+    The final sync (or the flush of ``storage`` verification) then finds most of the data
+    already on its way to disk, so the disk works while the next bytes are copied.
     """
-    global _libc
+    with contextlib.suppress(OSError, AttributeError):  # an optimisation only
+        _load_libc().sync_file_range(fd, ctypes.c_longlong(offset), ctypes.c_longlong(length),
+                                     ctypes.c_uint(SYNC_FILE_RANGE_WRITE))
+
+
+def drop_cached_pages(fd: int, offset: int = 0, length: int = 0) -> None:
+    """Drop a flushed file's pages from the page cache, so the next read goes to the storage.
+
+    Uses ``posix_fadvise(POSIX_FADV_DONTNEED)`` (``length`` 0: to the end of the file);
+    where that does not exist (Windows, macOS) it does nothing, and a read-back may then be
+    served from the cache.
+    """
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):  # e.g. no page cache: reads go to the storage anyway
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
+def _flush(fd: int) -> None:
+    """Wait until a file's data is on the storage (committed to the server on a share)."""
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0),
-                              ctypes.c_uint(SYNC_FILE_RANGE_WRITE))
+        getattr(os, "fdatasync", os.fsync)(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP):  # a filesystem without sync
+            raise
+
+
+SYNC_FILE_RANGE_WAIT_ALL = 7  # WAIT_BEFORE | WRITE | WAIT_AFTER
+
+
+def _wait_written(fd: int, offset: int, length: int) -> bool:
+    """Write a range of a file back and wait for it (Linux); False where that is unknown."""
+    try:
+        return _load_libc().sync_file_range(fd, ctypes.c_longlong(offset),
+                                            ctypes.c_longlong(length),
+                                            ctypes.c_uint(SYNC_FILE_RANGE_WAIT_ALL)) == 0
     except (OSError, AttributeError):
-        pass  # only an optimisation; the final sync makes the data durable
+        return False
 
 
-def _readback(fd: int, algorithm: str) -> str:
-    """Hash a just-written file read back from the destination, then start its writeback."""
-    digest = _hash_fd(fd, algorithm)
-    if os.fstat(fd).st_size >= KERNEL_COPY_MIN:
-        _start_writeback(fd)
-    return digest
+def _still_cached(fd: int, offset: int) -> bool:
+    """Whether the page at ``offset`` is still in the page cache (True when unknown)."""
+    try:
+        os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False  # not cached: a read goes to the storage
+    except (OSError, AttributeError):
+        return True
+    return True
+
+
+def _onto_storage_out_of_cache(fd: int, size: int) -> None:
+    """Get a file's data onto the storage and its pages out of the cache, cheaply.
+
+    On Linux the data is written back and waited for (sync_file_range: no journal commit
+    per file; the caller's final sync makes the metadata durable). Where that is not
+    available, or the pages stay cached (a network filesystem keeps them until a commit),
+    the file is flushed with fdatasync, which commits it to the server, and dropped again.
+    """
+    if not _wait_written(fd, 0, 0):
+        _flush(fd)
+    drop_cached_pages(fd)
+    if size and _still_cached(fd, 0):
+        _flush(fd)
+        drop_cached_pages(fd)
+
+
+class _StoredReadback:
+    """Reads a large file back from the storage while the rest of it is still being copied.
+
+    Each range whose writeback has finished is dropped from the cache and read (Linux, and
+    only where the drop is seen to work: not for pages a network filesystem still holds
+    for its commit); the rest after the final flush (:meth:`finish`). Disk writes and
+    read-backs overlap instead of following each other.
+    """
+
+    def __init__(self, path: Path, algorithm: str):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as error:
+            raise _destination_error(error, path) from None
+        self.hasher = new_hasher(algorithm)
+        self.checked = 0  # bytes read back and hashed so far
+        self.pipelined = True
+
+    def behind(self, dst_fd: int, end: int) -> None:
+        """Read back ``[checked, end)`` once it is written back (a range kicked earlier)."""
+        length = end - self.checked
+        if not self.pipelined or length <= 0:
+            return
+        if not _wait_written(dst_fd, self.checked, length):
+            self.pipelined = False
+            return
+        drop_cached_pages(self.fd, self.checked, length)
+        if _still_cached(self.fd, self.checked):
+            self.pipelined = False  # finish() reads it after the flush
+            return
+        try:
+            self._read(end)
+        except OSError as error:  # the destination's error, not the source's
+            raise _destination_error(error, self.path) from None
+
+    def finish(self, dst_fd: int) -> str:
+        """Write back the whole file, drop its pages, read back what is left; the digest."""
+        _onto_storage_out_of_cache(dst_fd, os.fstat(dst_fd).st_size)
+        self._read(None)
+        return self.hasher.hexdigest()
+
+    def _read(self, end: int | None) -> None:
+        buf = _buffer()
+        while end is None or self.checked < end:
+            want = len(buf) if end is None else min(len(buf), end - self.checked)
+            n = os.preadv(self.fd, [buf[:want]], self.checked)
+            if n == 0:
+                return
+            self.hasher.update(buf[:n])
+            self.checked += n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
+    """Hash files as the storage holds them, not as this machine's page cache does.
+
+    Each file is opened anew, written back (and waited for), its cached pages dropped
+    (:func:`drop_cached_pages`), and read back: from the disk, or from the server on a
+    network share. Small files are prefetched together so that their reads overlap.
+
+    Parameters
+    ----------
+    paths : list of Path
+        Files just written (their flush is part of the check).
+    algorithm : str
+        ``xxh3_128``, ``blake3``, ``sha256`` or ``md5``.
+
+    Returns
+    -------
+    digests : list of str
+        One hex digest per path, in order.
+
+    Raises
+    ------
+    DestinationError, DestinationFullError
+        A file cannot be opened, flushed or read (e.g. EIO, no space for delayed blocks).
+    """
+    opened: list[tuple[Path, int]] = []
+    path = Path()
+    try:
+        for path in paths:
+            opened.append((path, os.open(path, os.O_RDONLY)))
+            _start_writeback(opened[-1][1])  # every file on its way to the disk at once
+        for path, fd in opened:  # noqa: B007 - path names the file in the error below
+            _onto_storage_out_of_cache(fd, os.fstat(fd).st_size)
+        for path, fd in opened:  # noqa: B007 - path names the file in the error below
+            _advise_read(fd)
+        digests = []
+        for path, fd in opened:  # noqa: B007 - path names the file in the error below
+            digests.append(_hash_fd(fd, algorithm))
+        return digests
+    except OSError as error:
+        raise _destination_error(error, path) from None
+    finally:
+        for _, fd in opened:
+            os.close(fd)
+
+
+def _advise_read(fd: int) -> None:
+    """Small files: start reading now (the batch's reads overlap); large: read ahead more."""
+    if hasattr(os, "posix_fadvise"):
+        small = os.fstat(fd).st_size < LARGE_FILE
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED if small
+                             else os.POSIX_FADV_SEQUENTIAL)
+
+
+def hash_stored_file(path: Path, algorithm: str) -> str:
+    """Hash one file as the storage holds it (see :func:`hash_stored_files`)."""
+    return hash_stored_files([path], algorithm)[0]
 
 
 def hash_file(path: Path, algorithm: str) -> str:
-    """Hash a whole file; returns the hex digest."""
+    """Hash a whole file (as this machine reads it, page cache included); the hex digest."""
     fd = os.open(path, os.O_RDONLY)
     try:
         return _hash_fd(fd, algorithm)
@@ -150,73 +346,152 @@ def _destination_error(error: OSError, destination: Path) -> DestinationError:
 
 
 def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | None,
-            limit: int, throttle: Throttle | None = None) -> int:
+            limit: int, throttle: Throttle | None = None,
+            readback: _StoredReadback | None = None) -> int:
     """Copy at most ``limit`` bytes through a buffer, hashing them (a growing file cannot
-    keep the copy going forever: the caller notices the growth and copies again)."""
+    keep the copy going forever: the caller notices the growth and copies again).
+
+    A large file's writeback is started every :data:`WRITEBACK_STEP` bytes, so the disk
+    writes while the rest is read and hashed; ``readback`` reads back the range started
+    one step earlier.
+    """
     buf = _buffer()
     step = throttle.chunk_size(len(buf)) if throttle is not None else len(buf)
-    total = 0
+    total = kicked = 0
     while total < limit:
         n = os.readv(src_fd, [buf[:min(step, limit - total)]])
         if n == 0:
-            return total
+            break
         chunk = buf[:n]
         hasher.update(chunk)
         written = 0
         while written < n:
             written += os.write(dst_fd, chunk[written:])
         total += n
+        if limit >= LARGE_FILE and total - kicked >= WRITEBACK_STEP:
+            _start_writeback(dst_fd, kicked, total - kicked)
+            if readback is not None:
+                readback.behind(dst_fd, kicked)
+            kicked = total
         if on_bytes is not None:
             on_bytes(n)
         if throttle is not None:
             throttle.throttle(n)
+    if total > kicked and limit >= LARGE_FILE:
+        _start_writeback(dst_fd, kicked, total - kicked)
     return total
 
 
-def _kernel_copy(src_fd: int, dst_fd: int, on_bytes: Callable[[int], None] | None,
-                 limit: int, throttle: Throttle | None = None) -> int | None:
-    """Copy at most ``limit`` bytes in the kernel (copy_file_range).
+@dataclass(frozen=True)
+class _Copy:
+    """A file copied while its source held still: what was read, and the copies it took."""
 
-    Returns None when the filesystems do not support it (the caller streams instead).
+    size: int
+    mtime_ns: int
+    digest: str
+    copies: int
+
+
+def _attempt(src: Path, dst: Path, algorithm: str, mode: str,
+             on_bytes: Callable[[int], None] | None, throttle: Throttle | None
+             ) -> tuple[_Copy, str | None] | None:
+    """Copy one file once: (what was read, the read-back digest or None).
+
+    Returns None when the source changed while it was copied. ``cache`` mode re-reads the
+    destination through the descriptor it was written with (mostly the page cache);
+    ``storage`` mode reads a large file back from the storage (:class:`_StoredReadback`),
+    while small files are read back by the caller, a batch at a time.
     """
-    step = throttle.chunk_size(KERNEL_CHUNK) if throttle is not None else KERNEL_CHUNK
-    total = 0
-    while total < limit:
+    try:
+        src_fd = os.open(src, os.O_RDONLY)
+    except OSError as error:
+        raise UnreadableFileError(src, error.strerror or str(error)) from None
+    try:
+        before = os.fstat(src_fd)
+        flags = (os.O_RDWR if mode == "cache" else os.O_WRONLY) | os.O_CREAT | os.O_TRUNC
         try:
-            n = os.copy_file_range(src_fd, dst_fd, min(step, limit - total))
+            dst_fd = os.open(dst, flags, 0o644)
         except OSError as error:
-            if total == 0 and error.errno in _NO_KERNEL_COPY:
+            raise _destination_error(error, dst) from None
+        readback = None
+        try:
+            if mode == "storage" and before.st_size >= LARGE_FILE:
+                readback = _StoredReadback(dst, algorithm)
+            hasher = new_hasher(algorithm)
+            try:
+                copied = _stream(src_fd, dst_fd, hasher, on_bytes, before.st_size, throttle,
+                                 readback)
+            except OSError as error:
+                if error.filename is None and error.errno in (errno.EIO,):
+                    raise UnreadableFileError(src, error.strerror) from None
+                raise _classify_stream_error(error, src, dst) from None
+            after = os.stat(src)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
+                    or copied != after.st_size:
                 return None
-            raise
-        if n == 0:
-            return total
-        total += n
-        if on_bytes is not None:
-            on_bytes(n)
-        if throttle is not None:
-            throttle.throttle(n)
-    return total
+            try:
+                written = (_hash_fd(dst_fd, algorithm) if mode == "cache" else
+                           readback.finish(dst_fd) if readback is not None else None)
+            except OSError as error:
+                raise _destination_error(error, dst) from None
+            return _Copy(copied, before.st_mtime_ns, hasher.hexdigest(), 1), written
+        finally:
+            if readback is not None:
+                readback.close()
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
 
 
-def _copy_once(src_fd: int, dst_fd: int, algorithm: str, size: int, readback: bool,
-               on_bytes: Callable[[int], None] | None,
-               throttle: Throttle | None = None) -> tuple[int, str]:
-    """Copy one file's bytes; return (bytes copied, digest of what was read from the source).
+def _classify_stream_error(error: OSError, src: Path, dst: Path) -> Exception:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        return _destination_error(error, dst)
+    return UnreadableFileError(src, error.strerror or str(error))
 
-    With readback verification large files are copied in the kernel and the source hashed
-    from its mapped pages (the destination is hashed afterwards by the caller); otherwise
-    the bytes pass through a buffer and are hashed on the way.
+
+def _copy_settled(src: Path, dst: Path, algorithm: str, mode: str,
+                  on_bytes: Callable[[int], None] | None, max_attempts: int,
+                  throttle: Throttle | None) -> _Copy:
+    """Copy until one copy saw the source hold still and, if it was read back, read back equal.
+
+    Small files of ``storage`` mode are not read back here (see :func:`_needs_stored_check`).
     """
-    if readback and size >= KERNEL_COPY_MIN:
-        copied = _kernel_copy(src_fd, dst_fd, on_bytes, size, throttle)
-        if copied is not None:
-            return copied, _hash_fd(src_fd, algorithm)
-    hasher = new_hasher(algorithm)
-    copied = _stream(src_fd, dst_fd, hasher, on_bytes, size, throttle)
-    return copied, hasher.hexdigest()
+    mismatches = 0
+    for attempt in range(1, max_attempts + 1):
+        outcome = _attempt(src, dst, algorithm, mode, on_bytes, throttle)
+        if outcome is None:
+            continue  # the source changed while it was read: copy it again
+        copied, written = outcome
+        if written is not None and written != copied.digest:
+            mismatches += 1
+            if mismatches >= 2:
+                raise VerificationError(dst, copied.digest, written)
+            continue
+        return _Copy(copied.size, copied.mtime_ns, copied.digest, attempt)
+    raise SourceChangedError(src, max_attempts)
 
 
-def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
+def _needs_stored_check(mode: str, copied: _Copy) -> bool:
+    """A small file of ``storage`` mode: written, not yet read back (large ones were)."""
+    return mode == "storage" and copied.size < LARGE_FILE
+
+
+def _check_stored(copied: _Copy, stored: str, dst: Path, algorithm: str,
+                  copy_again: Callable[[], _Copy]) -> _Copy:
+    """Accept a copy whose stored bytes hash as the source did; else copy once more.
+
+    Raises VerificationError when the stored file differs twice in a row.
+    """
+    if stored == copied.digest:
+        return copied
+    again = copy_again()
+    stored = hash_stored_file(dst, algorithm)
+    if stored != again.digest:
+        raise VerificationError(dst, again.digest, stored)
+    return _Copy(again.size, again.mtime_ns, again.digest, copied.copies + again.copies)
+
+
+def copy_file(src: Path, dst: Path, algorithm: str, *, verify: str = "storage",
               on_bytes: Callable[[int], None] | None = None, max_attempts: int = 3,
               relpath: str = "", throttle: Throttle | None = None) -> CopiedFile:
     """Copy one file, hashing while reading; verify; re-copy if the source changed meanwhile.
@@ -227,8 +502,9 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
         Source file; destination file (its folder must exist; an existing file is replaced).
     algorithm : str
         ``xxh3_128``, ``blake3``, ``sha256`` or ``md5``.
-    readback : bool
-        Re-read the written file and compare its hash (default).
+    verify : str
+        ``storage`` (default: read back what the storage holds), ``cache`` (read back
+        through the page cache) or ``stream`` (no read-back); see the module docstring.
     on_bytes : callable, optional
         Called with each number of bytes copied (progress).
     max_attempts : int
@@ -250,64 +526,22 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, readback: bool = True,
         The source changed during every attempt.
     VerificationError
         The read-back file differs from what was read (twice in a row).
+
+    Examples
+    --------
+    >>> copy_file(Path("in/a.tif"), Path("out/a.tif"), "xxh3_128")  # doctest: +SKIP
+    CopiedFile(relpath='a.tif', size=1048576, mtime_ns=..., digest='5f0e...', copies=1)
     """
-    mismatches = 0
-    for attempt in range(1, max_attempts + 1):
-        outcome = _attempt(src, dst, algorithm, readback, on_bytes, throttle)
-        if outcome is None:
-            continue  # the source changed while it was read: copy it again
-        size, mtime_ns, digest, written = outcome
-        if written is not None and written != digest:
-            mismatches += 1
-            if mismatches >= 2:
-                raise VerificationError(dst, digest, written)
-            continue
-        return CopiedFile(relpath or src.name, size, mtime_ns, digest, attempt)
-    raise SourceChangedError(src, max_attempts)
+    mode = verify_mode(verify)
 
+    def copy() -> _Copy:
+        return _copy_settled(src, dst, algorithm, mode, on_bytes, max_attempts, throttle)
 
-def _attempt(src: Path, dst: Path, algorithm: str, readback: bool,
-             on_bytes: Callable[[int], None] | None, throttle: Throttle | None
-             ) -> tuple[int, int, str, str | None] | None:
-    """Copy one file once: (size, mtime_ns, source digest, read-back digest or None).
-
-    Returns None when the source changed while it was copied. The destination is read
-    back through the descriptor it was written with (one open per file, not two).
-    """
-    try:
-        src_fd = os.open(src, os.O_RDONLY)
-    except OSError as error:
-        raise UnreadableFileError(src, error.strerror or str(error)) from None
-    try:
-        before = os.fstat(src_fd)
-        try:
-            dst_fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as error:
-            raise _destination_error(error, dst) from None
-        try:
-            try:
-                copied, digest = _copy_once(src_fd, dst_fd, algorithm, before.st_size,
-                                            readback, on_bytes, throttle)
-            except OSError as error:
-                if error.filename is None and error.errno in (errno.EIO,):
-                    raise UnreadableFileError(src, error.strerror) from None
-                raise _classify_stream_error(error, src, dst) from None
-            after = os.stat(src)
-            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
-                    or copied != after.st_size:
-                return None
-            written = _readback(dst_fd, algorithm) if readback else None
-            return copied, before.st_mtime_ns, digest, written
-        finally:
-            os.close(dst_fd)
-    finally:
-        os.close(src_fd)
-
-
-def _classify_stream_error(error: OSError, src: Path, dst: Path) -> Exception:
-    if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-        return _destination_error(error, dst)
-    return UnreadableFileError(src, error.strerror or str(error))
+    copied = copy()
+    if _needs_stored_check(mode, copied):
+        copied = _check_stored(copied, hash_stored_file(dst, algorithm), dst, algorithm, copy)
+    return CopiedFile(relpath or src.name, copied.size, copied.mtime_ns, copied.digest,
+                      copied.copies)
 
 
 BATCH_FILES = 32
@@ -324,7 +558,7 @@ def _batches(files: list[SourceFile]) -> list[list[SourceFile]]:
     current: list[SourceFile] = []
     size = 0
     for entry in files:
-        if entry.size >= KERNEL_COPY_MIN:
+        if entry.size >= LARGE_FILE:
             batches.append([entry])
             continue
         if current and (len(current) >= BATCH_FILES or size + entry.size > BATCH_BYTES):
@@ -337,21 +571,70 @@ def _batches(files: list[SourceFile]) -> list[list[SourceFile]]:
     return batches
 
 
-def _copy_batch(batch: list[SourceFile], src_root: Path, dst_root: Path, algorithm: str,
-                **options) -> tuple[list[CopiedFile], BaseException | None]:
-    """Copy a batch in order; returns what was copied and the error that stopped it."""
+@dataclass(frozen=True)
+class _Job:
+    """How every file of one copy_files call is copied (shared by its tasks)."""
+
+    src_root: Path
+    dst_root: Path
+    algorithm: str
+    verify: str
+    on_bytes: Callable[[int], None] | None
+    max_attempts: int
+    throttle: Throttle | None
+
+    def copy_step(self, relpath: str) -> Callable[[], _Copy]:
+        """Copy one file until its source held still (no ``storage`` check)."""
+        return lambda: _copy_settled(self.src_root / relpath, self.dst_root / relpath,
+                                     self.algorithm, self.verify, self.on_bytes,
+                                     self.max_attempts, self.throttle)
+
+
+def _copy_batch(batch: list[SourceFile], job: _Job
+                ) -> tuple[list[CopiedFile], BaseException | None]:
+    """Copy a batch in order; returns what was copied and verified, and the error that stopped it.
+
+    In ``storage`` mode the whole batch is written first and then checked as stored: the
+    flushes of its files overlap instead of waiting for the disk one file at a time.
+    """
     done: list[CopiedFile] = []
+    if job.verify != "storage":
+        for entry in batch:
+            try:
+                copied = job.copy_step(entry.relpath)()
+            except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+                return done, error
+            done.append(CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
+                                   copied.copies))
+        return done, None
+    written: list[tuple[SourceFile, _Copy]] = []
+    failure: BaseException | None = None
     for entry in batch:
         try:
-            done.append(copy_file(src_root / entry.relpath, dst_root / entry.relpath, algorithm,
-                                  relpath=entry.relpath, **options))
-        except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
-            return done, error
-    return done, None
+            copied = job.copy_step(entry.relpath)()
+        except BaseException as error:  # noqa: BLE001 - what was written is still checked
+            failure = error
+            break
+        if _needs_stored_check(job.verify, copied):
+            written.append((entry, copied))
+        else:  # a large file, read back from the storage while it was copied
+            done.append(CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
+                                   copied.copies))
+    try:
+        targets = [job.dst_root / entry.relpath for entry, _ in written]
+        stored = hash_stored_files(targets, job.algorithm)
+        for (entry, copied), digest, target in zip(written, stored, targets, strict=True):
+            copied = _check_stored(copied, digest, target, job.algorithm,
+                                   job.copy_step(entry.relpath))
+            done.append(CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
+                                   copied.copies))
+    except BaseException as error:  # noqa: BLE001 - handed to the caller, who raises it
+        failure = failure or error
+    return done, failure
 
 
 def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algorithm: str, *,
-               workers: int = 4, readback: bool = True, max_attempts: int = 3,
+               workers: int = 4, verify: str = "storage", max_attempts: int = 3,
                on_file: Callable[[CopiedFile], None] | None = None,
                on_bytes: Callable[[int], None] | None = None,
                should_stop: Callable[[], bool] | None = None,
@@ -359,14 +642,16 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algo
                throttle: Throttle | None = None) -> list[CopiedFile]:
     """Copy many files of one dataset in parallel; returns what was copied and verified.
 
-    ``on_file`` is called in the calling thread for each verified file (e.g. to record
-    it in the journal); ``tick`` about twice a second (live progress). ``should_stop``
-    returning True stops starting new files; files under way finish. Small files travel
-    in batches (up to 32 files or 1 MiB a task).
+    ``verify`` is a mode of :func:`copy_file` (default ``storage``). ``on_file`` is called
+    in the calling thread for each verified file (e.g. to record it in the journal);
+    ``tick`` about twice a second (live progress). ``should_stop`` returning True stops
+    starting new files; files under way finish. Small files travel in batches (up to 32
+    files or 1 MiB a task).
 
     The first error stops the copy and is raised after the running tasks finish; what was
     verified before it is still reported through ``on_file``.
     """
+    mode = verify_mode(verify)
     todo = list(files)
     folders = sorted({str(Path(f.relpath).parent) for f in todo})
     try:
@@ -374,8 +659,7 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algo
             (dst_root / folder).mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _destination_error(error, dst_root) from None
-    options = {"readback": readback, "on_bytes": on_bytes, "max_attempts": max_attempts,
-               "throttle": throttle}
+    job = _Job(src_root, dst_root, algorithm, mode, on_bytes, max_attempts, throttle)
     results: list[CopiedFile] = []
     pending: set[Future] = set()
     first_error: BaseException | None = None
@@ -387,8 +671,7 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algo
             batch = next(queue, None)
             if batch is None:
                 return False
-            pending.add(pool.submit(_copy_batch, batch, src_root, dst_root, algorithm,
-                                    **options))
+            pending.add(pool.submit(_copy_batch, batch, job))
             return True
 
         while len(pending) < workers * 2 and submit_next():
@@ -434,42 +717,115 @@ def sync_filesystem(path: Path) -> None:
 # --- manifests -----------------------------------------------------------------------
 
 
-def manifest_name(algorithm: str) -> str:
-    """The manifest's file name, e.g. ``autotx-manifest.xxh128``."""
-    return f"autotx-manifest.{MANIFEST_SUFFIX[algorithm]}"
+def manifest_name(algorithm: str, taken: Iterable[str] = ()) -> str:
+    """The manifest's file name: ``autotx-manifest.xxh128``, or ``autotx-manifest-1.xxh128``
+    (``-2`` ...) when a dataset file in ``taken`` has that name or its temporary name.
+
+    The name depends only on the algorithm and the dataset's files, so every attempt at
+    sealing a dataset writes the same one.
+    """
+    taken = set(taken)
+    suffix = MANIFEST_SUFFIX[algorithm]
+    name, number = f"{MANIFEST_STEM}.{suffix}", 0
+    while name in taken or _manifest_tmp_name(name) in taken:
+        number += 1
+        name = f"{MANIFEST_STEM}-{number}.{suffix}"
+    return name
+
+
+def _manifest_tmp_name(name: str) -> str:
+    return f".{name}.tmp"
+
+
+_MANIFEST_PATTERN = re.compile(
+    rf"^\.?{MANIFEST_STEM}(-\d+)?\.({'|'.join(MANIFEST_SUFFIX.values())})(\.tmp)?$")
 
 
 def _manifest_line(digest: str, relpath: str) -> str:
-    # GNU coreutils convention (sha256sum, b3sum): a leading backslash marks escaped names.
-    if "\\" in relpath:
-        return f"\\{digest}  {relpath.replace(chr(92), chr(92) * 2)}\n"
+    # Names go in as they are, backslashes included: GNU-style escaping (a leading
+    # backslash, doubled backslashes) is read by sha256sum and b3sum but skipped by
+    # xxhsum 0.8 as "improperly formatted", with exit status 0. Unescaped lines are read
+    # alike by all four tools; only a line break cannot be written this way.
+    if "\n" in relpath or "\r" in relpath:
+        raise UnsafePathError(relpath, "a line break in a file name cannot be written to a "
+                              "checksum manifest; rename the file")
     return f"{digest}  {relpath}\n"
 
 
 def write_manifest(folder: Path, entries: Iterable[tuple[str, str]], algorithm: str,
-                   taken: set[str] | None = None) -> Path:
-    """Write ``<digest>  <relpath>`` lines into ``folder``, checkable by the standard tool.
+                   taken: Iterable[str] | None = None) -> Path:
+    """Write the dataset's one manifest of ``<digest>  <relpath>`` lines into ``folder``.
 
     ``cd folder && xxhsum -c autotx-manifest.xxh128`` (or ``b3sum -c``, ``sha256sum -c``,
-    ``md5sum -c``) checks every file. A dataset file with the manifest's name is never
-    replaced: the manifest then takes a suffixed name.
+    ``md5sum -c``) checks every file. The manifest is written whole to a temporary name,
+    flushed, and renamed over any earlier (perhaps torn) one, so a crash or a full disk
+    never leaves a partial manifest under the final name; writing it again (a retry)
+    replaces it, and other manifests of ours left in ``folder`` are removed.
+
+    Parameters
+    ----------
+    folder : Path
+        The dataset's top folder.
+    entries : iterable of (relpath, digest)
+        Every file of the dataset.
+    algorithm : str
+        The algorithm the digests were made with.
+    taken : iterable of str, optional
+        More names of dataset files (the entries' names always count): a dataset file
+        with the manifest's name is never replaced; the manifest takes a suffix instead.
+
+    Returns
+    -------
+    path : Path
+        The manifest.
+
+    Raises
+    ------
+    DestinationError, DestinationFullError
+        It cannot be written (the final name then holds the previous version, if any).
+    UnsafePathError
+        A file name holds a line break (:func:`~autotx_lib.transfer.layout.check_name`
+        refuses those when a dataset is listed).
     """
-    name = manifest_name(algorithm)
-    stem, suffix = name.rsplit(".", 1)
-    number = 0
-    while (taken and name in taken) or (folder / name).exists():
-        number += 1
-        name = f"{stem}-{number}.{suffix}"
-    path = folder / name
-    text = "".join(_manifest_line(d, r) for r, d in sorted(entries))
-    path.write_text(text, encoding="utf-8")
+    entries = sorted(entries)
+    names = {relpath for relpath, _ in entries} | set(taken or ())
+    name = manifest_name(algorithm, names)
+    text = "".join(_manifest_line(d, r) for r, d in entries).encode("utf-8")
+    path, tmp = folder / name, folder / _manifest_tmp_name(name)
+    try:
+        _write_durably(tmp, text)
+        os.replace(tmp, path)
+        fsync_dir(folder)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _destination_error(error, path) from None
+    for stale in os.listdir(folder):  # e.g. autotx-manifest-1.md5 from an older version
+        if stale != name and stale not in names and _MANIFEST_PATTERN.match(stale):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / stale)
     return path
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def read_manifest(path: Path) -> list[tuple[str, str]]:
-    """Parse a manifest into ``(relpath, digest)`` pairs."""
+    """Parse a manifest into ``(relpath, digest)`` pairs.
+
+    Reads GNU-escaped lines too (a leading backslash), which earlier versions wrote for
+    names with a backslash.
+    """
     pairs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):  # names may hold U+2028
         if not line:
             continue
         escaped = line.startswith("\\")

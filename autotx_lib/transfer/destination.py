@@ -7,6 +7,9 @@ use (or ``autotx destination init`` does), records the identity in its journal, 
 checks both before every dataset: a missing marker, or one with another identity, means
 "not the destination (not mounted?)", and the dataset waits.
 
+Every function takes a folder path or any :class:`~autotx_lib.transfer.destinations.Destination`
+(an SMB share too); the marker logic itself lives in the protocol's base class.
+
 Examples
 --------
 >>> marker = init_destination(Path("/mnt/storage"), journal, agent="LSM880")  # doctest: +SKIP
@@ -15,56 +18,33 @@ Examples
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from autotx_lib.errors import DestinationError, DestinationNotMountedError
 from autotx_lib.journal import Journal
+from autotx_lib.transfer.destinations.base import MARKER_NAME, Destination, other_marker_reason
+from autotx_lib.transfer.destinations.url import open_destination
 
-MARKER_NAME = ".autotx-destination"
 SETTING = "destination_id"
 
 
-def read_marker(destination: Path) -> dict[str, Any] | None:
+def read_marker(destination: Path | Destination) -> dict[str, Any] | None:
     """The marker's content, or None when there is no (readable, valid) marker."""
     try:
-        data = json.loads((destination / MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return open_destination(destination).read_marker()
+    except (OSError, ValueError, DestinationError):  # unreachable or unreadable: absent
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("id"), str) else None
 
 
-def _write_marker(destination: Path, agent: str) -> dict[str, Any]:
-    marker = {"id": str(uuid.uuid4()), "created_by": agent,
-              "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-              "note": "written by autotx: marks this folder as a transfer destination; "
-                      "do not remove (agents wait while it is missing)"}
-    tmp = destination / f"{MARKER_NAME}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(marker, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, destination / MARKER_NAME)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise DestinationError(destination, f"cannot write its marker file ({error.strerror})"
-                               ) from None
-    return marker
-
-
-def init_destination(destination: Path, journal: Journal, agent: str, *,
+def init_destination(destination: Path | Destination, journal: Journal, agent: str, *,
                      force: bool = False) -> dict[str, Any]:
     """Mark ``destination`` as this agent's destination (idempotent).
 
     Parameters
     ----------
-    destination : Path
-        The destination folder (mounted).
+    destination : Path or Destination
+        The destination folder (mounted), or an opened destination.
     journal : Journal
         Where the destination's identity is recorded.
     agent : str
@@ -81,56 +61,43 @@ def init_destination(destination: Path, journal: Journal, agent: str, *,
     Raises
     ------
     DestinationError
-        The folder is missing or the marker cannot be written.
+        The folder is missing (DestinationMissing) or the marker cannot be written.
     DestinationNotMountedError
         The marker belongs to another destination and ``force`` is False.
     """
-    if not destination.is_dir():
-        raise DestinationError(destination, "missing or not mounted")
+    dest = open_destination(destination)
+    dest._check_reachable()
     expected = journal.get_setting(SETTING)
-    marker = read_marker(destination)
+    marker = dest.read_marker()
     if marker is None:
-        marker = _write_marker(destination, agent)
+        marker = dest.write_marker(agent)
     elif expected and marker["id"] != expected and not force:
-        raise DestinationNotMountedError(destination, _other_marker(marker, expected) +
+        raise DestinationNotMountedError(dest.url, other_marker_reason(marker, expected) +
                                          " (storage replaced on purpose? then use --force)")
     journal.set_setting(SETTING, marker["id"])
     return marker
 
 
-def _other_marker(marker: dict[str, Any], expected: str) -> str:
-    return (f"its marker file names destination {marker['id']} (made by "
-            f"{marker.get('created_by', '?')}), but this agent delivers to {expected}: another "
-            "share seems to be mounted here")
-
-
-def check_destination(destination: Path, journal: Journal, agent: str) -> None:
+def check_destination(destination: Path | Destination, journal: Journal, agent: str) -> None:
     """Raise unless ``destination`` is this agent's destination and writable.
 
     At first use (no marker, and none recorded in the journal) the marker is written.
 
     Raises
     ------
-    DestinationError
-        Missing or not writable.
+    DestinationMissing
+        Missing, not mounted, server unreachable.
     DestinationNotMountedError
         The marker is missing although this agent wrote one before, or it names another
         destination: the share is most likely not mounted.
+    DestinationReadOnly, DestinationPermission, DestinationAuth
+        Not writable; credentials refused.
     """
-    if not destination.is_dir():
-        raise DestinationError(destination, "missing or not mounted")
+    dest = open_destination(destination)
     expected = journal.get_setting(SETTING)
-    marker = read_marker(destination)
-    if marker is None and expected:
-        raise DestinationNotMountedError(destination, f"its marker file {MARKER_NAME} is "
-                                         f"missing (this agent wrote one there, id {expected}), "
-                                         "so the share is probably not mounted")
-    if marker is not None and expected and marker["id"] != expected:
-        raise DestinationNotMountedError(destination, _other_marker(marker, expected))
-    if not os.access(destination, os.W_OK):
-        raise DestinationError(destination, "not writable")
+    marker = dest.check(expected)
     if marker is None or not expected:
-        init_destination(destination, journal, agent)
+        init_destination(dest, journal, agent)
 
 
 __all__ = ["MARKER_NAME", "check_destination", "init_destination", "read_marker"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from autotx_lib.config import Config
 from autotx_lib.errors import UnsafePathError
 from autotx_lib.journal import Journal
-from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.destination import check_destination
 from autotx_lib.transfer.layout import check_name
@@ -53,16 +53,16 @@ def staging_root(config: Config, session_id: int) -> Path:
 
 
 def _walk(root: Path, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
+    """Regular files below ``root`` (symlinks not followed), names not checked (see step)."""
     try:
         entries = list(os.scandir(root / prefix if prefix else root))
     except OSError:
         return
     for entry in entries:
         try:
-            check_name(entry.name)
             info = entry.stat(follow_symlinks=False)
-        except (UnsafePathError, OSError):
-            continue  # reported when the dataset is claimed
+        except OSError:
+            continue
         relpath = f"{prefix}/{entry.name}" if prefix else entry.name
         if stat.S_ISDIR(info.st_mode):
             yield from _walk(root, relpath)
@@ -70,26 +70,64 @@ def _walk(root: Path, prefix: str = "") -> Iterator[tuple[str, os.stat_result]]:
             yield relpath, info
 
 
+def _safe(relpath: str) -> bool:
+    try:
+        for part in relpath.split("/"):
+            check_name(part)
+    except UnsafePathError:
+        return False  # reported when its dataset is claimed (quarantined)
+    return True
+
+
+@dataclass
+class Staged:
+    """A file copied to the staging area: as it was when staged."""
+
+    id: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int | None
+    digest: str
+    staged_path: str
+
+    def matches(self, info: os.stat_result) -> bool:
+        """The file is as it was when staged (size, modification and status-change time)."""
+        return (self.size, self.mtime_ns, self.ctime_ns) == \
+            (info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 class LiveSync:
     """Syncs one session's files; call :meth:`step` once per agent pass.
+
+    Keep one instance per session: it remembers what was staged (read from the journal
+    once), so a pass over thousands of unchanged files costs little more than their stat.
 
     Parameters
     ----------
     config : Config
     journal : Journal
+    session_id : int
     throttle : Throttle, optional
-        The gate (pauses, bandwidth cap), as for any copy.
+        The gate (pauses, bandwidth cap), as for any copy; can be set per step.
     """
 
-    def __init__(self, config: Config, journal: Journal, throttle: C.Throttle | None = None):
+    def __init__(self, config: Config, journal: Journal, session_id: int,
+                 throttle: C.Throttle | None = None):
         self.config = config
         self.journal = journal
+        self.session_id = session_id
         self.store = SessionStore(journal)
         self.throttle = throttle
+        self.staged = {relpath: Staged(r.id, r.size, r.mtime_ns, r.ctime_ns, r.digest,
+                                       r.staged_path)
+                       for relpath, r in self.store.live_files(session_id).items()}
 
     def step(self, session, *, now: float | None = None, budget_seconds: float = 2.0,
              should_stop: Callable[[], bool] | None = None) -> SyncStep:
         """One pass over ``incoming/<user>/``; stops after ``budget_seconds`` of copying.
+
+        Staged copies of files that are no longer there (deleted during the session) are
+        removed from the staging area.
 
         Raises
         ------
@@ -98,61 +136,77 @@ class LiveSync:
             is written anywhere, the next pass tries again.
         """
         check_destination(self.config.destination, self.journal, self.config.host_alias)
-        settings = self.config.sessions
         now = time.time() if now is None else now
         root = self.config.incoming / session.user
-        known = self.store.live_files(session.id)
-        staging = staging_root(self.config, session.id)
         result = SyncStep()
         started = time.monotonic()
+        seen = set()
         for relpath, info in sorted(_walk(root)):
+            seen.add(relpath)
             result.seen_files += 1
             result.seen_bytes += info.st_size
             changed = max(info.st_mtime, info.st_ctime)
             result.newest_change = max(result.newest_change, changed)
-            row = known.get(relpath)
-            if row is not None and (row.size, row.mtime_ns) == (info.st_size, info.st_mtime_ns):
+            known = self.staged.get(relpath)
+            if known is not None and known.matches(info):
                 continue
-            if now - changed < settings.live_quiet_seconds:
-                continue  # still being written
+            if now - changed < self.config.sessions.live_quiet_seconds or \
+                    (known is None and not _safe(relpath)):
+                continue  # still being written, or a name the claim will quarantine
             if result.interrupted or time.monotonic() - started > budget_seconds or \
                     (should_stop is not None and should_stop()):
                 result.interrupted = True
                 continue
-            self._sync_file(session.id, root, staging, relpath, info, row, result)
+            self._sync_file(root, relpath, info, known, result)
+        self._drop_vanished(seen)
         if result.newest_change:
             self.store.touch(session.id, _utc_from_timestamp(result.newest_change))
         return result
 
-    def _sync_file(self, session_id: int, root: Path, staging: Path, relpath: str,
-                   info: os.stat_result, row, result: SyncStep) -> None:
+    def _drop_vanished(self, seen: set[str]) -> None:
+        """Staged copies of files deleted from incoming/ during the session are not needed."""
+        gone = [relpath for relpath in self.staged if relpath not in seen]
+        for relpath in gone:
+            Path(self.staged[relpath].staged_path).unlink(missing_ok=True)
+        self.store.forget([self.staged.pop(relpath).id for relpath in gone])
+
+    def _sync_file(self, root: Path, relpath: str, info: os.stat_result, known: Staged | None,
+                   result: SyncStep) -> None:
         algorithm = self.config.verify.algorithm
         source = root / relpath
-        if row is not None and row.size == info.st_size and Path(row.staged_path).is_file() \
-                and C.hash_file(source, algorithm) == row.digest:  # touched, not changed
-            self.store.record_synced(session_id, relpath, info.st_size, info.st_mtime_ns,
-                                     row.digest, row.staged_path, copied=False)
+        if known is not None and known.size == info.st_size and \
+                Path(known.staged_path).is_file() and \
+                C.hash_file(source, algorithm) == known.digest:  # touched, not changed
+            self._record(relpath, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+                         known.digest, known.staged_path, copied=False)
             result.unchanged_by_hash += 1
             return
-        target = staging / relpath
+        target = staging_root(self.config, self.session_id) / relpath
         part = target.with_name(target.name + ".part")
         part.parent.mkdir(parents=True, exist_ok=True)
         copied = C.copy_file(source, part, algorithm, throttle=self.throttle, relpath=relpath)
         os.replace(part, target)
-        self.store.record_synced(session_id, relpath, copied.size, copied.mtime_ns,
-                                 copied.digest, str(target), copied=True)
+        # the status-change time seen before the copy: a change during it shows next pass
+        self._record(relpath, copied.size, copied.mtime_ns, info.st_ctime_ns, copied.digest,
+                     str(target), copied=True)
         result.copied_files += 1
         result.copied_bytes += copied.size
 
+    def _record(self, relpath: str, size: int, mtime_ns: int, ctime_ns: int, digest: str,
+                staged_path: str, copied: bool) -> None:
+        row_id = self.store.record_synced(self.session_id, relpath, size, mtime_ns, ctime_ns,
+                                          digest, staged_path, copied)
+        self.staged[relpath] = Staged(row_id, size, mtime_ns, ctime_ns, digest, staged_path)
+
 
 def use_live_copies(config: Config, journal: Journal, user: str, dataset_name: str,
-                    tmp: Path, file_rows) -> list[dict]:
+                    source_root: Path, tmp: Path, file_rows) -> list[dict]:
     """Move staged copies of unchanged files into a dataset's tmp copy.
 
     Returns the verified-file records (for ``Journal.mark_verified``) of the files taken
     over; staged copies of files that changed or vanished are removed. A staged copy is
-    used only when the file's size and modification time are those it had when it was
-    staged (and read back).
+    used only when the file in ``source_root`` (the dataset in processing/) has the size,
+    modification time and status-change time it had when it was staged (and read back).
     """
     store = SessionStore(journal)
     staged = {relpath: row for relpath, row in store.live_files_of_user(user).items()
@@ -164,7 +218,10 @@ def use_live_copies(config: Config, journal: Journal, user: str, dataset_name: s
             continue
         source = Path(row.staged_path)
         try:
-            same = (row.size, row.mtime_ns) == (file.size, file.mtime_ns) and \
+            now = os.stat(source_root / file.relpath)
+            same = Staged(row.id, row.size, row.mtime_ns, row.ctime_ns, row.digest,
+                          row.staged_path).matches(now) and \
+                (file.size, file.mtime_ns) == (now.st_size, now.st_mtime_ns) and \
                 source.stat().st_size == file.size
         except OSError:
             same = False
@@ -191,4 +248,4 @@ def _utc_from_timestamp(timestamp: float):
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
 
 
-__all__ = ["LiveSync", "SyncStep", "staging_root", "use_live_copies"]
+__all__ = ["LiveSync", "Staged", "SyncStep", "staging_root", "use_live_copies"]

@@ -28,7 +28,7 @@ from typing import Any
 from autotx_lib.config import Config
 from autotx_lib.errors import SessionError
 from autotx_lib.journal import Journal, as_utc, utcnow
-from autotx_lib.journal_sessions import SessionOpenError, SessionStore
+from autotx_lib.journal.instrument_sessions import SessionOpenError, SessionStore
 from autotx_lib.transfer.layout import check_name
 
 log = logging.getLogger("autotx.sessions")

@@ -211,6 +211,18 @@ def _dataset(row, live: dict | None = None, paused: str | None = None) -> Datase
     return DatasetStatus(**fields)
 
 
+def _no_journal_yet(url: str) -> bool:
+    """A SQLite journal whose file does not exist yet (the agent never ran)."""
+    if not url.startswith("sqlite"):
+        return False
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return bool(database) and database != ":memory:" and not Path(database).exists()
+
+
 def _parse_utc(text: str | None) -> dt.datetime | None:
     """ISO text from the journal as aware UTC (text without a zone is UTC)."""
     if not text:
@@ -238,6 +250,9 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30,
     -------
     status : Status
     """
+    if isinstance(source, Config) and _no_journal_yet(source.journal_url):
+        return Status("never started", "no journal yet: the agent creates it when it first "
+                      "starts (`autotx run`)", None)
     journal = source if isinstance(source, Journal) else \
         Journal(source.journal_url, readonly=True)  # reading runs no DDL, writes nothing
     session = journal.last_session()

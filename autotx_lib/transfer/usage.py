@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from autotx_lib import journal as J
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal, as_utc, utcnow
-from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.journal.instrument_sessions import SessionStore
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -49,6 +49,11 @@ CASES = {
     "session end": ["session", "end", "-c", "{config}"],
     "session status": ["session", "status", "-c", MISSING],
     "usage": ["usage", "-c", "{config}", "--month", "2026-13"],
+    "hub serve": ["hub", "serve", "-c", MISSING],
+    "hub init": ["hub", "init", "-c", MISSING],
+    "hub token add": ["hub", "token", "add", "-c", MISSING, "pc1"],
+    "hub token list": ["hub", "token", "list", "-c", MISSING],
+    "hub token revoke": ["hub", "token", "revoke", "-c", MISSING, "pc1"],
     "(an unknown option)": ["status", "-c", "{config}", "--no-such-option"],
     "(an unknown command)": ["no-such-command"],
 }

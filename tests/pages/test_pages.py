@@ -289,3 +289,30 @@ def test_a_watched_page_stays_while_a_page_nobody_watches_is_closed(browser, sam
         _check_offline(page)
     finally:
         served.stop()
+
+
+def test_session_page_starts_a_session_with_its_button(browser, tmp_path):
+    storage = tmp_path / "storage"
+    (storage / "alice").mkdir(parents=True)
+    config_file = tmp_path / "autotx.toml"
+    config_file.write_text(
+        f'incoming = "{tmp_path / "pc" / "incoming"}"\nmanaged = "{tmp_path / "pc" / "managed"}"\n'
+        f'destination = "{storage}"\nhost_alias = "session-test-scope"\n')
+    config: Config = load_config(config_file)
+    from autotx_lib.transfer.sessions import current_session
+
+    served = _serve(tmp_path, "session", "-c", str(config_file))
+    try:
+        page = _open(browser, served, "no session is open")
+        assert "session-test-scope" in page.locator("body").inner_text()
+        page.get_by_placeholder("your user name").fill("alice")
+        page.get_by_role("button", name="Start session").click()
+        page.get_by_text("session started for alice").wait_for(timeout=30_000)
+        assert current_session(config).user == "alice" and current_session(config).started_by \
+            == "widget"
+        page.get_by_role("button", name="End session").wait_for(timeout=30_000)
+        page.screenshot(path=str(tmp_path / "session.png"))
+        assert not page.errors, page.errors
+        _check_offline(page)
+    finally:
+        served.stop()

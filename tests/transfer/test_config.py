@@ -26,7 +26,7 @@ def test_minimal_toml_gets_autotx_defaults(tmp_path):
     file = write(tmp_path / "a.toml", 'incoming = "in"\nmanaged = "m"\ndestination = "d"\n')
     config = load_config(file)
     assert config.incoming == tmp_path / "in"  # relative to the file
-    assert config.verify.algorithm == "xxh3_128" and config.verify.mode == "readback"
+    assert config.verify.algorithm == "xxh3_128" and config.verify.mode == "storage"
     assert config.create_user_dirs is False and config.grace_period_days == 30
     assert config.tmp_transfer_dir == ".autotx-tmp"
     assert config.journal_url == f"sqlite:///{tmp_path / 'm' / 'autotx.sqlite'}"

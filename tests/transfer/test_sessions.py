@@ -13,7 +13,7 @@ import pytest
 
 from autotx_lib.errors import SessionError
 from autotx_lib.journal import Journal
-from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.copy import verify_manifest
 from autotx_lib.transfer.live_sync import staging_root
@@ -293,3 +293,39 @@ def test_usage_command_writes_csv_and_xlsx_and_refuses_a_bad_month(facility, tmp
     assert sheet["A2"].value == "alice" and sheet["B2"].value == 2.0
     bad = cli("usage", "-c", config, "--month", "November")
     assert bad.returncode == 2 and "YYYY-MM" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- found by benchmarks/sessions.py's author (failing: fixes described in the report) ----------
+
+
+def test_a_dataset_deleted_during_the_session_leaves_no_staged_copies(facility):
+    _live(facility)
+    make_dataset(facility.incoming, "alice", "keep", {"a.tif": os.urandom(1000)})
+    trial = make_dataset(facility.incoming, "alice", "trial", {"b.tif": os.urandom(1000)})
+    session = start_session(facility, "alice")
+    Agent(facility).run(once=True)
+    staged = staging_root(facility, session.id)
+    assert (staged / "trial" / "b.tif").is_file()
+    for path in trial.iterdir():  # a trial acquisition thrown away during the session
+        path.unlink()
+    trial.rmdir()
+    Agent(facility).run(once=True)
+    end_session(facility)
+    assert Agent(facility).run(once=True).delivered
+    assert not any(p.is_file() for p in staged.rglob("*")), \
+        "the staged copy of a deleted dataset stays at the destination for ever"
+    assert SessionStore(Journal(facility.journal_url)).live_files(session.id) == {}
+
+
+def test_a_file_rewritten_with_its_old_time_after_it_was_synced_is_delivered_as_it_is(facility):
+    _live(facility)
+    folder = make_dataset(facility.incoming, "alice", "run6", {"a.raw": b"old" * 1000})
+    start_session(facility, "alice")
+    Agent(facility).run(once=True)
+    before = (folder / "a.raw").stat()
+    (folder / "a.raw").write_bytes(b"new" * 1000)  # same size, then the acquisition's time
+    os.utime(folder / "a.raw", ns=(before.st_atime_ns, before.st_mtime_ns))  # (its ctime moves)
+    end_session(facility)
+    assert Agent(facility).run(once=True).delivered
+    delivered = facility.destination / "alice" / "run6"
+    assert (delivered / "a.raw").read_bytes() == b"new" * 1000, "the stale staged copy was delivered"

@@ -85,3 +85,9 @@ def test_unmatched_datasets_are_listed_with_their_files_and_size(facility):
     Agent(facility).run(once=True)
     unmatched = [d for d in status(facility).history if d.state == "unmatched"]
     assert unmatched and (unmatched[0].total_files, unmatched[0].total_bytes) == (2, 1024)
+
+
+def test_status_before_the_first_run_says_never_started_and_creates_nothing(facility):
+    snapshot = status(facility)
+    assert snapshot.agent_state == "never started" and "no journal yet" in snapshot.agent_detail
+    assert not facility.managed.exists()

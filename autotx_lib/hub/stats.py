@@ -1,0 +1,81 @@
+"""Facility statistics from the hub's datasets and events, as pandas DataFrames.
+
+Like the ESRF workflow tables: per day x instrument, per user, per destination (datasets,
+bytes, files, failures, median copy rate, median time from ready to delivered), and error
+statistics per kind of event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+from autotx_lib.hub.store import HubStore, aware
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TABLES = ("day", "user", "destination", "errors")
+_GROUPS = {"day": ["day", "agent_id"], "user": ["user"], "destination": ["destination"]}
+_COLUMNS = ["datasets", "bytes", "files", "failures", "median_rate_mb_s",
+            "median_ready_to_delivered_s"]
+
+
+def _dataset_frame(store: HubStore, since: dt.datetime | None) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = [row._mapping for row in store.dataset_rows(since)]
+    frame = pd.DataFrame(rows, columns=["agent_id", "user", "state", "destination",
+                                        "total_files", "total_bytes", "created_at",
+                                        "started_at", "finished_at"])
+    for column in ("created_at", "started_at", "finished_at"):
+        frame[column] = pd.to_datetime([aware(v) for v in frame[column]], utc=True)
+    frame["destination"] = frame["destination"].fillna("(unknown)")
+    frame["day"] = frame["created_at"].dt.strftime("%Y-%m-%d")
+    delivered = frame["state"] == "done"
+    copy_s = (frame["finished_at"] - frame["started_at"]).dt.total_seconds()
+    frame["rate_mb_s"] = (frame["total_bytes"] / 1e6 / copy_s).where(delivered & (copy_s > 0))
+    frame["ready_to_delivered_s"] = (frame["finished_at"] - frame["created_at"]) \
+        .dt.total_seconds().where(delivered)
+    frame["failed"] = frame["state"] == "error"
+    return frame
+
+
+def dataset_table(store: HubStore, by: str, since: dt.datetime | None = None) -> pd.DataFrame:
+    """Dataset statistics grouped ``by`` "day" (x agent), "user" or "destination".
+
+    Bytes and files count delivered datasets; failures count quarantined ones; medians
+    are over delivered datasets.
+    """
+    import pandas as pd
+
+    if by not in _GROUPS:
+        raise ValueError(f"unknown table {by!r}; choose one of {', '.join(TABLES)}")
+    frame = _dataset_frame(store, since)
+    keys = _GROUPS[by]
+    if frame.empty:
+        return pd.DataFrame(columns=keys + _COLUMNS)
+    delivered = frame.assign(total_bytes=frame["total_bytes"].where(frame["state"] == "done", 0),
+                             total_files=frame["total_files"].where(frame["state"] == "done", 0))
+    table = delivered.groupby(keys, dropna=False).agg(
+        datasets=("state", "size"), bytes=("total_bytes", "sum"), files=("total_files", "sum"),
+        failures=("failed", "sum"), median_rate_mb_s=("rate_mb_s", "median"),
+        median_ready_to_delivered_s=("ready_to_delivered_s", "median")).reset_index()
+    return table.sort_values(keys, ascending=[by != "day"] + [True] * (len(keys) - 1),
+                             ignore_index=True)
+
+
+def error_table(store: HubStore, since: dt.datetime | None = None) -> pd.DataFrame:
+    """Warnings and errors per kind of event: count, how many agents, last seen."""
+    import pandas as pd
+
+    rows = [dict(r._mapping, last=aware(r.last)) for r in store.error_counts(since)]
+    return pd.DataFrame(rows, columns=["kind", "level", "count", "agents", "last"])
+
+
+def table(store: HubStore, name: str, since: dt.datetime | None = None) -> pd.DataFrame:
+    """One of :data:`TABLES` as a DataFrame."""
+    return error_table(store, since) if name == "errors" else dataset_table(store, name, since)
+
+
+__all__ = ["TABLES", "dataset_table", "error_table", "table"]

@@ -1,0 +1,519 @@
+"""The hub's own database: agents, their events and datasets, commands, tokens, audit.
+
+SQLAlchemy 2 Core over SQLite (WAL; the default, no set-up) or PostgreSQL; one schema,
+created with ``metadata.create_all``. Times are aware UTC; "last seen" and receive times
+are the hub's clock, so an agent's wrong clock cannot make it look alive or dead.
+
+Pushes are idempotent: an event is keyed by (agent id, the agent's journal event id), a
+dataset by (agent id, dataset id), so a push repeated after a lost acknowledgement
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterable
+from contextlib import nullcontext
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, Row
+
+from autotx_lib.hub import auth
+
+metadata = MetaData()
+UTC_TIME = DateTime(timezone=True)
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER only
+
+tokens = Table(
+    "tokens", metadata,
+    Column("id", ROW_ID, primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("agent_id", String(255)),  # agent tokens: the one agent id they may act as
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTC_TIME, nullable=False),
+    Column("revoked_at", UTC_TIME),
+)
+
+agents = Table(
+    "agents", metadata,
+    Column("id", String(255), primary_key=True),
+    Column("first_seen", UTC_TIME, nullable=False),
+    Column("last_seen", UTC_TIME, nullable=False),  # hub clock, at the last push of any kind
+    Column("agent_time", UTC_TIME),  # the agent's clock at its last heartbeat
+    Column("clock_offset_s", Float),  # agent clock minus hub clock at that heartbeat
+    Column("interval_s", Float),  # how often the agent says it reports
+    Column("state", String(32)),
+    Column("detail", Text),
+    Column("version", String(32)),
+    Column("heartbeat", Text),  # JSON: the last heartbeat as sent
+    Column("last_seq", BigInteger, nullable=False, default=0),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", ROW_ID, primary_key=True),  # hub order of arrival (for `after=` polling)
+    Column("agent_id", String(255), nullable=False),
+    Column("seq", BigInteger, nullable=False),  # the agent's journal event id: its order
+    Column("at", UTC_TIME, nullable=False),  # agent clock
+    Column("received_at", UTC_TIME, nullable=False),  # hub clock
+    Column("dataset_id", Integer),
+    Column("level", String(8), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    UniqueConstraint("agent_id", "seq", name="events_once"),
+)
+Index("events_by_kind", events.c.kind)
+
+datasets = Table(
+    "datasets", metadata,
+    Column("agent_id", String(255), primary_key=True),
+    Column("dataset_id", Integer, primary_key=True),
+    Column("user", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("destination", String(255)),
+    Column("total_files", Integer, nullable=False, default=0),
+    Column("total_bytes", BigInteger, nullable=False, default=0),
+    Column("copied_files", Integer, nullable=False, default=0),
+    Column("copied_bytes", BigInteger, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("dest_path", Text),
+    Column("final_path", Text),
+    Column("created_at", UTC_TIME),  # agent clock: claimed (ready)
+    Column("started_at", UTC_TIME),
+    Column("finished_at", UTC_TIME),
+    Column("updated_at", UTC_TIME, nullable=False),  # agent clock: newer rows win
+    Column("received_at", UTC_TIME, nullable=False),
+)
+Index("datasets_by_user", datasets.c.user)
+Index("datasets_by_state", datasets.c.state)
+
+commands = Table(
+    "commands", metadata,
+    Column("id", ROW_ID, primary_key=True),
+    Column("agent_id", String(255), nullable=False, index=True),
+    Column("action", String(32), nullable=False),
+    Column("args", Text, nullable=False, default="{}"),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", UTC_TIME, nullable=False),
+    Column("expires_at", UTC_TIME, nullable=False),
+    Column("state", String(16), nullable=False),  # see COMMAND_STATES
+    Column("delivered_at", UTC_TIME),
+    Column("acked_at", UTC_TIME),
+    Column("result", Text),
+)
+COMMAND_STATES = ("pending", "delivered", "done", "failed", "expired")
+COMMAND_ACTIONS = ("suspend", "resume", "set_bandwidth", "requeue")
+
+audit = Table(
+    "audit", metadata,
+    Column("id", ROW_ID, primary_key=True),
+    Column("at", UTC_TIME, nullable=False),
+    Column("token_name", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255)),
+    Column("detail", Text),
+    Column("result", Text),
+)
+
+DATASET_FIELDS = [c.name for c in datasets.columns if c.name not in ("agent_id", "received_at")]
+
+
+def now() -> dt.datetime:
+    """Aware UTC now (the hub's clock)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(value: dt.datetime | None) -> dt.datetime | None:
+    """A stored time as aware UTC (SQLite gives it back naive)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # a killed hub loses nothing committed
+    cursor.close()
+
+
+class HubStore:
+    """Queries and updates over the hub's database.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL (``sqlite:////srv/hub/hub.sqlite``,
+        ``postgresql+psycopg://hub@db/autotx_hub``).
+    create : bool
+        Create missing tables.
+
+    Examples
+    --------
+    >>> store = HubStore("sqlite://")
+    >>> token = store.add_token("alice", "viewer")
+    >>> store.token_for(token).role
+    'viewer'
+    """
+
+    def __init__(self, url: str, *, create: bool = True):
+        self.url = url
+        if url.startswith("sqlite"):
+            from sqlalchemy.pool import StaticPool
+
+            memory = url in ("sqlite://", "sqlite:///:memory:")
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False},
+                **({"poolclass": StaticPool} if memory else {}))
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # SQLite has one writer: writers queue on this lock instead of SQLite's busy
+        # handler, whose growing sleeps turn 50 concurrent pushes into seconds of latency
+        self._writing = threading.Lock() if url.startswith("sqlite") else nullcontext()
+        if create:
+            metadata.create_all(self.engine)
+
+    def _write(self):
+        """A transaction that writes (queued behind other writers on SQLite)."""
+        return _Writing(self)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self.engine.dispose()
+
+    def _insert(self, table: Table):
+        """An INSERT that knows ON CONFLICT (SQLite and PostgreSQL spell it the same way)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        return dialect_insert(table)
+
+    # --- tokens -----------------------------------------------------------------------
+
+    def add_token(self, name: str, role: str, agent_id: str | None = None) -> str:
+        """Create a token; returns it (the only time it is ever shown).
+
+        ``agent_id`` (agent tokens only) defaults to ``name``.
+        """
+        auth.check_role(role)
+        if not name.strip():
+            raise ValueError("give the token a name (e.g. the agent id or the person)")
+        if role == "agent":
+            agent_id = agent_id or name
+        token = auth.new_token()
+        with self._write() as conn:
+            if conn.execute(select(tokens.c.id).where(tokens.c.name == name)).first():
+                raise ValueError(f"a token named {name!r} exists already; choose another "
+                                 "name, or revoke that one first")
+            conn.execute(insert(tokens).values(name=name, role=role, agent_id=agent_id,
+                                               hash=auth.hash_token(token), created_at=now()))
+        return token
+
+    def tokens(self) -> list[Row]:
+        """Every token (hashes included, never the tokens), oldest first."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(tokens).order_by(tokens.c.id)))
+
+    def revoke_token(self, name: str) -> bool:
+        """Revoke a token by name; False when there is no such valid token."""
+        with self._write() as conn:
+            done = conn.execute(update(tokens).where(tokens.c.name == name)
+                                .where(tokens.c.revoked_at.is_(None)).values(revoked_at=now()))
+        return done.rowcount > 0
+
+    def token_for(self, secret: str) -> Row | None:
+        """The valid (not revoked) token row matching ``secret``, or None."""
+        digest = auth.hash_token(secret)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(tokens).where(tokens.c.hash == digest)).first()
+        if row is None or row.revoked_at is not None or not auth.matches(secret, row.hash):
+            return None
+        return row
+
+    # --- agents -----------------------------------------------------------------------
+
+    def _seen(self, conn, agent_id: str, received: dt.datetime, top_seq: int | None = None,
+              **values: Any) -> None:
+        """Create or update an agent's row: seen now (hub clock), with ``values``, and its
+        highest event sequence number raised to ``top_seq``."""
+        first = {"id": agent_id, "first_seen": received, "last_seen": received,
+                 "last_seq": top_seq or 0}
+        updates = {"last_seen": received, **values}
+        if top_seq is not None:
+            updates["last_seq"] = case((agents.c.last_seq < top_seq, top_seq),
+                                       else_=agents.c.last_seq)
+        statement = self._insert(agents).values(**first, **values)
+        conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
+
+    def heartbeat(self, agent_id: str, beat: dict[str, Any]) -> dt.datetime:
+        """Record a heartbeat (``beat``: sent_at, interval_s, version, status, ...).
+
+        Returns the hub's receive time. The agent's own ``sent_at`` is kept to show its
+        clock offset, never to decide whether it is alive.
+        """
+        received = now()
+        sent = aware(beat.get("sent_at"))
+        status = beat.get("status") or {}
+        values = {"agent_time": sent, "interval_s": beat.get("interval_s"),
+                  "clock_offset_s": (sent - received).total_seconds() if sent else None,
+                  "state": status.get("agent_state"), "detail": status.get("agent_detail"),
+                  "version": beat.get("version"), "heartbeat": json.dumps(beat, default=str)}
+        with self._write() as conn:
+            self._seen(conn, agent_id, received, **values)
+        return received
+
+    def agents(self) -> list[Row]:
+        """Every agent that ever reported, by id."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(agents).order_by(agents.c.id)))
+
+    def agent(self, agent_id: str) -> Row | None:
+        """One agent's row, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(agents).where(agents.c.id == agent_id)).first()
+
+    # --- events -----------------------------------------------------------------------
+
+    def add_events(self, agent_id: str, batch: list[dict[str, Any]]) -> tuple[int, int]:
+        """Store a batch of an agent's events once each; returns (new, already there)."""
+        if not batch:
+            return 0, 0
+        received = now()
+        seqs = [e["seq"] for e in batch]
+        with self._write() as conn:
+            known = set(conn.execute(select(events.c.seq).where(events.c.agent_id == agent_id)
+                                     .where(events.c.seq.between(min(seqs), max(seqs))))
+                        .scalars())
+            fresh = [{"agent_id": agent_id, "received_at": received, **e, "at": aware(e["at"])}
+                     for e in sorted(batch, key=lambda e: e["seq"]) if e["seq"] not in known]
+            if fresh:  # ON CONFLICT: a concurrent repeat of the same push is no error either
+                conn.execute(self._insert(events).on_conflict_do_nothing(
+                    index_elements=["agent_id", "seq"]), fresh)
+            self._seen(conn, agent_id, received, top_seq=max(seqs))
+        return len(fresh), len(batch) - len(fresh)
+
+    def events(self, *, agent_id: str | None = None, kind: str | None = None,
+               level: str | None = None, dataset_id: int | None = None,
+               after: int | None = None, limit: int = 100) -> list[Row]:
+        """Events, oldest first: in the agent's own order for one agent, else in arrival
+        order; ``after`` (a hub event id) returns only newer arrivals (cheap polling)."""
+        query = select(events)
+        for column, value in ((events.c.agent_id, agent_id), (events.c.kind, kind),
+                              (events.c.level, level), (events.c.dataset_id, dataset_id)):
+            if value is not None:
+                query = query.where(column == value)
+        if after is not None:
+            query = query.where(events.c.id > after)
+        order = [events.c.seq] if agent_id is not None else [events.c.id]
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(*order).limit(limit)))
+
+    # --- datasets ---------------------------------------------------------------------
+
+    def upsert_datasets(self, agent_id: str, rows: list[dict[str, Any]]) -> int:
+        """Store the latest state of datasets; an older row never replaces a newer one."""
+        if not rows:
+            return 0
+        received = now()
+        values = [{**{k: (aware(v) if isinstance(v, dt.datetime) else v) for k, v in r.items()},
+                   "agent_id": agent_id, "received_at": received} for r in rows]
+        statement = self._insert(datasets)
+        excluded = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=["agent_id", "dataset_id"],
+            set_={name: excluded[name] for name in DATASET_FIELDS + ["received_at"]
+                  if name != "dataset_id"},
+            where=datasets.c.updated_at <= excluded.updated_at)
+        with self._write() as conn:
+            conn.execute(statement, values)
+            self._seen(conn, agent_id, received)
+        return len(rows)
+
+    def datasets(self, *, agent_id: str | None = None, user: str | None = None,
+                 state: str | None = None, since: dt.datetime | None = None,
+                 until: dt.datetime | None = None, limit: int = 100,
+                 offset: int = 0) -> tuple[list[Row], int]:
+        """Datasets matching the filters, newest first, and how many match in all.
+
+        ``since``/``until`` bound the time the agent created (claimed) the dataset.
+        """
+        query = select(datasets)
+        for column, value in ((datasets.c.agent_id, agent_id), (datasets.c.user, user),
+                              (datasets.c.state, state)):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(datasets.c.created_at >= since)
+        if until is not None:
+            query = query.where(datasets.c.created_at < until)
+        count = select(func.count()).select_from(query.subquery())
+        page = query.order_by(datasets.c.created_at.desc(), datasets.c.agent_id,
+                              datasets.c.dataset_id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return list(conn.execute(page)), conn.execute(count).scalar_one()
+
+    def dataset(self, agent_id: str, dataset_id: int) -> Row | None:
+        """One dataset's latest state, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(datasets).where(datasets.c.agent_id == agent_id)
+                                .where(datasets.c.dataset_id == dataset_id)).first()
+
+    def dataset_rows(self, since: dt.datetime | None = None) -> list[Row]:
+        """Every dataset created since ``since`` (for statistics)."""
+        query = select(datasets)
+        if since is not None:
+            query = query.where(datasets.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def error_counts(self, since: dt.datetime | None = None) -> list[Row]:
+        """(kind, count, agents, last) of error and warning events since ``since``."""
+        query = (select(events.c.kind, events.c.level, func.count().label("count"),
+                        func.count(events.c.agent_id.distinct()).label("agents"),
+                        func.max(events.c.received_at).label("last"))
+                 .where(events.c.level.in_(["error", "warning"]))
+                 .group_by(events.c.kind, events.c.level).order_by(func.count().desc()))
+        if since is not None:
+            query = query.where(events.c.received_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    # --- commands ---------------------------------------------------------------------
+
+    def add_command(self, agent_id: str, action: str, args: dict[str, Any], by: str,
+                    ttl_seconds: float) -> Row:
+        """Queue a command for an agent (it picks it up at its next poll)."""
+        if action not in COMMAND_ACTIONS:
+            raise ValueError(f"unknown action {action!r}; choose one of "
+                             f"{', '.join(COMMAND_ACTIONS)}")
+        created = now()
+        with self._write() as conn:
+            command_id = conn.execute(insert(commands).values(
+                agent_id=agent_id, action=action, args=json.dumps(args), created_by=by,
+                created_at=created, expires_at=created + dt.timedelta(seconds=ttl_seconds),
+                state="pending")).inserted_primary_key[0]
+            return conn.execute(select(commands).where(commands.c.id == command_id)).one()
+
+    def _expire(self, conn) -> None:
+        conn.execute(update(commands).where(commands.c.state == "pending")
+                     .where(commands.c.expires_at < now())
+                     .values(state="expired", result="expired: the agent did not ask for it "
+                             "before its expiry time"))
+
+    def take_commands(self, agent_id: str) -> list[Row]:
+        """Commands an agent has not acknowledged yet (pending ones become delivered),
+        oldest first; expired ones are marked so and never handed out."""
+        with self._write() as conn:
+            self._expire(conn)
+            open_ = (commands.c.agent_id == agent_id) & \
+                commands.c.state.in_(["pending", "delivered"])
+            rows = list(conn.execute(select(commands).where(open_).order_by(commands.c.id)))
+            conn.execute(update(commands).where(open_).where(commands.c.state == "pending")
+                         .values(state="delivered", delivered_at=now()))
+            self._seen(conn, agent_id, now())
+        return rows
+
+    def ack_command(self, agent_id: str, command_id: int, ok: bool, result: str) -> Row | None:
+        """Record an agent's result; None when the command is not its own or already
+        acknowledged (a replay changes nothing)."""
+        with self._write() as conn:
+            done = conn.execute(update(commands).where(commands.c.id == command_id)
+                                .where(commands.c.agent_id == agent_id)
+                                .where(commands.c.state.in_(["pending", "delivered"]))
+                                .values(state="done" if ok else "failed", acked_at=now(),
+                                        result=result))
+            if done.rowcount == 0:
+                return None
+            return conn.execute(select(commands).where(commands.c.id == command_id)).one()
+
+    def command(self, command_id: int) -> Row | None:
+        """One command, or None."""
+        with self._write() as conn:
+            self._expire(conn)
+            return conn.execute(select(commands).where(commands.c.id == command_id)).first()
+
+    def commands(self, *, agent_id: str | None = None, state: str | None = None,
+                 limit: int = 100) -> list[Row]:
+        """Commands, newest first."""
+        query = select(commands)
+        if agent_id is not None:
+            query = query.where(commands.c.agent_id == agent_id)
+        if state is not None:
+            query = query.where(commands.c.state == state)
+        with self._write() as conn:
+            self._expire(conn)
+            return list(conn.execute(query.order_by(commands.c.id.desc()).limit(limit)))
+
+    # --- audit ------------------------------------------------------------------------
+
+    def add_audit(self, token_name: str, action: str, target: str | None = None,
+                  detail: str | None = None, result: str | None = None) -> None:
+        """Record who did what to what, and what came of it."""
+        with self._write() as conn:
+            conn.execute(insert(audit).values(at=now(), token_name=token_name, action=action,
+                                              target=target, detail=detail, result=result))
+
+    def audit(self, limit: int = 100) -> list[Row]:
+        """The audit trail, newest first."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(audit).order_by(audit.c.id.desc()).limit(limit)))
+
+
+class _Writing:
+    """``with store._write() as conn``: the write lock, then ``engine.begin()``."""
+
+    def __init__(self, store: HubStore):
+        self.store = store
+
+    def __enter__(self):
+        self.store._writing.__enter__()
+        try:
+            self.transaction = self.store.engine.begin()
+            return self.transaction.__enter__()
+        except BaseException:
+            self.store._writing.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.transaction.__exit__(*exc)
+        finally:
+            self.store._writing.__exit__(None, None, None)
+
+
+def as_dict(row: Row, drop: Iterable[str] = ()) -> dict[str, Any]:
+    """A row as a plain dict, times as aware UTC."""
+    return {k: (aware(v) if isinstance(v, dt.datetime) else v)
+            for k, v in row._mapping.items() if k not in drop}
+
+
+__all__ = ["HubStore", "metadata", "tokens", "agents", "events", "datasets", "commands",
+           "audit", "COMMAND_ACTIONS", "COMMAND_STATES", "now", "aware", "as_dict"]

@@ -1,0 +1,137 @@
+"""The SMB destination against a real Samba server on loopback (see conftest.py)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import pytest
+
+from autotx_lib.errors import (
+    DestinationAuth,
+    DestinationFullError,
+    DestinationMissing,
+    DestinationPermission,
+)
+from autotx_lib.transfer.destinations import open_destination
+
+from .conftest import open_smb
+
+
+def test_wrong_password_is_an_auth_error_that_never_shows_the_password(samba, caplog):
+    caplog.set_level(logging.DEBUG)
+    env = {"PW": "not-the-Password-42"}
+    dest = open_destination(samba.url(), {"password_env": "PW"}, environ=env, timeout=5)
+    with pytest.raises(DestinationAuth) as info:
+        dest.check()
+    assert not info.value.retryable and "password" in str(info.value)
+    shown = str(info.value) + repr(dest) + dest.url + caplog.text
+    assert "not-the-Password-42" not in shown
+
+
+def test_unknown_user_is_an_auth_error(samba, smb_env):
+    dest = open_destination(samba.url(user="mallory"), {"password_env": "AUTOTX_TEST_SMB_PASSWORD"},
+                            environ=smb_env, timeout=5)
+    with pytest.raises(DestinationAuth):
+        dest.free_bytes()
+
+
+def test_missing_share_is_missing_and_retryable(samba, smb_env):
+    with open_smb(samba, smb_env, share="no-such-share") as dest, \
+            pytest.raises(DestinationMissing, match="no such share") as info:
+        dest.check()
+    assert info.value.retryable
+
+
+def test_a_server_that_does_not_answer_is_missing(samba, smb_env):
+    url = samba.url().replace(f":{samba.port}/", f":{samba.port + 1}/")  # nothing listens
+    dest = open_destination(url, {"password_env": "AUTOTX_TEST_SMB_PASSWORD"},
+                            environ=smb_env, timeout=5)
+    with pytest.raises(DestinationMissing, match="cannot be reached"):
+        dest.check()
+
+
+def test_read_only_share_and_folder_are_permission_errors(samba, smb_env, smb_folder):
+    """Samba answers ACCESS_DENIED for both: a read-only share cannot be told apart."""
+    with open_smb(samba, smb_env, share="ro", path=smb_folder) as dest:
+        with pytest.raises(DestinationPermission) as info:
+            dest.check()
+        assert not info.value.retryable
+    locked = samba.data / smb_folder / "locked"
+    locked.mkdir(mode=0o555)  # owned by root: the share's user may not write in it
+    with open_smb(samba, smb_env, path=f"{smb_folder}/locked") as dest, \
+            pytest.raises(DestinationPermission):
+        dest.write_bytes("a.txt", b"a")
+
+
+def test_full_server_is_full_and_the_partial_copy_can_be_removed(samba, smb_env):
+    if not samba.has_full:
+        pytest.skip("the small share needs a tmpfs mount (root); none could be mounted")
+    with open_smb(samba, smb_env, share="full") as dest:
+        free = dest.free_bytes()
+        assert 0 < free <= 4 * 1024 * 1024
+        dest.make_tmp("tmp/big")
+        with pytest.raises(DestinationFullError) as info, dest.open_write("tmp/big/a.bin") as out:
+            for _ in range(6):
+                out.write(os.urandom(1024 * 1024))
+        assert info.value.retryable
+        dest.remove_tree("tmp/big")
+        assert dest.listdir("tmp") == [] and dest.free_bytes() >= free - 64 * 1024
+
+
+def _copy_verified(dest, files: dict[str, bytes], done: set[str]) -> None:
+    """Write each file not yet done into tmp/exp and read it back (what the agent does)."""
+    for name, data in files.items():
+        if name in done:
+            continue
+        dest.write_bytes(f"tmp/exp/{name}", data)
+        assert dest.read_bytes(f"tmp/exp/{name}") == data
+        done.add(name)
+
+
+def test_server_stopped_mid_transfer_resumes_and_delivers_once(samba, smb_env, smb_folder):
+    files = {f"f{i}.bin": os.urandom(200_000 + i) for i in range(6)}
+    done: set[str] = set()
+    dest = open_smb(samba, smb_env, path=smb_folder)
+    dest.make_tmp("tmp/exp")
+    _copy_verified(dest, dict(list(files.items())[:3]), done)
+
+    try:
+        with pytest.raises(DestinationMissing) as info, dest.open_write("tmp/exp/f3.bin") as out:
+            out.write(files["f3.bin"][:100_000])
+            samba.stop()  # the server goes away in the middle of a file
+            out.write(files["f3.bin"][100_000:])
+        assert info.value.retryable
+        with pytest.raises(DestinationMissing):
+            dest.check()  # still away: the agent waits and retries
+    finally:
+        samba.start()
+
+    # back: the same destination object reconnects; verified files are kept, the rest copied
+    assert all(dest.read_bytes(f"tmp/exp/{name}") == files[name] for name in done)
+    _copy_verified(dest, files, done)
+    dest.rename("tmp/exp", "exp")
+    with pytest.raises(FileNotFoundError):
+        dest.rename("tmp/exp", "exp")  # a repeated delivery step finds nothing to deliver
+    assert dest.listdir() == ["exp", "tmp"] and dest.listdir("exp") == sorted(files)
+    assert all(dest.read_bytes(f"exp/{name}") == data for name, data in files.items())
+    dest.close()
+
+
+def test_connections_of_finished_copies_are_closed(samba, smb_env, smb_folder):
+    """One connection per copying thread; a long-running agent must not pile them up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    def connections() -> int:
+        return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+                   if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED")
+
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        dest.check()
+        for copy in range(3):  # three datasets, each copied by a pool of 4 threads
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i, c=copy: dest.write_bytes(f"c{c}-{i}", b"x"), range(8)))
+        assert connections() <= 4 + 1  # the last pool's and this thread's
+    assert connections() == 0
