@@ -125,7 +125,11 @@ def run_command(
         "--wait/--no-wait", help="Run now and show the results (default), or only record "
         "the runs for the agent's engine or `autotx pipelines serve`.")] = True,
 ) -> None:
-    """Run a workflow by hand on a folder, or on everything already delivered."""
+    """Run a workflow by hand on a folder, or on everything already delivered.
+
+    Exit status: 0 every run finished (or was recorded, with --no-wait); 1 a run failed
+    or timed out; 2 bad configuration or input.
+    """
     from autotx_lib.journal.pipeline_runs import PipelineStore
     from autotx_lib.pipelines.engine import record_all_delivered, record_run
     from autotx_lib.pipelines.registry import registry_for
@@ -163,7 +167,10 @@ def log_command(
     page: Annotated[int, typer.Option(help="Page number, 1 = newest.")] = 1,
     as_json: JsonOption = False,
 ) -> None:
-    """The execution log: runs, newest first, filtered."""
+    """The execution log: runs, newest first, filtered.
+
+    Exit status: 0; 2 bad configuration or input.
+    """
     from autotx_lib.pipelines import log as runlog
 
     cfg = _load(config, "pipelines log")
@@ -179,7 +186,10 @@ def log_command(
 @handle_errors
 def show_command(run_id: Annotated[int, typer.Argument(help="The run's id.")],
                  config: OptionalConfigOption = None, as_json: JsonOption = False) -> None:
-    """One run: its status, result items and step log."""
+    """One run: its status, result items and step log.
+
+    Exit status: 0; 2 bad configuration or input.
+    """
     from autotx_lib.pipelines import log as runlog
 
     cfg = _load(config, "pipelines show ID")
@@ -219,7 +229,10 @@ def stats_command(
                       ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Counts per status, error rate and duration percentiles (or counts per error)."""
+    """Counts per status, error rate and duration percentiles (or counts per error).
+
+    Exit status: 0; 2 bad configuration or input.
+    """
     from autotx_lib.pipelines import log as runlog
 
     cfg = _load(config, "pipelines stats")
@@ -245,7 +258,10 @@ def stats_command(
 @handle_errors
 def cancel_command(run_id: Annotated[int, typer.Argument(help="The run's id.")],
                    config: OptionalConfigOption = None) -> None:
-    """Cancel a run that has not ended (its engine drops it at its next look)."""
+    """Cancel a run that has not ended (its engine drops it at its next look).
+
+    Exit status: 0 cancelled; 2 the run is not waiting or running, or bad input.
+    """
     from autotx_lib.pipelines.engine import cancel_run
 
     cfg = _load(config, "pipelines cancel ID")
@@ -260,7 +276,11 @@ def cancel_command(run_id: Annotated[int, typer.Argument(help="The run's id.")],
 def rerun_command(run_id: Annotated[int, typer.Argument(help="The run's id.")],
                   config: OptionalConfigOption = None,
                   wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True) -> None:
-    """Run a run's workflow again on the same folder with the same params (a new run)."""
+    """Run a run's workflow again on the same folder with the same params (a new run).
+
+    Exit status: 0 the new run finished (or was recorded, with --no-wait); 1 it failed;
+    2 no such run, or bad configuration.
+    """
     from autotx_lib.pipelines.engine import rerun
 
     cfg = _load(config, "pipelines rerun ID")
@@ -279,7 +299,10 @@ def rerun_command(run_id: Annotated[int, typer.Argument(help="The run's id.")],
 def serve_command(config: OptionalConfigOption = None,
                   poll: Annotated[float, typer.Option(help="Seconds between looks.")] = 2.0
                   ) -> None:
-    """Run due runs until Ctrl-C (for pipelines.run_in_agent = false in the configuration)."""
+    """Run due runs until Ctrl-C (for pipelines.run_in_agent = false in the configuration).
+
+    Exit status: 0 stopped; 2 bad configuration; 130 interrupted.
+    """
     from autotx_lib.pipelines.engine import PipelineEngine
 
     cfg = _load(config, "pipelines serve")
@@ -294,7 +317,10 @@ def serve_command(config: OptionalConfigOption = None,
 @pipelines_app.command("list")
 @handle_errors
 def list_command(config: OptionalConfigOption = None) -> None:
-    """The workflows installed here and the configured rules."""
+    """The workflows installed here and the configured rules.
+
+    Exit status: 0; 2 bad configuration or input.
+    """
     from autotx_lib.pipelines.registry import WorkflowNotFoundError, registry_for
 
     cfg = _load(config, "pipelines list")
@@ -315,10 +341,15 @@ def list_command(config: OptionalConfigOption = None) -> None:
 @handle_errors
 def rules_command(path: Annotated[Path, typer.Argument(help="A delivered folder.")],
                   config: OptionalConfigOption = None) -> None:
-    """Which rules would run on a folder, and why the others would not."""
+    """Which rules would run on a folder, and why the others would not.
+
+    Exit status: 0; 2 bad configuration or input.
+    """
     from autotx_lib.pipelines.rules import explain, folder_info
 
     cfg = _load(config, "pipelines rules PATH")
+    if not path.exists():
+        raise fail(f"{path} does not exist; give a delivered folder")
     lines = explain(cfg.pipelines.rules, folder_info(path, instrument=cfg.host_alias))
     if not lines:
         out.print("no rules: add [[pipelines.rules]] to the configuration")
@@ -331,7 +362,10 @@ def rules_command(path: Annotated[Path, typer.Argument(help="A delivered folder.
 def history_command(dataset: Annotated[str, typer.Argument(
                         help="The dataset: journal id, user/name, or its delivered folder.")],
                     config: OptionalConfigOption = None, as_json: JsonOption = False) -> None:
-    """A dataset's history: created, transferred, verified, each pipeline run and its results."""
+    """A dataset's history: created, transferred, verified, each pipeline run and its results.
+
+    Exit status: 0; 2 nothing is known of the dataset, or bad configuration.
+    """
     import pandas as pd
 
     from autotx_lib.pipelines import log as runlog
