@@ -191,7 +191,7 @@ def test_read_only_destination_waits(facility, mount_tmpfs):
 
     assert summary.retrying
     row = Journal(facility.journal_url).dataset(summary.retrying[0])
-    assert "not writable" in row.error and row.state == J.QUEUED
+    assert "read-only" in row.error and row.state == J.QUEUED
     mount.remount("rw")
     assert deliver(facility).ok
     assert tree(facility.destination / "alice" / "exp") == {"a.txt": b"a"}

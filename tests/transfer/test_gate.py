@@ -193,7 +193,7 @@ def test_stalled_copy_is_detected_and_aborted(tmp_path):
 def test_stalled_dataset_is_retried_and_then_delivered(facility, monkeypatch):
     facility.copy_.stall_seconds = 0.3
     make_dataset(facility.incoming, "alice", "exp", {"a.raw": os.urandom(3_000_000)})
-    real = os.copy_file_range
+    real = os.write
     calls = {"n": 0}
     monitors: list[GateMonitor] = []
     real_start = GateMonitor.start
@@ -209,7 +209,7 @@ def test_stalled_dataset_is_retried_and_then_delivered(facility, monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(GateMonitor, "start", recorded_start)
-    monkeypatch.setattr(os, "copy_file_range", hanging_once)
+    monkeypatch.setattr(os, "write", hanging_once)
     first = Agent(facility).run(once=True)
     assert first.retrying and not first.delivered
     row = Journal(facility.journal_url).dataset(first.retrying[0])
