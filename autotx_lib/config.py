@@ -358,7 +358,8 @@ class PipelinesSettings(_Section):
     timeout_seconds: float = Field(3600.0, gt=0, description="A run taking longer is "
                                    "cancelled and marked timeout.")
     max_attempts: int = Field(3, ge=1, description="Tries of a run failing with a retryable "
-                              "error (an unreachable share, a lost worker).")
+                              "error (an unreachable share or server, an engine stopped "
+                              "mid-run).")
     retry_seconds: float = Field(60.0, ge=0, description="First retry delay; doubles each time.")
     max_retry_seconds: float = Field(3600.0, ge=0)
     workflows: dict[str, str] = Field(default_factory=dict, description='Your own workflows: '
