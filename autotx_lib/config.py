@@ -309,6 +309,64 @@ class OmeroSettings(_Section):
         return self
 
 
+# --- post-delivery pipelines ([pipelines] section) -------------------------------------
+
+
+class PipelineRule(_Section):
+    """One rule of ``[[pipelines.rules]]``: run ``workflow`` on the datasets it matches.
+
+    Every condition given must hold (an empty list matches everything). ``paths`` are
+    globs over ``user/dataset`` (e.g. ``"alice/*screen*"``); ``file_types`` are file
+    suffixes of which the dataset must hold at least one; ``plate`` true (false) needs a
+    dataset that does (does not) look like a screening plate.
+    """
+
+    workflow: str = Field(min_length=1)
+    instruments: list[str] = Field(default_factory=list, description="host_alias values.")
+    users: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list, description='Globs over "user/dataset".')
+    file_types: list[str] = Field(default_factory=list, description='e.g. [".czi", ".nd2"].')
+    plate: bool | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="Given to the workflow.")
+    timeout_seconds: float | None = Field(None, gt=0, description="Overrides the default.")
+
+    @field_validator("file_types")
+    @classmethod
+    def _suffixes(cls, value: list[str]) -> list[str]:
+        return [v.lower() if v.startswith(".") else f".{v.lower()}" for v in value]
+
+
+class PipelinesSettings(_Section):
+    """Workflows run after delivery on dask (see :mod:`autotx_lib.pipelines`).
+
+    No rules: nothing runs by itself (``autotx pipelines run`` still works by hand).
+    """
+
+    scheduler: str | None = Field(None, description='A dask scheduler address such as '
+                                  '"tcp://dask.example.org:8786"; default: a local cluster '
+                                  "started once and reused.")
+    local_workers: int = Field(2, ge=1, le=256, description="Worker processes of the local "
+                               "cluster.")
+    connect_timeout_seconds: float = Field(10.0, gt=0, description="How long connecting to "
+                                           "the scheduler may take before runs wait (tried "
+                                           "again 30 s later).")
+    results_dir: Path | None = Field(None, description="Where reports and previews go; "
+                                     "default managed/results (never inside the delivered "
+                                     "data, which must match its manifest).")
+    run_in_agent: bool = Field(True, description="Run due workflows from a thread of the "
+                               "agent (else `autotx pipelines serve` runs them).")
+    timeout_seconds: float = Field(3600.0, gt=0, description="A run taking longer is "
+                                   "cancelled and marked timeout.")
+    max_attempts: int = Field(3, ge=1, description="Tries of a run failing with a retryable "
+                              "error (an unreachable share or server, an engine stopped "
+                              "mid-run).")
+    retry_seconds: float = Field(60.0, ge=0, description="First retry delay; doubles each time.")
+    max_retry_seconds: float = Field(3600.0, ge=0)
+    workflows: dict[str, str] = Field(default_factory=dict, description='Your own workflows: '
+                                      'name = "package.module:function".')
+    rules: list[PipelineRule] = Field(default_factory=list)
+
+
 # --- plate QC ([qc] section) ---------------------------------------------------------
 
 
@@ -441,6 +499,7 @@ class Config(_Section):
     qc: QcSettings = Field(default_factory=QcSettings)
     hub: HubLink = Field(default_factory=HubLink)
     sessions: SessionSettings = Field(default_factory=SessionSettings)
+    pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 

@@ -67,7 +67,7 @@ from _machine import cpu_model, mount_of  # benchmarks/_machine.py, beside this 
 from autotx_lib import __version__ as autotx_version
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal
-from autotx_lib.journal_sessions import SessionStore
+from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.sessions import end_session, start_session
 from autotx_lib.transfer.status import status

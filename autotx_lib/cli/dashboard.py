@@ -30,11 +30,11 @@ from autotx_lib.pages.serve import (
 
 
 def dashboard(
-    name: Annotated[str, typer.Argument(help="transfer-monitor, plate-qc, stack-browser, "
-                                        "session or facility.")],
+    name: Annotated[str, typer.Argument(help="transfer-monitor, pipelines, plate-qc, "
+                                        "stack-browser, session or facility.")],
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="The agent's configuration (transfer-monitor, session), or the "
-        "hub access file (facility).")] = None,
+        "--config", "-c", help="The agent's configuration (transfer-monitor, session, "
+        "pipelines), or the hub access file (facility).")] = None,
     path: Annotated[Path | None, typer.Option(
         "--path", "-p", help="Plate folder (plate-qc) or folder of images (stack-browser).")] = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8866,

@@ -15,6 +15,7 @@ from autotx_lib.cli.hub import hub_app
 from autotx_lib.cli.info import info
 from autotx_lib.cli.jobs import jobs_app
 from autotx_lib.cli.journal import journal_app
+from autotx_lib.cli.pipelines import history_command, pipelines_app
 from autotx_lib.cli.qc import qc
 from autotx_lib.cli.service import service_app
 from autotx_lib.cli.sessions import session_app, usage_command
@@ -77,6 +78,8 @@ app.add_typer(grace_app, name="grace")
 app.add_typer(hub_app, name="hub")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(journal_app, name="journal")
+app.add_typer(pipelines_app, name="pipelines")
+app.command("history")(history_command)
 app.command("qc")(qc)
 app.command("info")(info)
 app.command("dashboard")(dashboard)

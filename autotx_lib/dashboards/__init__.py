@@ -9,6 +9,7 @@ Voila page from ``autotx_lib/pages``, see ``autotx dashboard``):
 - :class:`StackBrowser`: pick a microscopy file in a folder and look at it.
 - :class:`FacilityMonitor`: every agent reporting to the facility hub, with controls.
 - :class:`SessionLogger`: start and end an instrument session; what is already safe.
+- :class:`PipelineLog`: the execution log of pipeline runs and their statistics.
 
 Importing this package needs the ``viz`` extra (bokeh, jupyter_bokeh, ipywidgets).
 """
@@ -19,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from autotx_lib.dashboards.facility import FacilityMonitor
+    from autotx_lib.dashboards.pipelines import PipelineLog
     from autotx_lib.dashboards.plate_qc import PlateQCDashboard
     from autotx_lib.dashboards.session import SessionLogger
     from autotx_lib.dashboards.stack_browser import StackBrowser
     from autotx_lib.dashboards.transfer_monitor import TransferMonitor
 
-__all__ = ["FacilityMonitor", "PlateQCDashboard", "SessionLogger", "StackBrowser",
-           "TransferMonitor"]
+__all__ = ["FacilityMonitor", "PipelineLog", "PlateQCDashboard", "SessionLogger",
+           "StackBrowser", "TransferMonitor"]
 
 _MODULES = {
     "FacilityMonitor": "autotx_lib.dashboards.facility",
@@ -33,6 +35,7 @@ _MODULES = {
     "PlateQCDashboard": "autotx_lib.dashboards.plate_qc",
     "StackBrowser": "autotx_lib.dashboards.stack_browser",
     "SessionLogger": "autotx_lib.dashboards.session",
+    "PipelineLog": "autotx_lib.dashboards.pipelines",
 }
 
 

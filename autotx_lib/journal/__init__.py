@@ -9,7 +9,8 @@ never from the agent's memory. Times are timezone-aware UTC.
 Layout: :mod:`.schema` (tables, states), :mod:`.engine` (opening the database),
 :mod:`.migrate` and ``migrations/`` (schema changes), one module per kind of record
 (:mod:`.datasets`, :mod:`.files`, :mod:`.events`, :mod:`.sessions`, :mod:`.settings`,
-:mod:`.outbox`, :mod:`.jobs`, :mod:`.instrument_sessions`) and :mod:`.core` (the :class:`Journal` made of them).
+:mod:`.outbox`, :mod:`.jobs`, :mod:`.instrument_sessions`, :mod:`.pipeline_runs` (its tables in
+:mod:`.schema`)) and :mod:`.core` (the :class:`Journal` made of them).
 SQL lives in this package and nowhere else.
 """
 

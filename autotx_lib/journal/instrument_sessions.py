@@ -85,6 +85,14 @@ class SessionStore:
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 
+    def ended_since(self, instrument: str, since: dt.datetime) -> list[Row]:
+        """Sessions of ``instrument`` that ended after ``since``, oldest first."""
+        query = (select(instrument_sessions).where(instrument_sessions.c.instrument == instrument)
+                 .where(instrument_sessions.c.ended_at > since)
+                 .order_by(instrument_sessions.c.ended_at))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
     def recent(self, limit: int = 20) -> list[Row]:
         """Newest sessions first."""
         with self.engine.connect() as conn:

@@ -205,6 +205,75 @@ live_files = Table(
     UniqueConstraint("session_id", "relpath"),
 )
 
+# Pipeline runs: the execution log of workflows run on delivered data (see
+# autotx_lib.pipelines). A run goes created -> started -> finished | error | timeout, or
+# cancelled; a failed attempt to be retried is error with next_attempt_at set. dedup_key
+# (workflow@folder, automatic runs only) is unique: two agents recording the same run share it.
+RUN_STATES = ("created", "started", "finished", "error", "cancelled", "timeout")
+
+pipeline_runs = Table(
+    "pipeline_runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("workflow", String(128), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("dataset_id", Integer),  # the journal's dataset, when the run is about one
+    Column("dataset_path", Text, nullable=False),  # the delivered folder (or any folder)
+    Column("user", String(255)),
+    Column("initiator", String(255), nullable=False),  # agent/instrument, cli, rerun of N
+    Column("status", String(16), nullable=False),
+    Column("params", Text, nullable=False, default="{}"),  # JSON
+    Column("dedup_key", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=1),
+    Column("timeout_s", Float),
+    Column("next_attempt_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("duration_s", Float),
+    Column("error", Text),
+    Column("engine", String(255)),  # the engine running it (host:pid:token)
+    Column("rerun_of", Integer),
+)
+Index("pipeline_runs_dedup", pipeline_runs.c.dedup_key, unique=True,
+      sqlite_where=text("dedup_key IS NOT NULL"), postgresql_where=text("dedup_key IS NOT NULL"))
+Index("pipeline_runs_by_created", pipeline_runs.c.created_at)
+Index("pipeline_runs_by_status", pipeline_runs.c.status, pipeline_runs.c.created_at)
+Index("pipeline_runs_by_workflow", pipeline_runs.c.workflow, pipeline_runs.c.created_at)
+Index("pipeline_runs_by_dataset", pipeline_runs.c.dataset_id)
+
+pipeline_steps = Table(
+    "pipeline_steps", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("pipeline_runs.id"), nullable=False, index=True),
+    Column("attempt", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # finished, error, skipped
+    Column("message", Text),
+)
+
+pipeline_results = Table(
+    "pipeline_results", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("run_id", Integer, ForeignKey("pipeline_runs.id"), nullable=False, index=True),
+    Column("key", String(255), nullable=False),
+    Column("kind", String(8), nullable=False),  # int, float, bool, str, json
+    Column("value", Text, nullable=False),  # JSON of the value
+)
+
+pipeline_engines = Table(
+    "pipeline_engines", metadata,
+    Column("id", String(255), primary_key=True),  # host:pid:token
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime),
+)
+
 # The states a dataset goes through (see ARCHITECTURE.md, "The folder lifecycle").
 CLAIMING = "claiming"          # about to be moved from incoming/ to processing/
 QUEUED = "queued"              # in processing/, waiting for (another) copy attempt

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CONFIG_ENV", "PAGES", "PATH_ENV", "Page", "PAGES_FOLDER", "TEMPLATE_ROOT",
-           "facility_page", "plate_qc_page", "session_page", "stack_browser_page",
-           "transfer_monitor_page"]
+           "facility_page", "pipelines_page", "plate_qc_page", "session_page",
+           "stack_browser_page", "transfer_monitor_page"]
 
 #: Environment variables read by the pages (set by ``autotx dashboard``).
 CONFIG_ENV = "AUTOTX_CONFIG"
@@ -81,6 +81,8 @@ PAGES: dict[str, Page] = {
                      "a file naming the hub (url, token_file)", "-c HUB_ACCESS"),
     "session": Page("session", PAGES_FOLDER / "session.ipynb", CONFIG_ENV,
                     "the agent's configuration file", "-c CONFIG"),
+    "pipelines": Page("pipelines", PAGES_FOLDER / "pipelines.ipynb", CONFIG_ENV,
+                      "the agent's configuration file", "-c CONFIG"),
 }
 
 
@@ -166,3 +168,10 @@ def facility_page() -> Any:
     from autotx_lib.dashboards.facility import FacilityMonitor
 
     return _page(PAGES["facility"], lambda path: FacilityMonitor.from_file(path).widget)
+
+
+def pipelines_page() -> Any:
+    """The pipeline log for ``$AUTOTX_CONFIG``, or a message saying what to do."""
+    from autotx_lib.dashboards import PipelineLog
+
+    return _page(PAGES["pipelines"], lambda config: PipelineLog(config).widget)

@@ -1,9 +1,14 @@
-"""What runs after a dataset arrives: post-delivery jobs (first of them: OMERO import).
+"""What runs after a dataset arrives: workflows on dask, and the OMERO import job.
 
 The glue between :mod:`autotx_lib.transfer` and :mod:`autotx_lib.imaging`. The agent
-only queues jobs (:func:`pipeline_hooks`); a :class:`~autotx_lib.pipelines.jobs.JobRunner`
-runs them outside the copy path, in a thread of the agent (``[omero] run_in_agent``) or
-with ``autotx jobs run``.
+only records what is due (:func:`pipeline_hooks`):
+
+- ``[[pipelines.rules]]`` record a workflow run per matching delivered dataset; a
+  :class:`~autotx_lib.pipelines.engine.PipelineEngine` runs them on dask distributed
+  (a thread of the agent with ``[pipelines] run_in_agent``, or ``autotx pipelines serve``),
+  with an execution log and statistics (:mod:`autotx_lib.pipelines.log`);
+- ``[omero] enabled`` queues an OMERO import job, run by a
+  :class:`~autotx_lib.pipelines.jobs.JobRunner` (``autotx jobs``) as before.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from autotx_lib.config import Config
 from autotx_lib.journal import Journal
 from autotx_lib.pipelines.jobs import JobRunner
 
-log = logging.getLogger("autotx.pipelines")
+_log = logging.getLogger("autotx.pipelines")
 
 _runners: dict[str, JobRunner] = {}
 _runners_lock = threading.Lock()
@@ -54,6 +59,10 @@ def pipeline_hooks(config: Config, journal: Journal | None = None, *,
     Empty when nothing is enabled.
     """
     hooks: list[Callable[[Any], None]] = []
+    if config.pipelines.rules:
+        hooks.append(pipelines_after_delivery(config, journal))
+        if start_runner and config.pipelines.run_in_agent:
+            start_background_engine(config)
     if config.omero.enabled:
         from autotx_lib.pipelines.omero_import import omero_after_delivery
 
@@ -71,8 +80,69 @@ def start_background_runner(config: Config, poll_seconds: float = 10.0) -> JobRu
             runner = _runners[config.journal_url] = job_runner(config)
             atexit.register(runner.stop, 2.0)
         runner.start(poll_seconds)
-        log.info("post-delivery job runner started")
+        _log.info("post-delivery job runner started")
         return runner
 
 
-__all__ = ["pipeline_hooks", "job_runner", "start_background_runner"]
+_engines: dict[str, Any] = {}
+
+
+def pipelines_after_delivery(config: Config, journal: Journal | None = None
+                             ) -> Callable[[Any], None]:
+    """The hook for ``Agent(after_delivery=...)``: record the runs the rules ask for.
+
+    Quick and never raising: rules look at names only (the journal's file list), and a
+    run is a journal row; nothing runs on the copy path. Two agents recording the same
+    run (same workflow, same delivered folder) share one row.
+    """
+    from autotx_lib.journal.pipeline_runs import PipelineStore
+    from autotx_lib.pipelines.engine import record_run
+    from autotx_lib.pipelines.registry import registry_for
+    from autotx_lib.pipelines.rules import DatasetInfo, matching_rules
+
+    state: dict[str, Any] = {}
+
+    def record_pipeline_runs(row: Any) -> None:
+        try:
+            if "store" not in state:
+                state["journal"] = journal or Journal(config.journal_url)
+                state["store"] = PipelineStore(state["journal"])
+                state["registry"] = registry_for(config)
+            if not row.dest_path:
+                return
+            names = tuple(r.relpath.rsplit("/", 1)[-1]
+                          for r in state["journal"].files_of(row.id, limit=20000))
+            info = DatasetInfo(user=row.user, name=row.name, path=row.dest_path,
+                               instrument=config.host_alias, files=names, dataset_id=row.id)
+            for rule in matching_rules(config.pipelines.rules, info):
+                run_id, created = record_run(
+                    state["store"], state["registry"], rule.workflow, row.dest_path,
+                    initiator=config.host_alias, settings=config.pipelines, user=row.user,
+                    dataset_id=row.id, params=rule.params, timeout_s=rule.timeout_seconds,
+                    automatic=True)
+                if created:
+                    state["journal"].log("info", "pipeline", f"{row.user}/{row.name}: "
+                                         f"{rule.workflow} run {run_id} due", row.id)
+        except Exception:  # noqa: BLE001 - a hook never blocks or breaks transfers
+            _log.exception("cannot record the pipeline runs of %s/%s",
+                          getattr(row, "user", "?"), getattr(row, "name", "?"))
+
+    return record_pipeline_runs
+
+
+def start_background_engine(config: Config, poll_seconds: float = 2.0) -> Any:
+    """Start (once per journal) a pipeline engine thread in this process; returns it."""
+    from autotx_lib.pipelines.engine import PipelineEngine
+
+    with _runners_lock:
+        engine = _engines.get(config.journal_url)
+        if engine is None:
+            engine = _engines[config.journal_url] = PipelineEngine(config)
+            atexit.register(engine.stop, 2.0)
+        engine.start(poll_seconds)
+        _log.info("pipeline engine started")
+        return engine
+
+
+__all__ = ["pipeline_hooks", "job_runner", "start_background_runner",
+           "pipelines_after_delivery", "start_background_engine"]

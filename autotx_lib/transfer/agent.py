@@ -43,6 +43,7 @@ from autotx_lib.errors import (
 )
 from autotx_lib.hub.reporter import start_reporter
 from autotx_lib.journal import Journal, utcnow
+from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer import control
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.agent_lock import AgentLock, lock_paths
@@ -185,6 +186,7 @@ class Agent:
         self._seal_rounds: dict[int, int] = {}
         self._open_session = None
         self._live_sync: LiveSync | None = None
+        self._session_ends: dict[str, float] = {}  # user -> when their session ended
         self._login = LoginFollower(config) if config.sessions.follow_login else None
         self._session: int | None = None
         self._bandwidth_cache = (0.0, None)
@@ -305,6 +307,10 @@ class Agent:
             self._event("info", "session-timeout", "the open session was closed: no activity "
                         f"for {self.config.sessions.idle_timeout_minutes:g} min")
         self._open_session = current_session(self.journal, self.config.host_alias)
+        since = utcnow() - dt.timedelta(days=1)
+        self._session_ends = {row.user: row.ended_at.timestamp() for row in
+                              SessionStore(self.journal).ended_since(self.config.host_alias,
+                                                                     since)}
         if self._open_session is None or not self.config.sessions.live_sync:
             return
         if self._gate_blocks():
@@ -467,11 +473,11 @@ class Agent:
                      "the dataset is delivered when the session ends", None)
                 continue
             until, reason = self._quiet_until.get(folder, (0.0, ""))
-            if now < until:  # a change can only push this later: no need to walk the tree
+            ended = self._session_ends.get(user)
+            if now < until and ended is None:  # a change can only push this later
                 wait(user, folder, reason, until)
                 continue
-            readiness = check_ready(folder, self.config.readiness, now=now,
-                                    seen=self._seen.get(folder))
+            readiness = self._readiness(folder, now, ended)
             self._seen[folder] = (readiness.state, readiness.unchanged_since)
             if readiness.clock_skew is not None:
                 self._report_once("clock-skew", f"{user}/{folder.name}: files are dated in "
@@ -490,6 +496,18 @@ class Agent:
         if waiting or self.journal.get_setting(WAITING_KEY):
             self.journal.set_setting(WAITING_KEY, waiting)  # for `autotx status` and faces
         return claimed, [f"{w['user']}/{w['name']}: {w['reason']}" for w in waiting]
+
+    def _readiness(self, folder: Path, now: float, session_ended: float | None):
+        """Is ``folder`` finished? After its user's session ended (the user said so), a
+        folder unchanged since the end needs no quiet period; the marker file and open
+        files still count."""
+        seen = self._seen.get(folder)
+        if session_ended is not None:
+            settings = self.config.readiness.model_copy(update={"quiet_seconds": 0.0})
+            readiness = check_ready(folder, settings, now=now, seen=seen)
+            if not readiness.ready or readiness.state.newest_change <= session_ended:
+                return readiness
+        return check_ready(folder, self.config.readiness, now=now, seen=seen)
 
     def _report_once(self, kind: str, message: str) -> None:
         if not self.journal.has_event(kind, message):

@@ -50,3 +50,45 @@ def write_config(config: Config, path: Path, omero: str = "") -> Path:
         f'[omero]\nenabled = true\nhost = "{o.host}"\nport = {o.port}\nuser = "{o.user}"\n'
         f'run_in_agent = false\nmax_attempts = {o.max_attempts}\n{omero}')
     return path
+
+
+# --- workflow engine fixtures -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """One in-process dask cluster per test module (2 workers, 2 threads each)."""
+    distributed = pytest.importorskip("distributed", reason="the pipeline engine needs dask "
+                                      "distributed (pip install autotx_lib[imaging])")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def pipeline_config(tmp_path: Path, **pipelines) -> Config:
+    """A facility whose [pipelines] retries at once (retry_seconds 0)."""
+    destination = tmp_path / "storage"
+    (destination / "alice").mkdir(parents=True, exist_ok=True)
+    settings = {"retry_seconds": 0, "max_attempts": 3, "run_in_agent": False} | pipelines
+    return Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                  destination=destination, host_alias="scope-1", pipelines=settings,
+                  readiness={"quiet_seconds": 0},
+                  gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
+
+
+def delivered_dataset(config: Config, journal, name: str, files: dict[str, bytes],
+                      user: str = "alice"):
+    """A delivered dataset: its folder at the destination and its journal row."""
+    from autotx_lib.journal import utcnow
+
+    folder = make_dataset(config.destination, user, name, files)
+    created = utcnow()
+    dataset_id = journal.add_dataset(
+        user=user, name=name, stamp="20261201T100000", state="done",
+        incoming_path=str(config.incoming / user / name),
+        processing_path=str(config.managed / "processing" / name), dest_path=str(folder),
+        algorithm="xxh3_128", total_files=len(files), created_at=created, started_at=utcnow(),
+        finished_at=utcnow(), manifest_digest="abc")
+    journal.add_files(dataset_id, [(r, len(c), 0) for r, c in files.items()])
+    return journal.dataset(dataset_id)

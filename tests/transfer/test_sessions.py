@@ -329,3 +329,21 @@ def test_a_file_rewritten_with_its_old_time_after_it_was_synced_is_delivered_as_
     assert Agent(facility).run(once=True).delivered
     delivered = facility.destination / "alice" / "run6"
     assert (delivered / "a.raw").read_bytes() == b"new" * 1000, "the stale staged copy was delivered"
+
+
+def test_the_end_of_a_session_makes_its_unchanged_datasets_ready_at_once(facility):
+    """The user said they are done: no quiet period for what did not change since."""
+    _live(facility)
+    facility.readiness.quiet_seconds = 3600
+    make_dataset(facility.incoming, "alice", "run6", {"a.tif": os.urandom(4000)})
+    start_session(facility, "alice")
+    Agent(facility).run(once=True)  # synced live, not claimed
+    end_session(facility)
+    make_dataset(facility.incoming, "alice", "after_the_end", {"b.tif": b"b"})
+
+    summary = Agent(facility).run(once=True)
+
+    assert len(summary.delivered) == 1
+    assert (facility.destination / "alice" / "run6" / "a.tif").exists()
+    waiting = {w.name: w.reason for w in status(facility).waiting}
+    assert "quiet" in waiting["after_the_end"]
