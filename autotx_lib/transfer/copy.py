@@ -25,7 +25,6 @@ filesystem once (:func:`sync_filesystem`) before the rename that makes the datas
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import os
@@ -45,6 +44,7 @@ from autotx_lib.errors import (
     UnsafePathError,
     VerificationError,
 )
+from autotx_lib.transfer import _platform as P
 from autotx_lib.transfer.layout import SourceFile, fsync_dir
 
 BUFFER_SIZE = 256 * 1024  # fits a core's L2 cache: read, hash and write find it there
@@ -101,14 +101,6 @@ def new_hasher(algorithm: str):
 
 
 _local = threading.local()
-_libc = None  # the C library, loaded on first use (syncfs, sync_file_range)
-
-
-def _load_libc():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
 
 
 def _buffer() -> memoryview:
@@ -123,13 +115,10 @@ def _hash_fd(fd: int, algorithm: str) -> str:
     hasher = new_hasher(algorithm)
     buf = _buffer()
     offset = 0
-    while n := os.preadv(fd, [buf], offset):
+    while n := P.pread_into(fd, buf, offset):
         hasher.update(buf[:n])
         offset += n
     return hasher.hexdigest()
-
-
-SYNC_FILE_RANGE_WRITE = 2
 
 
 def _start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
@@ -138,9 +127,7 @@ def _start_writeback(fd: int, offset: int = 0, length: int = 0) -> None:
     The final sync (or the flush of ``storage`` verification) then finds most of the data
     already on its way to disk, so the disk works while the next bytes are copied.
     """
-    with contextlib.suppress(OSError, AttributeError):  # an optimisation only
-        _load_libc().sync_file_range(fd, ctypes.c_longlong(offset), ctypes.c_longlong(length),
-                                     ctypes.c_uint(SYNC_FILE_RANGE_WRITE))
+    P.start_writeback(fd, offset, length)
 
 
 def drop_cached_pages(fd: int, offset: int = 0, length: int = 0) -> None:
@@ -150,42 +137,26 @@ def drop_cached_pages(fd: int, offset: int = 0, length: int = 0) -> None:
     where that does not exist (Windows, macOS) it does nothing, and a read-back may then be
     served from the cache.
     """
-    if hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):  # e.g. no page cache: reads go to the storage anyway
-            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    P.drop_cache(fd, offset, length)
 
 
 def _flush(fd: int) -> None:
     """Wait until a file's data is on the storage (committed to the server on a share)."""
     try:
-        getattr(os, "fdatasync", os.fsync)(fd)
+        P.flush_data(fd)
     except OSError as error:
         if error.errno not in (errno.EINVAL, errno.ENOTSUP):  # a filesystem without sync
             raise
 
 
-SYNC_FILE_RANGE_WAIT_ALL = 7  # WAIT_BEFORE | WRITE | WAIT_AFTER
-
-
 def _wait_written(fd: int, offset: int, length: int) -> bool:
     """Write a range of a file back and wait for it (Linux); False where that is unknown."""
-    try:
-        return _load_libc().sync_file_range(fd, ctypes.c_longlong(offset),
-                                            ctypes.c_longlong(length),
-                                            ctypes.c_uint(SYNC_FILE_RANGE_WAIT_ALL)) == 0
-    except (OSError, AttributeError):
-        return False
+    return P.wait_written(fd, offset, length)
 
 
 def _still_cached(fd: int, offset: int) -> bool:
     """Whether the page at ``offset`` is still in the page cache (True when unknown)."""
-    try:
-        os.preadv(fd, [bytearray(1)], offset, os.RWF_NOWAIT)
-    except BlockingIOError:
-        return False  # not cached: a read goes to the storage
-    except (OSError, AttributeError):
-        return True
-    return True
+    return P.page_cached(fd, offset)
 
 
 def _onto_storage_out_of_cache(fd: int, size: int) -> None:
@@ -250,7 +221,7 @@ class _StoredReadback:
         buf = _buffer()
         while end is None or self.checked < end:
             want = len(buf) if end is None else min(len(buf), end - self.checked)
-            n = os.preadv(self.fd, [buf[:want]], self.checked)
+            n = P.pread_into(self.fd, buf[:want], self.checked)
             if n == 0:
                 return
             self.hasher.update(buf[:n])
@@ -307,11 +278,7 @@ def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
 
 def _advise_read(fd: int) -> None:
     """Small files: start reading now (the batch's reads overlap); large: read ahead more."""
-    if hasattr(os, "posix_fadvise"):
-        small = os.fstat(fd).st_size < LARGE_FILE
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED if small
-                             else os.POSIX_FADV_SEQUENTIAL)
+    P.will_need(fd, small=os.fstat(fd).st_size < LARGE_FILE)
 
 
 def hash_stored_file(path: Path, algorithm: str) -> str:
@@ -359,7 +326,7 @@ def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | 
     step = throttle.chunk_size(len(buf)) if throttle is not None else len(buf)
     total = kicked = 0
     while total < limit:
-        n = os.readv(src_fd, [buf[:min(step, limit - total)]])
+        n = P.read_into(src_fd, buf[:min(step, limit - total)])
         if n == 0:
             break
         chunk = buf[:n]
@@ -699,19 +666,7 @@ def sync_filesystem(path: Path) -> None:
 
     One call replaces an fsync per file: the cheap way to make a whole dataset durable.
     """
-    global _libc
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if _libc.syncfs(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        pass
-    os.sync()
+    P.sync_filesystem(path)
 
 
 # --- manifests -----------------------------------------------------------------------

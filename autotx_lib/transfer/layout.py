@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autotx_lib.errors import UnreadableFileError, UnsafePathError
+from autotx_lib.transfer import _platform
 
 MAX_NAME_BYTES = 255
 SUFFIX_ROOM = 24  # what free_name's "_N" and a quarantine's ".reason.txt" may add
@@ -220,12 +221,8 @@ def free_name(folder: Path, name: str) -> Path:
 
 
 def fsync_dir(folder: Path) -> None:
-    """Make a rename or creation inside ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make a rename or creation inside ``folder`` durable (where the OS can: not Windows)."""
+    _platform.fsync_dir(folder)
 
 
 def move_dir(source: Path, target: Path) -> Path:

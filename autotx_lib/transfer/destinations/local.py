@@ -25,6 +25,7 @@ from autotx_lib.errors import (
     DestinationPermission,
     DestinationReadOnly,
 )
+from autotx_lib.transfer import _platform as P
 from autotx_lib.transfer.destinations.base import (
     Destination,
     EntryInfo,
@@ -36,14 +37,6 @@ _GONE = {errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ESTALE, errn
          errno.ENXIO}
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-_libc = None
-
-
-def _load_libc():
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
 
 
 def rename_noreplace(src: Path, dst: Path) -> None:
@@ -52,10 +45,8 @@ def rename_noreplace(src: Path, dst: Path) -> None:
     Atomic through ``renameat2(RENAME_NOREPLACE)`` (Linux); elsewhere, or on filesystems
     without it, ``dst`` is checked first (a race with another writer is then possible).
     """
-    try:
-        function = _load_libc().renameat2
-    except (OSError, AttributeError):
-        function = None
+    libc = P.libc()
+    function = getattr(libc, "renameat2", None) if libc is not None else None
     if function is not None:
         result = function(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst),
                           _RENAME_NOREPLACE)
@@ -162,14 +153,7 @@ class LocalDestination(Destination):
     def sync(self, relpath: str = "") -> None:
         """Flush the whole filesystem once (``syncfs``): cheaper than an fsync per file."""
         with self._translated(relpath):
-            fd = os.open(self._path(relpath), os.O_RDONLY)
-            try:
-                if _load_libc().syncfs(fd) != 0:
-                    os.sync()
-            except AttributeError:
-                os.sync()
-            finally:
-                os.close(fd)
+            P.sync_filesystem(self._path(relpath))
 
     def _check_reachable(self) -> None:
         if not self.root.is_dir():
@@ -178,7 +162,7 @@ class LocalDestination(Destination):
     def _check_writable(self) -> None:
         if os.access(self.root, os.W_OK):
             return
-        if os.statvfs(self.root).f_flag & os.ST_RDONLY:
+        if hasattr(os, "statvfs") and os.statvfs(self.root).f_flag & os.ST_RDONLY:
             raise DestinationReadOnly(self.root, "read-only filesystem")
         raise DestinationPermission(self.root, "not writable by the agent's user")
 
@@ -190,10 +174,8 @@ def drop_cached_pages(fd: int) -> None:
     dropped (the read may come from the cache).
     """
     with contextlib.suppress(OSError):  # e.g. a filesystem without sync: nothing to drop
-        getattr(os, "fdatasync", os.fsync)(fd)
-    if hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        P.flush_data(fd)
+    P.drop_cache(fd)
 
 
 __all__ = ["LocalDestination", "drop_cached_pages", "rename_noreplace"]
