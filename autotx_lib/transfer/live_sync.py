@@ -43,6 +43,7 @@ class SyncStep:
     seen_files: int = 0
     seen_bytes: int = 0
     unchanged_by_hash: int = 0  # a new time, the same content: not copied again
+    waiting: int = 0  # files still being written (synced once quiet)
     newest_change: float = 0.0
     interrupted: bool = False
 
@@ -121,6 +122,8 @@ class LiveSync:
         self.staged = {relpath: Staged(r.id, r.size, r.mtime_ns, r.ctime_ns, r.digest,
                                        r.staged_path)
                        for relpath, r in self.store.live_files(session_id).items()}
+        self._walked_at: float | None = None  # time.monotonic() of the last whole pass
+        self._pending = False  # the last pass left files to copy (budget, still written)
 
     def step(self, session, *, now: float | None = None, budget_seconds: float = 2.0,
              should_stop: Callable[[], bool] | None = None) -> SyncStep:
@@ -135,11 +138,17 @@ class LiveSync:
             The destination is not there, not marked (not mounted) or not writable: nothing
             is written anywhere, the next pass tries again.
         """
+        started = time.monotonic()
+        # a file must be quiet for live_quiet_seconds: looking more often than twice in
+        # that time finds nothing new, and a pass over thousands of files is not free
+        interval = self.config.sessions.live_quiet_seconds / 2
+        if self._walked_at is not None and not self._pending and \
+                started - self._walked_at < interval:
+            return SyncStep()
         check_destination(self.config.destination, self.journal, self.config.host_alias)
         now = time.time() if now is None else now
         root = self.config.incoming / session.user
         result = SyncStep()
-        started = time.monotonic()
         seen = set()
         for relpath, info in sorted(_walk(root)):
             seen.add(relpath)
@@ -150,15 +159,19 @@ class LiveSync:
             known = self.staged.get(relpath)
             if known is not None and known.matches(info):
                 continue
-            if now - changed < self.config.sessions.live_quiet_seconds or \
-                    (known is None and not _safe(relpath)):
-                continue  # still being written, or a name the claim will quarantine
+            if now - changed < self.config.sessions.live_quiet_seconds:
+                result.waiting += 1  # still being written: next pass
+                continue
+            if known is None and not _safe(relpath):
+                continue  # a name the claim will quarantine
             if result.interrupted or time.monotonic() - started > budget_seconds or \
                     (should_stop is not None and should_stop()):
                 result.interrupted = True
                 continue
             self._sync_file(root, relpath, info, known, result)
         self._drop_vanished(seen)
+        self._walked_at = started
+        self._pending = result.interrupted
         if result.newest_change:
             self.store.touch(session.id, _utc_from_timestamp(result.newest_change))
         return result

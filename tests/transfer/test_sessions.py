@@ -347,3 +347,18 @@ def test_the_end_of_a_session_makes_its_unchanged_datasets_ready_at_once(facilit
     assert (facility.destination / "alice" / "run6" / "a.tif").exists()
     waiting = {w.name: w.reason for w in status(facility).waiting}
     assert "quiet" in waiting["after_the_end"]
+
+
+def test_live_sync_walks_the_folder_at_most_twice_per_quiet_period(facility):
+    """A pass over thousands of files is not free: no more often than quiet/2."""
+    from autotx_lib.transfer.live_sync import LiveSync
+
+    _live(facility)
+    facility.sessions.live_quiet_seconds = 60
+    make_dataset(facility.incoming, "alice", "run7", {f"f{i}.tif": b"x" for i in range(5)})
+    session = start_session(facility, "alice")
+    sync = LiveSync(facility, Journal(facility.journal_url), session.id)
+    assert sync.step(session).seen_files == 5
+    assert sync.step(session).seen_files == 0  # walked 0 s ago: nothing can be quiet yet
+    sync._walked_at -= 31  # half the quiet period later
+    assert sync.step(session).seen_files == 5
