@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from autotx_lib.imaging.readers import open_image
     from autotx_lib.imaging.viewer import view_stack
     from autotx_lib.journal import Journal
+    from autotx_lib.sampledata import sampledata_path
     from autotx_lib.transfer.agent import Agent
     from autotx_lib.transfer.control import resume, set_bandwidth, suspend
     from autotx_lib.transfer.grace import grace_report, purge
@@ -49,12 +50,13 @@ _LAZY = {
     "view_stack": "autotx_lib.imaging.viewer",
     "TransferMonitor": "autotx_lib.dashboards", "PlateQCDashboard": "autotx_lib.dashboards",
     "StackBrowser": "autotx_lib.dashboards",
+    "sampledata_path": "autotx_lib.sampledata",
 }
 
 __all__ = [
     "__version__", "Config", "load_config", "Journal", "Agent", "status", "submit", "requeue",
     "suspend", "resume", "set_bandwidth", "grace_report", "purge", "open_image", "plate_qc",
-    "view_stack", "TransferMonitor", "PlateQCDashboard", "StackBrowser",
+    "view_stack", "TransferMonitor", "PlateQCDashboard", "StackBrowser", "sampledata_path",
 ]
 
 

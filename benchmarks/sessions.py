@@ -65,7 +65,7 @@ import psutil
 from _machine import cpu_model, mount_of  # benchmarks/_machine.py, beside this script
 
 from autotx_lib import __version__ as autotx_version
-from autotx_lib.config import Config
+from autotx_lib.config import Config, SessionSettings
 from autotx_lib.journal import Journal
 from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer.agent import Agent
@@ -363,6 +363,7 @@ def idle_overhead(base: Path, files: int, seconds: float, poll: float) -> None:
             stop_agent_process(agent)
         print(f"  initial sync of {files} files x 1 KiB: {took:.0f} s (poll {POLL_SECONDS:g} s)")
         config.poll_seconds = poll  # ... then the agent as configured, watching
+        config.sessions.live_quiet_seconds = SessionSettings().live_quiet_seconds  # default
         agent = start_agent_process(config_file(config, path))
         try:
             wait_for("the agent's first pass", lambda: status(config).agent_state == "idle",
@@ -372,7 +373,8 @@ def idle_overhead(base: Path, files: int, seconds: float, poll: float) -> None:
             stop_agent_process(agent)
         if sum(row.copies for row in store.live_files(session.id).values()) != files:
             raise RuntimeError("files were synced again while the agent watched")
-        print(f"  session over {files} synced files: {watching:5.2f} % of one core "
+        print(f"  session over {files} synced files (live_quiet_seconds "
+              f"{config.sessions.live_quiet_seconds:g}, the default): {watching:5.2f} % of one core "
               f"(about {watching / 100 * poll * 1000:.0f} ms of CPU per pass)")
         verdict = "ok" if watching <= TARGET_IDLE else "ABOVE TARGET"
         print(f"sessions_idle_cpu_percent_{files}_files_poll_{poll:g}s: {watching:.2f} "
