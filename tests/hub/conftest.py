@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,21 +20,15 @@ from autotx_lib.hub.client import HubClient
 from autotx_lib.hub.settings import HubSettings
 from autotx_lib.hub.store import HubStore, metadata
 
+from ..conftest import wait_for as shared_wait_for
 from ..transfer.conftest import facility  # noqa: F401 - the agent tests' facility fixture
 
 AUTOTX = str(Path(sys.executable).with_name("autotx"))
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
-    """Poll ``condition`` until it returns something true; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}")
-        time.sleep(0.02)
+    """The suite's :func:`tests.conftest.wait_for`, with this folder's defaults."""
+    return shared_wait_for(condition, timeout, what or str(condition))
 
 
 def free_port() -> int:
