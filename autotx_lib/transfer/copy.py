@@ -30,7 +30,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,15 +312,16 @@ def _destination_error(error: OSError, destination: Path) -> DestinationError:
     return DestinationError(destination, f"{error.strerror or error} ({error.filename or ''})")
 
 
-def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | None,
-            limit: int, throttle: Throttle | None = None,
-            readback: _StoredReadback | None = None) -> int:
+def _stream(src_fd: int, dst_fds: Sequence[int], hasher,
+            on_bytes: Callable[[int], None] | None, limit: int, throttle: Throttle | None = None,
+            readbacks: Sequence[_StoredReadback | None] = ()) -> int:
     """Copy at most ``limit`` bytes through a buffer, hashing them (a growing file cannot
     keep the copy going forever: the caller notices the growth and copies again).
 
-    A large file's writeback is started every :data:`WRITEBACK_STEP` bytes, so the disk
-    writes while the rest is read and hashed; ``readback`` reads back the range started
-    one step earlier.
+    Each chunk is read and hashed once and written to every descriptor of ``dst_fds``
+    (several destinations). A large file's writeback is started every
+    :data:`WRITEBACK_STEP` bytes, so the disk writes while the rest is read and hashed;
+    ``readbacks`` (one per descriptor, or none) read back the range started one step earlier.
     """
     buf = _buffer()
     step = throttle.chunk_size(len(buf)) if throttle is not None else len(buf)
@@ -331,21 +332,28 @@ def _stream(src_fd: int, dst_fd: int, hasher, on_bytes: Callable[[int], None] | 
             break
         chunk = buf[:n]
         hasher.update(chunk)
-        written = 0
-        while written < n:
-            written += os.write(dst_fd, chunk[written:])
+        for index, dst_fd in enumerate(dst_fds):
+            written = 0
+            try:
+                while written < n:
+                    written += os.write(dst_fd, chunk[written:])
+            except OSError as error:
+                error.destination_index = index  # type: ignore[attr-defined] - see _attempt
+                raise
         total += n
         if limit >= LARGE_FILE and total - kicked >= WRITEBACK_STEP:
-            _start_writeback(dst_fd, kicked, total - kicked)
-            if readback is not None:
-                readback.behind(dst_fd, kicked)
+            for dst_fd, readback in zip(dst_fds, readbacks or [None] * len(dst_fds), strict=True):
+                _start_writeback(dst_fd, kicked, total - kicked)
+                if readback is not None:
+                    readback.behind(dst_fd, kicked)
             kicked = total
         if on_bytes is not None:
             on_bytes(n)
         if throttle is not None:
             throttle.throttle(n)
     if total > kicked and limit >= LARGE_FILE:
-        _start_writeback(dst_fd, kicked, total - kicked)
+        for dst_fd in dst_fds:
+            _start_writeback(dst_fd, kicked, total - kicked)
     return total
 
 
@@ -359,15 +367,16 @@ class _Copy:
     copies: int
 
 
-def _attempt(src: Path, dst: Path, algorithm: str, mode: str,
+def _attempt(src: Path, dsts: Sequence[Path], algorithm: str, mode: str,
              on_bytes: Callable[[int], None] | None, throttle: Throttle | None
-             ) -> tuple[_Copy, str | None] | None:
-    """Copy one file once: (what was read, the read-back digest or None).
+             ) -> tuple[_Copy, list[str | None]] | None:
+    """Copy one file once to every path of ``dsts``: (what was read, the read-back digests).
 
-    Returns None when the source changed while it was copied. ``cache`` mode re-reads the
-    destination through the descriptor it was written with (mostly the page cache);
-    ``storage`` mode reads a large file back from the storage (:class:`_StoredReadback`),
-    while small files are read back by the caller, a batch at a time.
+    A read-back digest is None where nothing was read back. Returns None when the source
+    changed while it was copied. ``cache`` mode re-reads each destination through the
+    descriptor it was written with (mostly the page cache); ``storage`` mode reads a large
+    file back from the storage (:class:`_StoredReadback`), while small files are read back
+    by the caller, a batch at a time.
     """
     try:
         src_fd = os.open(src, os.O_RDONLY)
@@ -375,39 +384,48 @@ def _attempt(src: Path, dst: Path, algorithm: str, mode: str,
         raise UnreadableFileError(src, error.strerror or str(error)) from None
     try:
         before = os.fstat(src_fd)
-        flags = (os.O_RDWR if mode == "cache" else os.O_WRONLY) | os.O_CREAT | os.O_TRUNC
-        try:
-            dst_fd = os.open(dst, flags, 0o644)
-        except OSError as error:
-            raise _destination_error(error, dst) from None
-        readback = None
-        try:
+        with contextlib.ExitStack() as stack:
+            dst_fds = [_open_destination_file(stack, dst, mode) for dst in dsts]
+            readbacks: list[_StoredReadback | None] = [None] * len(dsts)
             if mode == "storage" and before.st_size >= LARGE_FILE:
-                readback = _StoredReadback(dst, algorithm)
+                readbacks = [stack.enter_context(contextlib.closing(_StoredReadback(dst, algorithm)))
+                             for dst in dsts]
             hasher = new_hasher(algorithm)
             try:
-                copied = _stream(src_fd, dst_fd, hasher, on_bytes, before.st_size, throttle,
-                                 readback)
+                copied = _stream(src_fd, dst_fds, hasher, on_bytes, before.st_size, throttle,
+                                 readbacks)
             except OSError as error:
                 if error.filename is None and error.errno in (errno.EIO,):
                     raise UnreadableFileError(src, error.strerror) from None
-                raise _classify_stream_error(error, src, dst) from None
+                index = getattr(error, "destination_index", None)
+                if index is not None:  # a write failed: that destination's trouble
+                    raise _destination_error(error, dsts[index]) from None
+                raise _classify_stream_error(error, src, dsts[0]) from None
             after = os.stat(src)
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) \
                     or copied != after.st_size:
                 return None
-            try:
-                written = (_hash_fd(dst_fd, algorithm) if mode == "cache" else
-                           readback.finish(dst_fd) if readback is not None else None)
-            except OSError as error:
-                raise _destination_error(error, dst) from None
+            written: list[str | None] = []
+            for dst, dst_fd, readback in zip(dsts, dst_fds, readbacks, strict=True):
+                try:
+                    written.append(_hash_fd(dst_fd, algorithm) if mode == "cache" else
+                                   readback.finish(dst_fd) if readback is not None else None)
+                except OSError as error:
+                    raise _destination_error(error, dst) from None
             return _Copy(copied, before.st_mtime_ns, hasher.hexdigest(), 1), written
-        finally:
-            if readback is not None:
-                readback.close()
-            os.close(dst_fd)
     finally:
         os.close(src_fd)
+
+
+def _open_destination_file(stack: contextlib.ExitStack, dst: Path, mode: str) -> int:
+    """Open (create, truncate) one destination file; closed when ``stack`` closes."""
+    flags = (os.O_RDWR if mode == "cache" else os.O_WRONLY) | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(dst, flags, 0o644)
+    except OSError as error:
+        raise _destination_error(error, dst) from None
+    stack.callback(os.close, fd)
+    return fd
 
 
 def _classify_stream_error(error: OSError, src: Path, dst: Path) -> Exception:
@@ -416,23 +434,26 @@ def _classify_stream_error(error: OSError, src: Path, dst: Path) -> Exception:
     return UnreadableFileError(src, error.strerror or str(error))
 
 
-def _copy_settled(src: Path, dst: Path, algorithm: str, mode: str,
+def _copy_settled(src: Path, dsts: Sequence[Path], algorithm: str, mode: str,
                   on_bytes: Callable[[int], None] | None, max_attempts: int,
                   throttle: Throttle | None) -> _Copy:
-    """Copy until one copy saw the source hold still and, if it was read back, read back equal.
+    """Copy until one copy saw the source hold still and, if it was read back, read back equal
+    at every destination.
 
     Small files of ``storage`` mode are not read back here (see :func:`_needs_stored_check`).
     """
     mismatches = 0
     for attempt in range(1, max_attempts + 1):
-        outcome = _attempt(src, dst, algorithm, mode, on_bytes, throttle)
+        outcome = _attempt(src, dsts, algorithm, mode, on_bytes, throttle)
         if outcome is None:
             continue  # the source changed while it was read: copy it again
         copied, written = outcome
-        if written is not None and written != copied.digest:
+        wrong = [(dst, digest) for dst, digest in zip(dsts, written, strict=True)
+                 if digest is not None and digest != copied.digest]
+        if wrong:
             mismatches += 1
             if mismatches >= 2:
-                raise VerificationError(dst, copied.digest, written)
+                raise VerificationError(wrong[0][0], copied.digest, wrong[0][1])
             continue
         return _Copy(copied.size, copied.mtime_ns, copied.digest, attempt)
     raise SourceChangedError(src, max_attempts)
@@ -443,30 +464,34 @@ def _needs_stored_check(mode: str, copied: _Copy) -> bool:
     return mode == "storage" and copied.size < LARGE_FILE
 
 
-def _check_stored(copied: _Copy, stored: str, dst: Path, algorithm: str,
+def _check_stored(copied: _Copy, stored: Sequence[str], dsts: Sequence[Path], algorithm: str,
                   copy_again: Callable[[], _Copy]) -> _Copy:
-    """Accept a copy whose stored bytes hash as the source did; else copy once more.
+    """Accept a copy whose stored bytes hash as the source did at every destination; else
+    copy once more.
 
-    Raises VerificationError when the stored file differs twice in a row.
+    Raises VerificationError when a stored file differs twice in a row.
     """
-    if stored == copied.digest:
+    if all(digest == copied.digest for digest in stored):
         return copied
     again = copy_again()
-    stored = hash_stored_file(dst, algorithm)
-    if stored != again.digest:
-        raise VerificationError(dst, again.digest, stored)
+    for dst, digest in zip(dsts, hash_stored_files(list(dsts), algorithm), strict=True):
+        if digest != again.digest:
+            raise VerificationError(dst, again.digest, digest)
     return _Copy(again.size, again.mtime_ns, again.digest, copied.copies + again.copies)
 
 
-def copy_file(src: Path, dst: Path, algorithm: str, *, verify: str = "storage",
+def copy_file(src: Path, dst: Path | Sequence[Path], algorithm: str, *, verify: str = "storage",
               on_bytes: Callable[[int], None] | None = None, max_attempts: int = 3,
               relpath: str = "", throttle: Throttle | None = None) -> CopiedFile:
     """Copy one file, hashing while reading; verify; re-copy if the source changed meanwhile.
 
     Parameters
     ----------
-    src, dst : Path
-        Source file; destination file (its folder must exist; an existing file is replaced).
+    src : Path
+        Source file.
+    dst : Path or sequence of Path
+        Destination file (its folder must exist; an existing file is replaced), or several:
+        the source is then read and hashed once, written to each and each is verified.
     algorithm : str
         ``xxh3_128``, ``blake3``, ``sha256`` or ``md5``.
     verify : str
@@ -500,15 +525,24 @@ def copy_file(src: Path, dst: Path, algorithm: str, *, verify: str = "storage",
     CopiedFile(relpath='a.tif', size=1048576, mtime_ns=..., digest='5f0e...', copies=1)
     """
     mode = verify_mode(verify)
+    dsts = _paths(dst)
 
     def copy() -> _Copy:
-        return _copy_settled(src, dst, algorithm, mode, on_bytes, max_attempts, throttle)
+        return _copy_settled(src, dsts, algorithm, mode, on_bytes, max_attempts, throttle)
 
     copied = copy()
     if _needs_stored_check(mode, copied):
-        copied = _check_stored(copied, hash_stored_file(dst, algorithm), dst, algorithm, copy)
+        copied = _check_stored(copied, hash_stored_files(dsts, algorithm), dsts, algorithm, copy)
     return CopiedFile(relpath or src.name, copied.size, copied.mtime_ns, copied.digest,
                       copied.copies)
+
+
+def _paths(paths: Path | Sequence[Path]) -> list[Path]:
+    """One destination path or several, as a non-empty list."""
+    listed = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    if not listed:
+        raise ValueError("no destination given: name at least one")
+    return [Path(p) for p in listed]
 
 
 BATCH_FILES = 32
@@ -543,7 +577,7 @@ class _Job:
     """How every file of one copy_files call is copied (shared by its tasks)."""
 
     src_root: Path
-    dst_root: Path
+    dst_roots: tuple[Path, ...]
     algorithm: str
     verify: str
     on_bytes: Callable[[int], None] | None
@@ -552,9 +586,13 @@ class _Job:
 
     def copy_step(self, relpath: str) -> Callable[[], _Copy]:
         """Copy one file until its source held still (no ``storage`` check)."""
-        return lambda: _copy_settled(self.src_root / relpath, self.dst_root / relpath,
+        return lambda: _copy_settled(self.src_root / relpath, self.targets(relpath),
                                      self.algorithm, self.verify, self.on_bytes,
                                      self.max_attempts, self.throttle)
+
+    def targets(self, relpath: str) -> list[Path]:
+        """Where one file goes: its path under every destination root."""
+        return [root / relpath for root in self.dst_roots]
 
 
 def _copy_batch(batch: list[SourceFile], job: _Job
@@ -588,10 +626,12 @@ def _copy_batch(batch: list[SourceFile], job: _Job
             done.append(CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
                                    copied.copies))
     try:
-        targets = [job.dst_root / entry.relpath for entry, _ in written]
+        roots = len(job.dst_roots)
+        targets = [target for entry, _ in written for target in job.targets(entry.relpath)]
         stored = hash_stored_files(targets, job.algorithm)
-        for (entry, copied), digest, target in zip(written, stored, targets, strict=True):
-            copied = _check_stored(copied, digest, target, job.algorithm,
+        for number, (entry, copied) in enumerate(written):
+            mine = slice(number * roots, (number + 1) * roots)
+            copied = _check_stored(copied, stored[mine], targets[mine], job.algorithm,
                                    job.copy_step(entry.relpath))
             done.append(CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
                                    copied.copies))
@@ -600,7 +640,8 @@ def _copy_batch(batch: list[SourceFile], job: _Job
     return done, failure
 
 
-def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algorithm: str, *,
+def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path | Sequence[Path],
+               algorithm: str, *,
                workers: int = 4, verify: str = "storage", max_attempts: int = 3,
                on_file: Callable[[CopiedFile], None] | None = None,
                on_bytes: Callable[[int], None] | None = None,
@@ -615,18 +656,24 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path, algo
     starting new files; files under way finish. Small files travel in batches (up to 32
     files or 1 MiB a task).
 
+    ``dst_root`` may be several folders (several destinations): each file is then read and
+    hashed once, written under every root, and verified at each; a file counts as verified
+    only when every copy is.
+
     The first error stops the copy and is raised after the running tasks finish; what was
     verified before it is still reported through ``on_file``.
     """
     mode = verify_mode(verify)
     todo = list(files)
+    roots = tuple(_paths(dst_root))
     folders = sorted({str(Path(f.relpath).parent) for f in todo})
-    try:
-        for folder in folders:
-            (dst_root / folder).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise _destination_error(error, dst_root) from None
-    job = _Job(src_root, dst_root, algorithm, mode, on_bytes, max_attempts, throttle)
+    for root in roots:
+        try:
+            for folder in folders:
+                (root / folder).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise _destination_error(error, root) from None
+    job = _Job(src_root, roots, algorithm, mode, on_bytes, max_attempts, throttle)
     results: list[CopiedFile] = []
     pending: set[Future] = set()
     first_error: BaseException | None = None

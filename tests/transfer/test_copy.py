@@ -20,6 +20,7 @@ import xxhash
 
 from autotx_lib.config import Config
 from autotx_lib.errors import (
+    DestinationError,
     DestinationFullError,
     SourceChangedError,
     UnreadableFileError,
@@ -326,12 +327,12 @@ def test_a_stored_file_that_differs_is_copied_again(tmp_path):
 
     def copy_again():
         again.append(1)
-        return C._copy_settled(src, dst, "md5", "storage", None, 3, None)
+        return C._copy_settled(src, [dst], "md5", "storage", None, 3, None)
 
-    checked = C._check_stored(first, "not-the-digest", dst, "md5", copy_again)
+    checked = C._check_stored(first, ["not-the-digest"], [dst], "md5", copy_again)
     assert again == [1] and checked.copies == 2 and checked.digest == first.digest
     with pytest.raises(VerificationError, match="verification failed"):
-        C._check_stored(first, "x", dst, "md5", lambda: C._Copy(7, 0, "wrong", 1))
+        C._check_stored(first, ["x"], [dst], "md5", lambda: C._Copy(7, 0, "wrong", 1))
 
 
 # --- manifests ------------------------------------------------------------------------
@@ -499,3 +500,61 @@ def test_small_files_travel_in_batches_and_large_ones_alone():
     assert all(sum(f.size for f in b) <= C.BATCH_BYTES for b in batches if large not in b)
     assert sorted(f.relpath for b in batches for f in b) == sorted(
         f.relpath for f in small + [large])  # every file exactly once
+
+
+# --- several destinations: read and hash once, write and verify each ------------------------
+
+@pytest.mark.parametrize("mode", ["storage", "cache", "stream"])
+def test_copy_files_to_two_roots_reads_each_source_once(tmp_path, mode, monkeypatch):
+    src = tmp_path / "src"
+    files = {"a.bin": os.urandom(3 * C.LARGE_FILE), "sub/b.txt": b"small", "c.raw": b""}
+    for relpath, data in files.items():
+        (src / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (src / relpath).write_bytes(data)
+    listed = [SourceFile(r, len(d), (src / r).stat().st_mtime_ns) for r, d in files.items()]
+    opened: list[str] = []
+    real_open = os.open
+
+    def counting_open(path, flags, *args):
+        if str(path).startswith(str(src)):
+            opened.append(str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(C.os, "open", counting_open)
+    roots = [tmp_path / "one", tmp_path / "two"]
+    results = C.copy_files(listed, src, roots, "xxh3_128", verify=mode, workers=2)
+    assert sorted(opened) == sorted(str(src / r) for r in files)  # each source opened once
+    assert {r.relpath: r.digest for r in results} == {
+        r: REFERENCE["xxh3_128"](d) for r, d in files.items()}
+    for root in roots:
+        assert {r: (root / r).read_bytes() for r in files} == files
+
+
+def test_a_write_error_names_the_destination_that_failed(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"x" * 4096)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    (bad / "a.bin").mkdir()  # the file cannot be created there
+    with pytest.raises(DestinationError) as caught:
+        C.copy_file(src / "a.bin", [good / "a.bin", bad / "a.bin"], "md5")
+    assert caught.value.destination.startswith(str(bad))
+    assert (src / "a.bin").read_bytes() == b"x" * 4096  # the source is untouched
+
+
+def test_a_copy_that_differs_at_one_of_two_destinations_is_refused(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.write_bytes(b"payload" * 1000)
+    one, two = tmp_path / "one", tmp_path / "two"
+    real = C.hash_stored_files
+
+    def second_is_damaged(paths, algorithm):
+        digests = real(paths, algorithm)
+        return [d if Path(p) != two else "0" * 32 for p, d in zip(paths, digests, strict=True)]
+
+    monkeypatch.setattr(C, "hash_stored_files", second_is_damaged)
+    with pytest.raises(VerificationError) as caught:
+        C.copy_file(src, [one, two], "md5", verify="storage")
+    assert caught.value.path == str(two)
