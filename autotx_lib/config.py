@@ -457,6 +457,86 @@ class HubLink(_Section):
         return self
 
 
+class DestinationSettings(_Section):
+    """One place datasets are delivered to: a ``[[destinations]]`` entry.
+
+    The first entry is the primary destination (a folder: the storage users read, where
+    live sync stages files); the others get the same verified copy, e.g. a backup.
+
+    Examples
+    --------
+    >>> backup = DestinationSettings(name="backup", url="/mnt/backup", required=False,
+    ...                              time_windows=["Mon-Sun 20:00-06:00"])
+    >>> backup.local_path
+    PosixPath('/mnt/backup')
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="A short name "
+                      "shown in status and mails, e.g. 'storage' or 'backup'.")
+    url: str = Field(description="A folder path, file:///path or smb://[user@]server/share/path.")
+    required: bool = Field(True, description="true: the original moves to the grace area only "
+                           "once this destination holds a verified copy; false: it catches up "
+                           "later and never holds the others up.")
+    tmp_dir: str | None = Field(None, description="Relative to this destination; default: "
+                                "tmp_transfer_dir.")
+    time_windows: list[str] = Field(default_factory=list, description="When this destination "
+                                    "is written, e.g. [\"Mon-Sun 20:00-06:00\"]; empty = any time.")
+    bandwidth_mb_s: float | None = Field(None, gt=0, description="A cap in MB/s for copies "
+                                         "that include this destination.")
+    min_free_mb: int = Field(0, ge=0, description="Free space to leave on this destination.")
+    username: str | None = Field(None, description="SMB user, when the URL names none.")
+    password_env: str | None = Field(None, description="SMB: the environment variable that "
+                                     "holds the password.")
+    password_file: Path | None = Field(None, description="SMB: a file holding the password, "
+                                       "readable only by the agent's user.")
+
+    @field_validator("url")
+    @classmethod
+    def _url_parses(cls, value: str) -> str:
+        from autotx_lib.transfer.destinations.url import check_url
+
+        return check_url(value)
+
+    @field_validator("tmp_dir")
+    @classmethod
+    def _tmp_dir_is_relative(cls, value: str | None) -> str | None:
+        return value if value is None else _relative_folder(value)
+
+    @field_validator("time_windows")
+    @classmethod
+    def _windows_parse(cls, value: list[str]) -> list[str]:
+        for text in value:
+            TimeWindow.parse(text)
+        return value
+
+    @property
+    def local_path(self) -> Path | None:
+        """The folder, for a destination on this machine (or mounted); None for smb://."""
+        from autotx_lib.transfer.destinations.url import local_path_of
+
+        return local_path_of(self.url)
+
+    @property
+    def credentials(self) -> dict[str, Any]:
+        """What :func:`~autotx_lib.transfer.destinations.open_destination` needs to log in."""
+        given = {"username": self.username, "password_env": self.password_env,
+                 "password_file": self.password_file}
+        return {key: value for key, value in given.items() if value is not None}
+
+    def due(self, when: dt.datetime) -> bool:
+        """Whether this destination may be written at local time ``when`` (its windows)."""
+        return not self.time_windows or any(TimeWindow.parse(w).contains(when)
+                                            for w in self.time_windows)
+
+
+def _relative_folder(value: str) -> str:
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if not value or PurePosixPath(value).is_absolute() or ".." in parts:
+        raise ValueError("must be a plain folder name relative to destination, "
+                         "e.g. '.autotx-tmp'")
+    return value
+
+
 class Config(_Section):
     """Everything the agent needs to know; see the module docstring for a minimal file.
 
@@ -471,7 +551,12 @@ class Config(_Section):
 
     incoming: Path
     managed: Path
-    destination: Path
+    destination: Path = Field(description="The primary destination folder (set from the first "
+                              "[[destinations]] entry when those are given).")
+    destinations: list[DestinationSettings] = Field(
+        default_factory=list, description="Several destinations: [[destinations]] entries "
+        "with name, url, required, time_windows, bandwidth_mb_s, min_free_mb; the first is "
+        "the primary. Leave out for the one `destination`.")
     host_alias: str = Field(default_factory=socket.gethostname)
     agent_id: str = Field(None, min_length=1, description="Who owns the journal; default: "  # type: ignore[assignment]
                           "host_alias. A journal of another agent_id is refused at start.")
@@ -510,14 +595,50 @@ class Config(_Section):
             data = {**data, "agent_id": data.get("host_alias") or socket.gethostname()}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_from_destinations(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("destinations") or \
+                data.get("destination") is not None:
+            return data
+        first = data["destinations"][0]
+        url = first.url if isinstance(first, DestinationSettings) else \
+            first.get("url") if isinstance(first, dict) else None
+        if isinstance(url, str):
+            from autotx_lib.transfer.destinations.url import local_path_of
+
+            try:
+                primary = local_path_of(url)
+            except ValueError:
+                return data  # the entry's own validation names the problem
+            if primary is None:
+                raise ValueError("the first [[destinations]] entry is the primary destination "
+                                 "and must be a folder (mount the share there); put smb:// "
+                                 "destinations after it")
+            data = {**data, "destination": primary}
+        return data
+
+    @model_validator(mode="after")
+    def _destinations_agree(self) -> Config:
+        config = self
+        names = [d.name for d in config.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"[[destinations]] names must differ: {names}")
+        if config.destinations:
+            first = config.destinations[0]
+            if first.local_path is None or \
+                    os.path.abspath(first.local_path) != os.path.abspath(config.destination):
+                raise ValueError("give either `destination` or [[destinations]] (whose first "
+                                 "entry is the primary destination), not both")
+            if not first.required:
+                raise ValueError("the first [[destinations]] entry is the primary destination: "
+                                 "it cannot be required = false")
+        return config
+
     @field_validator("tmp_transfer_dir")
     @classmethod
     def _tmp_dir_is_relative(cls, value: str) -> str:
-        parts = PurePosixPath(value.replace("\\", "/")).parts
-        if not value or PurePosixPath(value).is_absolute() or ".." in parts:
-            raise ValueError("must be a plain folder name relative to destination, "
-                             "e.g. '.autotx-tmp'")
-        return value
+        return _relative_folder(value)
 
     @field_validator("journal")
     @classmethod
@@ -542,6 +663,17 @@ class Config(_Section):
     def tmp_path(self) -> Path:
         """The destination's temporary transfer folder."""
         return self.destination / self.tmp_transfer_dir
+
+    @property
+    def targets(self) -> list[DestinationSettings]:
+        """Every destination datasets are delivered to, the primary first.
+
+        The ``[[destinations]]`` entries, or one entry named ``primary`` made from
+        ``destination``.
+        """
+        if self.destinations:
+            return list(self.destinations)
+        return [DestinationSettings(name="primary", url=str(self.destination))]
 
 
 # --- reading -------------------------------------------------------------------------
@@ -641,6 +773,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     for key in ("incoming", "managed", "destination"):
         if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
             data[key] = str(base / data[key])
+    for entry in data.get("destinations", []) if isinstance(data.get("destinations"), list) else []:
+        url = entry.get("url") if isinstance(entry, dict) else None
+        if isinstance(url, str) and "://" not in url and not url.startswith(("\\\\", "//")) \
+                and not Path(url).expanduser().is_absolute():
+            entry["url"] = str(base / url)
     return config_from_dict(data, str(path))
 
 
@@ -711,7 +848,35 @@ def check_config(config: Config, *, for_run: bool = False) -> list[ConfigProblem
     as after a boot that mounts the share late.
     """
     return _folder_problems(config.incoming, config.managed, config.destination,
-                            check_destination=not for_run)
+                            check_destination=not for_run) + \
+        _more_destination_problems(config, check_reachable=not for_run)
+
+
+def _more_destination_problems(config: Config, *, check_reachable: bool) -> list[ConfigProblem]:
+    """The local ``[[destinations]]`` after the first: none may overlap a folder of the
+    agent or another destination (one copy would land inside another's tree)."""
+    problems: list[ConfigProblem] = []
+    taken = {"incoming": config.incoming, "managed": config.managed}
+    for number, target in enumerate(config.targets):
+        key = f"destinations.{target.name}"
+        folder = target.local_path
+        if number == 0 and folder is not None:  # the primary: checked as `destination`
+            taken[key] = folder
+            continue
+        if folder is None:
+            continue
+        real = Path(os.path.realpath(folder))
+        for other, path in taken.items():
+            known = Path(os.path.realpath(path))
+            if real == known or known in real.parents or real in known.parents:
+                problems.append(ConfigProblem(key, f"{folder} overlaps {other} ({path})",
+                                              "give each destination its own folder, none "
+                                              "inside another or inside incoming/managed"))
+        taken[key] = folder
+        if check_reachable and not real.is_dir():
+            problems.append(ConfigProblem(key, f"{real} is not reachable (missing or not a "
+                                          "folder)", "mount the share or fix the path"))
+    return problems
 
 
 def config_warnings(config: Config) -> list[ConfigProblem]:
@@ -744,6 +909,9 @@ def _secret_files(model: BaseModel, prefix: str = "") -> list[tuple[str, Path]]:
         key = prefix + name.rstrip("_")
         if isinstance(value, BaseModel):
             found += _secret_files(value, key + ".")
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            for item in value:
+                found += _secret_files(item, f"{key}.{getattr(item, 'name', '?')}.")
         elif isinstance(value, Path) and _SECRET_FILE.search(name):
             found.append((key, value))
     return found

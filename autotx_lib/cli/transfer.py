@@ -165,6 +165,8 @@ def _status_table(snapshot: Status) -> None:
                       human_bytes(d.total_bytes), local_time(d.finished_at, short=True))
         if d.error or d.verified:
             notes.append(f"{d.id}: {d.error or f'verified ({d.algorithm}) at {d.dest_path}'}")
+        if d.destinations_line():
+            notes.append(f"{d.id}: destinations: {d.destinations_line()}")
     out.print(table)
     for note in notes:
         out.print(note, markup=False, soft_wrap=True)

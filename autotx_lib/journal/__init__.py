@@ -8,7 +8,7 @@ never from the agent's memory. Times are timezone-aware UTC.
 
 Layout: :mod:`.schema` (tables, states), :mod:`.engine` (opening the database),
 :mod:`.migrate` and ``migrations/`` (schema changes), one module per kind of record
-(:mod:`.datasets`, :mod:`.files`, :mod:`.events`, :mod:`.sessions`, :mod:`.settings`,
+(:mod:`.datasets`, :mod:`.deliveries`, :mod:`.files`, :mod:`.events`, :mod:`.sessions`, :mod:`.settings`,
 :mod:`.outbox`, :mod:`.jobs`, :mod:`.instrument_sessions`, :mod:`.pipeline_runs` (its tables in
 :mod:`.schema`)) and :mod:`.core` (the :class:`Journal` made of them).
 SQL lives in this package and nowhere else.
@@ -34,6 +34,7 @@ from autotx_lib.journal.schema import (
     VANISHED,
     as_utc,
     datasets,
+    deliveries,
     events,
     files,
     instrument_sessions,
@@ -47,7 +48,7 @@ from autotx_lib.journal.schema import (
 )
 
 __all__ = [
-    "Journal", "datasets", "files", "events", "sessions", "settings", "outbox", "jobs", "JOB_STATES",
+    "Journal", "datasets", "deliveries", "files", "events", "sessions", "settings", "outbox", "jobs", "JOB_STATES",
     "instrument_sessions", "live_files", "metadata", "utcnow", "as_utc",
     "ACTIVE_STATES", "FINAL_STATES", "CLAIMING", "QUEUED", "COPYING", "DELIVERING", "DELIVERED",
     "DONE", "UNMATCHING", "UNMATCHED", "QUARANTINING", "ERROR", "VANISHED",

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from autotx_lib.errors import JournalError
 from autotx_lib.journal import migrate
 from autotx_lib.journal.datasets import DatasetRecords
+from autotx_lib.journal.deliveries import DeliveryRecords
 from autotx_lib.journal.engine import create_private, explain_sqlite_error, make_engine
 from autotx_lib.journal.events import EventRecords
 from autotx_lib.journal.files import FileRecords
@@ -24,7 +25,7 @@ from autotx_lib.journal.settings import SettingRecords
 
 
 class Journal(DatasetRecords, FileRecords, EventRecords, SessionRecords, SettingRecords,
-              OutboxRecords, JobRecords):
+              OutboxRecords, JobRecords, DeliveryRecords):
     """Queries and updates over the journal database.
 
     Opening a journal read-write upgrades its schema first (see

@@ -107,6 +107,32 @@ files = Table(
 )
 Index("files_by_dataset", files.c.dataset_id, files.c.verified)
 
+# Deliveries: one per (dataset, destination) when several destinations are configured
+# (issue 13). state: pending (not written yet, or must be written again), copying (in the
+# dataset's current round), delivered (renamed into place, verified). The original goes to
+# the grace area once every required delivery is delivered; optional ones catch up later.
+DELIVERY_STATES = ("pending", "copying", "delivered")
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("dataset_id", Integer, ForeignKey("datasets.id"), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("required", Boolean, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("next_attempt_at", UTCDateTime),
+    Column("tmp_path", Text),
+    Column("dest_path", Text),
+    Column("manifest_path", Text),
+    Column("manifest_digest", String(128)),
+    Column("delivered_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("dataset_id", "destination"),
+)
+Index("deliveries_by_state", deliveries.c.state, deliveries.c.next_attempt_at)
+
 events = Table(
     "events", metadata,
     Column("id", Integer, primary_key=True),

@@ -15,29 +15,22 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import logging
 import os
 import shutil
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autotx_lib import __version__
 from autotx_lib import journal as J
-from autotx_lib.config import Config
+from autotx_lib.config import Config, DestinationSettings
 from autotx_lib.errors import (
-    CopyInterrupted,
     DestinationError,
-    DestinationFullError,
-    DestinationLayoutError,
-    EmptyDatasetError,
     JournalBusyError,
     JournalError,
-    SourceChangedError,
     TransferError,
     UnsafePathError,
 )
@@ -45,54 +38,32 @@ from autotx_lib.hub.reporter import start_reporter
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer import control
-from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.agent_lock import AgentLock, lock_paths
-from autotx_lib.transfer.destination import check_destination
+from autotx_lib.transfer.destinations import Destination
+from autotx_lib.transfer.fanout import Member, bandwidth_cap, open_member_destination
 from autotx_lib.transfer.gate import GateMonitor, blocking_reasons
 from autotx_lib.transfer.grace import grace_report
 from autotx_lib.transfer.layout import (
     ManagedFolders,
-    SourceFile,
     check_name,
     free_name,
     fsync_dir,
-    list_dataset,
     make_stamp,
-    move_dir,
     parse_stamped,
     stamped_name,
 )
-from autotx_lib.transfer.live_sync import LiveSync, use_live_copies
+from autotx_lib.transfer.live_sync import LiveSync
 from autotx_lib.transfer.notify import Notifier
 from autotx_lib.transfer.readiness import check_ready, scan_incoming
 from autotx_lib.transfer.recheck import recheck_delivered, recheck_due, record_progress
 from autotx_lib.transfer.sessions import LoginFollower, close_if_idle, current_session
-from autotx_lib.transfer.status import LIVE_PROGRESS_KEY, WAITING_KEY
+from autotx_lib.transfer.status import WAITING_KEY
+from autotx_lib.transfer.steps import DatasetSteps, Progress
 from autotx_lib.units import human_bytes
 
 log = logging.getLogger("autotx")
 
-RETRY_BASE_SECONDS = 30.0
 HOUSEKEEPING_SECONDS = 3600.0  # grace and free-space checks (their mails are rate limited too)
-RETRY_MAX_SECONDS = 3600.0
-JOURNAL_BATCH_SECONDS = 0.5
-PROGRESS_SECONDS = 1.0  # live byte progress and rate written to the journal this often
-RATE_WINDOW_SECONDS = 5.0
-MAX_SEAL_ROUNDS = 3  # sources changed after verification this often: wait for quiet instead
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Live progress of the dataset being copied, handed to the ``on_progress`` callback."""
-
-    dataset_id: int
-    user: str
-    name: str
-    files_done: int
-    files_total: int
-    bytes_done: int
-    bytes_total: int
-    started: float  # time.monotonic() at the start of this copy attempt
 
 
 @dataclass
@@ -112,37 +83,7 @@ class RunSummary:
         return not (self.failed or self.retrying)
 
 
-class RateMeter:
-    """The copy rate over the last few seconds (a mean since the start hides pauses)."""
-
-    def __init__(self, window: float = RATE_WINDOW_SECONDS):
-        self.window = window
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def add(self, when: float, total_bytes: int) -> float | None:
-        """Record the byte count at ``when``; returns bytes/s over the window (None: unknown)."""
-        self._samples.append((when, total_bytes))
-        while len(self._samples) > 2 and when - self._samples[1][0] >= self.window:
-            self._samples.popleft()
-        first_time, first_bytes = self._samples[0]
-        if when - first_time < 0.5:
-            return None
-        return (total_bytes - first_bytes) / (when - first_time)
-
-
-class _CopyCounter:
-    """Bytes copied so far, shared by the copy threads."""
-
-    def __init__(self, start: int = 0):
-        self.value = start
-        self._lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.value += n
-
-
-class Agent:
+class Agent(DatasetSteps):
     """Moves finished datasets from ``incoming`` to ``destination``, verified.
 
     Parameters
@@ -190,6 +131,7 @@ class Agent:
         self._login = LoginFollower(config) if config.sessions.follow_login else None
         self._session: int | None = None
         self._bandwidth_cache = (0.0, None)
+        self._opened: dict[str, Destination] = {}  # destination name -> its connection
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -276,8 +218,14 @@ class Agent:
             self._record_outcome(summary, self.process(row.id))
         self._housekeeping()
         if not summary.paused and not self._has_work():
+            self._catch_up_idle()
             self._recheck_one()
         self.notifier.flush()
+
+    def _catch_up_idle(self) -> None:
+        """While idle: optional destinations that missed a dataset get their copy."""
+        if len(self.config.targets) > 1 and not self._gate_blocks():
+            self.catch_up_one()
 
     def _recheck_one(self) -> None:
         """While idle: hash one delivered dataset again (``[verify] recheck_days``)."""
@@ -407,11 +355,20 @@ class Agent:
             self.journal.heartbeat(self._session, "paused" if reasons else "transferring",
                                    "; ".join(reasons) or None)
 
-    def _gate_monitor(self) -> GateMonitor:
+    def _gate_monitor(self, members: Sequence[Member] = ()) -> GateMonitor:
+        """The gate watching one copy; the bandwidth cap is the lowest of the agent's and
+        those of the destinations written."""
         return GateMonitor(self.config.gate, self.config.destination,
                            suspension=self._suspension_reason, on_change=self._gate_changed,
                            stall_seconds=self.config.copy_.stall_seconds,
-                           bandwidth=self._bandwidth, interrupted=self.stop_requested.is_set)
+                           bandwidth=lambda: bandwidth_cap(self._bandwidth(), members),
+                           interrupted=self.stop_requested.is_set)
+
+    def _destination(self, settings: DestinationSettings) -> Destination:
+        """One configured destination, opened once (an SMB share keeps its connection)."""
+        if settings.name not in self._opened:
+            self._opened[settings.name] = open_member_destination(settings)
+        return self._opened[settings.name]
 
     def _housekeeping(self) -> None:
         """Hourly: report low free space and expired grace folders to the admin."""
@@ -541,358 +498,6 @@ class Agent:
             algorithm=self.config.verify.algorithm, error=str(error))
         self._quarantine_from(dataset_id, folder, safe_user, safe_name, stamp, str(error))
         return dataset_id
-
-    # --- advancing one dataset --------------------------------------------------------
-
-    def process(self, dataset_id: int):
-        """Advance one dataset until it is final or must wait; returns its journal row."""
-        steps = {
-            J.CLAIMING: self._resume_claim, J.QUEUED: self._prepare, J.COPYING: self._copy,
-            J.DELIVERING: self._deliver, J.DELIVERED: self._finish,
-            J.UNMATCHING: self._unmatch, J.QUARANTINING: self._quarantine,
-        }
-        while True:
-            row = self.journal.dataset(dataset_id)
-            if row.state not in steps or self.stop_requested.is_set():
-                return row
-            try:
-                advanced = steps[row.state](row)
-            except DestinationError as error:
-                self._retry_later(row, str(error), error=error)
-                return self.journal.dataset(dataset_id)
-            except SourceChangedError as error:
-                self._retry_later(row, str(error), delay=max(self.config.readiness.quiet_seconds,
-                                                            RETRY_BASE_SECONDS))
-                return self.journal.dataset(dataset_id)
-            except TransferError as error:
-                self.journal.update_dataset(dataset_id, state=J.QUARANTINING, error=str(error))
-                continue
-            except OSError as error:  # unexpected I/O trouble: keep the data, try again later
-                self._retry_later(row, f"{error.__class__.__name__}: {error}.")
-                return self.journal.dataset(dataset_id)
-            if not advanced:
-                return self.journal.dataset(dataset_id)
-
-    def _resume_claim(self, row) -> bool:
-        if Path(row.processing_path).exists():
-            self.journal.update_dataset(row.id, state=J.QUEUED)
-            return True
-        state_note = "it is still in incoming/ and will be claimed again" \
-            if Path(row.incoming_path).exists() else "it is gone"
-        self.journal.update_dataset(row.id, state=J.VANISHED,
-                                    error=f"claim interrupted; {state_note}")
-        self._event("warning", "vanished", f"{row.user}/{row.name}: claim interrupted; "
-                    f"{state_note}", row.id)
-        return False
-
-    def _prepare(self, row) -> bool:
-        """Check destination and user folder, list the files, start copying."""
-        user_folder = self.config.destination / row.user
-        self._check_destination()
-        if not user_folder.is_dir():
-            if not self.config.create_user_dirs:
-                listing = list_dataset(Path(row.processing_path))
-                self.journal.update_dataset(row.id, state=J.UNMATCHING, error=(
-                    f"no folder {user_folder} at the destination"),
-                    total_files=len(listing.files), total_bytes=listing.total_bytes)
-                return True
-            try:
-                user_folder.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise DestinationError(user_folder, str(error)) from None
-        source = Path(row.processing_path)
-        listing = list_dataset(source)
-        if not listing.files:
-            raise EmptyDatasetError(source)
-        for skipped in listing.skipped:
-            self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
-        self._reconcile_files(row.id, listing.files)
-        tmp = self.config.tmp_path / row.user / stamped_name(row.stamp, row.name)
-        if not any(f.verified for f in self.journal.files_of(row.id)) and tmp.exists():
-            shutil.rmtree(tmp)  # a stale partial copy (e.g. journal lost): nothing in it counts
-        self.journal.update_dataset(
-            row.id, state=J.COPYING, tmp_path=str(tmp), total_files=len(listing.files),
-            total_bytes=listing.total_bytes, attempts=row.attempts + 1,
-            started_at=row.started_at or utcnow(), error=None)
-        return True
-
-    def _check_destination(self) -> None:
-        check_destination(self.config.destination, self.journal, self.config.host_alias)
-
-    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> list[str]:
-        """Bring the journal's file rows in line with the source; returns what changed."""
-        known = {f.relpath: f for f in self.journal.files_of(dataset_id)}
-        if not known:
-            self.journal.add_files(dataset_id, [(f.relpath, f.size, f.mtime_ns) for f in listed])
-            return []
-        changed = [f.relpath for f in listed if f.relpath in known and
-                   (known[f.relpath].size, known[f.relpath].mtime_ns) != (f.size, f.mtime_ns)]
-        new = [(f.relpath, f.size, f.mtime_ns) for f in listed if f.relpath not in known]
-        if changed:
-            self.journal.reset_files(dataset_id, changed)
-        if new:
-            self.journal.add_files(dataset_id, new)
-        return changed + [relpath for relpath, _, _ in new]
-
-    def _copy(self, row) -> bool:
-        source = Path(row.processing_path)
-        tmp = Path(row.tmp_path)
-        self._check_destination()
-        self._recheck_verified(row, tmp, rehash=row.id in self._recovering)
-        self._recovering.discard(row.id)
-        self._take_live_copies(row, tmp)
-        rows = self.journal.files_of(row.id)
-        listed = {r.relpath for r in rows}
-        todo = [SourceFile(r.relpath, r.size, r.mtime_ns) for r in rows if not r.verified]
-        done_files = len(rows) - len(todo)
-        done_bytes = sum(r.size for r in rows if r.verified)
-        counter = _CopyCounter(done_bytes)
-        state = {"files": done_files, "flushed": time.monotonic(), "live": 0.0}
-        batch: list[dict] = []
-        started = time.monotonic()
-        meter = RateMeter()
-
-        def flush() -> None:
-            self.journal.mark_verified(row.id, batch, counter.value, state["files"])
-            batch.clear()
-            state["flushed"] = time.monotonic()
-
-        def publish_progress() -> None:
-            """Bytes, even inside one large file, and the recent rate: for status and faces."""
-            now = time.monotonic()
-            rate = meter.add(now, counter.value)
-            if now - state["live"] < PROGRESS_SECONDS:
-                return
-            state["live"] = now
-            flush()
-            self.journal.set_setting(LIVE_PROGRESS_KEY, {
-                "dataset_id": row.id, "copied_bytes": counter.value,
-                "rate_bytes_per_s": rate, "at": utcnow().isoformat()})
-
-        def on_file(result: C.CopiedFile) -> None:
-            batch.append({"relpath": result.relpath, "digest": result.digest,
-                          "size": result.size, "mtime_ns": result.mtime_ns,
-                          "copies": result.copies})
-            state["files"] += 1
-            if time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
-                flush()
-
-        def tick() -> None:
-            if batch and time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
-                flush()  # progress visible to `autotx status` at least twice a second
-            publish_progress()
-            if self.on_progress is not None:
-                self.on_progress(Progress(row.id, row.user, row.name, state["files"],
-                                          len(rows), counter.value, row.total_bytes, started))
-
-        gate = self._gate_monitor().start()
-        try:
-            C.copy_files(todo, source, tmp, row.algorithm, workers=self.config.copy_.workers,
-                         verify=self.config.verify.mode,
-                         max_attempts=self.config.copy_.max_attempts_per_file,
-                         on_file=on_file, on_bytes=counter.add,
-                         should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
-        except CopyInterrupted:
-            pass  # checkpointed below: what was verified is in the journal
-        finally:
-            gate.stop()
-            flush()
-            tick()
-            self.journal.set_setting(LIVE_PROGRESS_KEY, None)
-        if self.stop_requested.is_set() and state["files"] < len(rows):
-            self.notifier.transfer_interrupted(self.journal.dataset(row.id))
-            return False  # checkpointed: verified files are in the journal
-        return self._seal(row, tmp, listed)
-
-    def _take_live_copies(self, row, tmp: Path) -> None:
-        """Files live-synced during a session and unchanged since: moved, not copied."""
-        taken = use_live_copies(self.config, self.journal, row.user, row.name,
-                                Path(row.processing_path), tmp, self.journal.files_of(row.id))
-        if taken:
-            done = [f for f in self.journal.files_of(row.id) if f.verified]
-            self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +
-                                       sum(t["size"] for t in taken), len(done) + len(taken))
-            self._event("info", "live-synced", f"{row.user}/{row.name}: {len(taken)} file(s) "
-                        "were synced during the session and are taken over unchanged", row.id)
-
-    def _recheck_verified(self, row, tmp: Path, rehash: bool) -> None:
-        """Check that files verified earlier are still intact in tmp; re-copy those that are not.
-
-        After a crash (``rehash``) their content is hashed again, since a power loss can
-        leave a file of the right size but wrong content; otherwise size is checked.
-        """
-        bad = []
-        for entry in self.journal.files_of(row.id):
-            if not entry.verified:
-                continue
-            target = tmp / entry.relpath
-            if not target.is_file() or target.stat().st_size != entry.size or \
-                    (rehash and C.hash_file(target, row.algorithm) != entry.digest):
-                bad.append(entry.relpath)
-        if bad:
-            self.journal.reset_files(row.id, bad)
-            self._event("warning", "recheck", f"{row.user}/{row.name}: {len(bad)} file(s) "
-                        "copied earlier are missing or changed in the tmp area; copying them again",
-                        row.id)
-
-    def _sources_changed_since_verified(self, row) -> bool:
-        """Re-list the source: a file changed or added after it was verified is copied again.
-
-        Raises
-        ------
-        SourceChangedError
-            The source kept changing for ``MAX_SEAL_ROUNDS`` rounds: wait for quiet.
-        """
-        changed = self._reconcile_files(row.id, list_dataset(Path(row.processing_path)).files)
-        if not changed:
-            self._seal_rounds.pop(row.id, None)
-            return False
-        rounds = self._seal_rounds[row.id] = self._seal_rounds.get(row.id, 0) + 1
-        self._event("warning", "source-changed", f"{row.user}/{row.name}: {len(changed)} "
-                    f"file(s) changed or appeared after verification (e.g. {changed[0]}); "
-                    "copying them again", row.id)
-        if rounds >= MAX_SEAL_ROUNDS:
-            self._seal_rounds.pop(row.id, None)
-            raise SourceChangedError(Path(row.processing_path) / changed[0], rounds)
-        return True
-
-    def _seal(self, row, tmp: Path, relpaths: set[str]) -> bool:
-        """All files verified: write the manifest, sync, and pick the final name."""
-        if self._sources_changed_since_verified(row):
-            return True  # still COPYING: the changed files are copied in the next round
-        entries = [(r.relpath, r.digest) for r in self.journal.files_of(row.id)]
-        try:
-            manifest = C.write_manifest(tmp, entries, row.algorithm, taken=relpaths)
-            C.sync_filesystem(tmp)
-        except OSError as error:
-            raise DestinationError(tmp, str(error)) from None
-        digest = C.hash_file(manifest, row.algorithm)
-        dest = free_name(self.config.destination / row.user, row.name)
-        self.journal.update_dataset(row.id, state=J.DELIVERING, dest_path=str(dest),
-                                    manifest_path=str(dest / manifest.name),
-                                    manifest_digest=digest)
-        return True
-
-    def _deliver(self, row) -> bool:
-        """One rename makes the dataset appear whole at the destination."""
-        tmp, dest = Path(row.tmp_path), Path(row.dest_path)
-        self._check_destination()  # an unmounted share must not look like a lost tmp copy
-        if tmp.is_dir():
-            if os.path.lexists(dest):  # taken since the name was chosen: never overwrite
-                dest = free_name(dest.parent, row.name)
-                self.journal.update_dataset(row.id, dest_path=str(dest),
-                                            manifest_path=str(dest / Path(row.manifest_path).name))
-            try:
-                os.rename(tmp, dest)
-            except OSError as error:
-                if error.errno == errno.EXDEV:
-                    raise DestinationLayoutError(dest.parent, (
-                        f"{dest.parent} is on another filesystem than the tmp area {tmp.parent} "
-                        "(a separate mount under the destination?), so the dataset cannot be "
-                        "renamed into place. Mount the user folder elsewhere or remove the "
-                        "mount; the verified copy waits in the tmp area")) from None
-                raise
-            fsync_dir(dest.parent)
-        elif not dest.is_dir():
-            self.journal.reset_files(row.id)
-            self.journal.update_dataset(row.id, state=J.QUEUED, error="the verified copy "
-                                        "vanished from the destination's tmp area; copying again")
-            self._event("error", "lost-tmp", f"{row.user}/{row.name}: the verified copy "
-                        "vanished from the tmp area before delivery; copying again", row.id)
-            return True
-        if dest.name != row.name:
-            self._event("warning", "renamed", f"{row.user}/{row.name} already existed at the "
-                        f"destination; delivered as {dest.name}", row.id)
-        self.journal.update_dataset(row.id, state=J.DELIVERED)
-        return True
-
-    def _finish(self, row) -> bool:
-        """Move the source to the grace area (managed/done/)."""
-        source = Path(row.processing_path)
-        target = self.folders.done / row.user / stamped_name(row.stamp, row.name)
-        if source.exists():
-            target = move_dir(source, target)
-        elif row.final_path:
-            target = Path(row.final_path)
-        self.journal.update_dataset(row.id, state=J.DONE, final_path=str(target),
-                                    finished_at=utcnow(), next_attempt_at=None)
-        self._event("info", "delivered", f"{row.user}/{row.name}: {row.total_files} files, "
-                    f"{human_bytes(row.total_bytes)} delivered to {row.dest_path}, verified "
-                    f"({row.algorithm}); the original rests in {target}", row.id)
-        delivered = self.journal.dataset(row.id)
-        first = self.journal.files_of(row.id, limit=50)  # the mail names the first few
-        self.notifier.transfer_finished(delivered, [f.relpath for f in first])
-        for hook in self.after_delivery:
-            try:
-                hook(delivered)
-            except Exception as error:  # noqa: BLE001 - a hook never blocks transfers
-                self._event("error", "hook-failed", f"{row.user}/{row.name}: after-delivery "
-                            f"step {getattr(hook, '__name__', hook)} failed: {error}", row.id)
-        return False
-
-    def _unmatch(self, row) -> bool:
-        source = Path(row.processing_path)
-        target = self.folders.unmatched / row.user / stamped_name(row.stamp, row.name)
-        if source.exists():
-            target = move_dir(source, target)
-        self.journal.update_dataset(row.id, state=J.UNMATCHED, final_path=str(target),
-                                    finished_at=utcnow())
-        self._event("warning", "unmatched", f"{row.user}/{row.name}: no folder for user "
-                    f"{row.user!r} at the destination; moved to {target}. Create the user's "
-                    "folder at the destination and move the dataset back to incoming/.", row.id)
-        return False
-
-    def _quarantine(self, row) -> bool:
-        source = Path(row.processing_path)
-        self._quarantine_from(row.id, source, row.user, row.name, row.stamp, row.error or "")
-        return False
-
-    def _quarantine_from(self, dataset_id: int, source: Path, user: str, name: str,
-                         stamp: str, reason: str) -> None:
-        row = self.journal.dataset(dataset_id)
-        if row.tmp_path and Path(row.tmp_path).exists():
-            shutil.rmtree(row.tmp_path, ignore_errors=True)
-        target = self.folders.error / user / stamped_name(stamp, name)
-        if os.path.lexists(source):
-            target = move_dir(source, target)
-        reason_file = target.parent / f"{target.name}.reason.txt"
-        reason_file.write_text(f"{reason}\n\nQuarantined by autotx {__version__} on "
-                               f"{dt.datetime.now():%Y-%m-%d %H:%M:%S}. Nothing was deleted.\n",
-                               encoding="utf-8")
-        self.journal.update_dataset(dataset_id, state=J.ERROR, final_path=str(target),
-                                    finished_at=utcnow())
-        self._event("error", "quarantined", f"{user}/{name}: {reason} -> {target}", dataset_id)
-        self.notifier.dataset_quarantined(self.journal.dataset(dataset_id))
-
-    def _retry_later(self, row, reason: str, delay: float | None = None,
-                     error: Exception | None = None) -> None:
-        """Back off exponentially; a partial tmp copy on a full disk is removed.
-
-        A destination laid out so that delivery cannot work (:class:`DestinationLayoutError`)
-        keeps the dataset in its state (nothing is copied or sealed again), waits the longest
-        delay and is reported once.
-        """
-        if delay is None:
-            delay = min(RETRY_BASE_SECONDS * 2 ** max(row.attempts - 1, 0), RETRY_MAX_SECONDS)
-        if isinstance(error, DestinationFullError) and row.tmp_path and \
-                Path(row.tmp_path).exists():
-            shutil.rmtree(row.tmp_path, ignore_errors=True)
-            self.journal.reset_files(row.id)
-        if isinstance(error, DestinationLayoutError):
-            first = row.error != reason
-            self.journal.update_dataset(row.id, error=reason, next_attempt_at=utcnow() +
-                                        dt.timedelta(seconds=RETRY_MAX_SECONDS))
-            if first:
-                self._event("error", "needs-admin", f"{row.user}/{row.name}: {reason}", row.id)
-                self.notifier.destination_problem(reason)
-            return
-        when = utcnow() + dt.timedelta(seconds=delay)
-        self.journal.update_dataset(row.id, state=J.QUEUED, error=reason, next_attempt_at=when,
-                                    attempts=row.attempts + (row.state == J.QUEUED))
-        self._event("warning", "retry", f"{row.user}/{row.name}: {reason} Next attempt in "
-                    f"{delay:.0f} s.", row.id)
-        if isinstance(error, DestinationError):
-            self.notifier.destination_problem(reason)
 
     def _event(self, level: str, kind: str, message: str, dataset_id: int | None = None) -> None:
         self.journal.log(level, kind, message, dataset_id)

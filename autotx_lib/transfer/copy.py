@@ -754,6 +754,15 @@ def _manifest_line(digest: str, relpath: str) -> str:
     return f"{digest}  {relpath}\n"
 
 
+def manifest_content(entries: Iterable[tuple[str, str]], algorithm: str,
+                     taken: Iterable[str] = ()) -> tuple[str, bytes]:
+    """The manifest's name and bytes for ``(relpath, digest)`` entries (see
+    :func:`write_manifest`); for destinations written through the protocol."""
+    entries = sorted(entries)
+    name = manifest_name(algorithm, {relpath for relpath, _ in entries} | set(taken))
+    return name, "".join(_manifest_line(d, r) for r, d in entries).encode("utf-8")
+
+
 def write_manifest(folder: Path, entries: Iterable[tuple[str, str]], algorithm: str,
                    taken: Iterable[str] | None = None) -> Path:
     """Write the dataset's one manifest of ``<digest>  <relpath>`` lines into ``folder``.
@@ -791,8 +800,7 @@ def write_manifest(folder: Path, entries: Iterable[tuple[str, str]], algorithm: 
     """
     entries = sorted(entries)
     names = {relpath for relpath, _ in entries} | set(taken or ())
-    name = manifest_name(algorithm, names)
-    text = "".join(_manifest_line(d, r) for r, d in entries).encode("utf-8")
+    name, text = manifest_content(entries, algorithm, names)
     path, tmp = folder / name, folder / _manifest_tmp_name(name)
     try:
         _write_durably(tmp, text)

@@ -38,7 +38,7 @@ def read_marker(destination: Path | Destination) -> dict[str, Any] | None:
 
 
 def init_destination(destination: Path | Destination, journal: Journal, agent: str, *,
-                     force: bool = False) -> dict[str, Any]:
+                     force: bool = False, setting: str = SETTING) -> dict[str, Any]:
     """Mark ``destination`` as this agent's destination (idempotent).
 
     Parameters
@@ -52,6 +52,9 @@ def init_destination(destination: Path | Destination, journal: Journal, agent: s
     force : bool
         Accept a destination whose marker differs from the one this journal knows
         (the storage was replaced on purpose).
+    setting : str
+        The journal setting holding the identity (one per destination; the primary's by
+        default).
 
     Returns
     -------
@@ -67,18 +70,19 @@ def init_destination(destination: Path | Destination, journal: Journal, agent: s
     """
     dest = open_destination(destination)
     dest._check_reachable()
-    expected = journal.get_setting(SETTING)
+    expected = journal.get_setting(setting)
     marker = dest.read_marker()
     if marker is None:
         marker = dest.write_marker(agent)
     elif expected and marker["id"] != expected and not force:
         raise DestinationNotMountedError(dest.url, other_marker_reason(marker, expected) +
                                          " (storage replaced on purpose? then use --force)")
-    journal.set_setting(SETTING, marker["id"])
+    journal.set_setting(setting, marker["id"])
     return marker
 
 
-def check_destination(destination: Path | Destination, journal: Journal, agent: str) -> None:
+def check_destination(destination: Path | Destination, journal: Journal, agent: str, *,
+                      setting: str = SETTING) -> None:
     """Raise unless ``destination`` is this agent's destination and writable.
 
     At first use (no marker, and none recorded in the journal) the marker is written.
@@ -94,10 +98,10 @@ def check_destination(destination: Path | Destination, journal: Journal, agent: 
         Not writable; credentials refused.
     """
     dest = open_destination(destination)
-    expected = journal.get_setting(SETTING)
+    expected = journal.get_setting(setting)
     marker = dest.check(expected)
     if marker is None or not expected:
-        init_destination(dest, journal, agent)
+        init_destination(dest, journal, agent, setting=setting)
 
 
 __all__ = ["MARKER_NAME", "check_destination", "init_destination", "read_marker"]

@@ -31,6 +31,28 @@ WAITING_KEY = "waiting"  # written by the agent at every scan of incoming/
 
 
 @dataclass(frozen=True)
+class DeliveryStatus:
+    """A dataset's copy at one destination (several destinations configured)."""
+
+    destination: str
+    required: bool
+    state: str  # pending, copying, delivered
+    dest_path: str | None
+    delivered_at: dt.datetime | None
+    next_attempt_at: dt.datetime | None
+    error: str | None
+
+    def describe(self) -> str:
+        """``backup: pending (optional), next attempt 14:05: <error>`` and the like."""
+        text = f"{self.destination}: {self.state}" + ("" if self.required else " (optional)")
+        if self.state != "delivered" and self.next_attempt_at is not None:
+            text += f", next attempt {self.next_attempt_at.astimezone():%H:%M}"
+        if self.state != "delivered" and self.error:
+            text += f": {self.error}"
+        return text
+
+
+@dataclass(frozen=True)
 class DatasetStatus:
     """One dataset as the journal knows it."""
 
@@ -54,6 +76,13 @@ class DatasetStatus:
     error: str | None
     live_rate: float | None = None  # bytes/s over the last seconds, while it is copied
     paused: str | None = None  # why the copy is paused now (gate, suspension)
+    deliveries: list[DeliveryStatus] = field(default_factory=list)  # one per destination
+
+    def destinations_line(self) -> str:
+        """Each destination's state on one line (empty with a single destination)."""
+        if len(self.deliveries) < 2:
+            return ""
+        return "; ".join(d.describe() for d in self.deliveries)
 
     @property
     def percent(self) -> float:
@@ -200,9 +229,13 @@ def _frame(rows: list[DatasetStatus]) -> pd.DataFrame:
     return frame
 
 
-def _dataset(row, live: dict | None = None, paused: str | None = None) -> DatasetStatus:
+def _dataset(row, live: dict | None = None, paused: str | None = None,
+             deliveries: list | None = None) -> DatasetStatus:
     fields = {name: getattr(row, name) for name in DatasetStatus.__dataclass_fields__
-              if name not in ("live_rate", "paused")}
+              if name not in ("live_rate", "paused", "deliveries")}
+    fields["deliveries"] = [DeliveryStatus(d.destination, d.required, d.state, d.dest_path,
+                                           d.delivered_at, d.next_attempt_at, d.error)
+                            for d in deliveries or []]
     if row.state == J.COPYING:
         fields["paused"] = paused
         if live and live.get("dataset_id") == row.id and _fresh(live.get("at")):
@@ -259,10 +292,13 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30,
     paused = session.state_reason if session is not None and session.ended_at is None and \
         session.state == "paused" else None
     live = journal.get_setting(LIVE_PROGRESS_KEY) or {}
-    active = [_dataset(r, live, paused) for r in journal.datasets_in(J.ACTIVE_STATES)]
+    active_rows = journal.datasets_in(J.ACTIVE_STATES)
+    finished_rows = [r for r in journal.all_datasets(limit=history * 3)
+                     if r.state in J.FINAL_STATES][:history]
+    copies = journal.deliveries_for([r.id for r in active_rows + finished_rows])
+    active = [_dataset(r, live, paused, copies[r.id]) for r in active_rows]
     current = next((d for d in active if d.state in (J.COPYING, J.DELIVERING)), None)
-    finished = [_dataset(r) for r in journal.all_datasets(limit=history * 3)
-                if r.state in J.FINAL_STATES][:history]
+    finished = [_dataset(r, deliveries=copies[r.id]) for r in finished_rows]
     recent = [EventStatus(e.at, e.level, e.kind, e.message, e.dataset_id)
               for e in journal.recent_events(events)]
     if session is None:

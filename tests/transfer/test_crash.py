@@ -18,6 +18,7 @@ import pytest
 from autotx_lib import journal as J
 from autotx_lib.journal import Journal
 from autotx_lib.transfer import agent as agent_module
+from autotx_lib.transfer import steps as steps_module
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.copy import verify_manifest
 
@@ -47,8 +48,8 @@ def assert_delivered_exactly_once(config, files: dict[str, bytes]) -> None:
 
 STEP_FUNCTIONS = [
     ("os.rename", os, "rename"),
-    ("fsync_dir", agent_module, "fsync_dir"),
-    ("move_dir", agent_module, "move_dir"),
+    ("fsync_dir", steps_module, "fsync_dir"),
+    ("move_dir", steps_module, "move_dir"),
     ("Journal.update_dataset", Journal, "update_dataset"),
     ("Journal.mark_verified", Journal, "mark_verified"),
 ]

@@ -154,34 +154,63 @@ def open_destination(url: str | os.PathLike | Destination,
         return url
     if isinstance(url, os.PathLike):
         return LocalDestination(Path(url))
+    text = check_url(str(url))
+    folder = local_path_of(text)
+    if folder is not None:
+        return LocalDestination(folder)
+    return _open_smb(text, Credentials.from_mapping(credentials), environ, timeout)
+
+
+def check_url(url: str) -> str:
+    """A destination URL checked for its form, without connecting or reading a password.
+
+    Returns the URL as given, a UNC path turned into ``smb://``. Raises
+    :class:`DestinationSettingsError` (a ValueError) for an unknown scheme, an SMB URL
+    without server or share, or with a password in it.
+
+    Examples
+    --------
+    >>> check_url(r"\\\\nas\\imaging\\lsm880")
+    'smb://nas/imaging/lsm880'
+    >>> check_url("ftp://nas/x")
+    Traceback (most recent call last):
+    ...
+    autotx_lib.errors.DestinationSettingsError: unknown scheme 'ftp' in destination 'ftp://nas/x': use a folder path, file:///path or smb://[user@]server[:port]/share/path
+    """
     text = str(url).strip()
     if text.startswith(("\\\\", "//")):
-        text = parse_unc(text)
+        return parse_unc(text)
+    local_path_of(text)
+    if urlsplit(text).scheme.lower() == "smb":
+        _smb_parts(text)
+    return text
+
+
+def local_path_of(url: str) -> Path | None:
+    """The folder a destination URL names on this machine; None for ``smb://``.
+
+    Raises DestinationSettingsError for a scheme that is neither.
+    """
+    text = str(url).strip()
+    if text.startswith(("\\\\", "//")):
+        return None
     if "://" not in text:
-        return LocalDestination(Path(text).expanduser())
+        return Path(text).expanduser()
     parts = urlsplit(text)
     scheme = parts.scheme.lower()
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise DestinationSettingsError(f"{text!r}: a file:// URL names a folder on this "
                                            "machine (file:///path); for a server use smb://")
-        return LocalDestination(Path(unquote(parts.path)))
+        return Path(unquote(parts.path))
     if scheme != "smb":
         raise DestinationSettingsError(f"unknown scheme {parts.scheme!r} in destination "
                                        f"{_shown(text)!r}: use {FORMS}")
-    return _open_smb(text, Credentials.from_mapping(credentials), environ, timeout)
+    return None
 
 
-def _shown(text: str) -> str:
-    """A URL fit to print: whatever follows ``user:`` before ``@`` is hidden."""
-    parts = urlsplit(text)
-    if parts.password is None:
-        return text
-    return text.replace(f":{parts.password}@", ":***@", 1)
-
-
-def _open_smb(text: str, credentials: Credentials, environ: Mapping[str, str] | None,
-              timeout: float) -> Destination:
+def _smb_parts(text: str) -> tuple[str, int, str, str, str | None]:
+    """(server, port, share, path, user or None) of an ``smb://`` URL, checked."""
     parts = urlsplit(text)
     if parts.password is not None:
         raise DestinationSettingsError(
@@ -198,16 +227,31 @@ def _open_smb(text: str, credentials: Credentials, environ: Mapping[str, str] | 
         port = parts.port or 445
     except ValueError:
         raise DestinationSettingsError(f"{text!r}: the port is not a number") from None
-    username = unquote(parts.username).replace(";", "\\") if parts.username else \
-        credentials.username
+    user = unquote(parts.username).replace(";", "\\") if parts.username else None
+    return parts.hostname, port, segments[0], "/".join(segments[1:]), user
+
+
+def _shown(text: str) -> str:
+    """A URL fit to print: whatever follows ``user:`` before ``@`` is hidden."""
+    parts = urlsplit(text)
+    if parts.password is None:
+        return text
+    return text.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _open_smb(text: str, credentials: Credentials, environ: Mapping[str, str] | None,
+              timeout: float) -> Destination:
+    server, port, share, path, user = _smb_parts(text)
+    username = user or credentials.username
     if not username:
         raise DestinationSettingsError(f"{text!r} names no user: write "
                                        "smb://USER@server/share/path (or give username)")
     from autotx_lib.transfer.destinations.smb import SMBDestination
 
-    return SMBDestination(parts.hostname, segments[0], "/".join(segments[1:]),
-                          username=username, password=read_password(credentials, environ),
-                          port=port, timeout=timeout)
+    return SMBDestination(server, share, path, username=username,
+                          password=read_password(credentials, environ), port=port,
+                          timeout=timeout)
 
 
-__all__ = ["Credentials", "open_destination", "parse_unc", "read_password"]
+__all__ = ["Credentials", "check_url", "local_path_of", "open_destination", "parse_unc",
+           "read_password"]

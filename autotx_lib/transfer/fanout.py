@@ -1,0 +1,175 @@
+"""Several destinations for one dataset: who takes part in a copy round, and copies written
+through the destination protocol.
+
+A dataset goes to every configured destination (:attr:`Config.targets`, the primary
+first). The agent copies it in *rounds*: a round takes the destinations that are due
+(inside their time windows, not backing off after a failure) and writes every file to all
+of them at once: the source is read and hashed once, written to each local folder by
+:func:`~autotx_lib.transfer.copy.copy_files`, and to a destination without a local path
+(``smb://``) by :func:`replicate_file`, each copy read back and checked on its own. A
+destination that fails during a round leaves it and is tried again later; the others go
+on. The journal keeps one delivery row per (dataset, destination).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autotx_lib.config import Config, DestinationSettings
+from autotx_lib.errors import DestinationError, SourceChangedError, VerificationError
+from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.destinations import Destination, open_destination
+
+CHUNK = 1024 * 1024
+PRIMARY_MARKER_SETTING = "destination_id"
+
+
+def marker_setting(number: int, name: str) -> str:
+    """The journal setting that records the marker id of the ``number``-th destination."""
+    return PRIMARY_MARKER_SETTING if number == 0 else f"{PRIMARY_MARKER_SETTING}:{name}"
+
+
+@dataclass
+class Member:
+    """One destination taking part in a dataset's copy round."""
+
+    delivery: Any  # its journal row
+    settings: DestinationSettings
+    number: int  # 0: the primary destination
+    destination: Destination
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def root(self) -> Path | None:
+        """The destination's folder on this machine (None: written through the protocol)."""
+        return self.settings.local_path
+
+    @property
+    def tmp(self) -> Path:
+        """A local member's tmp folder for this dataset."""
+        return Path(self.delivery.tmp_path)
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.destination.url})"
+
+
+def tmp_location(config: Config, settings: DestinationSettings, user: str, stamped: str) -> str:
+    """Where a dataset is assembled at a destination: an absolute path for a local one,
+    a path relative to the destination's root for the others."""
+    relative = f"{settings.tmp_dir or config.tmp_transfer_dir}/{user}/{stamped}"
+    root = settings.local_path
+    return str(root / relative) if root is not None else relative
+
+
+def due_now(settings: DestinationSettings, delivery: Any, now: dt.datetime | None = None) -> str | None:
+    """Why this delivery must wait now (its time windows, its back-off), or None."""
+    local = (now or dt.datetime.now(dt.UTC)).astimezone()
+    if not settings.due(local):
+        return f"outside its time windows ({', '.join(settings.time_windows)})"
+    if delivery.next_attempt_at is not None and delivery.next_attempt_at > dt.datetime.now(dt.UTC):
+        return f"waiting until {delivery.next_attempt_at.astimezone():%H:%M:%S} after: " \
+               f"{delivery.error or 'an earlier failure'}"
+    return None
+
+
+def member_for(error: DestinationError, members: Iterable[Member]) -> Member | None:
+    """The member a destination error comes from (matched by its path or URL), if any."""
+    where = str(error.destination)
+    for member in members:
+        places = [str(member.tmp)] if member.root is not None else []
+        if member.root is not None:
+            places.append(str(member.root))
+        places.append(member.destination.url)
+        if any(place and (where == place or where.startswith(place.rstrip("/") + "/"))
+               for place in places):
+            return member
+    return None
+
+
+def bandwidth_cap(base: float | None, members: Iterable[Member]) -> float | None:
+    """The lowest cap (MB/s) among the agent's own and the round's destinations'."""
+    caps = [c for c in [base, *(m.settings.bandwidth_mb_s for m in members)] if c]
+    return min(caps) if caps else None
+
+
+def replicate_file(src: Path, destination: Destination, relpath: str, algorithm: str, *,
+                   expected: str | None = None,
+                   throttle: Callable[[int], None] | None = None) -> C.CopiedFile:
+    """Copy one file to a destination through its protocol, then read it back and check it.
+
+    Parameters
+    ----------
+    src : Path
+        The source file.
+    destination : Destination
+        Where to write (an SMB share, or any destination).
+    relpath : str
+        The file's path at the destination.
+    algorithm : str
+        The hash algorithm.
+    expected : str, optional
+        The digest the file must have (as verified at another destination, or delivered).
+    throttle : callable, optional
+        Called with each chunk's size (the gate: pauses, bandwidth cap).
+
+    Raises
+    ------
+    SourceChangedError
+        The source changed while it was read.
+    VerificationError
+        What was read differs from ``expected``, or the copy read back differs (twice).
+    DestinationError
+        The destination cannot be written (typed: missing, full, auth ...).
+    """
+    for attempt in (1, 2):
+        before = os.stat(src)
+        hasher = C.new_hasher(algorithm)
+        with open(src, "rb") as source, destination.open_write(relpath) as out:
+            while chunk := source.read(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                if throttle is not None:
+                    throttle(len(chunk))
+        after = os.stat(src)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise SourceChangedError(src, 1)
+        digest = hasher.hexdigest()
+        if expected is not None and digest != expected:
+            raise VerificationError(src, expected, digest)
+        stored = hash_at(destination, relpath, algorithm)
+        if stored == digest:
+            return C.CopiedFile(relpath, after.st_size, after.st_mtime_ns, digest, attempt)
+    raise VerificationError(f"{destination.url}/{relpath}", digest, stored)
+
+
+def hash_at(destination: Destination, relpath: str, algorithm: str) -> str:
+    """The digest of a file as the destination returns it."""
+    hasher = C.new_hasher(algorithm)
+    with destination.open_read(relpath) as stream:
+        while chunk := stream.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def relative_to(member: Member, path: str) -> str:
+    """A member's stored path as the protocol wants it (relative to its root)."""
+    if member.root is None:
+        return path
+    return Path(path).relative_to(member.root).as_posix()
+
+
+def open_member_destination(settings: DestinationSettings) -> Destination:
+    """The destination object for one configured destination."""
+    return open_destination(settings.url, settings.credentials)
+
+
+__all__ = ["Member", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
+           "open_member_destination", "replicate_file", "tmp_location"]

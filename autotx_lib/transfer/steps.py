@@ -1,0 +1,871 @@
+"""The steps that advance one dataset: prepare, copy, seal, deliver, finish (or quarantine).
+
+Each step reads the dataset's journal row, does one filesystem step and writes the journal
+before and after it, so any step can be repeated after a crash. A dataset goes to every
+configured destination in rounds (:mod:`autotx_lib.transfer.fanout`): one read of the
+source for all destinations due now, each copy verified on its own, one delivery row per
+destination; the original moves to the grace area once every required destination holds
+its verified copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from autotx_lib import __version__
+from autotx_lib import journal as J
+from autotx_lib.errors import (
+    CopyInterrupted,
+    DestinationError,
+    DestinationFullError,
+    DestinationLayoutError,
+    DestinationNameTaken,
+    EmptyDatasetError,
+    SourceChangedError,
+    TransferError,
+    UnreadableFileError,
+    VerificationError,
+)
+from autotx_lib.journal import utcnow
+from autotx_lib.transfer import copy as C
+from autotx_lib.transfer.destination import check_destination
+from autotx_lib.transfer.fanout import (
+    Member,
+    due_now,
+    member_for,
+    replicate_file,
+    tmp_location,
+)
+from autotx_lib.transfer.fanout import marker_setting as _marker_setting
+from autotx_lib.transfer.layout import (
+    SourceFile,
+    free_name,
+    fsync_dir,
+    list_dataset,
+    move_dir,
+    stamped_name,
+)
+from autotx_lib.transfer.live_sync import use_live_copies
+from autotx_lib.transfer.status import LIVE_PROGRESS_KEY
+from autotx_lib.units import human_bytes
+
+log = logging.getLogger("autotx")
+
+RETRY_BASE_SECONDS = 30.0
+RETRY_MAX_SECONDS = 3600.0
+JOURNAL_BATCH_SECONDS = 0.5
+PROGRESS_SECONDS = 1.0  # live byte progress and rate written to the journal this often
+RATE_WINDOW_SECONDS = 5.0
+MAX_SEAL_ROUNDS = 3  # sources changed after verification this often: wait for quiet instead
+ROUND_WAIT_SECONDS = 60.0  # a dataset waiting for a destination's window looks again this often
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Live progress of the dataset being copied, handed to the ``on_progress`` callback."""
+
+    dataset_id: int
+    user: str
+    name: str
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    started: float  # time.monotonic() at the start of this copy attempt
+
+
+class RateMeter:
+    """The copy rate over the last few seconds (a mean since the start hides pauses)."""
+
+    def __init__(self, window: float = RATE_WINDOW_SECONDS):
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def add(self, when: float, total_bytes: int) -> float | None:
+        """Record the byte count at ``when``; returns bytes/s over the window (None: unknown)."""
+        self._samples.append((when, total_bytes))
+        while len(self._samples) > 2 and when - self._samples[1][0] >= self.window:
+            self._samples.popleft()
+        first_time, first_bytes = self._samples[0]
+        if when - first_time < 0.5:
+            return None
+        return (total_bytes - first_bytes) / (when - first_time)
+
+
+class _CopyCounter:
+    """Bytes copied so far, shared by the copy threads."""
+
+    def __init__(self, start: int = 0):
+        self.value = start
+        self._lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+
+class DatasetSteps:
+    """The dataset steps of :class:`~autotx_lib.transfer.agent.Agent` (a mixin: it uses the
+    agent's config, journal, notifier and events)."""
+
+    # --- advancing one dataset --------------------------------------------------------
+
+    def process(self, dataset_id: int):
+        """Advance one dataset until it is final or must wait; returns its journal row."""
+        steps = {
+            J.CLAIMING: self._resume_claim, J.QUEUED: self._prepare, J.COPYING: self._copy,
+            J.DELIVERING: self._deliver, J.DELIVERED: self._finish,
+            J.UNMATCHING: self._unmatch, J.QUARANTINING: self._quarantine,
+        }
+        while True:
+            row = self.journal.dataset(dataset_id)
+            if row.state not in steps or self.stop_requested.is_set():
+                return row
+            try:
+                advanced = steps[row.state](row)
+            except DestinationError as error:
+                self._retry_later(row, str(error), error=error)
+                return self.journal.dataset(dataset_id)
+            except SourceChangedError as error:
+                self._retry_later(row, str(error), delay=max(self.config.readiness.quiet_seconds,
+                                                            RETRY_BASE_SECONDS))
+                return self.journal.dataset(dataset_id)
+            except TransferError as error:
+                self.journal.update_dataset(dataset_id, state=J.QUARANTINING, error=str(error))
+                continue
+            except OSError as error:  # unexpected I/O trouble: keep the data, try again later
+                self._retry_later(row, f"{error.__class__.__name__}: {error}.")
+                return self.journal.dataset(dataset_id)
+            if not advanced:
+                return self.journal.dataset(dataset_id)
+
+    def _resume_claim(self, row) -> bool:
+        if Path(row.processing_path).exists():
+            self.journal.update_dataset(row.id, state=J.QUEUED)
+            return True
+        state_note = "it is still in incoming/ and will be claimed again" \
+            if Path(row.incoming_path).exists() else "it is gone"
+        self.journal.update_dataset(row.id, state=J.VANISHED,
+                                    error=f"claim interrupted; {state_note}")
+        self._event("warning", "vanished", f"{row.user}/{row.name}: claim interrupted; "
+                    f"{state_note}", row.id)
+        return False
+
+    # --- the destinations of a dataset ----------------------------------------------------
+
+    def _deliveries(self, row) -> list:
+        """The dataset's delivery rows, one per configured destination, in config order.
+
+        A dataset from before deliveries existed gets them here: its primary copy counts as
+        under way (or delivered) as the dataset row says.
+        """
+        targets = self.config.targets
+        fresh = not self.journal.deliveries_of(row.id)
+        rows = self.journal.ensure_deliveries(row.id, [(t.name, t.required) for t in targets])
+        if fresh and row.state not in (J.CLAIMING, J.QUEUED):
+            delivered = row.state in (J.DELIVERED, J.DONE)
+            self.journal.update_delivery(
+                rows[0].id, state="delivered" if delivered else "copying",
+                tmp_path=row.tmp_path, dest_path=row.dest_path, manifest_path=row.manifest_path,
+                manifest_digest=row.manifest_digest, delivered_at=utcnow() if delivered else None)
+            rows = self.journal.ensure_deliveries(row.id, [(t.name, t.required) for t in targets])
+        return rows
+
+    def _members(self, row) -> list[Member]:
+        """The destinations in the dataset's current round (deliveries being copied)."""
+        return [Member(delivery, settings, number, self._destination(settings))
+                for number, (delivery, settings) in
+                enumerate(zip(self._deliveries(row), self.config.targets, strict=True))
+                if delivery.state == "copying"]
+
+    def _check_member(self, member: Member) -> None:
+        """Raise the typed DestinationError unless the member is reachable, marked, writable."""
+        check_destination(member.destination, self.journal, self.config.host_alias,
+                          setting=_marker_setting(member.number, member.name))
+
+    def _drop(self, row, member: Member, error: DestinationError) -> None:
+        """A destination failed: it leaves the round and is tried again later; the others
+        go on."""
+        delivery = self.journal.delivery(member.delivery.id)
+        delay = min(RETRY_BASE_SECONDS * 2 ** delivery.attempts, RETRY_MAX_SECONDS)
+        if isinstance(error, DestinationFullError):
+            self._remove_tmp(member)
+        self.journal.update_delivery(delivery.id, state="pending", error=str(error),
+                                     attempts=delivery.attempts + 1,
+                                     next_attempt_at=utcnow() + dt.timedelta(seconds=delay))
+        self._event("warning", "destination-failed", f"{row.user}/{row.name}: destination "
+                    f"{member.name}: {error} The other destinations go on; {member.name} is "
+                    f"tried again in {delay:.0f} s.", row.id)
+        self.notifier.destination_problem(f"destination {member.describe()}: {error}")
+
+    def _remove_tmp(self, member: Member) -> None:
+        if not member.delivery.tmp_path:
+            return
+        if member.root is not None:
+            shutil.rmtree(member.delivery.tmp_path, ignore_errors=True)
+        else:
+            try:
+                member.destination.remove_tree(member.delivery.tmp_path)
+            except (DestinationError, OSError) as error:
+                log.info("could not remove %s at %s: %s", member.delivery.tmp_path,
+                         member.name, error)
+
+    def _between_rounds(self, row, waiting: list[str]) -> bool:
+        """No destination left in this round: delivered when every required destination
+        is, else wait for the next round (the files are copied again then)."""
+        names = {t.name for t in self.config.targets}
+        left = [d for d in self.journal.deliveries_of(row.id)
+                if d.required and d.state != "delivered" and d.destination in names]
+        if not left:
+            self.journal.update_dataset(row.id, state=J.DELIVERED, error=None,
+                                        next_attempt_at=None)
+            return True
+        soonest = min((d.next_attempt_at for d in left if d.next_attempt_at is not None),
+                      default=None)
+        when = max(soonest or utcnow(), utcnow() + dt.timedelta(seconds=ROUND_WAIT_SECONDS))
+        settings = {t.name: t for t in self.config.targets}
+        reason = "waiting for destination " + "; ".join(
+            waiting or [f"{d.destination}: {due_now(settings[d.destination], d) or d.error or 'not written yet'}"
+                        for d in left])
+        if any(d.state == "delivered" for d in self.journal.deliveries_of(row.id)):
+            self.journal.reset_files(row.id)  # the next round copies afresh to those left
+        if row.error != reason:
+            self._event("info", "waiting-destination", f"{row.user}/{row.name}: {reason}; "
+                        "the original stays in processing/ until then", row.id)
+        self.journal.update_dataset(row.id, state=J.QUEUED, error=reason, next_attempt_at=when)
+        return False
+
+    # --- the steps ------------------------------------------------------------------------
+
+    def _prepare(self, row) -> bool:
+        """Choose the destinations of this round, check them, list the files, start copying."""
+        waiting, candidates = [], []
+        for number, (delivery, settings) in enumerate(
+                zip(self._deliveries(row), self.config.targets, strict=True)):
+            if delivery.state == "delivered":
+                continue
+            why = due_now(settings, delivery)
+            if why:
+                waiting.append(f"{settings.name}: {why}")
+                continue
+            candidates.append(Member(delivery, settings, number, self._destination(settings)))
+        members = self._usable(row, candidates)
+        if not members:
+            return self._between_rounds(row, waiting)
+        if members[0].number == 0 and not self._user_folder_ready(row):
+            return True  # UNMATCHING
+        source = Path(row.processing_path)
+        listing = list_dataset(source)
+        if not listing.files:
+            raise EmptyDatasetError(source)
+        for skipped in listing.skipped:
+            self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
+        self._reconcile_files(row.id, listing.files)
+        fresh = not any(f.verified for f in self.journal.files_of(row.id))
+        stamped = stamped_name(row.stamp, row.name)
+        for member in members:
+            tmp = tmp_location(self.config, member.settings, row.user, stamped)
+            self.journal.update_delivery(member.delivery.id, state="copying", tmp_path=tmp)
+            if fresh:  # a stale partial copy (e.g. journal lost): nothing in it counts
+                member.delivery = self.journal.delivery(member.delivery.id)
+                self._remove_tmp(member)
+        first = tmp_location(self.config, members[0].settings, row.user, stamped)
+        self.journal.update_dataset(
+            row.id, state=J.COPYING, tmp_path=first, total_files=len(listing.files),
+            total_bytes=listing.total_bytes, attempts=row.attempts + 1,
+            started_at=row.started_at or utcnow(), error=None)
+        return True
+
+    def _usable(self, row, candidates: list[Member]) -> list[Member]:
+        """The candidates that answer (reachable, marked, writable, with the user's folder).
+
+        With one candidate its error is raised (the dataset waits, as with one destination);
+        with several, a failing one leaves the round and the others go on.
+        """
+        usable, failure = [], None
+        for member in candidates:
+            try:
+                self._check_member(member)
+                if member.number != 0:
+                    self._make_user_folder(member, row.user)
+                usable.append(member)
+            except DestinationError as error:
+                if len(candidates) == 1:
+                    raise
+                failure = error
+                self._drop(row, member, error)
+        if not usable and failure is not None:
+            raise failure
+        return usable
+
+    def _make_user_folder(self, member: Member, user: str) -> None:
+        if member.root is not None:
+            try:
+                (member.root / user).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DestinationError(member.root / user, str(error)) from None
+        else:
+            member.destination.make_dirs(user)
+
+    def _user_folder_ready(self, row) -> bool:
+        """The primary destination has the user's folder (made when create_user_dirs);
+        otherwise the dataset goes to unmatched/ and False is returned."""
+        user_folder = self.config.destination / row.user
+        if user_folder.is_dir():
+            return True
+        if not self.config.create_user_dirs:
+            listing = list_dataset(Path(row.processing_path))
+            self.journal.update_dataset(row.id, state=J.UNMATCHING, error=(
+                f"no folder {user_folder} at the destination"),
+                total_files=len(listing.files), total_bytes=listing.total_bytes)
+            return False
+        try:
+            user_folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DestinationError(user_folder, str(error)) from None
+        return True
+
+    def _check_destination(self) -> None:
+        check_destination(self.config.destination, self.journal, self.config.host_alias)
+
+    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> list[str]:
+        """Bring the journal's file rows in line with the source; returns what changed."""
+        known = {f.relpath: f for f in self.journal.files_of(dataset_id)}
+        if not known:
+            self.journal.add_files(dataset_id, [(f.relpath, f.size, f.mtime_ns) for f in listed])
+            return []
+        changed = [f.relpath for f in listed if f.relpath in known and
+                   (known[f.relpath].size, known[f.relpath].mtime_ns) != (f.size, f.mtime_ns)]
+        new = [(f.relpath, f.size, f.mtime_ns) for f in listed if f.relpath not in known]
+        if changed:
+            self.journal.reset_files(dataset_id, changed)
+        if new:
+            self.journal.add_files(dataset_id, new)
+        return changed + [relpath for relpath, _, _ in new]
+
+    def _copy(self, row) -> bool:
+        members = self._members(row)
+        if not members:  # a round that lost every destination: choose again
+            self.journal.update_dataset(row.id, state=J.QUEUED)
+            return True
+        members = self._usable(row, members)
+        try:
+            return self._copy_round(row, members)
+        except DestinationError as error:
+            failed = member_for(error, members)
+            if failed is None or len(members) == 1:
+                raise
+            self._drop(row, failed, error)
+            return True  # still COPYING: the others go on
+
+    def _copy_round(self, row, members: list[Member]) -> bool:
+        source = Path(row.processing_path)
+        self._recheck_verified(row, members, rehash=row.id in self._recovering)
+        self._recovering.discard(row.id)
+        if [m.number for m in members] == [0]:  # staged copies live on the primary only
+            self._take_live_copies(row, members[0].tmp)
+        rows = self.journal.files_of(row.id)
+        listed = {r.relpath for r in rows}
+        todo = [SourceFile(r.relpath, r.size, r.mtime_ns) for r in rows if not r.verified]
+        done_files = len(rows) - len(todo)
+        done_bytes = sum(r.size for r in rows if r.verified)
+        counter = _CopyCounter(done_bytes)
+        state = {"files": done_files, "flushed": time.monotonic(), "live": 0.0}
+        batch: list[dict] = []
+        started = time.monotonic()
+        meter = RateMeter()
+        local = [m for m in members if m.root is not None]
+        remote = [m for m in members if m.root is None]
+
+        def flush() -> None:
+            self.journal.mark_verified(row.id, batch, counter.value, state["files"])
+            batch.clear()
+            state["flushed"] = time.monotonic()
+
+        def publish_progress() -> None:
+            """Bytes, even inside one large file, and the recent rate: for status and faces."""
+            now = time.monotonic()
+            rate = meter.add(now, counter.value)
+            if now - state["live"] < PROGRESS_SECONDS:
+                return
+            state["live"] = now
+            flush()
+            self.journal.set_setting(LIVE_PROGRESS_KEY, {
+                "dataset_id": row.id, "copied_bytes": counter.value,
+                "rate_bytes_per_s": rate, "at": utcnow().isoformat()})
+
+        def on_file(result: C.CopiedFile) -> None:
+            for member in remote:  # the same bytes, written through the protocol
+                replicate_file(source / result.relpath, member.destination,
+                               f"{member.delivery.tmp_path}/{result.relpath}", row.algorithm,
+                               expected=result.digest, throttle=gate.throttle)
+            batch.append({"relpath": result.relpath, "digest": result.digest,
+                          "size": result.size, "mtime_ns": result.mtime_ns,
+                          "copies": result.copies})
+            state["files"] += 1
+            if time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
+                flush()
+
+        def tick() -> None:
+            if batch and time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
+                flush()  # progress visible to `autotx status` at least twice a second
+            publish_progress()
+            if self.on_progress is not None:
+                self.on_progress(Progress(row.id, row.user, row.name, state["files"],
+                                          len(rows), counter.value, row.total_bytes, started))
+
+        gate = self._gate_monitor(members).start()
+        try:
+            self._make_remote_folders(remote, todo)
+            if local:
+                C.copy_files(todo, source, [m.tmp for m in local], row.algorithm,
+                             workers=self.config.copy_.workers, verify=self.config.verify.mode,
+                             max_attempts=self.config.copy_.max_attempts_per_file,
+                             on_file=on_file, on_bytes=counter.add,
+                             should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
+            else:
+                self._copy_through_protocol(row, todo, remote, on_file, counter, tick, gate)
+        except CopyInterrupted:
+            pass  # checkpointed below: what was verified is in the journal
+        finally:
+            gate.stop()
+            flush()
+            tick()
+            self.journal.set_setting(LIVE_PROGRESS_KEY, None)
+        if self.stop_requested.is_set() and state["files"] < len(rows):
+            self.notifier.transfer_interrupted(self.journal.dataset(row.id))
+            return False  # checkpointed: verified files are in the journal
+        return self._seal(row, members, listed)
+
+    @staticmethod
+    def _make_remote_folders(remote: list[Member], todo: list[SourceFile]) -> None:
+        folders = sorted({Path(f.relpath).parent.as_posix() for f in todo} - {"."})
+        for member in remote:
+            member.destination.make_dirs(member.delivery.tmp_path)
+            for folder in folders:
+                member.destination.make_dirs(f"{member.delivery.tmp_path}/{folder}")
+
+    def _copy_through_protocol(self, row, todo, remote, on_file, counter, tick, gate) -> None:
+        """No local destination in the round: the first remote one reads and hashes the
+        source; ``on_file`` writes the others, checked against that digest."""
+        first, others = remote[0], remote[1:]
+        remote[:] = others  # on_file writes these
+        for entry in todo:
+            if self.stop_requested.is_set():
+                raise CopyInterrupted()
+            copied = replicate_file(Path(row.processing_path) / entry.relpath, first.destination,
+                                    f"{first.delivery.tmp_path}/{entry.relpath}", row.algorithm,
+                                    throttle=gate.throttle)
+            counter.add(copied.size)
+            on_file(C.CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
+                                 copied.copies))
+            tick()
+
+    def _take_live_copies(self, row, tmp: Path) -> None:
+        """Files live-synced during a session and unchanged since: moved, not copied."""
+        taken = use_live_copies(self.config, self.journal, row.user, row.name,
+                                Path(row.processing_path), tmp, self.journal.files_of(row.id))
+        if taken:
+            done = [f for f in self.journal.files_of(row.id) if f.verified]
+            self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +
+                                       sum(t["size"] for t in taken), len(done) + len(taken))
+            self._event("info", "live-synced", f"{row.user}/{row.name}: {len(taken)} file(s) "
+                        "were synced during the session and are taken over unchanged", row.id)
+
+    def _recheck_verified(self, row, members: list[Member], rehash: bool) -> None:
+        """Check that files verified earlier are still intact at every destination of the
+        round; re-copy those that are not.
+
+        After a crash (``rehash``) a local copy's content is hashed again, since a power
+        loss can leave a file of the right size but wrong content; otherwise, and for a
+        destination reached through the protocol, the size is checked.
+        """
+        bad = set()
+        verified = [entry for entry in self.journal.files_of(row.id) if entry.verified]
+        for member in members:
+            for entry in verified:
+                if not self._intact(member, entry, row.algorithm, rehash):
+                    bad.add(entry.relpath)
+        if bad:
+            self.journal.reset_files(row.id, sorted(bad))
+            self._event("warning", "recheck", f"{row.user}/{row.name}: {len(bad)} file(s) "
+                        "copied earlier are missing or changed in the tmp area; copying them again",
+                        row.id)
+
+    @staticmethod
+    def _intact(member: Member, entry, algorithm: str, rehash: bool) -> bool:
+        if member.root is None:
+            try:
+                return member.destination.stat(
+                    f"{member.delivery.tmp_path}/{entry.relpath}").size == entry.size
+            except FileNotFoundError:
+                return False
+        target = member.tmp / entry.relpath
+        return target.is_file() and target.stat().st_size == entry.size and \
+            (not rehash or C.hash_file(target, algorithm) == entry.digest)
+
+    def _sources_changed_since_verified(self, row) -> bool:
+        """Re-list the source: a file changed or added after it was verified is copied again.
+
+        Raises
+        ------
+        SourceChangedError
+            The source kept changing for ``MAX_SEAL_ROUNDS`` rounds: wait for quiet.
+        """
+        changed = self._reconcile_files(row.id, list_dataset(Path(row.processing_path)).files)
+        if not changed:
+            self._seal_rounds.pop(row.id, None)
+            return False
+        rounds = self._seal_rounds[row.id] = self._seal_rounds.get(row.id, 0) + 1
+        self._event("warning", "source-changed", f"{row.user}/{row.name}: {len(changed)} "
+                    f"file(s) changed or appeared after verification (e.g. {changed[0]}); "
+                    "copying them again", row.id)
+        if rounds >= MAX_SEAL_ROUNDS:
+            self._seal_rounds.pop(row.id, None)
+            raise SourceChangedError(Path(row.processing_path) / changed[0], rounds)
+        return True
+
+    def _seal(self, row, members: list[Member], relpaths: set[str]) -> bool:
+        """All files verified: write each destination's manifest, sync, pick the final name."""
+        if self._sources_changed_since_verified(row):
+            return True  # still COPYING: the changed files are copied in the next round
+        entries = [(r.relpath, r.digest) for r in self.journal.files_of(row.id)]
+        sealed = 0
+        for member in members:
+            try:
+                self._seal_member(row, member, entries, relpaths)
+                sealed += 1
+            except DestinationError as error:
+                if len(members) == 1:
+                    raise
+                self._drop(row, member, error)
+        if not sealed:
+            return True  # every destination left the round: choose again
+        self.journal.update_dataset(row.id, state=J.DELIVERING)
+        return True
+
+    def _seal_member(self, row, member: Member, entries, relpaths: set[str]) -> None:
+        """Write one destination's manifest and choose the dataset's final name there."""
+        tmp = member.delivery.tmp_path
+        if member.root is not None:
+            try:
+                manifest = C.write_manifest(Path(tmp), entries, row.algorithm, taken=relpaths)
+                C.sync_filesystem(Path(tmp))
+            except OSError as error:
+                raise DestinationError(tmp, str(error)) from None
+            digest = C.hash_file(manifest, row.algorithm)
+            dest = str(free_name(member.root / row.user, row.name))
+            name = manifest.name
+        else:
+            name, data = C.manifest_content(entries, row.algorithm, relpaths)
+            member.destination.write_bytes(f"{tmp}/{name}", data)
+            member.destination.sync(tmp)
+            digest = C.new_hasher(row.algorithm)
+            digest.update(data)
+            digest = digest.hexdigest()
+            dest = member.destination.free_name(row.user, row.name)
+        manifest_path = f"{dest}/{name}"
+        self.journal.update_delivery(member.delivery.id, dest_path=dest,
+                                     manifest_path=manifest_path, manifest_digest=digest)
+        if member.number == 0:
+            self.journal.update_dataset(row.id, dest_path=dest, manifest_path=manifest_path,
+                                        manifest_digest=digest)
+
+    def _deliver(self, row) -> bool:
+        """One rename per destination makes the dataset appear whole there."""
+        members = self._members(row)
+        if not members:
+            return self._between_rounds(row, [])
+        for member in members:
+            if not member.delivery.dest_path:  # not sealed (joined after a crash): next round
+                self.journal.update_delivery(member.delivery.id, state="pending")
+                continue
+            try:
+                placed = self._rename_into_place(row, member)
+            except DestinationError as error:
+                if len(members) == 1 or isinstance(error, DestinationLayoutError):
+                    raise
+                self._drop(row, member, error)
+                continue
+            if placed is None:  # the verified copy vanished: copy again
+                self._tmp_lost(row, member)
+                return True
+            self.journal.update_delivery(member.delivery.id, state="delivered", dest_path=placed,
+                                         delivered_at=utcnow(), error=None,
+                                         next_attempt_at=None)
+            if Path(placed).name != row.name:
+                self._event("warning", "renamed", f"{row.user}/{row.name} already existed at "
+                            f"destination {member.name}; delivered as {Path(placed).name}",
+                            row.id)
+            if len(self.config.targets) > 1:
+                self._event("info", "delivered-to", f"{row.user}/{row.name}: verified copy "
+                            f"delivered to {member.name} ({placed})", row.id)
+        return self._between_rounds(row, [])
+
+    def _rename_into_place(self, row, member: Member) -> str | None:
+        """Rename the member's tmp copy to its final name; the name, or None when lost."""
+        tmp, dest = member.delivery.tmp_path, member.delivery.dest_path
+        manifest = Path(member.delivery.manifest_path).name
+        if member.root is None:
+            return self._rename_remote(row, member, tmp, dest, manifest)
+        if member.number == 0:
+            self._check_destination()  # an unmounted share must not look like a lost tmp copy
+        else:
+            self._check_member(member)
+        tmp, dest = Path(tmp), Path(dest)
+        if tmp.is_dir():
+            if os.path.lexists(dest):  # taken since the name was chosen: never overwrite
+                dest = free_name(dest.parent, row.name)
+                self._renamed(row, member, str(dest), manifest)
+            try:
+                os.rename(tmp, dest)
+            except OSError as error:
+                if error.errno == errno.EXDEV:
+                    raise DestinationLayoutError(dest.parent, (
+                        f"{dest.parent} is on another filesystem than the tmp area {tmp.parent} "
+                        "(a separate mount under the destination?), so the dataset cannot be "
+                        "renamed into place. Mount the user folder elsewhere or remove the "
+                        "mount; the verified copy waits in the tmp area")) from None
+                raise
+            fsync_dir(dest.parent)
+        elif not dest.is_dir():
+            return None
+        return str(dest)
+
+    def _rename_remote(self, row, member: Member, tmp: str, dest: str, manifest: str
+                       ) -> str | None:
+        self._check_member(member)
+        if member.destination.exists(tmp):
+            while True:
+                try:
+                    member.destination.rename(tmp, dest)
+                    break
+                except DestinationNameTaken:  # never overwrite: take the next free name
+                    dest = member.destination.free_name(row.user, row.name)
+                    self._renamed(row, member, dest, manifest)
+            member.destination.sync(row.user)
+        elif not member.destination.exists(dest):
+            return None
+        return dest
+
+    def _renamed(self, row, member: Member, dest: str, manifest: str) -> None:
+        self.journal.update_delivery(member.delivery.id, dest_path=dest,
+                                     manifest_path=f"{dest}/{manifest}")
+        if member.number == 0:
+            self.journal.update_dataset(row.id, dest_path=dest, manifest_path=f"{dest}/{manifest}")
+
+    def _tmp_lost(self, row, member: Member) -> None:
+        self.journal.reset_files(row.id)
+        for delivery in self.journal.deliveries_of(row.id):
+            if delivery.state == "copying":
+                self.journal.update_delivery(delivery.id, state="pending")
+        self.journal.update_dataset(row.id, state=J.QUEUED, error="the verified copy "
+                                    "vanished from the destination's tmp area; copying again")
+        self._event("error", "lost-tmp", f"{row.user}/{row.name}: the verified copy vanished "
+                    f"from the tmp area of destination {member.name} before delivery; copying "
+                    "again", row.id)
+
+    def _finish(self, row) -> bool:
+        """Move the source to the grace area (managed/done/)."""
+        source = Path(row.processing_path)
+        target = self.folders.done / row.user / stamped_name(row.stamp, row.name)
+        if source.exists():
+            target = move_dir(source, target)
+        elif row.final_path:
+            target = Path(row.final_path)
+        self.journal.update_dataset(row.id, state=J.DONE, final_path=str(target),
+                                    finished_at=utcnow(), next_attempt_at=None, error=None)
+        self._event("info", "delivered", f"{row.user}/{row.name}: {row.total_files} files, "
+                    f"{human_bytes(row.total_bytes)} delivered to {row.dest_path}, verified "
+                    f"({row.algorithm}); the original rests in {target}", row.id)
+        later = [d.destination for d in self._deliveries(self.journal.dataset(row.id))
+                 if d.state != "delivered"]
+        if later:
+            self._event("info", "catch-up", f"{row.user}/{row.name}: destination(s) "
+                        f"{', '.join(later)} (optional) will get their copy later, from "
+                        f"{target}", row.id)
+        delivered = self.journal.dataset(row.id)
+        first = self.journal.files_of(row.id, limit=50)  # the mail names the first few
+        self.notifier.transfer_finished(delivered, [f.relpath for f in first])
+        for hook in self.after_delivery:
+            try:
+                hook(delivered)
+            except Exception as error:  # noqa: BLE001 - a hook never blocks transfers
+                self._event("error", "hook-failed", f"{row.user}/{row.name}: after-delivery "
+                            f"step {getattr(hook, '__name__', hook)} failed: {error}", row.id)
+        return False
+
+    # --- optional destinations catch up ---------------------------------------------------
+
+    def catch_up_one(self) -> bool:
+        """Give one optional destination that missed a delivered dataset its copy.
+
+        The copy is read from the original in the grace area (or, once that is gone, from
+        the primary destination's delivered copy) and checked against the digests that
+        were delivered. Returns whether one was attempted.
+        """
+        targets = {t.name: (number, t) for number, t in enumerate(self.config.targets)}
+        for delivery in self.journal.catch_ups():
+            if delivery.destination not in targets:
+                continue  # a destination no longer configured
+            number, settings = targets[delivery.destination]
+            if due_now(settings, delivery):
+                continue
+            row = self.journal.dataset(delivery.dataset_id)
+            self._catch_up(row, Member(delivery, settings, number, self._destination(settings)))
+            return True
+        return False
+
+    def _catch_up(self, row, member: Member) -> None:
+        source = next((Path(p) for p in (row.final_path, row.dest_path)
+                       if p and Path(p).is_dir()), None)
+        name = f"{row.user}/{row.name}"
+        if source is None:
+            self._catch_up_failed(row, member, f"neither the original ({row.final_path}) nor "
+                                  f"the delivered copy ({row.dest_path}) is there any more",
+                                  final=True)
+            return
+        files = self.journal.files_of(row.id)
+        stamped = stamped_name(row.stamp, row.name)
+        tmp = tmp_location(self.config, member.settings, row.user, stamped)
+        self.journal.update_delivery(member.delivery.id, tmp_path=tmp)
+        member.delivery = self.journal.delivery(member.delivery.id)
+        gate = self._gate_monitor([member]).start()
+        try:
+            self._check_member(member)
+            self._make_user_folder(member, row.user)
+            self._remove_tmp(member)
+            self._copy_for_catch_up(row, member, source, files, gate)
+            entries = [(f.relpath, f.digest) for f in files]
+            self._seal_member(row, member, entries, {f.relpath for f in files})
+            member.delivery = self.journal.delivery(member.delivery.id)
+            placed = self._rename_into_place(row, member)
+        except (DestinationError, OSError) as error:
+            self._catch_up_failed(row, member, str(error))
+            return
+        except (VerificationError, SourceChangedError, UnreadableFileError) as error:
+            self._catch_up_failed(row, member, f"{source} no longer matches what was "
+                                  f"delivered: {error}", final=True)
+            return
+        finally:
+            gate.stop()
+        self.journal.update_delivery(member.delivery.id, state="delivered", dest_path=placed,
+                                     delivered_at=utcnow(), error=None, next_attempt_at=None)
+        self._event("info", "caught-up", f"{name}: destination {member.name} caught up; "
+                    f"verified copy delivered to {placed}", row.id)
+
+    def _copy_for_catch_up(self, row, member: Member, source: Path, files, gate) -> None:
+        todo = [SourceFile(f.relpath, f.size, f.mtime_ns) for f in files]
+        expected = {f.relpath: f.digest for f in files}
+        if member.root is None:
+            self._make_remote_folders([member], todo)
+            for entry in todo:
+                replicate_file(source / entry.relpath, member.destination,
+                               f"{member.delivery.tmp_path}/{entry.relpath}", row.algorithm,
+                               expected=expected[entry.relpath], throttle=gate.throttle)
+            return
+        copied = C.copy_files(todo, source, [member.tmp], row.algorithm,
+                              workers=self.config.copy_.workers,
+                              verify=self.config.verify.mode, throttle=gate,
+                              max_attempts=self.config.copy_.max_attempts_per_file)
+        for result in copied:
+            if result.digest != expected[result.relpath]:
+                raise VerificationError(source / result.relpath, expected[result.relpath],
+                                        result.digest)
+
+    def _catch_up_failed(self, row, member: Member, reason: str, final: bool = False) -> None:
+        """Try again later (much later when the source itself is the problem); say it once."""
+        delivery = member.delivery
+        delay = RETRY_MAX_SECONDS * 24 if final else \
+            min(RETRY_BASE_SECONDS * 2 ** delivery.attempts, RETRY_MAX_SECONDS)
+        self._remove_tmp(member)
+        self.journal.update_delivery(delivery.id, state="pending", error=reason,
+                                     attempts=delivery.attempts + 1,
+                                     next_attempt_at=utcnow() + dt.timedelta(seconds=delay))
+        if delivery.error != reason:
+            level = "error" if final else "warning"
+            self._event(level, "catch-up-failed", f"{row.user}/{row.name}: destination "
+                        f"{member.name} could not catch up: {reason}; next attempt in "
+                        f"{delay:.0f} s", row.id)
+            if final:
+                self.notifier.needs_attention(
+                    "catch-up", f"{row.user}/{row.name} cannot be copied to {member.name}",
+                    reason)
+
+    def _unmatch(self, row) -> bool:
+        source = Path(row.processing_path)
+        target = self.folders.unmatched / row.user / stamped_name(row.stamp, row.name)
+        if source.exists():
+            target = move_dir(source, target)
+        self.journal.update_dataset(row.id, state=J.UNMATCHED, final_path=str(target),
+                                    finished_at=utcnow())
+        self._event("warning", "unmatched", f"{row.user}/{row.name}: no folder for user "
+                    f"{row.user!r} at the destination; moved to {target}. Create the user's "
+                    "folder at the destination and move the dataset back to incoming/.", row.id)
+        return False
+
+    def _quarantine(self, row) -> bool:
+        source = Path(row.processing_path)
+        self._quarantine_from(row.id, source, row.user, row.name, row.stamp, row.error or "")
+        return False
+
+    def _quarantine_from(self, dataset_id: int, source: Path, user: str, name: str,
+                         stamp: str, reason: str) -> None:
+        row = self.journal.dataset(dataset_id)
+        if row.tmp_path and Path(row.tmp_path).exists():
+            shutil.rmtree(row.tmp_path, ignore_errors=True)
+        for member in self._members(row):
+            self._remove_tmp(member)
+            self.journal.update_delivery(member.delivery.id, state="pending")
+        target = self.folders.error / user / stamped_name(stamp, name)
+        if os.path.lexists(source):
+            target = move_dir(source, target)
+        reason_file = target.parent / f"{target.name}.reason.txt"
+        reason_file.write_text(f"{reason}\n\nQuarantined by autotx {__version__} on "
+                               f"{dt.datetime.now():%Y-%m-%d %H:%M:%S}. Nothing was deleted.\n",
+                               encoding="utf-8")
+        self.journal.update_dataset(dataset_id, state=J.ERROR, final_path=str(target),
+                                    finished_at=utcnow())
+        self._event("error", "quarantined", f"{user}/{name}: {reason} -> {target}", dataset_id)
+        self.notifier.dataset_quarantined(self.journal.dataset(dataset_id))
+
+    def _retry_later(self, row, reason: str, delay: float | None = None,
+                     error: Exception | None = None) -> None:
+        """Back off exponentially; a partial tmp copy on a full disk is removed.
+
+        A destination laid out so that delivery cannot work (:class:`DestinationLayoutError`)
+        keeps the dataset in its state (nothing is copied or sealed again), waits the longest
+        delay and is reported once.
+        """
+        if delay is None:
+            delay = min(RETRY_BASE_SECONDS * 2 ** max(row.attempts - 1, 0), RETRY_MAX_SECONDS)
+        if isinstance(error, DestinationFullError) and row.tmp_path and \
+                Path(row.tmp_path).exists():
+            shutil.rmtree(row.tmp_path, ignore_errors=True)
+            self.journal.reset_files(row.id)
+        if isinstance(error, DestinationLayoutError):
+            first = row.error != reason
+            self.journal.update_dataset(row.id, error=reason, next_attempt_at=utcnow() +
+                                        dt.timedelta(seconds=RETRY_MAX_SECONDS))
+            if first:
+                self._event("error", "needs-admin", f"{row.user}/{row.name}: {reason}", row.id)
+                self.notifier.destination_problem(reason)
+            return
+        when = utcnow() + dt.timedelta(seconds=delay)
+        self.journal.update_dataset(row.id, state=J.QUEUED, error=reason, next_attempt_at=when,
+                                    attempts=row.attempts + (row.state == J.QUEUED))
+        self._event("warning", "retry", f"{row.user}/{row.name}: {reason} Next attempt in "
+                    f"{delay:.0f} s.", row.id)
+        if isinstance(error, DestinationError):
+            self.notifier.destination_problem(reason)
+

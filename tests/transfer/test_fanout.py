@@ -1,0 +1,245 @@
+"""Several destinations: one read of the source, a verified copy and manifest at each, one
+delivery row per destination, grace only after every required one, optional ones catch up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from autotx_lib import journal as J
+from autotx_lib.config import Config, check_config
+from autotx_lib.errors import ConfigError
+from autotx_lib.journal import Journal, utcnow
+from autotx_lib.transfer import status as S
+from autotx_lib.transfer.agent import Agent
+
+from .conftest import make_dataset, tree
+
+FILES = {f"d{i % 2}/f{i}.bin": os.urandom(30_000 + i) for i in range(8)}
+
+
+def two_destinations(tmp_path: Path, **backup) -> Config:
+    storage, spare = tmp_path / "storage", tmp_path / "backup"
+    (storage / "alice").mkdir(parents=True)
+    spare.mkdir()
+    return Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                  destinations=[{"name": "storage", "url": str(storage)},
+                                {"name": "backup", "url": str(spare), **backup}],
+                  readiness={"quiet_seconds": 0}, host_alias="test-pc",
+                  gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
+
+
+def deliveries(config: Config, dataset_id: int) -> dict[str, object]:
+    return {d.destination: d for d in Journal(config.journal_url).deliveries_of(dataset_id)}
+
+
+def manifest_checks(folder: Path) -> None:
+    """The standard tool accepts the manifest at this destination."""
+    result = subprocess.run(["xxhsum", "-c", "autotx-manifest.xxh128"], cwd=folder,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def make_due(config: Config, dataset_id: int | None = None) -> None:
+    """Time passes: every back-off of this journal is over (no sleeping in tests)."""
+    journal = Journal(config.journal_url)
+    for row in journal.all_datasets():
+        if dataset_id in (None, row.id):
+            journal.update_dataset(row.id, next_attempt_at=utcnow() - dt.timedelta(seconds=1))
+            for delivery in journal.deliveries_of(row.id):
+                journal.update_delivery(delivery.id, next_attempt_at=None)
+
+
+def test_two_destinations_each_get_a_verified_copy_and_manifest(tmp_path):
+    config = two_destinations(tmp_path)
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    summary = Agent(config).run(once=True)
+    assert len(summary.delivered) == 1 and summary.ok
+    for target in config.targets:
+        copy = target.local_path / "alice" / "exp"
+        assert tree(copy) == FILES
+        manifest_checks(copy)
+    rows = deliveries(config, summary.delivered[0])
+    assert {name: d.state for name, d in rows.items()} == {"storage": "delivered",
+                                                            "backup": "delivered"}
+    assert rows["backup"].dest_path == str(tmp_path / "backup" / "alice" / "exp")
+    row = Journal(config.journal_url).dataset(summary.delivered[0])
+    assert row.state == J.DONE and tree(Path(row.final_path)) == FILES  # the original in grace
+    assert not list((tmp_path / "backup" / ".autotx-tmp").rglob("*.bin"))
+
+
+def test_one_destination_config_still_works_and_records_its_delivery(facility):
+    make_dataset(facility.incoming, "alice", "exp", FILES)
+    summary = Agent(facility).run(once=True)
+    rows = deliveries(facility, summary.delivered[0])
+    assert list(rows) == ["primary"] and rows["primary"].state == "delivered"
+    assert rows["primary"].dest_path == str(facility.destination / "alice" / "exp")
+
+
+def test_optional_backup_down_never_holds_up_the_primary_and_catches_up_later(tmp_path):
+    config = two_destinations(tmp_path, required=False)
+    spare = tmp_path / "backup"
+    spare.rename(tmp_path / "backup-unmounted")  # the backup share is not there
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    summary = Agent(config).run(once=True)
+    assert len(summary.delivered) == 1, "the optional backup must not hold the dataset"
+    dataset = summary.delivered[0]
+    row = Journal(config.journal_url).dataset(dataset)
+    assert row.state == J.DONE and tree(tmp_path / "storage" / "alice" / "exp") == FILES
+    backup = deliveries(config, dataset)["backup"]
+    assert backup.state == "pending" and "backup" in backup.error
+    assert backup.next_attempt_at is not None
+    events = [e.kind for e in Journal(config.journal_url).recent_events(50)]
+    assert "destination-failed" in events and "catch-up" in events
+
+    (tmp_path / "backup-unmounted").rename(spare)  # mounted again
+    make_due(config)
+    Agent(config).run(once=True)  # idle: the backup catches up from the grace copy
+    assert deliveries(config, dataset)["backup"].state == "delivered"
+    assert tree(spare / "alice" / "exp") == FILES
+    manifest_checks(spare / "alice" / "exp")
+    assert "caught-up" in [e.kind for e in Journal(config.journal_url).recent_events(20)]
+
+
+def test_catch_up_from_a_grace_copy_that_changed_is_refused_and_reported(tmp_path):
+    config = two_destinations(tmp_path, required=False)
+    (tmp_path / "backup").rename(tmp_path / "away")
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    dataset = Agent(config).run(once=True).delivered[0]
+    (tmp_path / "away").rename(tmp_path / "backup")
+    grace = Path(Journal(config.journal_url).dataset(dataset).final_path)
+    (grace / "d0" / "f0.bin").write_bytes(b"tampered")
+    make_due(config)
+    Agent(config).run(once=True)
+    backup = deliveries(config, dataset)["backup"]
+    assert backup.state == "pending" and "no longer matches" in backup.error
+    assert backup.next_attempt_at > utcnow() + dt.timedelta(hours=1)
+    assert not (tmp_path / "backup" / "alice" / "exp").exists()
+
+
+def test_required_backup_outside_its_window_keeps_the_original_until_it_is_written(tmp_path):
+    later = (dt.datetime.now() + dt.timedelta(hours=3)).strftime("%H:%M")
+    end = (dt.datetime.now() + dt.timedelta(hours=4)).strftime("%H:%M")
+    config = two_destinations(tmp_path, time_windows=[f"{later}-{end}"])
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    summary = Agent(config).run(once=True)
+    assert not summary.delivered
+    dataset = summary.retrying[0]
+    row = Journal(config.journal_url).dataset(dataset)
+    assert row.state == J.QUEUED and "backup" in row.error and "window" in row.error
+    assert tree(Path(row.processing_path)) == FILES  # not in grace: a required copy is missing
+    assert tree(tmp_path / "storage" / "alice" / "exp") == FILES  # the primary went already
+    assert not (tmp_path / "backup" / "alice" / "exp").exists()
+
+    config.destinations[1].time_windows = []  # the night has come
+    make_due(config)
+    summary = Agent(config).run(once=True)
+    assert summary.delivered == [dataset]
+    assert tree(tmp_path / "backup" / "alice" / "exp") == FILES
+    assert tree(tmp_path / "storage" / "alice" / "exp") == FILES  # delivered exactly once
+    assert not (tmp_path / "storage" / "alice" / "exp_1").exists()
+
+
+def test_backup_full_while_the_primary_is_fine(tmp_path, mount_tmpfs):
+    config = two_destinations(tmp_path, required=False)
+    mount_tmpfs(tmp_path / "backup", size="100k")  # far smaller than the dataset
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    summary = Agent(config).run(once=True)
+    assert len(summary.delivered) == 1
+    backup = deliveries(config, summary.delivered[0])["backup"]
+    assert backup.state == "pending" and "full" in backup.error.lower()
+    assert tree(tmp_path / "storage" / "alice" / "exp") == FILES
+    assert not [p for p in (tmp_path / "backup").rglob("*.bin")]  # its partial copy removed
+
+
+def test_primary_gone_mid_transfer_while_the_backup_succeeds(tmp_path):
+    config = two_destinations(tmp_path)
+    storage = tmp_path / "storage"
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    seen = []
+
+    def unmount_primary(progress) -> None:
+        if progress.files_done >= 2 and not seen:
+            seen.append(progress.files_done)
+            storage.rename(tmp_path / "storage-gone")
+
+    config.copy_.workers = 1
+    summary = Agent(config, on_progress=unmount_primary).run(once=True)
+    assert seen and not summary.delivered
+    dataset = summary.retrying[0]
+    rows = deliveries(config, dataset)
+    assert rows["backup"].state == "delivered" and rows["storage"].state == "pending"
+    assert tree(tmp_path / "backup" / "alice" / "exp") == FILES
+    row = Journal(config.journal_url).dataset(dataset)
+    assert row.state == J.QUEUED and tree(Path(row.processing_path)) == FILES
+
+    (tmp_path / "storage-gone").rename(storage)  # mounted again
+    make_due(config)
+    summary = Agent(config).run(once=True)
+    assert summary.delivered == [dataset]
+    assert tree(storage / "alice" / "exp") == FILES
+    manifest_checks(storage / "alice" / "exp")
+    assert sorted(os.listdir(tmp_path / "backup" / "alice")) == ["exp"]  # delivered once
+
+
+def test_status_shows_each_destination(tmp_path):
+    config = two_destinations(tmp_path, required=False)
+    (tmp_path / "backup").rename(tmp_path / "away")
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    Agent(config).run(once=True)
+    report = S.status(config)
+    shown = report.history[0].destinations_line()
+    assert shown.startswith("storage: delivered; backup: pending (optional), next attempt ")
+    recent = report.to_dict()["history"][0]
+    assert {d["destination"]: d["state"] for d in recent["deliveries"]} == {
+        "storage": "delivered", "backup": "pending"}
+    assert recent["deliveries"][1]["next_attempt_at"].endswith("+00:00")  # aware UTC in JSON
+
+
+@pytest.mark.parametrize("entries,problem", [
+    ([{"name": "a", "url": "ftp://nas/share"}], "unknown scheme"),
+    ([{"name": "a", "url": "/x"}, {"name": "b", "url": "smb://nas"}], "names no share"),
+    ([{"name": "a", "url": "/x"}, {"name": "b", "url": "smb://u:pw@nas/s"}], "never put the password"),
+    ([{"name": "a", "url": "/x"}, {"name": "a", "url": "/y"}], "names must differ"),
+    ([{"name": "a", "url": "smb://u@nas/share"}], "must be a folder"),
+    ([{"name": "a", "url": "/x", "required": False}], "cannot be required = false"),
+])
+def test_bad_destination_settings_are_refused_with_the_reason(tmp_path, entries, problem):
+    from autotx_lib.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=problem):
+        config_from_dict({"incoming": str(tmp_path / "in"), "managed": str(tmp_path / "m"),
+                          "destinations": entries})
+
+
+def test_destinations_that_overlap_each_other_or_managed_are_problems(tmp_path):
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    config = Config(incoming=tmp_path / "in", managed=tmp_path / "managed",
+                    destinations=[{"name": "storage", "url": str(storage)},
+                                  {"name": "inside", "url": str(storage / "backup")},
+                                  {"name": "grace", "url": str(tmp_path / "managed" / "b")}])
+    keys = {p.key: p.message for p in check_config(config, for_run=True)}
+    assert "overlaps destinations.storage" in keys["destinations.inside"]
+    assert "overlaps managed" in keys["destinations.grace"]
+
+
+def test_a_journal_from_before_deliveries_finishes_its_dataset(facility):
+    """A dataset already being copied when the journal was upgraded has no delivery rows."""
+    make_dataset(facility.incoming, "alice", "exp", FILES)
+    dataset = Agent(facility).run(once=True).delivered[0]
+    journal = Journal(facility.journal_url)
+    assert journal.dataset(dataset).state == J.DONE
+    from sqlalchemy import delete
+
+    with journal.engine.begin() as conn:  # as a journal of the release before would be
+        conn.execute(delete(J.deliveries))
+    journal.update_dataset(dataset, state=J.DELIVERED)
+    Agent(facility).process(dataset)
+    rows = deliveries(facility, dataset)
+    assert rows["primary"].state == "delivered"
+    assert rows["primary"].dest_path == str(facility.destination / "alice" / "exp")
