@@ -276,6 +276,9 @@ def verify_command(
         "--since", help="Only datasets delivered on or after this date (YYYY-MM-DD).")] = None,
     dataset: Annotated[list[int] | None, typer.Option(
         "--dataset", "-d", help="Only this dataset id (repeatable).")] = None,
+    destination: Annotated[str | None, typer.Option(
+        "--destination", help="Check the copies at this [[destinations]] entry (by name) "
+        "instead of the primary destination.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
     = False,
 ) -> None:
@@ -295,7 +298,11 @@ def verify_command(
         start = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC) if since else None
     except ValueError:
         raise fail(f"--since {since!r}: give a date as YYYY-MM-DD") from None
-    report = handle_errors(recheck_delivered)(cfg, since=start, dataset_ids=dataset or None)
+    try:
+        report = handle_errors(recheck_delivered)(cfg, since=start, dataset_ids=dataset or None,
+                                                  destination=destination)
+    except ValueError as error:
+        raise fail(f"--destination: {error}") from None
     if report.failed:
         from autotx_lib.journal import Journal
 

@@ -327,7 +327,7 @@ class TransferMonitor:
     def _show_queue(self, s: Status) -> None:
         rows = [(d.user, d.name, d.state, human_bytes(d.total_bytes), d.total_files,
                  d.attempts, local_time(d.next_attempt_at) if d.next_attempt_at else "",
-                 d.error or "")
+                 "; ".join(x for x in (d.error, d.destinations_line()) if x))
                 for d in s.queue]
         rows += [(w.user, w.name, "waiting in incoming/", "", "", "",
                   local_time(w.until) if w.until else "", w.reason) for w in s.waiting]
@@ -345,7 +345,7 @@ class TransferMonitor:
 
         def where(d: Any) -> str:  # delivered copy; else why it stopped and where it rests
             if d.verified:
-                return d.dest_path or ""
+                return d.destinations_line() or d.dest_path or ""
             return "; ".join(x for x in (d.error, d.final_path) if x)
 
         rows = [(local_time(d.finished_at), d.user, d.name, outcome(d), human_bytes(d.total_bytes),

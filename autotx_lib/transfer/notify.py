@@ -388,6 +388,10 @@ class Notifier:
                 else "(not measured)")
         shown = list(first_files)[:MAX_FIRST_FILES]
         manifest = dataset_row.manifest_path or "(none recorded)"
+        copies = self.journal.deliveries_of(dataset_row.id)
+        others = [(d.destination, d.dest_path if d.state == "delivered" else
+                   "not yet: it gets its copy later (optional destination)")
+                  for d in copies[1:]] if len(copies) > 1 else []
         return self._queue(
             TRANSFER_FINISHED, recipient, "transfer_finished", dataset=dataset_row,
             destination=dataset_row.dest_path, files=dataset_row.total_files,
@@ -397,7 +401,8 @@ class Notifier:
             more_files=max(dataset_row.total_files - len(shown), 0), manifest=manifest,
             manifest_name=Path(manifest).name, algorithm=dataset_row.algorithm,
             check_command=CHECK_TOOL.get(dataset_row.algorithm, "sha256sum -c"),
-            grace_path=dataset_row.final_path, grace_days=self.config.grace_period_days)
+            grace_path=dataset_row.final_path, grace_days=self.config.grace_period_days,
+            other_destinations=others)
 
     def transfer_interrupted(self, dataset_row) -> int | None:
         """Tell the user the transfer of their dataset stopped with the service (and resumes)."""

@@ -18,12 +18,14 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.destination import check_destination
+from autotx_lib.transfer.fanout import marker_setting
 from autotx_lib.transfer.integrity import (
     hash_disagreements,
     journal_disagreements,
@@ -91,7 +93,8 @@ def check_delivered_copy(row, files: list, on_file: Callable[[Any], None] | None
 def recheck_delivered(config: Config, *, journal: Journal | None = None,
                       since: dt.datetime | None = None, dataset_ids: list[int] | None = None,
                       limit: int | None = None, after_id: int = 0,
-                      on_file: Callable[[Any], None] | None = None) -> RecheckReport:
+                      on_file: Callable[[Any], None] | None = None,
+                      destination: str | None = None) -> RecheckReport:
     """Hash delivered datasets again and compare them with what was delivered.
 
     Parameters
@@ -108,6 +111,9 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
         a time while idle).
     on_file : callable, optional
         Receives each file row once hashed (progress).
+    destination : str, optional
+        The name of a ``[[destinations]]`` entry to check (default: the primary). Its
+        copies are found through the journal's delivery rows; it must be a folder.
 
     Returns
     -------
@@ -118,14 +124,20 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
     DestinationError
         The destination is not there or not marked as this agent's (not mounted): nothing
         is reported as deleted then.
+    ValueError
+        ``destination`` names no configured destination, or one that is not a folder.
     """
     own = journal is None
     journal = journal or Journal(config.journal_url)
     try:
-        check_destination(config.destination, journal, config.host_alias)
+        number, folder = _destination_folder(config, destination)
+        check_destination(folder, journal, config.host_alias,
+                          setting=marker_setting(number, config.targets[number].name))
         rows = [r for r in journal.datasets_in([J.DONE]) if r.dest_path and r.id > after_id
                 and (since is None or (r.finished_at and _utc(r.finished_at) >= _utc(since)))
                 and (dataset_ids is None or r.id in dataset_ids)]
+        if number:
+            rows = _copies_at(journal, rows, config.targets[number].name)
         report = RecheckReport()
         for row in rows[:limit]:
             files = journal.files_of(row.id)
@@ -140,6 +152,36 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
     finally:
         if own:
             journal.close()
+
+
+def _destination_folder(config: Config, name: str | None) -> tuple[int, Path]:
+    """(position, folder) of the destination to check: the named one, or the primary."""
+    names = [t.name for t in config.targets]
+    if name is None:
+        return 0, config.destination
+    if name not in names:
+        raise ValueError(f"no destination named {name!r}: the configured ones are "
+                         f"{', '.join(names)}")
+    number = names.index(name)
+    folder = config.targets[number].local_path
+    if folder is None:
+        raise ValueError(f"destination {name!r} is not a folder: mount the share and check "
+                         "the mounted copy, or check it on the server")
+    return number, folder
+
+
+def _copies_at(journal: Journal, rows: list, name: str) -> list:
+    """The datasets' copies at one destination, as rows ``check_delivered_copy`` reads."""
+    copies = journal.deliveries_for([r.id for r in rows])
+    found = []
+    for row in rows:
+        delivery = next((d for d in copies[row.id] if d.destination == name
+                         and d.state == "delivered"), None)
+        if delivery is not None:
+            found.append(SimpleNamespace(**{**row._asdict(), "dest_path": delivery.dest_path,
+                                            "manifest_path": delivery.manifest_path,
+                                            "manifest_digest": delivery.manifest_digest}))
+    return found
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

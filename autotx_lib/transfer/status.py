@@ -226,6 +226,7 @@ def _frame(rows: list[DatasetStatus]) -> pd.DataFrame:
     columns = list(DatasetStatus.__dataclass_fields__)
     frame = pd.DataFrame([asdict(r) for r in rows], columns=columns)
     frame["percent"] = [r.percent for r in rows]
+    frame["deliveries"] = [r.destinations_line() for r in rows]  # readable in a notebook
     return frame
 
 

@@ -296,6 +296,7 @@ class DatasetSteps:
         for member in candidates:
             try:
                 self._check_member(member)
+                self._check_free_space(member, row)
                 if member.number != 0:
                     self._make_user_folder(member, row.user)
                 usable.append(member)
@@ -307,6 +308,14 @@ class DatasetSteps:
         if not usable and failure is not None:
             raise failure
         return usable
+
+    @staticmethod
+    def _check_free_space(member: Member, row) -> None:
+        """Raise DestinationFullError when the dataset would eat into the destination's
+        free-space floor (``min_free_mb``)."""
+        floor = member.settings.min_free_mb * 1_000_000
+        if floor and member.destination.free_bytes() - row.total_bytes < floor:
+            raise DestinationFullError(member.destination.url, row.total_bytes + floor)
 
     def _make_user_folder(self, member: Member, user: str) -> None:
         if member.root is not None:

@@ -63,6 +63,21 @@ def test_shows_delivered_and_unmatched_results_after_an_agent_run(config):
     assert "stopped" in monitor.state.value  # Agent.run(once=True) ended its session
 
 
+def test_shows_each_destination_of_a_dataset(tmp_path):
+    storage = tmp_path / "storage"
+    (storage / "alice").mkdir(parents=True)
+    config = Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                    destinations=[{"name": "storage", "url": str(storage)},
+                                  {"name": "backup", "url": str(tmp_path / "not-mounted"),
+                                   "required": False}],
+                    readiness={"quiet_seconds": 0},
+                    gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
+    _dataset(config, "alice", "HeLa_zstack")
+    assert len(Agent(config).run(once=True).delivered) == 1
+    results = TransferMonitor(config, start=False).results.value
+    assert "storage: delivered; backup: pending (optional)" in results
+
+
 def test_accepts_a_config_file_path_and_a_bare_journal(config, tmp_path):
     by_path = TransferMonitor(tmp_path / "autotx.toml", start=False)
     assert by_path.config is not None and by_path.config.host_alias == "scope-7"

@@ -219,3 +219,62 @@ def _verified_tmp_files(config) -> dict[str, int]:
                 found[entry.relpath] = target.stat().st_mtime_ns
     journal.close()
     return found
+
+
+TWO_DESTINATION_STEPS = STEP_FUNCTIONS + [
+    ("Journal.update_delivery", Journal, "update_delivery"),
+]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("label,owner,name", TWO_DESTINATION_STEPS,
+                         ids=[s[0] for s in TWO_DESTINATION_STEPS])
+def test_crash_at_every_step_with_two_destinations(tmp_path, monkeypatch, label, owner, name,
+                                                   when):
+    """The same crashes with a primary and a backup: each ends with one verified copy."""
+    from autotx_lib.config import Config
+
+    storage, backup = tmp_path / "storage", tmp_path / "backup"
+    (storage / "alice").mkdir(parents=True)
+    backup.mkdir()
+    config = Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                    destinations=[{"name": "storage", "url": str(storage)},
+                                  {"name": "backup", "url": str(backup)}],
+                    readiness={"quiet_seconds": 0}, host_alias="test-pc",
+                    gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
+    files = {f"d{i % 3}/f{i}.bin": os.urandom(20_000 + i) for i in range(6)}
+    make_dataset(config.incoming, "alice", "exp", files)
+    original = getattr(owner, name)
+    crashes = 0
+    for k in range(1, 80):
+        calls = {"n": 0}
+
+        def crashing(*args, _k=k, _calls=calls, **kwargs):
+            _calls["n"] += 1
+            if _calls["n"] == _k and when == "before":
+                raise Crash(f"{label} call {_k}")
+            result = original(*args, **kwargs)
+            if _calls["n"] == _k and when == "after":
+                raise Crash(f"{label} call {_k}")
+            return result
+
+        monkeypatch.setattr(owner, name, crashing)
+        try:
+            Agent(config).run(once=True)
+        except Crash:
+            crashes += 1
+            continue
+        finally:
+            monkeypatch.setattr(owner, name, original)
+        break
+    assert crashes >= 1, f"{label} was never called"
+    Agent(config).run(once=True)
+    for root in (storage, backup):
+        assert sorted(p.name for p in (root / "alice").iterdir()) == ["exp"], root
+        assert tree(root / "alice" / "exp") == files
+        [manifest] = (root / "alice" / "exp").glob("autotx-manifest.*")
+        assert verify_manifest(root / "alice" / "exp", manifest, "xxh3_128") == []
+    journal = Journal(config.journal_url)
+    [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
+    assert row.state == J.DONE and tree(Path(row.final_path)) == files
+    assert {d.state for d in journal.deliveries_of(row.id)} == {"delivered"}

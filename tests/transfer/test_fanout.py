@@ -151,7 +151,7 @@ def test_backup_full_while_the_primary_is_fine(tmp_path, mount_tmpfs):
     summary = Agent(config).run(once=True)
     assert len(summary.delivered) == 1
     backup = deliveries(config, summary.delivered[0])["backup"]
-    assert backup.state == "pending" and "full" in backup.error.lower()
+    assert backup.state == "pending" and "no space left" in backup.error
     assert tree(tmp_path / "storage" / "alice" / "exp") == FILES
     assert not [p for p in (tmp_path / "backup").rglob("*.bin")]  # its partial copy removed
 
@@ -243,3 +243,45 @@ def test_a_journal_from_before_deliveries_finishes_its_dataset(facility):
     rows = deliveries(facility, dataset)
     assert rows["primary"].state == "delivered"
     assert rows["primary"].dest_path == str(facility.destination / "alice" / "exp")
+
+
+def test_verify_checks_the_copies_at_a_named_destination(tmp_path):
+    from autotx_lib.transfer.recheck import recheck_delivered
+
+    config = two_destinations(tmp_path)
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    Agent(config).run(once=True)
+    assert recheck_delivered(config, destination="backup").ok
+    (tmp_path / "backup" / "alice" / "exp" / "d1" / "f1.bin").write_bytes(b"bit rot")
+    report = recheck_delivered(config, destination="backup")
+    assert [c.dest_path for c in report.failed] == [str(tmp_path / "backup" / "alice" / "exp")]
+    assert any("d1/f1.bin" in p for p in report.failed[0].problems)
+    assert recheck_delivered(config).ok  # the primary's copy is untouched
+    with pytest.raises(ValueError, match="no destination named 'nas'"):
+        recheck_delivered(config, destination="nas")
+
+
+def test_the_arrival_mail_names_every_destination(tmp_path):
+    from autotx_lib.transfer import notify
+    from autotx_lib.transfer.notify import Notifier
+
+    from .test_notify import with_email
+
+    config = two_destinations(tmp_path, required=False)
+    (tmp_path / "backup").rename(tmp_path / "away")
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    dataset = Agent(config).run(once=True).delivered[0]
+    with_email(config, 2525)  # queued only: nothing is sent in this test
+    journal = Journal(config.journal_url)
+    Notifier(config, journal).transfer_finished(journal.dataset(dataset), ["d0/f0.bin"])
+    text = journal.last_mail_of_kind(notify.TRANSFER_FINISHED).body
+    assert "Verified copies also go to:\n  backup: not yet: it gets its copy later" in text
+
+
+def test_a_destination_below_its_free_space_floor_is_left_out(tmp_path):
+    config = two_destinations(tmp_path, required=False, min_free_mb=10**12)  # never enough
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    dataset = Agent(config).run(once=True).delivered[0]
+    backup = deliveries(config, dataset)["backup"]
+    assert backup.state == "pending" and "no space left" in backup.error
+    assert not (tmp_path / "backup" / "alice").exists()

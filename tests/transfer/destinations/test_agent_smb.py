@@ -1,0 +1,96 @@
+"""The agent delivering to an SMB share as a second destination (real Samba on loopback)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from autotx_lib import journal as J
+from autotx_lib.config import Config
+from autotx_lib.journal import Journal, utcnow
+from autotx_lib.transfer.agent import Agent
+
+from ..conftest import make_dataset, tree
+
+FILES = {f"sub{i % 2}/img{i}.tif": os.urandom(200_000 + i) for i in range(6)}
+PASSWORD_ENV = "AUTOTX_TEST_SMB_PASSWORD"
+
+
+def smb_facility(tmp_path: Path, url: str, **backup) -> Config:
+    storage = tmp_path / "storage"
+    (storage / "alice").mkdir(parents=True)
+    return Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                  destinations=[{"name": "storage", "url": str(storage)},
+                                {"name": "nas", "url": url, "password_env": PASSWORD_ENV,
+                                 **backup}],
+                  readiness={"quiet_seconds": 0}, host_alias="test-pc",
+                  gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
+
+
+def deliveries(config: Config, dataset: int) -> dict:
+    return {d.destination: d for d in Journal(config.journal_url).deliveries_of(dataset)}
+
+
+def test_dataset_goes_to_the_share_verified_with_its_manifest(samba, smb_folder, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config = smb_facility(tmp_path, samba.url(path=smb_folder))
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    summary = Agent(config).run(once=True)
+    assert len(summary.delivered) == 1, Journal(config.journal_url).recent_events(5)
+    on_server = samba.data / smb_folder / "alice" / "exp"
+    assert tree(on_server) == FILES
+    manifest = (on_server / "autotx-manifest.xxh128").read_text()
+    assert len(manifest.splitlines()) == len(FILES)
+    nas = deliveries(config, summary.delivered[0])["nas"]
+    assert nas.state == "delivered" and nas.dest_path == "alice/exp"
+    assert not list((samba.data / smb_folder / ".autotx-tmp").rglob("*.tif"))
+
+
+def test_wrong_password_leaves_the_share_out_and_says_so(samba, smb_folder, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+    config = smb_facility(tmp_path, samba.url(path=smb_folder), required=False)
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    summary = Agent(config).run(once=True)
+    assert len(summary.delivered) == 1  # the optional share does not hold the primary up
+    nas = deliveries(config, summary.delivered[0])["nas"]
+    assert nas.state == "pending" and "not-the-password" not in nas.error
+    assert "password" in nas.error.lower() or "auth" in nas.error.lower() \
+        or "logon" in nas.error.lower()
+    assert not (samba.data / smb_folder / "alice").exists()
+
+
+def test_server_stopped_mid_transfer_then_back_delivers_once(samba, smb_folder, tmp_path,
+                                                             monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config = smb_facility(tmp_path, samba.url(path=smb_folder))
+    config.copy_.workers = 1
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    stopped = []
+
+    def stop_server(progress) -> None:
+        if progress.files_done >= 2 and not stopped:
+            stopped.append(progress.files_done)
+            samba.stop()
+
+    try:
+        summary = Agent(config, on_progress=stop_server).run(once=True)
+    finally:
+        if samba.process is None:
+            samba.start()
+    assert stopped and not summary.delivered
+    dataset = summary.retrying[0]
+    rows = deliveries(config, dataset)
+    assert rows["storage"].state == "delivered" and rows["nas"].state == "pending"
+    row = Journal(config.journal_url).dataset(dataset)
+    assert row.state == J.QUEUED and tree(Path(row.processing_path)) == FILES
+    journal = Journal(config.journal_url)
+    journal.update_dataset(dataset, next_attempt_at=utcnow() - dt.timedelta(seconds=1))
+    journal.update_delivery(rows["nas"].id, next_attempt_at=None)  # time passes
+    summary = Agent(config).run(once=True)
+    assert summary.delivered == [dataset]
+    assert tree(samba.data / smb_folder / "alice" / "exp") == FILES
+    assert sorted(os.listdir(samba.data / smb_folder / "alice")) == ["exp"]  # once
+    assert sorted(os.listdir(tmp_path / "storage" / "alice")) == ["exp"]
