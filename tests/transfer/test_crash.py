@@ -17,7 +17,6 @@ import pytest
 
 from autotx_lib import journal as J
 from autotx_lib.journal import Journal
-from autotx_lib.transfer import agent as agent_module
 from autotx_lib.transfer import steps as steps_module
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.copy import verify_manifest
