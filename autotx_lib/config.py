@@ -864,6 +864,7 @@ def _more_destination_problems(config: Config, *, check_reachable: bool) -> list
             taken[key] = folder
             continue
         if folder is None:
+            problems += _credential_problems(key, target)
             continue
         real = Path(os.path.realpath(folder))
         for other, path in taken.items():
@@ -972,6 +973,18 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
         problems.append(ConfigProblem("destination", f"{dest} is not writable by this user",
                                       "grant write access to the agent's user"))
     return problems
+
+
+def _credential_problems(key: str, target: DestinationSettings) -> list[ConfigProblem]:
+    """An ``smb://`` destination's credentials: a user, and a password the agent can read."""
+    from autotx_lib.errors import DestinationSettingsError
+    from autotx_lib.transfer.destinations.url import open_destination
+
+    try:
+        open_destination(target.url, target.credentials).close()  # reads, never connects
+    except DestinationSettingsError as error:
+        return [ConfigProblem(key, str(error), "fix the destination's credentials")]
+    return []
 
 
 def _device(folder: Path) -> int:

@@ -28,7 +28,9 @@ from autotx_lib import __version__
 from autotx_lib import journal as J
 from autotx_lib.config import Config, DestinationSettings
 from autotx_lib.errors import (
+    DestinationAuth,
     DestinationError,
+    DestinationSettingsError,
     JournalBusyError,
     JournalError,
     TransferError,
@@ -367,7 +369,10 @@ class Agent(DatasetSteps):
     def _destination(self, settings: DestinationSettings) -> Destination:
         """One configured destination, opened once (an SMB share keeps its connection)."""
         if settings.name not in self._opened:
-            self._opened[settings.name] = open_member_destination(settings)
+            try:
+                self._opened[settings.name] = open_member_destination(settings)
+            except DestinationSettingsError as error:  # e.g. its password variable unset
+                raise DestinationAuth(settings.url, str(error)) from None
         return self._opened[settings.name]
 
     def _housekeeping(self) -> None:

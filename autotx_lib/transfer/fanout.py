@@ -41,7 +41,7 @@ class Member:
     delivery: Any  # its journal row
     settings: DestinationSettings
     number: int  # 0: the primary destination
-    destination: Destination
+    destination: Destination | None  # None: it could not be opened (e.g. credentials)
 
     @property
     def name(self) -> str:
@@ -58,7 +58,7 @@ class Member:
         return Path(self.delivery.tmp_path)
 
     def describe(self) -> str:
-        return f"{self.name} ({self.destination.url})"
+        return f"{self.name} ({self.destination.url if self.destination else self.settings.url})"
 
 
 def tmp_location(config: Config, settings: DestinationSettings, user: str, stamped: str) -> str:

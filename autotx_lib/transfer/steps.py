@@ -196,20 +196,23 @@ class DatasetSteps:
     def _drop(self, row, member: Member, error: DestinationError) -> None:
         """A destination failed: it leaves the round and is tried again later; the others
         go on."""
-        delivery = self.journal.delivery(member.delivery.id)
-        delay = min(RETRY_BASE_SECONDS * 2 ** delivery.attempts, RETRY_MAX_SECONDS)
         if isinstance(error, DestinationFullError):
             self._remove_tmp(member)
+        self._delivery_failed(row, member.delivery.id, member.describe(), error)
+
+    def _delivery_failed(self, row, delivery_id: int, shown: str, error: DestinationError) -> None:
+        delivery = self.journal.delivery(delivery_id)
+        delay = min(RETRY_BASE_SECONDS * 2 ** delivery.attempts, RETRY_MAX_SECONDS)
         self.journal.update_delivery(delivery.id, state="pending", error=str(error),
                                      attempts=delivery.attempts + 1,
                                      next_attempt_at=utcnow() + dt.timedelta(seconds=delay))
         self._event("warning", "destination-failed", f"{row.user}/{row.name}: destination "
-                    f"{member.name}: {error} The other destinations go on; {member.name} is "
-                    f"tried again in {delay:.0f} s.", row.id)
-        self.notifier.destination_problem(f"destination {member.describe()}: {error}")
+                    f"{delivery.destination}: {error} The other destinations go on; "
+                    f"{delivery.destination} is tried again in {delay:.0f} s.", row.id)
+        self.notifier.destination_problem(f"destination {shown}: {error}")
 
     def _remove_tmp(self, member: Member) -> None:
-        if not member.delivery.tmp_path:
+        if not member.delivery.tmp_path or member.destination is None:
             return
         if member.root is not None:
             shutil.rmtree(member.delivery.tmp_path, ignore_errors=True)
@@ -250,15 +253,22 @@ class DatasetSteps:
     def _prepare(self, row) -> bool:
         """Choose the destinations of this round, check them, list the files, start copying."""
         waiting, candidates = [], []
-        for number, (delivery, settings) in enumerate(
-                zip(self._deliveries(row), self.config.targets, strict=True)):
-            if delivery.state == "delivered":
-                continue
+        pending = [(number, delivery, settings) for number, (delivery, settings) in
+                   enumerate(zip(self._deliveries(row), self.config.targets, strict=True))
+                   if delivery.state != "delivered"]
+        for number, delivery, settings in pending:
             why = due_now(settings, delivery)
             if why:
                 waiting.append(f"{settings.name}: {why}")
                 continue
-            candidates.append(Member(delivery, settings, number, self._destination(settings)))
+            try:
+                destination = self._destination(settings)
+            except DestinationError as error:  # its settings are unusable (credentials)
+                if len(pending) == 1:
+                    raise
+                self._delivery_failed(row, delivery.id, settings.name, error)
+                continue
+            candidates.append(Member(delivery, settings, number, destination))
         members = self._usable(row, candidates)
         if not members:
             return self._between_rounds(row, waiting)
@@ -731,7 +741,12 @@ class DatasetSteps:
             if due_now(settings, delivery):
                 continue
             row = self.journal.dataset(delivery.dataset_id)
-            self._catch_up(row, Member(delivery, settings, number, self._destination(settings)))
+            try:
+                destination = self._destination(settings)
+            except DestinationError as error:
+                self._catch_up_failed(row, Member(delivery, settings, number, None), str(error))
+                return True
+            self._catch_up(row, Member(delivery, settings, number, destination))
             return True
         return False
 

@@ -285,3 +285,25 @@ def test_a_destination_below_its_free_space_floor_is_left_out(tmp_path):
     backup = deliveries(config, dataset)["backup"]
     assert backup.state == "pending" and "no space left" in backup.error
     assert not (tmp_path / "backup" / "alice").exists()
+
+
+def test_missing_or_exposed_smb_credentials_are_named_and_never_block_the_primary(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTOTX_TEST_NAS_PW", raising=False)
+    config = two_destinations(tmp_path, required=False)
+    config.destinations[1] = config.destinations[1].model_copy(update={
+        "url": "smb://autotx@127.0.0.1:9/imaging", "password_env": "AUTOTX_TEST_NAS_PW"})
+    [problem] = [p for p in check_config(config, for_run=True) if "backup" in p.key]
+    assert "AUTOTX_TEST_NAS_PW" in problem.message and "not set" in problem.message
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    dataset = Agent(config).run(once=True).delivered[0]  # the agent itself does not stop
+    backup = deliveries(config, dataset)["backup"]
+    assert backup.state == "pending" and "AUTOTX_TEST_NAS_PW" in backup.error
+
+    secret = tmp_path / "nas.pw"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    config.destinations[1] = config.destinations[1].model_copy(update={
+        "password_env": None, "password_file": secret})
+    [problem] = [p for p in check_config(config, for_run=True) if "backup" in p.key]
+    assert f"chmod 600 {secret}" in problem.message and "s3cret" not in problem.message
