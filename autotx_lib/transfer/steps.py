@@ -18,6 +18,7 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,7 @@ from autotx_lib.transfer.layout import (
     stamped_name,
 )
 from autotx_lib.transfer.live_sync import use_live_copies
+from autotx_lib.transfer.readiness import scan_incoming
 from autotx_lib.transfer.status import LIVE_PROGRESS_KEY
 from autotx_lib.units import human_bytes
 
@@ -66,6 +68,7 @@ JOURNAL_BATCH_SECONDS = 0.5
 PROGRESS_SECONDS = 1.0  # live byte progress and rate written to the journal this often
 RATE_WINDOW_SECONDS = 5.0
 MAX_SEAL_ROUNDS = 3  # sources changed after verification this often: wait for quiet instead
+CATCH_UP_LOOK_SECONDS = 5.0  # a catch-up looks for new acquisitions in incoming/ this often
 ROUND_WAIT_SECONDS = 60.0  # a dataset waiting for a destination's window looks again this often
 
 
@@ -774,6 +777,12 @@ class DatasetSteps:
             self._seal_member(row, member, entries, {f.relpath for f in files})
             member.delivery = self.journal.delivery(member.delivery.id)
             placed = self._rename_into_place(row, member)
+        except CopyInterrupted:
+            self._remove_tmp(member)
+            self._event("info", "catch-up-paused", f"{name}: the copy to destination "
+                        f"{member.name} stopped for new acquisitions; it starts again when "
+                        "the agent is idle", row.id)
+            return
         except (DestinationError, OSError) as error:
             self._catch_up_failed(row, member, str(error))
             return
@@ -789,11 +798,19 @@ class DatasetSteps:
                     f"verified copy delivered to {placed}", row.id)
 
     def _copy_for_catch_up(self, row, member: Member, source: Path, files, gate) -> None:
+        """Copy every file, checked against the delivered digests.
+
+        Raises CopyInterrupted when the agent stops or a new acquisition appears in
+        incoming/: a catch-up never holds up the primary deliveries for long.
+        """
         todo = [SourceFile(f.relpath, f.size, f.mtime_ns) for f in files]
         expected = {f.relpath: f.digest for f in files}
+        should_stop = self._new_work_appeared()
         if member.root is None:
             self._make_remote_folders([member], todo)
             for entry in todo:
+                if should_stop():
+                    raise CopyInterrupted()
                 replicate_file(source / entry.relpath, member.destination,
                                f"{member.delivery.tmp_path}/{entry.relpath}", row.algorithm,
                                expected=expected[entry.relpath], throttle=gate.throttle)
@@ -801,11 +818,29 @@ class DatasetSteps:
         copied = C.copy_files(todo, source, [member.tmp], row.algorithm,
                               workers=self.config.copy_.workers,
                               verify=self.config.verify.mode, throttle=gate,
-                              max_attempts=self.config.copy_.max_attempts_per_file)
+                              max_attempts=self.config.copy_.max_attempts_per_file,
+                              should_stop=should_stop)
+        if len(copied) < len(todo):
+            raise CopyInterrupted()
         for result in copied:
             if result.digest != expected[result.relpath]:
                 raise VerificationError(source / result.relpath, expected[result.relpath],
                                         result.digest)
+
+    def _new_work_appeared(self) -> Callable[[], bool]:
+        """A check, cheap enough to call often: has the agent been asked to stop, or has a
+        folder appeared in incoming/ since now? (incoming/ is looked at every few seconds.)"""
+        before = {str(p) for _, p in scan_incoming(self.config.incoming)[0]}
+        looked = [time.monotonic()]
+
+        def should_stop() -> bool:
+            if self.stop_requested.is_set():
+                return True
+            if time.monotonic() - looked[0] < CATCH_UP_LOOK_SECONDS:
+                return False
+            looked[0] = time.monotonic()
+            return bool({str(p) for _, p in scan_incoming(self.config.incoming)[0]} - before)
+        return should_stop
 
     def _catch_up_failed(self, row, member: Member, reason: str, final: bool = False) -> None:
         """Try again later (much later when the source itself is the problem); say it once."""

@@ -307,3 +307,36 @@ def test_missing_or_exposed_smb_credentials_are_named_and_never_block_the_primar
         "password_env": None, "password_file": secret})
     [problem] = [p for p in check_config(config, for_run=True) if "backup" in p.key]
     assert f"chmod 600 {secret}" in problem.message and "s3cret" not in problem.message
+
+
+def test_a_catch_up_gives_way_to_a_new_acquisition(tmp_path, monkeypatch):
+    from autotx_lib.transfer import steps
+
+    config = two_destinations(tmp_path, required=False)
+    (tmp_path / "backup").rename(tmp_path / "away")
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    dataset = Agent(config).run(once=True).delivered[0]
+    (tmp_path / "away").rename(tmp_path / "backup")
+    make_due(config)
+    real_scan, calls = steps.scan_incoming, []
+
+    def scan_while_a_user_saves(incoming):
+        calls.append(1)
+        if len(calls) == 2:  # during the catch-up's copy, an acquisition appears
+            make_dataset(config.incoming, "alice", "new_run", {"a.tif": b"new"})
+        return real_scan(incoming)
+
+    monkeypatch.setattr(steps, "CATCH_UP_LOOK_SECONDS", 0.0)
+    monkeypatch.setattr(steps, "scan_incoming", scan_while_a_user_saves)
+    Agent(config).run(once=True)
+    backup = deliveries(config, dataset)["backup"]
+    assert backup.state == "pending" and backup.error and backup.next_attempt_at is None
+    assert "catch-up-paused" in [e.kind for e in Journal(config.journal_url).recent_events(10)]
+    assert not (tmp_path / "backup" / "alice" / "exp").exists()
+    assert not list((tmp_path / "backup" / ".autotx-tmp").rglob("*.bin"))
+
+    monkeypatch.setattr(steps, "scan_incoming", real_scan)
+    summary = Agent(config).run(once=True)  # the new acquisition first, then the catch-up
+    assert len(summary.delivered) == 1
+    assert deliveries(config, dataset)["backup"].state == "delivered"
+    assert tree(tmp_path / "backup" / "alice" / "exp") == FILES
