@@ -45,6 +45,35 @@ def assert_delivered_exactly_once(config, files: dict[str, bytes]) -> None:
     assert [r.state for r in rows if r.state != J.VANISHED] == [J.DONE]
 
 
+def crash_at_every_call(config, monkeypatch, label: str, owner, name: str, when: str) -> None:
+    """Run the agent again and again, crashing before or after the k-th call of
+    ``owner.name`` for k = 1, 2, ... until a run no longer reaches the k-th call."""
+    original = getattr(owner, name)
+    crashes = 0
+    for k in range(1, 100):
+        calls = {"n": 0}
+
+        def crashing(*args, _k=k, _calls=calls, **kwargs):
+            _calls["n"] += 1
+            if _calls["n"] == _k and when == "before":
+                raise Crash(f"{label} call {_k}")
+            result = original(*args, **kwargs)
+            if _calls["n"] == _k and when == "after":
+                raise Crash(f"{label} call {_k}")
+            return result
+
+        monkeypatch.setattr(owner, name, crashing)
+        try:
+            Agent(config).run(once=True)
+        except Crash:
+            crashes += 1
+            continue
+        finally:
+            monkeypatch.setattr(owner, name, original)
+        break  # a run went through without reaching the k-th call: all steps were covered
+    assert crashes >= 1, f"{label} was never called"
+
+
 STEP_FUNCTIONS = [
     ("os.rename", os, "rename"),
     ("fsync_dir", steps_module, "fsync_dir"),
@@ -60,30 +89,7 @@ def test_crash_at_every_step_then_restart(facility, monkeypatch, label, owner, n
     """Crash before or after the k-th call of each filesystem/journal step, for every k."""
     files = {f"d{i % 3}/f{i}.bin": os.urandom(20_000 + i) for i in range(12)}
     make_dataset(facility.incoming, "alice", "exp", files)
-    original = getattr(owner, name)
-    crashes = 0
-    for k in range(1, 60):
-        calls = {"n": 0}
-
-        def crashing(*args, _k=k, _calls=calls, **kwargs):
-            _calls["n"] += 1
-            if _calls["n"] == _k and when == "before":
-                raise Crash(f"{label} call {_k}")
-            result = original(*args, **kwargs)
-            if _calls["n"] == _k and when == "after":
-                raise Crash(f"{label} call {_k}")
-            return result
-
-        monkeypatch.setattr(owner, name, crashing)
-        try:
-            Agent(facility).run(once=True)
-        except Crash:
-            crashes += 1
-            continue
-        finally:
-            monkeypatch.setattr(owner, name, original)
-        break  # a run went through without reaching the k-th call: all steps were covered
-    assert crashes >= 1, f"{label} was never called"
+    crash_at_every_call(facility, monkeypatch, label, owner, name, when)
     Agent(facility).run(once=True)  # the restart after the last crash, uninterrupted
     assert_delivered_exactly_once(facility, files)
 
@@ -243,30 +249,7 @@ def test_crash_at_every_step_with_two_destinations(tmp_path, monkeypatch, label,
                     gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
     files = {f"d{i % 3}/f{i}.bin": os.urandom(20_000 + i) for i in range(6)}
     make_dataset(config.incoming, "alice", "exp", files)
-    original = getattr(owner, name)
-    crashes = 0
-    for k in range(1, 80):
-        calls = {"n": 0}
-
-        def crashing(*args, _k=k, _calls=calls, **kwargs):
-            _calls["n"] += 1
-            if _calls["n"] == _k and when == "before":
-                raise Crash(f"{label} call {_k}")
-            result = original(*args, **kwargs)
-            if _calls["n"] == _k and when == "after":
-                raise Crash(f"{label} call {_k}")
-            return result
-
-        monkeypatch.setattr(owner, name, crashing)
-        try:
-            Agent(config).run(once=True)
-        except Crash:
-            crashes += 1
-            continue
-        finally:
-            monkeypatch.setattr(owner, name, original)
-        break
-    assert crashes >= 1, f"{label} was never called"
+    crash_at_every_call(config, monkeypatch, label, owner, name, when)
     Agent(config).run(once=True)
     for root in (storage, backup):
         assert sorted(p.name for p in (root / "alice").iterdir()) == ["exp"], root
