@@ -230,22 +230,30 @@ class Agent(DatasetSteps):
             self.catch_up_one()
 
     def _recheck_one(self) -> None:
-        """While idle: hash one delivered dataset again (``[verify] recheck_days``)."""
-        after_id = recheck_due(self.journal, self.config.verify.recheck_days)
-        if after_id is None:
+        """While idle: hash one delivered dataset again (``[verify] recheck_days``), at the
+        first folder destination whose round is due (the primary's first)."""
+        for number, target in enumerate(self.config.targets):
+            name = None if number == 0 else target.name
+            if target.local_path is None:
+                continue  # checked on the server, not from here
+            after_id = recheck_due(self.journal, self.config.verify.recheck_days,
+                                   destination=name)
+            if after_id is None:
+                continue
+            try:
+                report = recheck_delivered(self.config, journal=self.journal, limit=1,
+                                           after_id=after_id, destination=name)
+            except DestinationError as error:
+                log.info("recheck of %s postponed: %s", target.name, error)
+                continue
+            record_progress(self.journal, report, after_id, destination=name)
+            for failed in report.failed:
+                self.notifier.needs_attention(
+                    "recheck", f"{failed.user}/{failed.name} no longer matches what was "
+                    f"delivered to {target.name}", f"The delivered copy {failed.dest_path} was "
+                    "hashed again and differs from what was delivered:\n"
+                    + "\n".join(f"  {p}" for p in failed.problems[:20]))
             return
-        try:
-            report = recheck_delivered(self.config, journal=self.journal, limit=1,
-                                       after_id=after_id)
-        except DestinationError as error:
-            log.info("recheck postponed: %s", error)
-            return
-        record_progress(self.journal, report, after_id)
-        for failed in report.failed:
-            self.notifier.needs_attention(
-                "recheck", f"{failed.user}/{failed.name} no longer matches what was delivered",
-                f"The delivered copy {failed.dest_path} was hashed again and differs from what "
-                "was delivered:\n" + "\n".join(f"  {p}" for p in failed.problems[:20]))
 
     def _instrument_session_step(self) -> None:
         """Sessions: follow the console login, close an idle session, live sync."""

@@ -189,11 +189,18 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def recheck_due(journal: Journal, every_days: float, now: dt.datetime | None = None) -> int | None:
+def recheck_key(destination: str | None = None) -> str:
+    """The journal setting holding the recheck round of one destination (the primary's
+    by default)."""
+    return LAST_RECHECK_KEY if destination is None else f"{LAST_RECHECK_KEY}:{destination}"
+
+
+def recheck_due(journal: Journal, every_days: float, now: dt.datetime | None = None,
+                destination: str | None = None) -> int | None:
     """The cursor to go on from when a recheck round is due (None: not due)."""
     if every_days <= 0:
         return None
-    state = journal.get_setting(LAST_RECHECK_KEY) or {}
+    state = journal.get_setting(recheck_key(destination)) or {}
     after_id = int(state.get("after_id", 0))
     if after_id:  # a round is under way
         return after_id
@@ -204,15 +211,18 @@ def recheck_due(journal: Journal, every_days: float, now: dt.datetime | None = N
     return 0
 
 
-def record_progress(journal: Journal, report: RecheckReport, after_id: int) -> None:
+def record_progress(journal: Journal, report: RecheckReport, after_id: int,
+                    destination: str | None = None) -> None:
     """Move the cursor past what was checked; close the round when nothing was left."""
+    key = recheck_key(destination)
     if report.checked:
-        state = journal.get_setting(LAST_RECHECK_KEY) or {}
-        journal.set_setting(LAST_RECHECK_KEY, {**state, "after_id": report.checked[-1].dataset_id})
+        state = journal.get_setting(key) or {}
+        journal.set_setting(key, {**state, "after_id": report.checked[-1].dataset_id})
     else:
-        journal.set_setting(LAST_RECHECK_KEY, {"at": utcnow().isoformat(), "after_id": 0})
-        journal.log("info", "recheck-round", "every delivered dataset was checked again")
+        journal.set_setting(key, {"at": utcnow().isoformat(), "after_id": 0})
+        where = f" at destination {destination}" if destination else ""
+        journal.log("info", "recheck-round", f"every delivered dataset{where} was checked again")
 
 
 __all__ = ["DatasetCheck", "RecheckReport", "check_delivered_copy", "recheck_delivered",
-           "recheck_due", "record_progress"]
+           "recheck_due", "recheck_key", "record_progress"]

@@ -340,3 +340,18 @@ def test_a_catch_up_gives_way_to_a_new_acquisition(tmp_path, monkeypatch):
     assert len(summary.delivered) == 1
     assert deliveries(config, dataset)["backup"].state == "delivered"
     assert tree(tmp_path / "backup" / "alice" / "exp") == FILES
+
+
+def test_the_idle_agent_rechecks_the_backup_copies_too(tmp_path):
+    config = two_destinations(tmp_path)
+    config.verify.recheck_days = 7
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    Agent(config).run(once=True)
+    (tmp_path / "backup" / "alice" / "exp" / "d0" / "f2.bin").write_bytes(b"rotten")
+    journal = Journal(config.journal_url)
+    for _ in range(4):  # the primary's round (check, close), then the backup's
+        Agent(config).run(once=True)
+    failed = [e.message for e in journal.recent_events(50) if e.kind == "recheck-failed"]
+    assert len(failed) == 1 and str(tmp_path / "backup") in failed[0]
+    assert journal.get_setting("recheck")["at"]  # the primary's round closed, clean
+    assert journal.get_setting("recheck:backup")["after_id"] in (0, 1)
