@@ -82,6 +82,56 @@ class DatasetBatch(_Body):
     datasets: list[DatasetIn] = Field(max_length=5000)
 
 
+class RunIn(_Body):
+    """The latest state of one pipeline run of an agent (an upsert keyed by ``run_id``, its
+    id in the agent's journal; the row read later, ``observed_at``, wins)."""
+
+    run_id: int
+    workflow: Name
+    version: str | None = Field(None, max_length=64)
+    dataset_id: int | None = None
+    dataset_path: str | None = Field(None, max_length=4096)
+    user: str | None = Field(None, max_length=255)
+    initiator: str | None = Field(None, max_length=255)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    max_attempts: int | None = None
+    error: str | None = Field(None, max_length=20_000)
+    rerun_of: int | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    duration_s: float | None = None
+    next_attempt_at: dt.datetime | None = None
+    observed_at: dt.datetime
+
+
+class RunBatch(_Body):
+    runs: list[RunIn] = Field(max_length=5000)
+
+
+class SessionIn(_Body):
+    """The latest state of one instrument session of an agent (an upsert keyed by
+    ``session_id``; the row read later, ``observed_at``, wins)."""
+
+    session_id: int
+    instrument: Name
+    user: Name
+    project: str | None = Field(None, max_length=255)
+    booking: str | None = Field(None, max_length=255)
+    note: str | None = Field(None, max_length=20_000)
+    started_by: str | None = Field(None, max_length=32)
+    started_at: dt.datetime
+    last_activity_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    end_reason: str | None = Field(None, max_length=32)
+    observed_at: dt.datetime
+
+
+class SessionBatch(_Body):
+    sessions: list[SessionIn] = Field(max_length=5000)
+
+
 class Heartbeat(_Body):
     """What an agent is doing (``status``: :meth:`Status.to_dict`) and its free space."""
 
@@ -271,6 +321,15 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         return {"stored": store.upsert_datasets(agent_id, [d.model_dump()
                                                            for d in batch.datasets])}
 
+    @app.post("/agents/{agent_id}/runs", tags=["agents push"])
+    async def push_runs(agent_id: str, batch: RunBatch, _token: Agent) -> dict:
+        return {"stored": store.upsert_runs(agent_id, [r.model_dump() for r in batch.runs])}
+
+    @app.post("/agents/{agent_id}/sessions", tags=["agents push"])
+    async def push_sessions(agent_id: str, batch: SessionBatch, _token: Agent) -> dict:
+        return {"stored": store.upsert_sessions(agent_id, [s.model_dump()
+                                                           for s in batch.sessions])}
+
     @app.get("/agents/{agent_id}/commands", tags=["commands"])
     async def agent_commands(agent_id: str, token: Annotated[Row, Depends(principal)]) -> list[dict]:
         """An agent's open commands (the agent itself: they become "delivered")."""
@@ -349,6 +408,46 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         data["events"] = [as_dict(e) for e in store.events(agent_id=agent_id,
                                                            dataset_id=dataset_id, limit=1000)]
         return data
+
+    @app.get("/runs", tags=["facility"])
+    async def list_runs(request: Request, _token: Reader, agent: str | None = None,
+                        status: str | None = None, workflow: str | None = None,
+                        user: str | None = None, since: dt.datetime | None = None,
+                        until: dt.datetime | None = None, limit: Limit = 100,
+                        offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """Pipeline runs, newest first; ``since``/``until`` bound when they were created."""
+        rows, total = store.runs(agent_id=agent, status=status, workflow=workflow, user=user,
+                                 since=since, until=until, limit=limit, offset=offset)
+        return respond(request, {"items": [as_dict(r) for r in rows], "total": total,
+                                 "limit": limit, "offset": offset})
+
+    @app.get("/runs/{agent_id}/{run_id}", tags=["facility"])
+    async def run_detail(agent_id: str, run_id: int, _token: Reader) -> dict:
+        row = store.run(agent_id, run_id)
+        if row is None:
+            raise HTTPException(404, f"agent {agent_id!r} has reported no pipeline run {run_id}")
+        return as_dict(row)
+
+    @app.get("/sessions", tags=["facility"])
+    async def list_sessions(request: Request, _token: Reader, agent: str | None = None,
+                            user: str | None = None,
+                            open_only: Annotated[bool, Query(alias="open")] = False,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None,
+                            limit: Limit = 100,
+                            offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """Instrument sessions, newest first; ``open=true``: only those not ended;
+        ``since``/``until`` bound when they started."""
+        rows, total = store.sessions(agent_id=agent, user=user, open_only=open_only, since=since,
+                                     until=until, limit=limit, offset=offset)
+        return respond(request, {"items": [as_dict(r) for r in rows], "total": total,
+                                 "limit": limit, "offset": offset})
+
+    @app.get("/sessions/{agent_id}/{session_id}", tags=["facility"])
+    async def session_detail(agent_id: str, session_id: int, _token: Reader) -> dict:
+        row = store.session(agent_id, session_id)
+        if row is None:
+            raise HTTPException(404, f"agent {agent_id!r} has reported no session {session_id}")
+        return as_dict(row)
 
     @app.get("/events", tags=["facility"])
     async def list_events(request: Request, _token: Reader, agent: str | None = None,
@@ -466,4 +565,5 @@ def _command(row: Row) -> dict:
     return data
 
 
-__all__ = ["create_app", "serve", "init_hub", "Heartbeat", "EventIn", "DatasetIn", "CommandIn", "AckIn"]
+__all__ = ["create_app", "serve", "init_hub", "Heartbeat", "EventIn", "DatasetIn", "RunIn",
+           "SessionIn", "CommandIn", "AckIn"]
