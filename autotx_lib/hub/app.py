@@ -1,14 +1,14 @@
 """The hub's HTTP API (FastAPI): agents push and pull commands; people read and steer.
 
-Every route needs ``Authorization: Bearer TOKEN``: 401 without a valid token, 403 with
-the wrong role. Errors have one shape: ``{"error": {"status": 403, "message": "..."}}``.
+Every API route needs ``Authorization: Bearer TOKEN`` (only the docs pages are open): 401
+without a valid token, 403 with the wrong role. Errors have one shape: ``{"error": {"status": 403, "message": "..."}}``.
 List routes answer ``304 Not Modified`` to a matching ``If-None-Match`` (cheap polling),
-and events take ``after=`` (the last hub event id seen). OpenAPI docs: ``/docs``.
+and events take ``after=`` (the last hub event id seen). OpenAPI docs: ``/docs`` and
+``/redoc``, with their scripts served by the hub itself (no CDN, no internet needed).
 
 Examples
 --------
->>> from autotx_lib.errors import HubError
-from autotx_lib.hub.settings import HubSettings, bind_problem
+>>> from autotx_lib.hub.settings import HubSettings                  # doctest: +SKIP
 >>> app = create_app(HubSettings(database="sqlite://"))     # doctest: +SKIP
 >>> uvicorn.run(app, host="127.0.0.1", port=8765)           # doctest: +SKIP
 """
@@ -20,10 +20,11 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Row
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,6 +36,7 @@ from autotx_lib.hub.settings import HubSettings, bind_problem
 from autotx_lib.hub.store import COMMAND_ACTIONS, HubStore, as_dict, now
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
+DOCS_ASSETS = "/docs-assets"  # where the docs pages' scripts and styles are served
 
 
 class _Body(BaseModel):
@@ -284,7 +286,9 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         Defaults to ``HubStore(settings.database)`` (tables created if missing).
     """
     store = store or HubStore(settings.database)
-    app = FastAPI(title="autotx hub", version=__version__,
+    # the API docs (/docs, /redoc) load Swagger UI and ReDoc from the hub itself, not from
+    # a CDN: a facility network may have no internet
+    app = FastAPIOffline(title="autotx hub", version=__version__, static_url=DOCS_ASSETS,
                   description="The facility's view of its transfer agents. Every route needs "
                   "`Authorization: Bearer TOKEN` (see `autotx hub token add`).")
     app.state.store, app.state.settings = store, settings

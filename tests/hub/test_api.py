@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import httpx
 import pytest
@@ -199,6 +200,23 @@ def test_commands_flow_and_replayed_acknowledgement(hub):
 def test_docs_are_served(hub):
     assert "swagger" in httpx.get(hub.url + "/docs").text.lower()
     assert "/agents/{agent_id}/events" in httpx.get(hub.url + "/openapi.json").json()["paths"]
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_need_no_internet(hub, page):
+    """A facility network may have no internet: every script, style and icon of the docs
+    pages comes from the hub itself."""
+    html = httpx.get(hub.url + page).text
+    linked = re.findall(r"""(?:src|href|url)\s*[=:(]\s*['"]([^'"]+)['"]""", html)
+    assert not [u for u in linked if "//" in u], f"{page} loads from elsewhere: {linked}"
+    scripts = [u for u in linked if u.endswith(".js")]
+    assert scripts and all(u.startswith("/docs-assets/") for u in scripts), linked
+    for url in linked:
+        response = httpx.get(hub.url + url)
+        assert response.status_code == 200, url
+        if url.endswith(".js"):
+            assert len(response.content) > 500_000  # the real Swagger UI / ReDoc bundle
+    assert "/openapi.json" in linked or "'/openapi.json'" in html or '"/openapi.json"' in html
 
 
 def test_push_and_read_on_each_database(database, tmp_path):
