@@ -3,8 +3,8 @@
 Every API route needs ``Authorization: Bearer TOKEN`` (only the docs pages are open): 401
 without a valid token, 403 with the wrong role. Errors have one shape: ``{"error": {"status": 403, "message": "..."}}``.
 List routes answer ``304 Not Modified`` to a matching ``If-None-Match`` (cheap polling),
-and events take ``after=`` (the last hub event id seen). OpenAPI docs: ``/docs`` and
-``/redoc``, with their scripts served by the hub itself (no CDN, no internet needed).
+and events take ``after=`` (the last hub event id seen). OpenAPI docs: ``/docs``
+(Swagger UI, its scripts served by the hub itself: no CDN, no internet needed).
 
 Examples
 --------
@@ -286,9 +286,10 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         Defaults to ``HubStore(settings.database)`` (tables created if missing).
     """
     store = store or HubStore(settings.database)
-    # the API docs (/docs, /redoc) load Swagger UI and ReDoc from the hub itself, not from
-    # a CDN: a facility network may have no internet
+    # the API docs (/docs) load Swagger UI from the hub itself, not from a CDN: a facility
+    # network may have no internet. No /redoc: ReDoc fetches its logo from its CDN.
     app = FastAPIOffline(title="autotx hub", version=__version__, static_url=DOCS_ASSETS,
+                         redoc_url=None,
                   description="The facility's view of its transfer agents. Every route needs "
                   "`Authorization: Bearer TOKEN` (see `autotx hub token add`).")
     app.state.store, app.state.settings = store, settings

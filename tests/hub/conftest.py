@@ -56,7 +56,9 @@ class ThreadHub:
         self.viewer = self.store.add_token("viewer", "viewer")
         self.operator = self.store.add_token("operator", "operator")
         self.agent = self.store.add_token("test-pc", "agent")
-        self.port = settings.port or free_port()
+        # a port of its own unless the test names one (8765, the default, may be taken by
+        # another test run on this machine)
+        self.port = settings.port if "port" in settings.model_fields_set else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread: threading.Thread | None = None
         if start:
