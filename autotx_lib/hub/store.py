@@ -1,7 +1,7 @@
 """The hub's own database: agents, their events and datasets, commands, tokens, audit.
 
 SQLAlchemy 2 Core over SQLite (WAL; the default, no set-up) or PostgreSQL; one schema,
-created with ``metadata.create_all``. Times are aware UTC; "last seen" and receive times
+created and upgraded by Alembic migrations (:mod:`autotx_lib.hub.migrate`). Times are aware UTC; "last seen" and receive times
 are the hub's clock, so an agent's wrong clock cannot make it look alive or dead.
 
 Pushes are idempotent: an event is keyed by (agent id, the agent's journal event id), a
@@ -220,7 +220,7 @@ class HubStore:
         SQLAlchemy URL (``sqlite:////srv/hub/hub.sqlite``,
         ``postgresql+psycopg://hub@db/autotx_hub``).
     create : bool
-        Create missing tables.
+        Create the tables, or upgrade them to this code's schema (migrations).
 
     Examples
     --------
@@ -246,7 +246,10 @@ class HubStore:
         # handler, whose growing sleeps turn 50 concurrent pushes into seconds of latency
         self._writing = threading.Lock() if url.startswith("sqlite") else nullcontext()
         if create:
-            metadata.create_all(self.engine)
+            from autotx_lib.hub import migrate
+
+            memory = url in ("sqlite://", "sqlite:///:memory:")
+            migrate.upgrade(url, self.engine if memory else None)
 
     def _write(self):
         """A transaction that writes (queued behind other writers on SQLite)."""

@@ -17,6 +17,7 @@ import pytest
 
 from autotx_lib.hub.app import create_app
 from autotx_lib.hub.client import HubClient
+from autotx_lib.hub.migrate import VERSION_TABLE
 from autotx_lib.hub.settings import HubSettings
 from autotx_lib.hub.store import HubStore, metadata
 
@@ -101,6 +102,8 @@ def fresh_postgres(url: str) -> str:
     """The PostgreSQL database emptied of hub tables (each test starts clean)."""
     store = HubStore(url, create=False)
     metadata.drop_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
     store.close()
     return url
 
