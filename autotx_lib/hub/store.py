@@ -508,15 +508,16 @@ class HubStore:
 
     def runs(self, *, agent_id: str | None = None, status: str | None = None,
              workflow: str | None = None, user: str | None = None,
-             since: dt.datetime | None = None, until: dt.datetime | None = None,
-             limit: int = 100, offset: int = 0) -> tuple[list[Row], int]:
+             dataset_id: int | None = None, since: dt.datetime | None = None,
+             until: dt.datetime | None = None, limit: int = 100,
+             offset: int = 0) -> tuple[list[Row], int]:
         """Pipeline runs matching the filters, newest first, and how many match in all.
 
         ``since``/``until`` bound the time the run was created (agent clock).
         """
         return self._page(runs, "run_id", "created_at", {
-            "agent_id": agent_id, "status": status, "workflow": workflow, "user": user},
-            since, until, limit, offset)
+            "agent_id": agent_id, "status": status, "workflow": workflow, "user": user,
+            "dataset_id": dataset_id}, since, until, limit, offset)
 
     def run(self, agent_id: str, run_id: int) -> Row | None:
         """One pipeline run's latest state, or None."""

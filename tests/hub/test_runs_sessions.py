@@ -159,6 +159,13 @@ def test_runs_and_sessions_are_listed_filtered_and_paged(any_hub):
     assert [r["run_id"] for r in since["items"]] == [5, 4, 3]
     assert viewer.request("GET", "/runs/other-pc/1")["status"] == "started"
     assert list(viewer.runs(agent="test-pc", limit=3)["run_id"]) == [5, 4, 3]
+    # a dataset's detail lists its runs
+    agent.request("POST", "/agents/test-pc/datasets", json={"datasets": [
+        {"dataset_id": 9, "user": "alice", "name": "plate1", "state": "done",
+         "updated_at": base.isoformat()}]})
+    agent.request("POST", "/agents/test-pc/runs", json={"runs": [
+        {**run(6, "finished"), "dataset_id": 9}]})
+    assert [r["run_id"] for r in viewer.dataset("test-pc", 9)["runs"]] == [6]
     sessions = viewer.sessions()
     assert list(sessions["user"]) == ["bob", "alice"]
     opened = viewer.request("GET", "/sessions", params={"open": "true"})
