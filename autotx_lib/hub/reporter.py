@@ -47,7 +47,8 @@ log = logging.getLogger("autotx_lib.hub")
 EVENT_CURSOR_KEY = "hub_event_cursor"  # id of the last journal event the hub acknowledged
 DATASET_CURSOR_KEY = "hub_dataset_cursor"  # updated_at (ISO) of the last dataset pushed
 REJECTED_KEY = "hub_rejected"  # {"events": [...], "datasets": [...], "last": "why"}
-RUN_CURSOR_KEY = "hub_run_cursor"  # {"after": last run id pushed, "open": {id: fingerprint}}
+# {"after": last run id pushed, "open": {id: fingerprint}, "observed": time of that push}
+RUN_CURSOR_KEY = "hub_run_cursor"
 SESSION_CURSOR_KEY = "hub_session_cursor"  # the same for instrument sessions
 COMMAND_KEY = "hub_last_command"  # {"id", "ok", "result"} of the last command carried out
 BATCH = 500
@@ -283,7 +284,11 @@ class Reporter:
         """
         state = self.journal.get_setting(key) or {"after": 0, "open": {}}
         after, known = state["after"], {int(k): v for k, v in state["open"].items()}
-        observed = dt.datetime.now(dt.UTC).isoformat()
+        # when these rows were read: the hub keeps the latest observation of a record, so
+        # it never goes back, even when the clock does (a step back of the agent's clock)
+        now = dt.datetime.now(dt.UTC)
+        before = dt.datetime.fromisoformat(state.get("observed") or now.isoformat())
+        observed = max(now, before + dt.timedelta(milliseconds=1)).isoformat()
 
         def send(rows: list) -> int:
             items = [item(r) for r in rows]
@@ -296,7 +301,8 @@ class Reporter:
             return sent
 
         def save() -> None:
-            self.journal.set_setting(key, {"after": after, "open": known})
+            self.journal.set_setting(key, {"after": after, "open": known,
+                                           "observed": observed})
 
         changed = [r for r in read_unended(list(known)) if r.id <= after
                    and (r.id not in known or _fingerprint(item(r)) != known[r.id])]

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from autotx_lib.config import Config
+from autotx_lib.hub import store as S
 from autotx_lib.hub.reporter import RUN_CURSOR_KEY, SESSION_CURSOR_KEY, Reporter, start_reporter
 from autotx_lib.hub.settings import HubSettings
 from autotx_lib.journal import Journal
@@ -85,8 +86,8 @@ def test_hub_down_then_up_every_run_and_session_arrives_once(facility: Config, t
     # is remembered as not ended
     reporter = Reporter(facility, journal, token=hub.agent)
     assert reporter.report_once()["runs"] == reporter.report_once()["sessions"] == 0
-    assert journal.get_setting(RUN_CURSOR_KEY) == {"after": waiting, "open": {
-        str(waiting): journal.get_setting(RUN_CURSOR_KEY)["open"][str(waiting)]}}
+    cursor = journal.get_setting(RUN_CURSOR_KEY)
+    assert (cursor["after"], list(cursor["open"])) == (waiting, [str(waiting)])
     assert journal.get_setting(SESSION_CURSOR_KEY)["open"] == {}
     hub.stop()
 
@@ -118,6 +119,16 @@ def test_a_push_repeated_after_a_lost_answer_changes_nothing(facility, hub, tmp_
              "observed_at": (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()}
     hub.client(hub.agent).request("POST", "/agents/test-pc/runs", json={"runs": [stale]})
     assert hub.store.run("test-pc", ids[0]).status == "finished"
+    # the agent's clock was an hour ahead at the last push, then stepped back: what it
+    # reads next is still the newer state
+    cursor = journal.get_setting(RUN_CURSOR_KEY)
+    ahead = dt.datetime.fromisoformat(cursor["observed"]) + dt.timedelta(hours=1)
+    journal.set_setting(RUN_CURSOR_KEY, {**cursor, "observed": ahead.isoformat()})
+    with hub.store.engine.begin() as conn:
+        conn.execute(S.runs.update().values(observed_at=ahead))
+    start_run(runs, ids[1])
+    assert reporter.push_runs() == 1
+    assert hub.store.run("test-pc", ids[1]).status == "started"
 
 
 @pytest.fixture
