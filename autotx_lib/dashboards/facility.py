@@ -89,9 +89,9 @@ RUN_COLOURS = {"finished": "#2ca02c", "started": "#1f77b4", "created": "#17becf"
                "error": "#d62728", "timeout": "#d62728", "cancelled": "#7f7f7f"}
 
 
-def _minute(when: str | None) -> str:
-    """An ISO time as 'YYYY-MM-DD HH:MM' (empty for none)."""
-    return when[:16].replace("T", " ") if when else ""
+def _minute(when: Any) -> str:
+    """An ISO time as 'YYYY-MM-DD HH:MM' (empty for none, or a DataFrame's NaN)."""
+    return when[:16].replace("T", " ") if isinstance(when, str) else ""
 
 
 def _ago(when: str | None) -> str:
@@ -297,7 +297,7 @@ class FacilityMonitor:
         rows = [(d["agent_id"], d["dataset_id"], d["user"], d["name"], Markup(badge(
                  d["state"], "#2ca02c" if d["state"] == "done" else "#d62728"
                  if d["state"] == "error" else "#7f7f7f")), human_bytes(d["total_bytes"]),
-                 d.get("finished_at") or "") for d in datasets.to_dict("records")]
+                 _minute(d.get("finished_at"))) for d in datasets.to_dict("records")]
         events = self.client.request("GET", "/events", params={"level": "error", "limit": 20})
         errors = [(e["agent_id"], e["at"], e["kind"], e["message"]) for e in events["items"]]
         sessions = [(s["agent_id"], s["user"], s.get("project") or "",

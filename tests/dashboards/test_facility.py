@@ -81,7 +81,7 @@ def test_history_and_statistics_tabs(hub):
          "updated_at": (created + dt.timedelta(seconds=100)).isoformat()}]})
     monitor = FacilityMonitor(hub.url, hub.viewer, start=False)
     monitor.tabs.selected_index = 1
-    assert "run1" in monitor.history.value
+    assert "run1" in monitor.history.value and "2026-11-03 09:01" in monitor.history.value
     assert "no sessions yet" in monitor.history.value
     assert "no pipeline runs yet" in monitor.history.value
     HubClient(hub.url, hub.agent).request("POST", "/agents/test-pc/runs", json={"runs": [
