@@ -233,10 +233,7 @@ def overview(hub: Hub, runs: int = 100) -> float:
 
 def agent_cost(hub: Hub, folder: Path, rounds: int = 3) -> tuple[float, float]:
     """Median MB/s of an agent delivering 10 x 20 MB without and with a hub reporter."""
-    import threading
-
     from autotx_lib.config import Config
-    from autotx_lib.hub.reporter import start_reporter
     from autotx_lib.transfer.agent import Agent
 
     token_file = folder / "token"
@@ -256,15 +253,10 @@ def agent_cost(hub: Hub, folder: Path, rounds: int = 3) -> tuple[float, float]:
         for n in range(10):
             (base / "incoming" / "alice" / f"ds{n}").mkdir(parents=True)
             (base / "incoming" / "alice" / f"ds{n}" / "image.bin").write_bytes(payload)
-        agent = Agent(config)
-        stop = threading.Event()
-        reporter = start_reporter(config, agent.journal, stop)
+        agent = Agent(config)  # with [hub], Agent.run starts (and ends) its own reporter
         start = time.perf_counter()
         summary = agent.run(once=True)
         seconds = time.perf_counter() - start
-        stop.set()
-        if reporter is not None:
-            reporter.join(30)
         assert len(summary.delivered) == 10, summary
         rates[reporting].append(10 * 20 / seconds)
         shutil.rmtree(base)

@@ -84,6 +84,16 @@ def stats_charts(tables: dict[str, Any]) -> Any:
     return row(per_day, per_user)
 
 
+#: Badge colours by pipeline run status.
+RUN_COLOURS = {"finished": "#2ca02c", "started": "#1f77b4", "created": "#17becf",
+               "error": "#d62728", "timeout": "#d62728", "cancelled": "#7f7f7f"}
+
+
+def _minute(when: Any) -> str:
+    """An ISO time as 'YYYY-MM-DD HH:MM' (empty for none, or a DataFrame's NaN)."""
+    return when[:16].replace("T", " ") if isinstance(when, str) else ""
+
+
 def _ago(when: str | None) -> str:
     if not when:
         return "never"
@@ -281,17 +291,35 @@ class FacilityMonitor:
         return self.agents
 
     def refresh_history(self) -> None:
-        """Redraw the history tab: recent datasets and warnings/errors."""
+        """Redraw the history tab: recent datasets, instrument sessions, pipeline runs and
+        warnings/errors."""
         datasets = self.client.datasets(limit=50)
         rows = [(d["agent_id"], d["dataset_id"], d["user"], d["name"], Markup(badge(
                  d["state"], "#2ca02c" if d["state"] == "done" else "#d62728"
                  if d["state"] == "error" else "#7f7f7f")), human_bytes(d["total_bytes"]),
-                 d.get("finished_at") or "") for d in datasets.to_dict("records")]
+                 _minute(d.get("finished_at"))) for d in datasets.to_dict("records")]
         events = self.client.request("GET", "/events", params={"level": "error", "limit": 20})
         errors = [(e["agent_id"], e["at"], e["kind"], e["message"]) for e in events["items"]]
+        sessions = [(s["agent_id"], s["user"], s.get("project") or "",
+                     _minute(s["started_at"]), _minute(s.get("ended_at")) or "open",
+                     s.get("end_reason") or "")
+                    for s in self.client.request("GET", "/sessions", params={"limit": 20})["items"]]
+        runs = [(r["agent_id"], r["run_id"], r["workflow"], r.get("user") or "",
+                 Markup(badge(r["status"], RUN_COLOURS.get(r["status"], "#7f7f7f"))),
+                 _minute(r["created_at"]),
+                 "" if r.get("duration_s") is None else f"{r['duration_s']:.1f} s",
+                 (r.get("error") or "")[:120])
+                for r in self.client.request("GET", "/runs", params={"limit": 20})["items"]]
         self.history.value = (
             "<b>recent datasets</b>" + html_table(["agent", "id", "user", "dataset", "state",
                                                    "size", "finished (UTC)"], rows)
+            + "<b>instrument sessions</b>" + html_table(
+                ["agent", "user", "project", "started (UTC)", "ended", "why"], sessions,
+                empty="no sessions yet", css_class="autotx-table autotx-sessions")
+            + "<b>pipeline runs</b>" + html_table(
+                ["agent", "id", "workflow", "user", "status", "created (UTC)", "took",
+                 "error"], runs, empty="no pipeline runs yet",
+                css_class="autotx-table autotx-runs")
             + "<b>errors</b>" + html_table(["agent", "at (agent clock)", "kind", "message"],
                                            errors, empty="no errors"))
 
@@ -345,4 +373,4 @@ class FacilityMonitor:
         self._thread = None
 
 
-__all__ = ["FacilityMonitor", "load_hub_access", "stats_charts", "STATE_COLOURS"]
+__all__ = ["FacilityMonitor", "load_hub_access", "stats_charts", "STATE_COLOURS", "RUN_COLOURS"]

@@ -1,14 +1,14 @@
 """The hub's HTTP API (FastAPI): agents push and pull commands; people read and steer.
 
-Every route needs ``Authorization: Bearer TOKEN``: 401 without a valid token, 403 with
-the wrong role. Errors have one shape: ``{"error": {"status": 403, "message": "..."}}``.
+Every API route needs ``Authorization: Bearer TOKEN`` (only the docs pages are open): 401
+without a valid token, 403 with the wrong role. Errors have one shape: ``{"error": {"status": 403, "message": "..."}}``.
 List routes answer ``304 Not Modified`` to a matching ``If-None-Match`` (cheap polling),
-and events take ``after=`` (the last hub event id seen). OpenAPI docs: ``/docs``.
+and events take ``after=`` (the last hub event id seen). OpenAPI docs: ``/docs``
+(Swagger UI, its scripts served by the hub itself: no CDN, no internet needed).
 
 Examples
 --------
->>> from autotx_lib.errors import HubError
-from autotx_lib.hub.settings import HubSettings, bind_problem
+>>> from autotx_lib.hub.settings import HubSettings                  # doctest: +SKIP
 >>> app = create_app(HubSettings(database="sqlite://"))     # doctest: +SKIP
 >>> uvicorn.run(app, host="127.0.0.1", port=8765)           # doctest: +SKIP
 """
@@ -20,12 +20,14 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Row
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autotx_lib import __version__
@@ -35,6 +37,7 @@ from autotx_lib.hub.settings import HubSettings, bind_problem
 from autotx_lib.hub.store import COMMAND_ACTIONS, HubStore, as_dict, now
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
+DOCS_ASSETS = "/docs-assets"  # where the docs pages' scripts and styles are served
 
 
 class _Body(BaseModel):
@@ -80,6 +83,56 @@ class DatasetIn(_Body):
 
 class DatasetBatch(_Body):
     datasets: list[DatasetIn] = Field(max_length=5000)
+
+
+class RunIn(_Body):
+    """The latest state of one pipeline run of an agent (an upsert keyed by ``run_id``, its
+    id in the agent's journal; the row read later, ``observed_at``, wins)."""
+
+    run_id: int
+    workflow: Name
+    version: str | None = Field(None, max_length=64)
+    dataset_id: int | None = None
+    dataset_path: str | None = Field(None, max_length=4096)
+    user: str | None = Field(None, max_length=255)
+    initiator: str | None = Field(None, max_length=255)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    max_attempts: int | None = None
+    error: str | None = Field(None, max_length=20_000)
+    rerun_of: int | None = None
+    created_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    duration_s: float | None = None
+    next_attempt_at: dt.datetime | None = None
+    observed_at: dt.datetime
+
+
+class RunBatch(_Body):
+    runs: list[RunIn] = Field(max_length=5000)
+
+
+class SessionIn(_Body):
+    """The latest state of one instrument session of an agent (an upsert keyed by
+    ``session_id``; the row read later, ``observed_at``, wins)."""
+
+    session_id: int
+    instrument: Name
+    user: Name
+    project: str | None = Field(None, max_length=255)
+    booking: str | None = Field(None, max_length=255)
+    note: str | None = Field(None, max_length=20_000)
+    started_by: str | None = Field(None, max_length=32)
+    started_at: dt.datetime
+    last_activity_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    end_reason: str | None = Field(None, max_length=32)
+    observed_at: dt.datetime
+
+
+class SessionBatch(_Body):
+    sessions: list[SessionIn] = Field(max_length=5000)
 
 
 class Heartbeat(_Body):
@@ -173,6 +226,29 @@ def respond(request: Request, data: Any) -> Response:
     return Response(body, media_type="application/json", headers={"ETag": tag})
 
 
+class StoreCalls:
+    """The store's methods as coroutines, for the ``async`` routes: ``await db.agents()``.
+
+    On SQLite a call runs right in the event loop (in-process work of a few milliseconds;
+    a thread hop would cost more). On a server database it runs in the thread pool: its
+    network round trips and commits would otherwise hold up every other request.
+    """
+
+    def __init__(self, store: HubStore):
+        self._store = store
+        self._in_loop = store.engine.dialect.name == "sqlite"
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._store, name)
+
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            if self._in_loop:
+                return call(*args, **kwargs)
+            return await run_in_threadpool(call, *args, **kwargs)
+
+        return run
+
+
 # --- who is asking ---------------------------------------------------------------------
 
 _bearer = HTTPBearer(auto_error=False)
@@ -185,7 +261,7 @@ async def principal(request: Request, credentials: Annotated[HTTPAuthorizationCr
         raise HTTPException(401, "no token: send 'Authorization: Bearer TOKEN' (ask the "
                             "hub's admin for one: autotx hub token add)",
                             headers={"WWW-Authenticate": "Bearer"})
-    token = request.app.state.store.token_for(credentials.credentials)
+    token = await request.app.state.db.token_for(credentials.credentials)
     if token is None:
         raise HTTPException(401, "unknown or revoked token; ask the hub's admin for a "
                             "new one", headers={"WWW-Authenticate": "Bearer"})
@@ -223,9 +299,9 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     """The hub as an ASGI application (FastAPI wrapped in the body-size limit).
 
-    The frequent routes (pushes, commands, the overview) are ``async`` and call the
-    database directly: each takes a few milliseconds, less than handing it to a thread
-    would cost under load. Statistics (pandas) run in the thread pool.
+    The frequent routes (pushes, commands, the overview) are ``async``; their database
+    calls run in the event loop on SQLite and in the thread pool on PostgreSQL (see
+    :class:`StoreCalls`). Statistics (pandas) run in the thread pool.
 
     Parameters
     ----------
@@ -234,10 +310,14 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         Defaults to ``HubStore(settings.database)`` (tables created if missing).
     """
     store = store or HubStore(settings.database)
-    app = FastAPI(title="autotx hub", version=__version__,
+    # the API docs (/docs) load Swagger UI from the hub itself, not from a CDN: a facility
+    # network may have no internet. No /redoc: ReDoc fetches its logo from its CDN.
+    app = FastAPIOffline(title="autotx hub", version=__version__, static_url=DOCS_ASSETS,
+                         redoc_url=None,
                   description="The facility's view of its transfer agents. Every route needs "
                   "`Authorization: Bearer TOKEN` (see `autotx hub token add`).")
-    app.state.store, app.state.settings = store, settings
+    db = StoreCalls(store)
+    app.state.store, app.state.db, app.state.settings = store, db, settings
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -257,38 +337,47 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
 
     @app.post("/agents/{agent_id}/heartbeat", tags=["agents push"])
     async def heartbeat(agent_id: str, beat: Heartbeat, _token: Agent) -> dict:
-        received = store.heartbeat(agent_id, beat.model_dump(mode="python"))
+        received = await db.heartbeat(agent_id, beat.model_dump(mode="python"))
         return {"received_at": received.isoformat()}
 
     @app.post("/agents/{agent_id}/events", tags=["agents push"])
     async def push_events(agent_id: str, batch: EventBatch, _token: Agent) -> dict:
-        new, known = store.add_events(agent_id, [e.model_dump() for e in batch.events])
+        new, known = await db.add_events(agent_id, [e.model_dump() for e in batch.events])
         return {"accepted": new, "duplicates": known,
                 "last_seq": max((e.seq for e in batch.events), default=None)}
 
     @app.post("/agents/{agent_id}/datasets", tags=["agents push"])
     async def push_datasets(agent_id: str, batch: DatasetBatch, _token: Agent) -> dict:
-        return {"stored": store.upsert_datasets(agent_id, [d.model_dump()
-                                                           for d in batch.datasets])}
+        rows = [d.model_dump() for d in batch.datasets]
+        return {"stored": await db.upsert_datasets(agent_id, rows)}
+
+    @app.post("/agents/{agent_id}/runs", tags=["agents push"])
+    async def push_runs(agent_id: str, batch: RunBatch, _token: Agent) -> dict:
+        return {"stored": await db.upsert_runs(agent_id, [r.model_dump() for r in batch.runs])}
+
+    @app.post("/agents/{agent_id}/sessions", tags=["agents push"])
+    async def push_sessions(agent_id: str, batch: SessionBatch, _token: Agent) -> dict:
+        rows = [s.model_dump() for s in batch.sessions]
+        return {"stored": await db.upsert_sessions(agent_id, rows)}
 
     @app.get("/agents/{agent_id}/commands", tags=["commands"])
     async def agent_commands(agent_id: str, token: Annotated[Row, Depends(principal)]) -> list[dict]:
         """An agent's open commands (the agent itself: they become "delivered")."""
         if token.role == "agent":
             await as_agent(agent_id, token)
-            return [_command(c) for c in store.take_commands(agent_id)]
+            return [_command(c) for c in await db.take_commands(agent_id)]
         await role(*auth.READERS)(token)
-        return [_command(c) for c in store.commands(agent_id=agent_id)]
+        return [_command(c) for c in await db.commands(agent_id=agent_id)]
 
     @app.post("/agents/{agent_id}/commands/{command_id}/ack", tags=["commands"])
     async def ack(agent_id: str, command_id: int, answer: AckIn, token: Agent) -> dict:
-        row = store.ack_command(agent_id, command_id, answer.ok, answer.result)
+        row = await db.ack_command(agent_id, command_id, answer.ok, answer.result)
         if row is None:
             raise HTTPException(409, f"command {command_id} is not an open command of agent "
                                 f"{agent_id!r} (already acknowledged, expired or another "
                                 "agent's); nothing changed")
-        store.add_audit(row.created_by, f"command-{row.action}", agent_id,
-                        row.args, f"{row.state}: {row.result} (acknowledged by {token.name})")
+        await db.add_audit(row.created_by, f"command-{row.action}", agent_id,
+                           row.args, f"{row.state}: {row.result} (acknowledged by {token.name})")
         return _command(row)
 
     # --- reading the facility -------------------------------------------------------------
@@ -317,11 +406,11 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     async def list_agents(request: Request, _token: Reader) -> Response:
         """Every agent: state ("lost" when silent for 3 heartbeats), last seen (hub clock),
         what it copies, queue length, suspension, free space."""
-        return respond(request, [_agent(r) for r in store.agents()])
+        return respond(request, [_agent(r) for r in await db.agents()])
 
     @app.get("/agents/{agent_id}", tags=["facility"])
     async def agent_detail(request: Request, agent_id: str, _token: Reader) -> Response:
-        row = store.agent(agent_id)
+        row = await db.agent(agent_id)
         if row is None:
             raise HTTPException(404, f"no agent {agent_id!r} has reported to this hub")
         return respond(request, _agent(row, full=True))
@@ -332,14 +421,15 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
                       since: dt.datetime | None = None, until: dt.datetime | None = None,
                       limit: Limit = 100, offset: Annotated[int, Query(ge=0)] = 0) -> Response:
         """Datasets, newest first; ``since``/``until`` bound when they were claimed."""
-        rows, total = store.datasets(agent_id=agent, user=user, state=state, since=since,
-                                     until=until, limit=limit, offset=offset)
+        rows, total = await db.datasets(agent_id=agent, user=user, state=state, since=since,
+                                        until=until, limit=limit, offset=offset)
         return respond(request, {"items": [as_dict(r) for r in rows], "total": total,
                                  "limit": limit, "offset": offset})
 
     @app.get("/datasets/{agent_id}/{dataset_id}", tags=["facility"])
     def dataset_detail(agent_id: str, dataset_id: int, _token: Reader) -> dict:
-        """One dataset: its latest state, its delivery, its events (agent order)."""
+        """One dataset: its latest state, its delivery, its events (agent order), its
+        pipeline runs (newest first)."""
         row = store.dataset(agent_id, dataset_id)
         if row is None:
             raise HTTPException(404, f"agent {agent_id!r} has reported no dataset {dataset_id}")
@@ -348,7 +438,50 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
                                                     "finished_at")}]
         data["events"] = [as_dict(e) for e in store.events(agent_id=agent_id,
                                                            dataset_id=dataset_id, limit=1000)]
+        data["runs"] = [as_dict(r) for r in store.runs(agent_id=agent_id, dataset_id=dataset_id,
+                                                       limit=1000)[0]]
         return data
+
+    @app.get("/runs", tags=["facility"])
+    async def list_runs(request: Request, _token: Reader, agent: str | None = None,
+                        status: str | None = None, workflow: str | None = None,
+                        user: str | None = None, since: dt.datetime | None = None,
+                        until: dt.datetime | None = None, limit: Limit = 100,
+                        offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """Pipeline runs, newest first; ``since``/``until`` bound when they were created."""
+        rows, total = await db.runs(agent_id=agent, status=status, workflow=workflow,
+                                    user=user, since=since, until=until, limit=limit, offset=offset)
+        return respond(request, {"items": [as_dict(r) for r in rows], "total": total,
+                                 "limit": limit, "offset": offset})
+
+    @app.get("/runs/{agent_id}/{run_id}", tags=["facility"])
+    async def run_detail(agent_id: str, run_id: int, _token: Reader) -> dict:
+        row = await db.run(agent_id, run_id)
+        if row is None:
+            raise HTTPException(404, f"agent {agent_id!r} has reported no pipeline run {run_id}")
+        return as_dict(row)
+
+    @app.get("/sessions", tags=["facility"])
+    async def list_sessions(request: Request, _token: Reader, agent: str | None = None,
+                            user: str | None = None,
+                            open_only: Annotated[bool, Query(alias="open")] = False,
+                            since: dt.datetime | None = None, until: dt.datetime | None = None,
+                            limit: Limit = 100,
+                            offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """Instrument sessions, newest first; ``open=true``: only those not ended;
+        ``since``/``until`` bound when they started."""
+        rows, total = await db.sessions(agent_id=agent, user=user, open_only=open_only,
+                                        since=since, until=until, limit=limit,
+                                        offset=offset)
+        return respond(request, {"items": [as_dict(r) for r in rows], "total": total,
+                                 "limit": limit, "offset": offset})
+
+    @app.get("/sessions/{agent_id}/{session_id}", tags=["facility"])
+    async def session_detail(agent_id: str, session_id: int, _token: Reader) -> dict:
+        row = await db.session(agent_id, session_id)
+        if row is None:
+            raise HTTPException(404, f"agent {agent_id!r} has reported no session {session_id}")
+        return as_dict(row)
 
     @app.get("/events", tags=["facility"])
     async def list_events(request: Request, _token: Reader, agent: str | None = None,
@@ -356,7 +489,7 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
                     after: Annotated[int | None, Query(ge=0)] = None,
                     limit: Limit = 100) -> Response:
         """Events oldest first (one agent: in its own order); poll with ``after=next_after``."""
-        rows = store.events(agent_id=agent, kind=kind, level=level, after=after, limit=limit)
+        rows = await db.events(agent_id=agent, kind=kind, level=level, after=after, limit=limit)
         return respond(request, {"items": [as_dict(r) for r in rows],
                                  "next_after": max((r.id for r in rows), default=after)})
 
@@ -374,20 +507,21 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     async def send_command(command: CommandIn, token: Operator) -> dict:
         """Queue a command; the agent runs it at its next poll and its result shows here."""
         ttl = command.expires_in_s or settings.command_ttl_seconds
-        row = store.add_command(command.agent_id, command.action, command.args, token.name, ttl)
-        store.add_audit(token.name, f"command-{command.action}", command.agent_id,
-                        json.dumps(command.args), f"queued as command {row.id}")
+        row = await db.add_command(command.agent_id, command.action, command.args,
+                                   token.name, ttl)
+        await db.add_audit(token.name, f"command-{command.action}", command.agent_id,
+                           json.dumps(command.args), f"queued as command {row.id}")
         return _command(row)
 
     @app.get("/commands", tags=["commands"])
     async def list_commands(request: Request, _token: Reader, agent: str | None = None,
                       state: str | None = None, limit: Limit = 100) -> Response:
-        return respond(request, [_command(c) for c in store.commands(agent_id=agent,
-                                                                     state=state, limit=limit)])
+        rows = await db.commands(agent_id=agent, state=state, limit=limit)
+        return respond(request, [_command(c) for c in rows])
 
     @app.get("/commands/{command_id}", tags=["commands"])
     async def command_detail(command_id: int, _token: Reader) -> dict:
-        row = store.command(command_id)
+        row = await db.command(command_id)
         if row is None:
             raise HTTPException(404, f"no command {command_id}")
         return _command(row)
@@ -466,4 +600,5 @@ def _command(row: Row) -> dict:
     return data
 
 
-__all__ = ["create_app", "serve", "init_hub", "Heartbeat", "EventIn", "DatasetIn", "CommandIn", "AckIn"]
+__all__ = ["create_app", "serve", "init_hub", "Heartbeat", "EventIn", "DatasetIn", "RunIn",
+           "SessionIn", "CommandIn", "AckIn"]

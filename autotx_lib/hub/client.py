@@ -95,17 +95,42 @@ class HubClient:
         """Datasets matching the filters, newest first (up to ``limit``, paged through)."""
         import pandas as pd
 
-        params = {k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in
-                  dict(agent=agent, user=user, state=state, since=since, until=until).items()
-                  if v is not None}
+        return pd.DataFrame(self._pages("/datasets", limit, agent=agent, user=user,
+                                        state=state, since=since, until=until))
+
+    def runs(self, *, agent: str | None = None, status: str | None = None,
+             workflow: str | None = None, user: str | None = None,
+             since: dt.datetime | None = None, until: dt.datetime | None = None,
+             limit: int = 1000) -> pd.DataFrame:
+        """Pipeline runs of the agents matching the filters, newest first (``since`` and
+        ``until`` bound their creation)."""
+        import pandas as pd
+
+        return pd.DataFrame(self._pages("/runs", limit, agent=agent, status=status,
+                                        workflow=workflow, user=user, since=since, until=until))
+
+    def sessions(self, *, agent: str | None = None, user: str | None = None,
+                 open_only: bool = False, since: dt.datetime | None = None,
+                 until: dt.datetime | None = None, limit: int = 1000) -> pd.DataFrame:
+        """Instrument sessions matching the filters, newest first (``open_only``: those not
+        ended)."""
+        import pandas as pd
+
+        return pd.DataFrame(self._pages("/sessions", limit, agent=agent, user=user,
+                                        open=open_only or None, since=since, until=until))
+
+    def _pages(self, path: str, limit: int, **filters: Any) -> list[dict]:
+        """Up to ``limit`` items of a paged list route, page after page."""
+        params = {k: (v.isoformat() if isinstance(v, dt.datetime) else v)
+                  for k, v in filters.items() if v is not None}
         items: list[dict] = []
         while len(items) < limit:
-            page = self.request("GET", "/datasets", params={
+            page = self.request("GET", path, params={
                 **params, "limit": min(1000, limit - len(items)), "offset": len(items)})
             items += page["items"]
             if not page["items"] or len(items) >= page["total"]:
                 break
-        return pd.DataFrame(items)
+        return items
 
     def dataset(self, agent_id: str, dataset_id: int) -> dict[str, Any]:
         """One dataset with its delivery and events."""

@@ -11,7 +11,11 @@ Every ``[hub] interval_seconds`` it
    repeated after a crash or a lost answer is stored once. The journal's append-only
    ``events`` table *is* the outbox;
 3. pushes the current rows of datasets changed since the last push (upserts, idempotent);
-4. fetches its open commands, runs them (suspend, resume, set_bandwidth, requeue) and
+4. pushes the journal's pipeline runs and instrument sessions: each new one once, and each
+   one that had not ended again whenever it changed, until it has ended (upserts keyed by
+   the journal's id; the cursor and the not-ended ones' fingerprints are the journal
+   settings ``hub_run_cursor`` and ``hub_session_cursor``);
+5. fetches its open commands, runs them (suspend, resume, set_bandwidth, requeue) and
    acknowledges each with its result.
 
 The agent never waits for any of this: a hub that is down, slow or unreachable only delays
@@ -23,6 +27,8 @@ is split down to the single offending items, whose ids are kept in the journal s
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -41,6 +47,9 @@ log = logging.getLogger("autotx_lib.hub")
 EVENT_CURSOR_KEY = "hub_event_cursor"  # id of the last journal event the hub acknowledged
 DATASET_CURSOR_KEY = "hub_dataset_cursor"  # updated_at (ISO) of the last dataset pushed
 REJECTED_KEY = "hub_rejected"  # {"events": [...], "datasets": [...], "last": "why"}
+# {"after": last run id pushed, "open": {id: fingerprint}, "observed": time of that push}
+RUN_CURSOR_KEY = "hub_run_cursor"
+SESSION_CURSOR_KEY = "hub_session_cursor"  # the same for instrument sessions
 COMMAND_KEY = "hub_last_command"  # {"id", "ok", "result"} of the last command carried out
 BATCH = 500
 LISTED = 50  # queue and waiting entries sent in a heartbeat (the totals are sent too)
@@ -70,8 +79,8 @@ def read_token(config: Config) -> str:
 
 
 def _utc(value: dt.datetime | None) -> str | None:
-    """A journal time (naive UTC) as ISO text with its zone."""
-    return None if value is None else value.replace(tzinfo=dt.UTC).isoformat()
+    """A journal time (aware, or naive UTC) as ISO text with its zone."""
+    return None if value is None else J.as_utc(value).isoformat()
 
 
 class Reporter:
@@ -115,6 +124,7 @@ class Reporter:
         """
         self.heartbeat()
         return {"events": self.push_events(), "datasets": self.push_datasets(),
+                "runs": self.push_runs(), "sessions": self.push_sessions(),
                 "commands": self.run_commands()}
 
     def run(self, stop: threading.Event) -> None:
@@ -243,6 +253,73 @@ class Reporter:
                 **{k: _utc(getattr(row, k)) for k in ("created_at", "started_at",
                                                       "finished_at", "updated_at")}}
 
+    # --- pipeline runs and instrument sessions -------------------------------------------
+
+    def push_runs(self) -> int:
+        """Push new pipeline runs and those changed since their last push; returns how many."""
+        from autotx_lib.journal.pipeline_runs import OPEN_STATES, PipelineStore
+
+        runs = PipelineStore(self.journal)
+        return self._push_records(
+            "runs", RUN_CURSOR_KEY, runs.runs_after, runs.unended_runs, _run,
+            lambda r: r.status in OPEN_STATES or r.next_attempt_at is not None)
+
+    def push_sessions(self) -> int:
+        """Push new instrument sessions and those changed since their last push; returns
+        how many."""
+        from autotx_lib.journal.instrument_sessions import SessionStore
+
+        sessions = SessionStore(self.journal)
+        return self._push_records("sessions", SESSION_CURSOR_KEY, sessions.sessions_after,
+                                  sessions.unended_sessions, _session,
+                                  lambda r: r.ended_at is None)
+
+    def _push_records(self, kind: str, key: str, read_after, read_unended, item,
+                      unended) -> int:
+        """Push records that change until they end (runs, sessions).
+
+        New records (id above the cursor) go once each; a record that had not ended when
+        pushed is pushed again whenever its fingerprint changes, the last time when it has
+        ended. The cursor and fingerprints move only after the hub acknowledged a batch.
+        """
+        state = self.journal.get_setting(key) or {"after": 0, "open": {}}
+        after, known = state["after"], {int(k): v for k, v in state["open"].items()}
+        # when these rows were read: the hub keeps the latest observation of a record, so
+        # it never goes back, even when the clock does (a step back of the agent's clock)
+        now = dt.datetime.now(dt.UTC)
+        before = dt.datetime.fromisoformat(state.get("observed") or now.isoformat())
+        observed = max(now, before + dt.timedelta(milliseconds=1)).isoformat()
+
+        def send(rows: list) -> int:
+            items = [item(r) for r in rows]
+            sent = self._push(kind, [{**i, "observed_at": observed} for i in items],
+                              lambda d: d[f"{kind[:-1]}_id"])
+            for row, pushed in zip(rows, items, strict=True):
+                known.pop(row.id, None)
+                if unended(row):
+                    known[row.id] = _fingerprint(pushed)
+            return sent
+
+        def save() -> None:
+            self.journal.set_setting(key, {"after": after, "open": known,
+                                           "observed": observed})
+
+        changed = [r for r in read_unended(list(known)) if r.id <= after
+                   and (r.id not in known or _fingerprint(item(r)) != known[r.id])]
+        sent = 0
+        for start in range(0, len(changed), BATCH):
+            sent += send(changed[start:start + BATCH])
+            save()
+        settled = None if self.journal.engine.dialect.name == "sqlite" else \
+            J.utcnow() - SETTLE
+        while rows := read_after(after, BATCH, settled):
+            sent += send(rows)
+            after = rows[-1].id
+            save()
+            if len(rows) < BATCH:
+                break
+        return sent
+
     # --- commands ----------------------------------------------------------------------
 
     def run_commands(self) -> int:
@@ -299,6 +376,29 @@ def _event(row) -> dict[str, Any]:
             "message": row.message, "dataset_id": row.dataset_id}
 
 
+def _times(row, names: tuple[str, ...]) -> dict[str, str | None]:
+    return {k: _utc(getattr(row, k)) for k in names}
+
+
+def _run(row) -> dict[str, Any]:
+    return {"run_id": row.id, **{k: getattr(row, k) for k in (
+        "workflow", "version", "dataset_id", "dataset_path", "user", "initiator", "status",
+        "attempts", "max_attempts", "error", "rerun_of", "duration_s")},
+        **_times(row, ("created_at", "started_at", "finished_at", "next_attempt_at"))}
+
+
+def _session(row) -> dict[str, Any]:
+    return {"session_id": row.id, **{k: getattr(row, k) for k in (
+        "instrument", "user", "project", "booking", "note", "started_by", "end_reason")},
+        **_times(row, ("started_at", "last_activity_at", "ended_at"))}
+
+
+def _fingerprint(item: dict[str, Any]) -> str:
+    """A short digest of what was pushed (to push a record again only when it changed)."""
+    text = json.dumps(item, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()[:16]
+
+
 def start_reporter(config: Config, journal: Journal,
                    stop: threading.Event) -> threading.Thread | None:
     """Start reporting to the hub in a daemon thread (None when ``[hub]`` has no url).
@@ -322,4 +422,5 @@ def start_reporter(config: Config, journal: Journal,
 
 
 __all__ = ["Reporter", "start_reporter", "read_token", "EVENT_CURSOR_KEY",
-           "DATASET_CURSOR_KEY", "REJECTED_KEY", "COMMAND_KEY"]
+           "DATASET_CURSOR_KEY", "RUN_CURSOR_KEY", "SESSION_CURSOR_KEY", "REJECTED_KEY",
+           "COMMAND_KEY"]

@@ -1,7 +1,7 @@
 """The hub's own database: agents, their events and datasets, commands, tokens, audit.
 
 SQLAlchemy 2 Core over SQLite (WAL; the default, no set-up) or PostgreSQL; one schema,
-created with ``metadata.create_all``. Times are aware UTC; "last seen" and receive times
+created and upgraded by Alembic migrations (:mod:`autotx_lib.hub.migrate`). Times are aware UTC; "last seen" and receive times
 are the hub's clock, so an agent's wrong clock cannot make it look alive or dead.
 
 Pushes are idempotent: an event is keyed by (agent id, the agent's journal event id), a
@@ -112,6 +112,54 @@ datasets = Table(
 Index("datasets_by_user", datasets.c.user)
 Index("datasets_by_state", datasets.c.state)
 
+# Pipeline runs and instrument sessions of each agent: the latest state the agent read
+# (an upsert keyed by the agent's own id; a row read later, ``observed_at``, wins).
+runs = Table(
+    "runs", metadata,
+    Column("agent_id", String(255), primary_key=True),
+    Column("run_id", Integer, primary_key=True),
+    Column("workflow", String(128), nullable=False),
+    Column("version", String(64)),
+    Column("dataset_id", Integer),
+    Column("dataset_path", Text),
+    Column("user", String(255)),
+    Column("initiator", String(255)),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer),
+    Column("error", Text),
+    Column("rerun_of", Integer),
+    Column("created_at", UTC_TIME, nullable=False),  # agent clock
+    Column("started_at", UTC_TIME),
+    Column("finished_at", UTC_TIME),
+    Column("duration_s", Float),
+    Column("next_attempt_at", UTC_TIME),
+    Column("observed_at", UTC_TIME, nullable=False),  # agent clock: when it read the row
+    Column("received_at", UTC_TIME, nullable=False),
+)
+Index("runs_by_created", runs.c.created_at)
+Index("runs_by_status", runs.c.status)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("agent_id", String(255), primary_key=True),
+    Column("session_id", Integer, primary_key=True),
+    Column("instrument", String(255), nullable=False),
+    Column("user", String(255), nullable=False),
+    Column("project", String(255)),
+    Column("booking", String(255)),
+    Column("note", Text),
+    Column("started_by", String(32)),
+    Column("started_at", UTC_TIME, nullable=False),  # agent clock
+    Column("last_activity_at", UTC_TIME),
+    Column("ended_at", UTC_TIME),
+    Column("end_reason", String(32)),
+    Column("observed_at", UTC_TIME, nullable=False),
+    Column("received_at", UTC_TIME, nullable=False),
+)
+Index("sessions_by_started", sessions.c.started_at)
+Index("sessions_by_user", sessions.c.user)
+
 commands = Table(
     "commands", metadata,
     Column("id", ROW_ID, primary_key=True),
@@ -172,7 +220,7 @@ class HubStore:
         SQLAlchemy URL (``sqlite:////srv/hub/hub.sqlite``,
         ``postgresql+psycopg://hub@db/autotx_hub``).
     create : bool
-        Create missing tables.
+        Create the tables, or upgrade them to this code's schema (migrations).
 
     Examples
     --------
@@ -198,7 +246,10 @@ class HubStore:
         # handler, whose growing sleeps turn 50 concurrent pushes into seconds of latency
         self._writing = threading.Lock() if url.startswith("sqlite") else nullcontext()
         if create:
-            metadata.create_all(self.engine)
+            from autotx_lib.hub import migrate
+
+            memory = url in ("sqlite://", "sqlite:///:memory:")
+            migrate.upgrade(url, self.engine if memory else None)
 
     def _write(self):
         """A transaction that writes (queued behind other writers on SQLite)."""
@@ -406,6 +457,93 @@ class HubStore:
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 
+    # --- pipeline runs and instrument sessions ---------------------------------------------
+
+    def _upsert_latest(self, table: Table, key: str, agent_id: str,
+                       rows: list[dict[str, Any]]) -> int:
+        """Store rows keyed by (agent, ``key``); a row observed earlier never replaces one
+        observed later, so a delayed resend cannot roll a record back."""
+        if not rows:
+            return 0
+        received = now()
+        values = [{**{k: (aware(v) if isinstance(v, dt.datetime) else v) for k, v in r.items()},
+                   "agent_id": agent_id, "received_at": received} for r in rows]
+        statement = self._insert(table)
+        statement = statement.on_conflict_do_update(
+            index_elements=["agent_id", key],
+            set_={c.name: statement.excluded[c.name] for c in table.columns
+                  if c.name not in ("agent_id", key)},
+            where=table.c.observed_at <= statement.excluded.observed_at)
+        with self._write() as conn:
+            conn.execute(statement, values)
+            self._seen(conn, agent_id, received)
+        return len(rows)
+
+    def upsert_runs(self, agent_id: str, rows: list[dict[str, Any]]) -> int:
+        """Store the latest state of an agent's pipeline runs; returns how many."""
+        return self._upsert_latest(runs, "run_id", agent_id, rows)
+
+    def upsert_sessions(self, agent_id: str, rows: list[dict[str, Any]]) -> int:
+        """Store the latest state of an agent's instrument sessions; returns how many."""
+        return self._upsert_latest(sessions, "session_id", agent_id, rows)
+
+    def _page(self, table: Table, key: str, time_column: str, filters: dict[str, Any],
+              since: dt.datetime | None, until: dt.datetime | None, limit: int,
+              offset: int, *conditions: Any) -> tuple[list[Row], int]:
+        """One page of ``table`` (newest ``time_column`` first) and the number matching."""
+        query = select(table).where(*conditions)
+        for name, value in filters.items():
+            if value is not None:
+                query = query.where(table.c[name] == value)
+        when = table.c[time_column]
+        if since is not None:
+            query = query.where(when >= since)
+        if until is not None:
+            query = query.where(when < until)
+        count = select(func.count()).select_from(query.subquery())
+        page = query.order_by(when.desc(), table.c.agent_id, table.c[key].desc())
+        with self.engine.connect() as conn:
+            return (list(conn.execute(page.limit(limit).offset(offset))),
+                    conn.execute(count).scalar_one())
+
+    def runs(self, *, agent_id: str | None = None, status: str | None = None,
+             workflow: str | None = None, user: str | None = None,
+             dataset_id: int | None = None, since: dt.datetime | None = None,
+             until: dt.datetime | None = None, limit: int = 100,
+             offset: int = 0) -> tuple[list[Row], int]:
+        """Pipeline runs matching the filters, newest first, and how many match in all.
+
+        ``since``/``until`` bound the time the run was created (agent clock).
+        """
+        return self._page(runs, "run_id", "created_at", {
+            "agent_id": agent_id, "status": status, "workflow": workflow, "user": user,
+            "dataset_id": dataset_id}, since, until, limit, offset)
+
+    def run(self, agent_id: str, run_id: int) -> Row | None:
+        """One pipeline run's latest state, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(runs).where(runs.c.agent_id == agent_id)
+                                .where(runs.c.run_id == run_id)).first()
+
+    def sessions(self, *, agent_id: str | None = None, user: str | None = None,
+                 open_only: bool = False, since: dt.datetime | None = None,
+                 until: dt.datetime | None = None, limit: int = 100,
+                 offset: int = 0) -> tuple[list[Row], int]:
+        """Instrument sessions matching the filters, newest first, and how many match.
+
+        ``since``/``until`` bound the start of the session (agent clock); ``open_only``:
+        sessions not ended.
+        """
+        return self._page(sessions, "session_id", "started_at",
+                          {"agent_id": agent_id, "user": user}, since, until, limit, offset,
+                          *([sessions.c.ended_at.is_(None)] if open_only else []))
+
+    def session(self, agent_id: str, session_id: int) -> Row | None:
+        """One instrument session's latest state, or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(sessions).where(sessions.c.agent_id == agent_id)
+                                .where(sessions.c.session_id == session_id)).first()
+
     # --- commands ---------------------------------------------------------------------
 
     def add_command(self, agent_id: str, action: str, args: dict[str, Any], by: str,
@@ -515,5 +653,6 @@ def as_dict(row: Row, drop: Iterable[str] = ()) -> dict[str, Any]:
             for k, v in row._mapping.items() if k not in drop}
 
 
-__all__ = ["HubStore", "metadata", "tokens", "agents", "events", "datasets", "commands",
+__all__ = ["HubStore", "metadata", "tokens", "agents", "events", "datasets", "runs",
+           "sessions", "commands",
            "audit", "COMMAND_ACTIONS", "COMMAND_STATES", "now", "aware", "as_dict"]

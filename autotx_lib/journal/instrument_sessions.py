@@ -99,6 +99,28 @@ class SessionStore:
             return list(conn.execute(select(instrument_sessions)
                                      .order_by(instrument_sessions.c.id.desc()).limit(limit)))
 
+    # --- reporting to the hub (autotx_lib.hub.reporter) -----------------------------------
+
+    def sessions_after(self, session_id: int, limit: int,
+                       settled_before: dt.datetime | None = None) -> list[Row]:
+        """Sessions with an id above ``session_id``, oldest first (an outbox cursor reads
+        them); ``settled_before``: only sessions started before then (server databases hand
+        out ids before commit)."""
+        query = select(instrument_sessions).where(instrument_sessions.c.id > session_id)
+        if settled_before is not None:
+            query = query.where(instrument_sessions.c.started_at <= settled_before)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(instrument_sessions.c.id).limit(limit)))
+
+    def unended_sessions(self, also: Sequence[int] = ()) -> list[Row]:
+        """Open sessions (they may still change) and the sessions ``also`` names, by id."""
+        condition = instrument_sessions.c.ended_at.is_(None)
+        if also:
+            condition = condition | instrument_sessions.c.id.in_(list(also))
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(instrument_sessions).where(condition)
+                                     .order_by(instrument_sessions.c.id)))
+
     # --- live-synced files ----------------------------------------------------------------
 
     def live_files(self, session_id: int) -> dict[str, Row]:

@@ -339,6 +339,32 @@ class PipelineStore:
             return list(conn.execute(select(pipeline_runs).where(
                 pipeline_runs.c.status == STARTED)))
 
+    # --- reporting to the hub (autotx_lib.hub.reporter) -----------------------------------
+
+    def runs_after(self, run_id: int, limit: int,
+                   settled_before: dt.datetime | None = None) -> list[Row]:
+        """Runs with an id above ``run_id``, oldest first (an outbox cursor reads them).
+
+        ``settled_before``: only runs created before then (on a server database ids are
+        handed out before commit, so a just-created run may still appear below others).
+        """
+        query = select(pipeline_runs).where(pipeline_runs.c.id > run_id)
+        if settled_before is not None:
+            query = query.where(pipeline_runs.c.created_at <= settled_before)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(pipeline_runs.c.id).limit(limit)))
+
+    def unended_runs(self, also: Iterable[int] = ()) -> list[Row]:
+        """Runs that may still change (created, started, or failed with a retry due) and
+        the runs ``also`` names, by id."""
+        c = pipeline_runs.c
+        condition = or_(c.status.in_(OPEN_STATES), c.next_attempt_at.is_not(None))
+        ids = list(also)
+        if ids:
+            condition = or_(condition, c.id.in_(ids))
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(pipeline_runs).where(condition).order_by(c.id)))
+
 
 __all__ = ["PipelineStore", "pipeline_runs", "pipeline_steps", "pipeline_results",
            "pipeline_engines", "RUN_STATES", "CREATED", "STARTED", "FINISHED", "ERROR",

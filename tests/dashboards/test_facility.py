@@ -8,7 +8,11 @@ import pytest
 
 pytest.importorskip("ipywidgets", reason="the dashboards need ipywidgets (the viz extra)")
 
-from autotx_lib.dashboards.facility import STATE_COLOURS, FacilityMonitor  # noqa: E402
+from autotx_lib.dashboards.facility import (  # noqa: E402
+    RUN_COLOURS,
+    STATE_COLOURS,
+    FacilityMonitor,
+)
 from autotx_lib.hub.client import HubClient  # noqa: E402
 from autotx_lib.hub.settings import HubSettings  # noqa: E402
 
@@ -77,7 +81,23 @@ def test_history_and_statistics_tabs(hub):
          "updated_at": (created + dt.timedelta(seconds=100)).isoformat()}]})
     monitor = FacilityMonitor(hub.url, hub.viewer, start=False)
     monitor.tabs.selected_index = 1
-    assert "run1" in monitor.history.value
+    assert "run1" in monitor.history.value and "2026-11-03 09:01" in monitor.history.value
+    assert "no sessions yet" in monitor.history.value
+    assert "no pipeline runs yet" in monitor.history.value
+    HubClient(hub.url, hub.agent).request("POST", "/agents/test-pc/runs", json={"runs": [
+        {"run_id": 7, "workflow": "plate-qc", "status": "error", "user": "alice",
+         "error": "ValueError: no plate layout", "duration_s": 2.25,
+         "created_at": created.isoformat(), "observed_at": created.isoformat()}]})
+    HubClient(hub.url, hub.agent).request("POST", "/agents/test-pc/sessions", json={
+        "sessions": [{"session_id": 3, "instrument": "test-pc", "user": "carol",
+                      "project": "zebrafish", "started_at": created.isoformat(),
+                      "observed_at": created.isoformat()}]})
+    monitor.refresh_history()
+    sessions = monitor.history.value.split("autotx-sessions")[1].split("</table>")[0]
+    assert "carol" in sessions and "zebrafish" in sessions and "open" in sessions
+    runs = monitor.history.value.split("autotx-runs")[1].split("</table>")[0]
+    assert "plate-qc" in runs and "no plate layout" in runs and "2.2 s" in runs
+    assert RUN_COLOURS["error"] in runs
     monitor.tabs.selected_index = 2
     tables = monitor.refresh_statistics()
     assert tables["day"]["median_rate_mb_s"].tolist() == [10.0]

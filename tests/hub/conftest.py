@@ -17,6 +17,7 @@ import pytest
 
 from autotx_lib.hub.app import create_app
 from autotx_lib.hub.client import HubClient
+from autotx_lib.hub.migrate import VERSION_TABLE
 from autotx_lib.hub.settings import HubSettings
 from autotx_lib.hub.store import HubStore, metadata
 
@@ -56,7 +57,9 @@ class ThreadHub:
         self.viewer = self.store.add_token("viewer", "viewer")
         self.operator = self.store.add_token("operator", "operator")
         self.agent = self.store.add_token("test-pc", "agent")
-        self.port = settings.port or free_port()
+        # a port of its own unless the test names one (8765, the default, may be taken by
+        # another test run on this machine)
+        self.port = settings.port if "port" in settings.model_fields_set else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread: threading.Thread | None = None
         if start:
@@ -99,6 +102,8 @@ def fresh_postgres(url: str) -> str:
     """The PostgreSQL database emptied of hub tables (each test starts clean)."""
     store = HubStore(url, create=False)
     metadata.drop_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
     store.close()
     return url
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import httpx
 import pytest
@@ -201,6 +202,23 @@ def test_docs_are_served(hub):
     assert "/agents/{agent_id}/events" in httpx.get(hub.url + "/openapi.json").json()["paths"]
 
 
+def test_the_docs_need_no_internet(hub):
+    """A facility network may have no internet: every script, style and icon of the docs
+    page comes from the hub itself."""
+    page = "/docs"
+    html = httpx.get(hub.url + page).text
+    linked = re.findall(r"""(?:src|href|url)\s*[=:(]\s*['"]([^'"]+)['"]""", html)
+    assert not [u for u in linked if "//" in u], f"{page} loads from elsewhere: {linked}"
+    scripts = [u for u in linked if u.endswith(".js")]
+    assert scripts and all(u.startswith("/docs-assets/") for u in scripts), linked
+    for url in linked:
+        response = httpx.get(hub.url + url)
+        assert response.status_code == 200, url
+        if url.endswith(".js"):
+            assert len(response.content) > 500_000  # the real Swagger UI bundle
+    assert "/openapi.json" in linked or "'/openapi.json'" in html or '"/openapi.json"' in html
+
+
 def test_push_and_read_on_each_database(database, tmp_path):
     """The same flow on SQLite and on a real PostgreSQL server."""
     hub = ThreadHub(HubSettings(database=database))
@@ -219,5 +237,47 @@ def test_push_and_read_on_each_database(database, tmp_path):
         assert viewer.stats("user")["failures"].tolist() == [0, 1]
         command = hub.client(hub.operator).command("test-pc", "resume", expires_in_s=60)
         assert agent.request("GET", "/agents/test-pc/commands")[0]["id"] == command["id"]
+    finally:
+        hub.stop()
+
+
+@pytest.mark.postgres
+def test_a_request_waiting_on_postgresql_holds_up_no_other(postgres_url):
+    """On PostgreSQL a request's database work runs beside the event loop: a push stuck
+    behind a row lock does not stop others from being answered."""
+    import threading
+
+    from sqlalchemy import select, text
+
+    from autotx_lib.hub import store as S
+
+    from .conftest import fresh_postgres, wait_for
+
+    hub = ThreadHub(HubSettings(database=fresh_postgres(postgres_url)))
+    beat = {"sent_at": S.now().isoformat(), "interval_s": 60, "status": {}}
+    agent = hub.client(hub.agent)
+    agent.request("POST", "/agents/test-pc/heartbeat", json=beat)
+    stuck: list = []
+    try:
+        with hub.store.engine.connect() as locker:
+            locker.begin()
+            locker.execute(select(S.agents).where(S.agents.c.id == "test-pc").with_for_update())
+            pusher = threading.Thread(target=lambda: stuck.append(
+                agent.request("POST", "/agents/test-pc/heartbeat", json=beat)))
+            pusher.start()
+
+            def waiting_for_a_lock() -> int:  # a transaction each: the view is a snapshot
+                with hub.store.engine.connect() as conn:
+                    return conn.execute(text("SELECT count(*) FROM pg_stat_activity "
+                                             "WHERE wait_event_type = 'Lock'")).scalar()
+
+            wait_for(waiting_for_a_lock, what="the heartbeat to wait for the row lock")
+            answer = httpx.get(f"{hub.url}/agents", timeout=5,
+                               headers={"Authorization": f"Bearer {hub.viewer}"})
+            assert answer.status_code == 200 and answer.json()[0]["id"] == "test-pc"
+            assert not stuck  # still waiting
+            locker.rollback()
+        pusher.join(10)
+        assert stuck and "received_at" in stuck[0]
     finally:
         hub.stop()

@@ -61,21 +61,18 @@ def three_datasets(config: Config) -> None:
 
 
 class RunningAgent:
-    """A real agent polling in a thread, with its hub reporter beside it."""
+    """A real agent polling in a thread; with [hub] configured it runs its own reporter
+    (one only: a second reporter on the same journal would run each command twice)."""
 
     def __init__(self, config: Config):
         self.agent = Agent(config)
-        self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()
-        self.reporter = start_reporter(config, self.agent.journal, self.stop_event)
 
     def stop(self) -> None:
         self.agent.stop()
-        self.thread.join(30)
-        self.stop_event.set()  # after the agent's last event, as the agent itself does
-        if self.reporter is not None:
-            self.reporter.join(30)
+        self.thread.join(60)  # the agent's reporter reports once more and ends first
+        assert not self.thread.is_alive()
 
 
 def test_a_run_arrives_at_the_hub_exactly_once(facility, hub, tmp_path):
