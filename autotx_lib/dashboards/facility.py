@@ -19,13 +19,13 @@ import datetime as dt
 import html
 import logging
 import os
-import threading
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from autotx_lib._optional import require
 from autotx_lib.dashboards._format import Markup, badge, html_table, human_bytes
+from autotx_lib.dashboards._refresh import PeriodicRefresh
 from autotx_lib.errors import HubError
 from autotx_lib.hub.client import HubClient
 
@@ -103,7 +103,7 @@ def _ago(when: str | None) -> str:
     return f"{seconds / 60:.0f} min ago" if seconds < 5400 else f"{seconds / 3600:.1f} h ago"
 
 
-class FacilityMonitor:
+class FacilityMonitor(PeriodicRefresh):
     """Live view of every agent reporting to the hub, with controls.
 
     Parameters
@@ -118,6 +118,8 @@ class FacilityMonitor:
         Start the background updates now.
     """
 
+    refresh_name = "autotx-facility-monitor"
+
     def __init__(self, source: HubClient | str, token: str | None = None, *,
                  interval: float = 2.0, start: bool = True):
         require("ipywidgets", "for the facility dashboard")
@@ -125,8 +127,7 @@ class FacilityMonitor:
         self.interval = float(interval)
         self.agents: list[dict] = []
         self.selected: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_refresh()
         self._build()
         self.refresh()
         if start:
@@ -347,30 +348,10 @@ class FacilityMonitor:
         except HubError as error:
             self.updated.value = f"<small style='color:#d62728'>{html.escape(str(error))}</small>"
 
-    def start(self) -> None:
-        """Start the background updates every :attr:`interval` seconds."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="autotx-facility-monitor",
-                                        daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-                if self.selected is not None:
-                    self.show_detail()
-            except Exception as error:  # noqa: BLE001 - one failed update is not fatal
-                log.warning("facility monitor: update failed: %s", error)
-
-    def close(self) -> None:
-        """Stop the background updates."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=max(5.0, 3 * self.interval))
-        self._thread = None
+    def _tick(self) -> None:
+        self.refresh()
+        if self.selected is not None:
+            self.show_detail()
 
 
 __all__ = ["FacilityMonitor", "load_hub_access", "stats_charts", "STATE_COLOURS", "RUN_COLOURS"]

@@ -15,10 +15,10 @@ from __future__ import annotations
 import html
 import logging
 import os
-import threading
 
 from autotx_lib._optional import require
 from autotx_lib.config import Config, load_config
+from autotx_lib.dashboards._refresh import PeriodicRefresh
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer.sessions import current_session, end_session, start_session
@@ -41,7 +41,7 @@ def _seen(root) -> tuple[int, int]:
     return files, size
 
 
-class SessionLogger:
+class SessionLogger(PeriodicRefresh):
     """Start/end button, user and project, elapsed time, files seen and already safe.
 
     Parameters
@@ -54,20 +54,19 @@ class SessionLogger:
         Start the background updates at once.
     """
 
+    refresh_name = "autotx-session-logger"
+
     def __init__(self, source: Config | str | os.PathLike, *, interval: float = 2.0,
                  start: bool = True) -> None:
         require("ipywidgets", "for the session logger")
         self.config = source if isinstance(source, Config) else load_config(source)
         self.journal = Journal(self.config.journal_url)
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_refresh()
         self._build()
         self.refresh()
         if start:
-            self._thread = threading.Thread(target=self._loop, daemon=True,
-                                            name="autotx-session-logger")
-            self._thread.start()
+            self.start()
 
     def _build(self) -> None:
         import ipywidgets as W
@@ -127,15 +126,3 @@ class SessionLogger:
             f"seen: {files} files, {human_bytes(size)}; already safe: {len(synced)} files, "
             f"{human_bytes(sum(r.size for r in synced))}")
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-            except Exception as error:  # noqa: BLE001 - e.g. a briefly locked journal
-                log.warning("session logger: update failed: %s", error)
-
-    def close(self) -> None:
-        """Stop the background updates."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)

@@ -35,6 +35,7 @@ from autotx_lib.dashboards._format import (
     human_duration,
     local_time,
 )
+from autotx_lib.dashboards._refresh import PeriodicRefresh
 from autotx_lib.journal import Journal
 from autotx_lib.transfer import control
 from autotx_lib.transfer.requeue import requeue
@@ -67,7 +68,7 @@ def _grace_report_function() -> Any:
     return grace_report
 
 
-class TransferMonitor:
+class TransferMonitor(PeriodicRefresh):
     """Live view of the transfer agent, with suspend/resume and a submit form.
 
     Parameters
@@ -90,6 +91,8 @@ class TransferMonitor:
         The snapshot on screen.
     """
 
+    refresh_name = "autotx-transfer-monitor"
+
     def __init__(self, source: Config | Journal | str | os.PathLike, *, interval: float = 1.0,
                  start: bool = True, history: int = 15, events: int = 8) -> None:
         require("ipywidgets", "for the transfer monitor")
@@ -109,8 +112,7 @@ class TransferMonitor:
         self.history, self.events = history, events
         self.last_status: Status | None = None
         self._lock = threading.RLock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_refresh()
         self._grace_at = 0.0
         self._grace_function = _grace_report_function()
         self._build()
@@ -396,33 +398,6 @@ class TransferMonitor:
                f"({human_bytes(report.expired_bytes)})</span>" if expired else "none expired")
         )
 
-    def start(self) -> None:
-        """Start (or restart) the background updates every :attr:`interval` seconds."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="autotx-transfer-monitor",
-                                        daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.refresh()
-            except Exception as error:  # noqa: BLE001 - e.g. the journal is briefly locked
-                log.warning("transfer monitor: update failed: %s", error)
-                self.updated.value = (f"<small style='color:#d62728'>update failed at "
-                                      f"{dt.datetime.now():%H:%M:%S}: "
-                                      f"{html.escape(str(error))}</small>")
-
-    @property
-    def running(self) -> bool:
-        """Whether the background updates are running."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def close(self) -> None:
-        """Stop the background updates (the widgets stay on screen, frozen)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=max(5.0, 3 * self.interval))
-        self._thread = None
+    def _update_failed(self, error: Exception) -> None:
+        self.updated.value = (f"<small style='color:#d62728'>update failed at "
+                              f"{dt.datetime.now():%H:%M:%S}: {html.escape(str(error))}</small>")
