@@ -6,8 +6,8 @@ resumes):
 
 * system CPU above ``max_cpu_percent``: work at normal priority (user, system, interrupts);
   the agent's own share, niced background jobs, I/O wait and hypervisor steal not counted.
-  A figure covers the last 0.1 to 0.5 s (:class:`CpuMeter`): the meter keeps its recent
-  samples, so a reading waits only when no sample of the last 0.5 s is 0.1 s old yet,
+  A figure covers the last 0.1 to 1 s (:class:`CpuMeter`): the meter keeps its recent
+  samples, so a reading waits only when no sample of the last second is 0.1 s old yet,
 * available memory below ``min_available_memory_mb``,
 * a blacklisted process running (names compared case-insensitively, ``.exe`` optional),
 * free space at the destination below ``min_free_destination_mb``,
@@ -38,7 +38,7 @@ from autotx_lib.errors import CopyInterrupted, DestinationError
 from autotx_lib.transfer.bandwidth import resolve as resolve_bandwidth
 
 MIN_CPU_WINDOW = 0.1  # seconds: over less, CPU counters (100 ticks/s) say nothing useful
-MAX_CPU_WINDOW = 0.5  # seconds: over more, a load that just began would be averaged away
+MAX_CPU_WINDOW = 1.0  # seconds: over more, a load that just began would be averaged away
 NOT_BUSY = ("idle", "iowait", "nice", "steal")  # none of them competes with an acquisition
 NOT_COUNTED = ("guest", "guest_nice")  # already inside user and nice (Linux)
 
@@ -75,10 +75,10 @@ class _CpuSample:
 
 
 class CpuMeter:
-    """System CPU busy share over the last 0.1 to 0.5 s, the agent's own share left out.
+    """System CPU busy share over the last 0.1 to 1 s, the agent's own share left out.
 
     Every reading is also a sample for later readings: one that follows an earlier
-    reading (or :meth:`prime`) by 0.1 to 0.5 s returns at once, measured since that
+    reading (or :meth:`prime`) by 0.1 to 1 s returns at once, measured since that
     sample; otherwise it waits until its window is 0.1 s long. A niced agent's own time
     is counted as nice, which is left out already. Thread-safe.
     """
@@ -101,7 +101,7 @@ class CpuMeter:
             self._samples.popleft()
 
     def prime(self) -> None:
-        """Take a sample now, so that a reading 0.1 to 0.5 s later need not wait."""
+        """Take a sample now, so that a reading 0.1 to 1 s later need not wait."""
         with self._lock:
             self._keep(self._sample())
 
@@ -380,7 +380,7 @@ def blocking_reasons(settings: GateSettings, destination: Path,
     """One reading of the gate, without hysteresis (e.g. before starting a dataset).
 
     It waits up to 0.1 s for a CPU figure, unless the meter (default: the shared one)
-    has a sample 0.1 to 0.5 s old (an earlier reading, or :func:`prime_cpu_meter`).
+    has a sample 0.1 to 1 s old (an earlier reading, or :func:`prime_cpu_meter`).
     """
     sampler = Sampler(destination, bool(settings.blacklisted_processes), meter)
     return pause_reasons(sampler.read(suspension), settings)
@@ -388,5 +388,5 @@ def blocking_reasons(settings: GateSettings, destination: Path,
 
 def prime_cpu_meter() -> None:
     """Sample the CPU now (e.g. when a pass over incoming/ starts), so that a gate check
-    0.1 to 0.5 s later needs not wait for its CPU figure."""
+    0.1 to 1 s later needs not wait for its CPU figure."""
     shared_cpu_meter().prime()
