@@ -73,6 +73,18 @@ def test_a_check_soon_after_a_reading_does_not_wait(tmp_path):
     assert meter.last_window >= MIN_CPU_WINDOW
 
 
+def test_a_check_a_while_after_priming_does_not_wait(tmp_path):
+    """The agent primes the meter when a pass starts; its gate check follows the scan."""
+    meter = CpuMeter()
+    meter.prime()
+    time.sleep(MIN_CPU_WINDOW)  # stands for the scan of incoming/ (time passing is the point)
+    started = time.monotonic()
+    assert blocking_reasons(GateSettings(max_cpu_percent=100, **QUIET_LIMITS), tmp_path,
+                            meter=meter) == []
+    assert time.monotonic() - started < MIN_CPU_WINDOW / 2
+    assert meter.last_window >= MIN_CPU_WINDOW
+
+
 @pytest.fixture
 def busy_cores():
     """Two busy loops per core at normal priority (niced load does not count as busy).
