@@ -5,7 +5,9 @@ hysteresis period (AutoTx: one reading over a limit pauses, a few seconds under 
 resumes):
 
 * system CPU above ``max_cpu_percent``: work at normal priority (user, system, interrupts);
-  the agent's own share, niced background jobs, I/O wait and hypervisor steal not counted,
+  the agent's own share, niced background jobs, I/O wait and hypervisor steal not counted.
+  A figure covers the last 0.1 to 1 s (:class:`CpuMeter`): the meter keeps its recent
+  samples, so a reading waits only when no sample of the last second is 0.1 s old yet,
 * available memory below ``min_available_memory_mb``,
 * a blacklisted process running (names compared case-insensitively, ``.exe`` optional),
 * free space at the destination below ``min_free_destination_mb``,
@@ -20,9 +22,11 @@ blocks while paused (mid-file: no progress is lost) and enforces the bandwidth c
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +36,111 @@ import psutil
 from autotx_lib.config import GateSettings, TimeWindow
 from autotx_lib.errors import CopyInterrupted, DestinationError
 from autotx_lib.transfer.bandwidth import resolve as resolve_bandwidth
+
+MIN_CPU_WINDOW = 0.1  # seconds: over less, CPU counters (100 ticks/s) say nothing useful
+MAX_CPU_WINDOW = 1.0  # seconds: over more, a load that just began would be averaged away
+NOT_BUSY = ("idle", "iowait", "nice", "steal")  # none of them competes with an acquisition
+NOT_COUNTED = ("guest", "guest_nice")  # already inside user and nice (Linux)
+
+
+def _cpu_total(times) -> float:
+    return sum(getattr(times, k) for k in times._fields if k not in NOT_COUNTED)
+
+
+def busy_percent(before, after, own_seconds: float) -> float:
+    """Share of all CPU time between two ``psutil.cpu_times()`` samples spent on work at
+    normal priority, ``own_seconds`` (the agent's own CPU time meanwhile) left out.
+
+    Shares are taken of the fields' own sum, not of wall time: the sum is what the
+    kernel accounted, whatever the number of cores.
+
+    Raises
+    ------
+    ValueError
+        When no CPU time passed between the samples (a zero-length window says nothing).
+    """
+    delta = {k: getattr(after, k) - getattr(before, k) for k in after._fields}
+    total = _cpu_total(after) - _cpu_total(before)
+    if total <= 0:
+        raise ValueError("no CPU time passed between the two samples; take them further apart")
+    busy = total - sum(delta.get(k, 0.0) for k in NOT_BUSY) - own_seconds
+    return min(max(100.0 * busy / total, 0.0), 100.0)
+
+
+@dataclass(frozen=True)
+class _CpuSample:
+    at: float  # time.monotonic()
+    system: tuple  # psutil.cpu_times()
+    own: float  # this process's CPU seconds, all threads (user + system)
+
+
+class CpuMeter:
+    """System CPU busy share over the last 0.1 to 1 s, the agent's own share left out.
+
+    Every reading is also a sample for later readings: one that follows an earlier
+    reading (or :meth:`prime`) by 0.1 to 1 s returns at once, measured since that
+    sample; otherwise it waits until its window is 0.1 s long. A niced agent's own time
+    is counted as nice, which is left out already. Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._me = psutil.Process()
+        self.pid = self._me.pid
+        self._niced = self._me.nice() > 0
+        self._samples: deque[_CpuSample] = deque()
+        self._lock = threading.Lock()
+        self.last_window = 0.0  # seconds covered by the latest reading
+
+    def _sample(self) -> _CpuSample:
+        own = self._me.cpu_times()
+        return _CpuSample(time.monotonic(), psutil.cpu_times(), own.user + own.system)
+
+    def _keep(self, sample: _CpuSample) -> None:
+        self._samples.append(sample)
+        while sample.at - self._samples[0].at > MAX_CPU_WINDOW:
+            self._samples.popleft()
+
+    def prime(self) -> None:
+        """Take a sample now, so that a reading 0.1 to 1 s later need not wait."""
+        with self._lock:
+            self._keep(self._sample())
+
+    def busy_percent(self) -> float:
+        """The busy share (0-100) since the newest sample that is at least 0.1 s old."""
+        with self._lock:
+            now = time.monotonic()
+            recent = [s for s in self._samples if now - s.at <= MAX_CPU_WINDOW]
+            ripe = [s for s in recent if now - s.at >= MIN_CPU_WINDOW]
+            if ripe:
+                base = ripe[-1]
+            else:  # the first reading, or none for a while: wait for a window of 0.1 s
+                if not recent:
+                    recent = [self._sample()]
+                    self._keep(recent[0])
+                base = recent[0]
+                time.sleep(max(MIN_CPU_WINDOW - (time.monotonic() - base.at), 0.0))
+            current = self._sample()
+            while _cpu_total(current.system) <= _cpu_total(base.system):  # never over 0.1 s
+                time.sleep(MIN_CPU_WINDOW)  # but a figure from no CPU time would be made up
+                current = self._sample()
+            self._keep(current)
+            self.last_window = current.at - base.at
+            own = 0.0 if self._niced else current.own - base.own
+            return busy_percent(base.system, current.system, own)
+
+
+_shared_meter: CpuMeter | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_cpu_meter() -> CpuMeter:
+    """The process's one :class:`CpuMeter` (created at first use), shared by every check
+    and monitor so that each reading serves as the next one's starting sample."""
+    global _shared_meter
+    with _shared_lock:
+        if _shared_meter is None or _shared_meter.pid != os.getpid():  # a forked child: its own
+            _shared_meter = CpuMeter()
+        return _shared_meter
 
 
 @dataclass(frozen=True)
@@ -77,28 +186,19 @@ def pause_reasons(reading: Reading, settings: GateSettings) -> list[str]:
 
 
 class Sampler:
-    """Reads the machine: CPU (without the agent), memory, processes, destination space."""
+    """Reads the machine: CPU (without the agent), memory, processes, destination space.
 
-    def __init__(self, destination: Path, watch_processes: bool):
+    ``meter`` defaults to the process's shared :class:`CpuMeter`.
+    """
+
+    def __init__(self, destination: Path, watch_processes: bool,
+                 meter: CpuMeter | None = None):
         self.destination = destination
         self.watch_processes = watch_processes
-        self.me = psutil.Process()
-        self.niced = self.me.nice() > 0
-        self.cores = psutil.cpu_count() or 1
-        psutil.cpu_times_percent(interval=None)
-        self.me.cpu_percent(interval=None)
+        self.meter = meter or shared_cpu_meter()
 
     def read(self, suspension: str | None = None) -> Reading:
-        times = psutil.cpu_times_percent(interval=None)._asdict()
-        # busy = everything but idle, I/O wait, niced background jobs and time stolen by the
-        # hypervisor (none of them competes with the acquisition). Shares are taken of the
-        # fields' own sum: over short intervals psutil's percentages need not add up to 100.
-        total = sum(v for k, v in times.items() if k not in ("guest", "guest_nice")) or 1.0
-        not_busy = sum(times.get(k, 0.0) for k in ("idle", "iowait", "nice", "steal"))
-        system = min(max(100.0 * (1.0 - not_busy / total), 0.0), 100.0)
-        own = self.me.cpu_percent(interval=None) / self.cores
-        if self.niced:
-            own = 0.0  # a niced agent's own time is counted as nice, already left out
+        cpu = self.meter.busy_percent()
         processes: frozenset[str] = frozenset()
         if self.watch_processes:
             names = set()
@@ -110,8 +210,8 @@ class Sampler:
             free = shutil.disk_usage(self.destination).free / 1e6
         except OSError:
             free = None
-        return Reading(max(system - own, 0.0), psutil.virtual_memory().available / 1e6,
-                       processes, free, dt.datetime.now(), suspension)
+        return Reading(cpu, psutil.virtual_memory().available / 1e6, processes, free,
+                       dt.datetime.now(), suspension)
 
 
 @dataclass
@@ -142,6 +242,8 @@ class GateMonitor:
         Returns the cap in MB/s (None: no cap); read between chunks, so it can change.
     interrupted : callable, optional
         Returns True when the agent is stopping; the copy then gives up its files.
+    meter : CpuMeter, optional
+        Defaults to the process's shared one.
     """
 
     def __init__(self, settings: GateSettings, destination: Path, *,
@@ -149,9 +251,10 @@ class GateMonitor:
                  on_change: Callable[[list[str]], None] = lambda reasons: None,
                  interval: float = 0.25, stall_seconds: float | None = None,
                  bandwidth: Callable[[], float | None] | None = None,
-                 interrupted: Callable[[], bool] = lambda: False):
+                 interrupted: Callable[[], bool] = lambda: False,
+                 meter: CpuMeter | None = None):
         self.settings = settings
-        self.sampler = Sampler(destination, bool(settings.blacklisted_processes))
+        self.sampler = Sampler(destination, bool(settings.blacklisted_processes), meter)
         self.suspension = suspension
         self.on_change = on_change
         self.interval = interval
@@ -273,8 +376,17 @@ class GateMonitor:
 
 
 def blocking_reasons(settings: GateSettings, destination: Path,
-                     suspension: str | None = None) -> list[str]:
-    """One reading of the gate, without hysteresis (e.g. before starting a dataset)."""
-    sampler = Sampler(destination, bool(settings.blacklisted_processes))
-    time.sleep(0.1)  # psutil needs an interval for a meaningful CPU figure
+                     suspension: str | None = None, meter: CpuMeter | None = None) -> list[str]:
+    """One reading of the gate, without hysteresis (e.g. before starting a dataset).
+
+    It waits up to 0.1 s for a CPU figure, unless the meter (default: the shared one)
+    has a sample 0.1 to 1 s old (an earlier reading, or :func:`prime_cpu_meter`).
+    """
+    sampler = Sampler(destination, bool(settings.blacklisted_processes), meter)
     return pause_reasons(sampler.read(suspension), settings)
+
+
+def prime_cpu_meter() -> None:
+    """Sample the CPU now (e.g. when a pass over incoming/ starts), so that a gate check
+    0.1 to 1 s later needs not wait for its CPU figure."""
+    shared_cpu_meter().prime()

@@ -5,8 +5,9 @@ A dataset folder is ready when, all at once:
 * nothing under it changed for ``quiet_seconds``: the newest modification *or* status
   change time over the whole tree (files and folders) is older than that. The status
   change time (ctime) catches files copied in with preserved modification times;
-* no process holds a file under it open (psutil; other users' processes are only
-  visible when the agent runs as root or as their user);
+* no process holds a file under it open (/proc on Linux, else psutil; other users'
+  processes are only visible when the agent runs as root or as their user; symbolic
+  links on the way to the folder are resolved, as the system names open files);
 * the marker file is present at its top level, when one is configured.
 
 Times in the future (an instrument PC or file server whose clock is ahead) say nothing
@@ -78,20 +79,62 @@ def tree_state(root: Path) -> TreeState:
 
 
 def open_files_under(root: Path) -> list[str]:
-    """Files under ``root`` that some other process holds open, as "path (process pid)"."""
-    prefix = os.path.join(os.path.abspath(root), "")
+    """Files under ``root`` that some other process holds open, as "path (process pid)".
+
+    The kernel names open files by their real path, so ``root`` is resolved first: a
+    symbolic link on the way to incoming/ must not hide them. On Linux the descriptors
+    are read from /proc directly (psutil's ``open_files`` also reads every descriptor's
+    offset and flags: several times slower); elsewhere psutil reads them.
+    """
+    prefix = os.path.join(os.path.realpath(root), "")
+    held = _proc_open_files(prefix) if os.path.isdir("/proc/self/fd") else \
+        _psutil_open_files(prefix)
+    return [f"{path} ({_process_name(pid)} {pid})" for pid, path in held]
+
+
+def _proc_open_files(prefix: str) -> list[tuple[int, str]]:
+    """(pid, path) of every regular file under ``prefix`` open in another process (Linux)."""
     me = os.getpid()
     found = []
-    for process in psutil.process_iter(["pid", "name"]):
+    for process in os.scandir("/proc"):
+        if not process.name.isdigit() or int(process.name) == me:
+            continue
+        try:
+            descriptors = os.scandir(f"/proc/{process.name}/fd")
+        except OSError:
+            continue  # gone, or another user's (visible only to root): as with psutil
+        with descriptors:
+            for fd in descriptors:
+                try:
+                    path = os.readlink(fd.path)
+                except OSError:
+                    continue
+                # regular files only, as psutil: a deleted file reads "<path> (deleted)"
+                if path.startswith(prefix) and os.path.isfile(path):
+                    found.append((int(process.name), path))
+    return found
+
+
+def _psutil_open_files(prefix: str) -> list[tuple[int, str]]:
+    me = os.getpid()
+    found = []
+    for process in psutil.process_iter(["pid"]):
         if process.info["pid"] == me:
             continue
         try:
             for handle in process.open_files():
                 if handle.path.startswith(prefix):
-                    found.append(f"{handle.path} ({process.info['name']} {process.info['pid']})")
+                    found.append((process.info["pid"], handle.path))
         except (psutil.Error, OSError):
             continue
     return found
+
+
+def _process_name(pid: int) -> str:
+    try:
+        return psutil.Process(pid).name()
+    except psutil.Error:
+        return "?"  # ended meanwhile
 
 
 def check_ready(root: Path, settings: ReadinessSettings, now: float | None = None,
