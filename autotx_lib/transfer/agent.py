@@ -43,7 +43,7 @@ from autotx_lib.transfer import control
 from autotx_lib.transfer.agent_lock import AgentLock, lock_paths
 from autotx_lib.transfer.destinations import Destination
 from autotx_lib.transfer.fanout import Member, bandwidth_cap, open_member_destination
-from autotx_lib.transfer.gate import GateMonitor, blocking_reasons
+from autotx_lib.transfer.gate import GateMonitor, blocking_reasons, prime_cpu_meter
 from autotx_lib.transfer.grace import grace_report
 from autotx_lib.transfer.layout import (
     ManagedFolders,
@@ -205,6 +205,7 @@ class Agent(DatasetSteps):
 
     def _one_pass(self, summary: RunSummary, session: int, once: bool) -> None:
         """Claim what is ready, advance every active dataset, housekeeping, mail."""
+        prime_cpu_meter()  # the gate check after the scan then reads CPU without waiting
         self.journal.heartbeat(session, "scanning")
         self._instrument_session_step()
         claimed, summary.waiting = self.scan()

@@ -63,26 +63,41 @@ def test_first_reading_of_a_starting_monitor_covers_a_real_window(tmp_path):
     assert meter.last_window >= MIN_CPU_WINDOW
 
 
-def test_a_check_soon_after_a_reading_does_not_wait(tmp_path):
+def meter_sample_time(meter: CpuMeter) -> float:
+    """When the meter took its newest sample (time.monotonic())."""
+    return meter._samples[-1].at
+
+
+def no_waiting(monkeypatch) -> list[float]:
+    """Record every sleep of the gate module instead of sleeping (none is expected)."""
+    from autotx_lib.transfer import gate
+
+    slept: list[float] = []
+    monkeypatch.setattr(gate.time, "sleep", slept.append)
+    return slept
+
+
+def test_a_check_soon_after_a_reading_does_not_wait(tmp_path, monkeypatch):
     meter = CpuMeter()
     meter.busy_percent()  # e.g. the check before a dataset; the copy's monitor follows
-    started = time.monotonic()
+    while time.monotonic() - meter_sample_time(meter) < MIN_CPU_WINDOW:
+        time.sleep(0.01)  # the sample must be old enough to cover a real window
+    slept = no_waiting(monkeypatch)
     assert blocking_reasons(GateSettings(max_cpu_percent=100, **QUIET_LIMITS), tmp_path,
                             meter=meter) == []
-    assert time.monotonic() - started < MIN_CPU_WINDOW / 2
-    assert meter.last_window >= MIN_CPU_WINDOW
+    assert slept == [] and meter.last_window >= MIN_CPU_WINDOW
 
 
-def test_a_check_a_while_after_priming_does_not_wait(tmp_path):
+def test_a_check_a_while_after_priming_does_not_wait(tmp_path, monkeypatch):
     """The agent primes the meter when a pass starts; its gate check follows the scan."""
     meter = CpuMeter()
     meter.prime()
-    time.sleep(MIN_CPU_WINDOW)  # stands for the scan of incoming/ (time passing is the point)
-    started = time.monotonic()
+    while time.monotonic() - meter_sample_time(meter) < MIN_CPU_WINDOW:
+        time.sleep(0.01)  # stands for the scan of incoming/ (time passing is the point)
+    slept = no_waiting(monkeypatch)
     assert blocking_reasons(GateSettings(max_cpu_percent=100, **QUIET_LIMITS), tmp_path,
                             meter=meter) == []
-    assert time.monotonic() - started < MIN_CPU_WINDOW / 2
-    assert meter.last_window >= MIN_CPU_WINDOW
+    assert slept == [] and meter.last_window >= MIN_CPU_WINDOW
 
 
 @pytest.fixture
