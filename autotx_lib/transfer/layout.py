@@ -119,19 +119,21 @@ def check_name(name: str, where: str | Path = "") -> None:
     manifests and most tools), names that are not valid UTF-8, and names longer than
     255 bytes.
     """
-    shown = os.path.join(str(where), name) if where else name
+    def shown() -> str:  # built only for an error: this runs once per file of a dataset
+        return os.path.join(str(where), name) if where else name
+
     if name in {"", ".", ".."}:
-        raise UnsafePathError(shown, "not a usable name")
+        raise UnsafePathError(shown(), "not a usable name")
     if "/" in name or "\0" in name:
-        raise UnsafePathError(shown, "contains a path separator")
+        raise UnsafePathError(shown(), "contains a path separator")
     try:
         encoded = name.encode("utf-8")
     except UnicodeEncodeError:
         raise UnsafePathError(repr(name), "the name is not valid UTF-8") from None
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise UnsafePathError(shown, "contains a control character (e.g. a newline)")
+    if not name.isprintable() and any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise UnsafePathError(shown(), "contains a control character (e.g. a newline)")
     if len(encoded) > MAX_NAME_BYTES:
-        raise UnsafePathError(shown, f"the name is {len(encoded)} bytes long; at most "
+        raise UnsafePathError(shown(), f"the name is {len(encoded)} bytes long; at most "
                               f"{MAX_NAME_BYTES} fit on the destination")
 
 
@@ -199,7 +201,7 @@ def _walk(root: Path, prefix: str) -> Iterator[tuple[str, os.stat_result]]:
                                   ) from None
     with entries:
         for entry in entries:
-            check_name(entry.name, root / prefix)
+            check_name(entry.name, folder)
             relpath = f"{prefix}/{entry.name}" if prefix else entry.name
             if len(relpath.encode("utf-8")) > MAX_RELPATH_BYTES:
                 raise UnsafePathError(root / relpath, "the path is too long for the destination")
