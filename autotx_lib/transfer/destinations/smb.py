@@ -70,6 +70,10 @@ _BY_STATUS: dict[int, tuple[type[DestinationError], str]] = {
 _LOST_CONNECTION = {DestinationMissing}
 
 
+class _UnexpectedAnswer(OSError):
+    """The server answered, but not what the request asked for (a short READ or WRITE)."""
+
+
 def _smb():
     """The smbprotocol modules, or an error that says how to install them."""
     try:
@@ -141,8 +145,10 @@ def _connection_class() -> type:
     data_commands = {Commands.SMB2_READ, Commands.SMB2_WRITE}
 
     class Transport(Tcp):
-        _attached: threading.local  # set by DataConnection.connect
+        # set by DataConnection.connect
+        _attached: threading.local
         _sinks: dict[int, _Sink]  # READ message id -> where its data goes
+        spare_sinks: list[_Sink]  # for the next reader: fresh buffers cost a memset
 
         def attach(self, extra: Any) -> None:
             """Data (a WRITE's payload) or a :class:`_Sink` (a READ's) for this thread's
@@ -176,47 +182,47 @@ def _connection_class() -> type:
             if timeout is None:
                 return b""  # closed
             size = struct.unpack(">L", prefix)[0]
-            frame = bytearray(size)
-            view = memoryview(frame)
-            head = min(size, _READ_HEAD)
-            timeout = self._recv_into(view[:head], timeout)
+            head = bytearray(min(size, _READ_HEAD))
+            timeout = self._recv_into(memoryview(head), timeout)
             if timeout is None:
                 return b""
-            sink = self._sink_for(frame)
+            sink = self._sink_for(head, size)
             if sink is not None:
-                return self._recv_read(frame, size, sink, timeout)
-            if self._recv_into(view[head:], timeout) is None:
+                return self._recv_read(head, size, sink, timeout)
+            frame = bytearray(size)
+            frame[:len(head)] = head
+            if self._recv_into(memoryview(frame)[len(head):], timeout) is None:
                 return b""
             return bytes(frame)
 
-        def _sink_for(self, frame: bytearray) -> _Sink | None:
+        def _sink_for(self, head: bytearray, size: int) -> _Sink | None:
             """The sink of a successful, unsigned, single READ answer, if one waits."""
-            if len(frame) < _READ_HEAD:
+            if len(head) < _READ_HEAD:
                 return None
             protocol, status, command, flags, next_command, message_id = \
-                _HEADER.unpack_from(frame)
+                _HEADER.unpack_from(head)
             if (protocol != b"\xfeSMB" or command != _SMB2_READ or status or next_command
                     or flags & _FLAG_SIGNED or message_id not in self._sinks):
                 return None
-            offset, length = _READ_RESPONSE.unpack_from(frame, 64)
-            sink = self._sinks[message_id]
-            if offset < _READ_HEAD or offset + length > len(frame) or length > len(sink.view):
+            offset, length = _READ_RESPONSE.unpack_from(head, 64)
+            if (offset < _READ_HEAD or offset + length > size
+                    or length > len(self._sinks[message_id].view)):
                 return None
             return self._sinks.pop(message_id)
 
-        def _recv_read(self, frame: bytearray, size: int, sink: _Sink,
+        def _recv_read(self, head: bytearray, size: int, sink: _Sink,
                        timeout: float) -> bytes:
-            """The rest of a READ answer: its data into ``sink``; returns header and
-            READ response without the data, which is all smbprotocol needs."""
-            offset, length = _READ_RESPONSE.unpack_from(frame, 64)
-            view = memoryview(frame)
-            for part in (view[_READ_HEAD:offset], sink.view[:length],
-                         view[offset + length:size]):
+            """The rest of a READ answer: its data into ``sink``; returns the header and
+            READ response without the data, which is all smbprotocol needs of it."""
+            offset, length = _READ_RESPONSE.unpack_from(head, 64)
+            skip = memoryview(bytearray(max(offset - _READ_HEAD, size - offset - length)))
+            for part in (skip[:offset - _READ_HEAD], sink.view[:length],
+                         skip[:size - offset - length]):
                 timeout = self._recv_into(part, timeout)
                 if timeout is None:
                     return b""
             sink.length = length
-            return bytes(frame[:_READ_HEAD])
+            return bytes(head)
 
         def _recv_into(self, view: memoryview, timeout: float) -> float | None:
             """Fill ``view`` from the socket; the time left, or None when it closed.
@@ -255,6 +261,7 @@ def _connection_class() -> type:
             self.transport.__class__ = Transport
             self.transport._attached = threading.local()
             self.transport._sinks = {}
+            self.transport.spare_sinks = []
             return result
 
         def _send(self, messages, session_id=None, *args, force_signature=False, **kwargs):
@@ -390,6 +397,8 @@ class SMBDestination(Destination):
             return DestinationAuth(self.url, "the server refused the logon")
         if isinstance(error, exceptions.SMBOSError):
             return DestinationError(where, f"the server answered NT status 0x{status or 0:08x}")
+        if isinstance(error, _UnexpectedAnswer):  # the connection is fine
+            return DestinationError(where, str(error))
         refused = isinstance(error, ValueError) and isinstance(error.__cause__, OSError)
         if refused or isinstance(error, (OSError, exceptions.SMBException)):
             # socket errors, a closed connection, "Failed to connect" (a ValueError whose
@@ -559,6 +568,8 @@ class PipelinedWriter(_Pipelined):
     :meth:`write` returns, so the caller may reuse its buffer at once.
     """
 
+    _flushed = 0  # bytes written when the server last flushed the file
+
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         done = 0
@@ -586,13 +597,14 @@ class PipelinedWriter(_Pipelined):
         request, receive, size = self._pending.popleft()
         written = receive(request)
         if written != size:
-            raise OSError(errno.EIO, f"the server wrote {written} of {size} bytes")
+            raise _UnexpectedAnswer(errno.EIO, f"the server wrote {written} of {size} bytes")
 
     def flush(self) -> None:
         while self._pending:
             self._complete_one()
-        if self._offset:
+        if self._offset > self._flushed:  # the stream's close flushes again: skip that
             self._fd.flush()
+            self._flushed = self._offset
 
     def close(self) -> None:
         try:
@@ -610,8 +622,11 @@ class PipelinedReader(_Pipelined):
     def __init__(self, raw: Any):
         super().__init__(raw)
         self._size = raw.fd.end_of_file
-        self._free = [_Sink(min(CHUNK, self._size)) for _ in range(IN_FLIGHT)
-                      if self._direct and self._size]
+        self._free: list[_Sink] = []
+        if self._direct:
+            spare = self._fd.connection.transport.spare_sinks
+            for _ in range(min(IN_FLIGHT, -(-self._size // CHUNK))):
+                self._free.append(spare.pop() if spare else _Sink(CHUNK))
         self._left = memoryview(b"")  # what read() has not returned yet of one answer
         self._current: _Sink | None = None  # the buffer _left is in
 
@@ -647,7 +662,7 @@ class PipelinedReader(_Pipelined):
             data = sink.view[:sink.length] if sink.length is not None else \
                 memoryview(_read_data(response))  # the answer came the usual way
         if len(data) != size:  # the answers after it would be put at the wrong offsets
-            raise OSError(errno.EIO, f"the server returned {len(data)} of {size} bytes at "
+            raise _UnexpectedAnswer(errno.EIO, f"the server returned {len(data)} of {size} bytes at "
                           f"offset {offset}: the file changed while it was read")
         self._fill()
         return data
@@ -679,7 +694,12 @@ class PipelinedReader(_Pipelined):
         try:
             while self._pending:  # answers still on their way belong to this file
                 self._fd.connection.receive(self._pending.popleft()[0])
+            if self._current is not None:
+                self._free.append(self._current)
+            if self._direct:  # buffers no answer is on its way into any more
+                self._fd.connection.transport.spare_sinks.extend(self._free)
         finally:
+            self._free, self._current = [], None
             self._raw.close()
 
 

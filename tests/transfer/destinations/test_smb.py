@@ -9,6 +9,7 @@ import pytest
 
 from autotx_lib.errors import (
     DestinationAuth,
+    DestinationError,
     DestinationFullError,
     DestinationMissing,
     DestinationPermission,
@@ -135,3 +136,58 @@ def test_connections_of_finished_copies_are_closed(samba, smb_env, smb_folder):
                 list(pool.map(lambda i, c=copy: dest.write_bytes(f"c{c}-{i}", b"x"), range(8)))
         assert connections() <= 4 + 1  # the last pool's and this thread's
     assert connections() == 0
+
+
+def _smb_destination(samba, folder: str, require_signing: bool):
+    from autotx_lib.transfer.destinations.smb import SMBDestination
+
+    return SMBDestination("127.0.0.1", "data", folder, username=samba.user,
+                          password=samba.password, port=samba.port, timeout=5,
+                          require_signing=require_signing)
+
+
+@pytest.mark.parametrize("require_signing", [False, True], ids=["data-unsigned", "all-signed"])
+def test_files_of_every_size_round_trip_with_and_without_signing(samba, smb_folder,
+                                                                 require_signing):
+    """Default: the data goes beside smbprotocol's messages, unsigned; signed: the usual way.
+
+    Sizes around the request size (CHUNK), written and read in pieces that do not line
+    up with it, through read(n), readinto and read().
+    """
+    from autotx_lib.transfer.destinations.smb import CHUNK
+
+    sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 12345]
+    with _smb_destination(samba, smb_folder, require_signing) as dest:
+        for size in sizes:
+            data = os.urandom(size)
+            with dest.open_write(f"f{size}.bin") as out:
+                assert out._raw._direct is not require_signing  # the path under test
+                for start in range(0, size, 700_001):
+                    out.write(memoryview(data)[start:start + 700_001])
+            assert (samba.data / smb_folder / f"f{size}.bin").read_bytes() == data
+            with dest.open_read(f"f{size}.bin") as back:
+                assert back._raw._direct is not require_signing
+                first = back.read(1000)
+                buffer = bytearray(333_333)
+                count = back.readinto(buffer)
+                rest = back.read()
+            assert first + bytes(buffer[:count]) + rest == data
+            assert dest.read_bytes(f"f{size}.bin") == data
+
+
+def test_a_file_that_shrinks_while_read_back_is_a_destination_error(samba, smb_env,
+                                                                    smb_folder):
+    """A short READ answer must not be glued to the next one: the read-back fails, typed."""
+    from autotx_lib.transfer.destinations.smb import CHUNK, IN_FLIGHT
+
+    size = 2 * IN_FLIGHT * CHUNK + CHUNK  # the last chunks are asked for only later
+    path = samba.data / smb_folder / "shrinks.bin"
+    path.write_bytes(os.urandom(size))
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        with pytest.raises(DestinationError) as info, dest.open_read("shrinks.bin") as back:
+            assert len(back.read(CHUNK)) == CHUNK  # IN_FLIGHT more chunks are asked for
+            os.truncate(path, size - CHUNK // 2)  # the last chunk, not asked yet, shrinks
+            while back.read(CHUNK):
+                pass
+        assert not isinstance(info.value, DestinationMissing)  # the server is there
+        assert dest.read_bytes("shrinks.bin") == path.read_bytes()  # the connection works
