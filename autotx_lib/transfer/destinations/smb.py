@@ -7,6 +7,11 @@ absent share or a server that cannot be reached :class:`DestinationMissing`, a f
 collision on rename :class:`DestinationNameTaken`. After a lost connection the next call
 connects again, so a transfer resumes once the server is back.
 
+Speed: several READ / WRITE requests are in flight per file, one connection per thread;
+the file data is neither copied in Python nor signed (every other request is), unless
+the server requires signing or ``require_signing=True`` (see :func:`_connection_class`).
+Every byte written is still read back from the server by the caller's verification.
+
 Needs the ``smb`` extra: ``pip install "autotx_lib[smb]"``.
 """
 
@@ -258,10 +263,12 @@ def _connection_class() -> type:
             result = super().connect(*args, **kwargs)
             # smbprotocol makes its Tcp inside connect(); this one only adds methods and
             # state, and its receive thread picks the new recv up with the next message.
-            self.transport.__class__ = Transport
-            self.transport._attached = threading.local()
-            self.transport._sinks = {}
-            self.transport.spare_sinks = []
+            # Another transport (a newer smbprotocol) keeps the usual, copying data path.
+            if type(self.transport) is Tcp:
+                self.transport.__class__ = Transport
+                self.transport._attached = threading.local()
+                self.transport._sinks = {}
+                self.transport.spare_sinks = []
             return result
 
         def _send(self, messages, session_id=None, *args, force_signature=False, **kwargs):
