@@ -305,7 +305,10 @@ class SMBDestination(Destination):
 
     Notes
     -----
-    Each thread uses a connection of its own. SMB has no "sync the volume": every file
+    Each thread uses a connection of its own; a thread started after another ended (the
+    next copy's) takes over the ended one's connection, so at most as many connections
+    stay open as threads ever ran at once, until :meth:`close`. SMB has no "sync the
+    volume": every file
     written is flushed on the server when its stream is closed, so :meth:`sync` has
     nothing left to do.
     """
@@ -324,6 +327,7 @@ class SMBDestination(Destination):
         # own process, so parallel copies use the server's cores too.
         self._local = threading.local()
         self._caches: list[tuple[threading.Thread, dict[str, Any]]] = []
+        self._idle: list[dict[str, Any]] = []  # caches of finished threads, for new ones
         self._generation = 0
         self._lock = threading.Lock()
         user = f"{username}@" if username else ""
@@ -343,16 +347,17 @@ class SMBDestination(Destination):
 
     @property
     def _cache(self) -> dict[str, Any]:
-        """This thread's connection cache (a new one after :meth:`close`)."""
+        """This thread's connection cache: a finished thread's (a past copy's, its
+        connection still open: logging on costs round trips and CPU on both ends), else
+        a new one; a new one after :meth:`close` in any case."""
         local = self._local
         if getattr(local, "generation", None) != self._generation:
-            local.cache, local.generation, local.connected = {}, self._generation, False
-            with self._lock:  # connections of finished threads (a past copy's) are closed
-                ended = [c for t, c in self._caches if not t.is_alive()]
+            with self._lock:
+                self._idle += [c for t, c in self._caches if not t.is_alive()]
                 self._caches = [(t, c) for t, c in self._caches if t.is_alive()]
+                local.cache = self._idle.pop() if self._idle else {}
                 self._caches.append((threading.current_thread(), local.cache))
-            for cache in ended:
-                _close_cache(cache)
+            local.generation, local.connected = self._generation, False
         return local.cache
 
     def _connect(self) -> None:
@@ -378,8 +383,9 @@ class SMBDestination(Destination):
         """Close the connections (the next call connects again)."""
         with self._lock:
             self._generation += 1
-            caches, self._caches = self._caches, []
-        for _, cache in caches:
+            caches = [c for _, c in self._caches] + self._idle
+            self._caches, self._idle = [], []
+        for cache in caches:
             _close_cache(cache)
 
     def classify(self, error: BaseException, relpath: str = "") -> BaseException:

@@ -191,3 +191,25 @@ def test_a_file_that_shrinks_while_read_back_is_a_destination_error(samba, smb_e
                 pass
         assert not isinstance(info.value, DestinationMissing)  # the server is there
         assert dest.read_bytes("shrinks.bin") == path.read_bytes()  # the connection works
+
+
+def test_the_next_copys_threads_take_over_the_connections_of_the_last(samba, smb_env,
+                                                                      smb_folder):
+    """Logging on again for every dataset's copy costs round trips and CPU on both ends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    def local_ports() -> set[int]:
+        return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED"}
+
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        dest.check()
+        after_copy = []
+        for copy in range(2):  # two datasets, each copied by a pool of 4 threads
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i, c=copy: dest.write_bytes(f"c{c}-{i}", b"x"), range(8)))
+            after_copy.append(local_ports())
+        assert after_copy[0] <= after_copy[1]  # the same connections, none closed
+        assert len(after_copy[1]) <= 4 + 1
