@@ -213,3 +213,35 @@ def test_the_next_copys_threads_take_over_the_connections_of_the_last(samba, smb
             after_copy.append(local_ports())
         assert after_copy[0] <= after_copy[1]  # the same connections, none closed
         assert len(after_copy[1]) <= 4 + 1
+
+
+def test_a_server_that_requires_signing_gets_the_data_signed_too(samba):
+    """The data goes unsigned only where the server allows it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .samba import SambaServer
+
+    class SigningSamba(SambaServer):
+        def _config(self) -> str:
+            return super()._config().replace("[global]\n",
+                                             "[global]\n  server signing = mandatory\n", 1)
+
+    base = Path(tempfile.mkdtemp(prefix="autotx-smb-signing-"))
+    base.chmod(0o755)  # the share's user (nobody) must reach its folders
+    server = SigningSamba(base, small_share=False)
+    try:
+        server.start()
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        with _smb_destination(server, "", require_signing=False) as dest:
+            with dest.open_write("signed.bin") as out:
+                assert not out._raw._direct  # signed, the usual way
+                out.write(data)
+            with dest.open_read("signed.bin") as back:
+                assert not back._raw._direct
+                assert back.read() == data
+        assert (server.data / "signed.bin").read_bytes() == data
+    finally:
+        server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
