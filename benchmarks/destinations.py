@@ -14,9 +14,9 @@ of the share:
 
 - ``autotx``: through :class:`~autotx_lib.transfer.destinations.smb.SMBDestination`
   with ``--workers`` threads (the agent's default, 4): each file is hashed (xxh3_128)
-  while written, closed (which flushes it on the server), read back from the server
-  and hashed again, the digests compared; then the folder is synced and renamed into
-  place.
+  while written, closed (which sends SMB2 FLUSH, so the server writes it to its disk),
+  read back from the server and hashed again, the digests compared (the read-back's
+  close waits for the FLUSH); then the folder is synced and renamed into place.
 - ``smbclient``: ``smbclient //127.0.0.1/data -A AUTHFILE -c 'prompt off; cd DIR;
   lcd SRC; mput *'`` (no read-back, no flush).
 - ``smbclient+fsync``: the same, then each copy fsynced on the server's side (timed):

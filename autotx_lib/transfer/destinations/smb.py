@@ -308,9 +308,8 @@ class SMBDestination(Destination):
     Each thread uses a connection of its own; a thread started after another ended (the
     next copy's) takes over the ended one's connection, so at most as many connections
     stay open as threads ever ran at once, until :meth:`close`. SMB has no "sync the
-    volume": every file
-    written is flushed on the server when its stream is closed, so :meth:`sync` has
-    nothing left to do.
+    volume": every file written is flushed on the server (SMB2 FLUSH) when its stream
+    closes, and :meth:`sync` waits for those flushes to be answered.
     """
 
     def __init__(self, server: str, share: str, path: str = "", *, username: str,
@@ -328,6 +327,7 @@ class SMBDestination(Destination):
         self._local = threading.local()
         self._caches: list[tuple[threading.Thread, dict[str, Any]]] = []
         self._idle: list[dict[str, Any]] = []  # caches of finished threads, for new ones
+        self._closing: list[_Closing] = []  # written files whose FLUSH is not answered yet
         self._generation = 0
         self._lock = threading.Lock()
         user = f"{username}@" if username else ""
@@ -381,6 +381,10 @@ class SMBDestination(Destination):
 
     def close(self) -> None:
         """Close the connections (the next call connects again)."""
+        try:
+            self._settle(every_thread=True)
+        except Exception as error:  # noqa: BLE001 - a file nobody synced or read back
+            log.warning("%s: a written file did not reach the disk: %s", self.url, error)
         with self._lock:
             self._generation += 1
             caches = [c for _, c in self._caches] + self._idle
@@ -428,10 +432,15 @@ class SMBDestination(Destination):
             log.debug("dropping a dead SMB connection to %s: %s", self.url, error)
 
     def _run(self, relpath: str, call: Callable[..., T], *args: Any, unc: str | None = None,
-             **kwargs: Any) -> T:
-        """Run one smbclient call on ``relpath`` (or ``unc``), with errors translated."""
+             keep: str | None = None, **kwargs: Any) -> T:
+        """Run one smbclient call on ``relpath`` (or ``unc``), with errors translated.
+
+        The files this thread wrote are settled first (see :meth:`_settle`), but for
+        ``keep``, which the caller settles itself.
+        """
         _, exceptions = _smb()
         unc = unc or self._unc(relpath)
+        self._settle(keep=keep)
         try:
             self._connect()
             return call(unc, *args, connection_cache=self._cache, port=self.port, **kwargs)
@@ -445,6 +454,30 @@ class SMBDestination(Destination):
         _, exceptions = _smb()
         return TranslatingStream(raw, lambda e: self.classify(e, relpath),  # type: ignore
                                  caught=(OSError, ValueError, exceptions.SMBException))
+
+    def _park(self, relpath: str, closing: _Closing) -> None:
+        closing.relpath = relpath
+        with self._lock:
+            self._closing.append(closing)
+
+    def _settle(self, keep: str | None = None, only: str | None = None,
+                every_thread: bool = False) -> None:
+        """Wait for the FLUSH and CLOSE answers of files written and closed (by this
+        thread; every thread's), but ``keep`` (only ``only``); the first failure is
+        raised, typed, after all were waited for."""
+        me = threading.current_thread()
+        with self._lock:
+            due = [c for c in self._closing if (every_thread or c.thread is me)
+                   and c.relpath != keep and only in (None, c.relpath)]
+            self._closing = [c for c in self._closing if c not in due]
+        failure: BaseException | None = None
+        for closing in due:
+            try:
+                closing.settle()
+            except Exception as error:  # noqa: BLE001 - classified below
+                failure = failure or self.classify(error, closing.relpath)
+        if failure is not None:
+            raise failure
 
     # --- the protocol ---------------------------------------------------------------------
 
@@ -463,18 +496,33 @@ class SMBDestination(Destination):
         self._run(relpath, smbclient.makedirs, exist_ok=True)
 
     def open_write(self, relpath: str) -> BinaryIO:
-        """A stream writing the file on the server, several writes in flight; closing it
-        flushes it to the server's disk (SMB2 FLUSH), so a closed file is durable."""
+        """A stream writing the file on the server, several writes in flight.
+
+        Closing it asks the server to flush the file to its disk (SMB2 FLUSH) and close
+        it, without waiting: the answers are awaited, and a failure raised, when the
+        file is read back (:meth:`open_read`'s stream closes), by this thread's next
+        call, or by :meth:`sync`, whichever comes first. Reading the file back thus
+        overlaps with the server's disk write. Others may read the file meanwhile.
+        """
         smbclient, _ = _smb()
-        raw = self._run(relpath, smbclient.open_file, mode="wb", buffering=0)
-        return self._stream(PipelinedWriter(raw), relpath)
+        raw = self._run(relpath, smbclient.open_file, mode="wb", buffering=0,
+                        share_access="r")
+        return self._stream(PipelinedWriter(
+            raw, lambda closing: self._park(clean_relpath(relpath), closing)), relpath)
 
     def open_read(self, relpath: str) -> BinaryIO:
         """A stream reading the file from the server (no client-side cache), several
-        reads in flight."""
+        reads in flight; closing it waits until the file, if this thread just wrote
+        it, is on the server's disk (see :meth:`open_write`)."""
         smbclient, _ = _smb()
-        raw = self._run(relpath, smbclient.open_file, mode="rb", buffering=0)
-        return self._stream(PipelinedReader(raw), relpath)
+        key = clean_relpath(relpath)
+        raw = self._run(relpath, smbclient.open_file, mode="rb", buffering=0,
+                        share_access="w", keep=key)
+        return self._stream(PipelinedReader(raw, lambda: self._settle(only=key)), relpath)
+
+    def sync(self, relpath: str = "") -> None:
+        """Wait until every file written (by any thread) is on the server's disk."""
+        self._settle(every_thread=True)
 
     def rename(self, src: str, dst: str) -> None:
         smbclient, _ = _smb()
@@ -527,9 +575,31 @@ def _read_data(response: Any) -> bytes:
     return answer["buffer"].get_value()
 
 
+class _Closing:
+    """A written file whose FLUSH and CLOSE were sent, their answers not awaited yet."""
+
+    def __init__(self, relpath: str, raw: Any, answers: list[tuple[Any, Callable]]):
+        self.relpath, self.thread = relpath, threading.current_thread()
+        self._raw, self._answers = raw, answers  # the raw file object until it is closed
+
+    def settle(self) -> None:
+        """Wait for every answer; raise the first failure."""
+        failure: BaseException | None = None
+        for request, receive in self._answers:
+            try:
+                receive(request)
+            except Exception as error:  # noqa: BLE001 - raised below, after the others
+                failure = failure or error
+        self._raw = None
+        if failure is not None:
+            raise failure
+
+
 class _Pipelined:
     """Requests on one open file with up to IN_FLIGHT sent ahead (smbclient's own file
     objects wait for each answer before sending the next request)."""
+
+    _closed = False
 
     def __init__(self, raw: Any):
         from smbclient._io import _chunk_size
@@ -564,7 +634,7 @@ class _Pipelined:
 
     @property
     def closed(self) -> bool:
-        return self._raw.closed
+        return self._closed or self._raw.closed
 
     def readable(self) -> bool:
         return self._raw.readable()
@@ -574,14 +644,17 @@ class _Pipelined:
 
 
 class PipelinedWriter(_Pipelined):
-    """Write a file with several SMB2 WRITE requests in flight; ``close`` waits for
-    them all, flushes the file on the server and closes it.
+    """Write a file with several SMB2 WRITE requests in flight; :meth:`flush` waits for
+    their answers; :meth:`close` too, then sends FLUSH and CLOSE and hands their
+    answers to ``park`` (a :class:`_Closing`) instead of waiting for them.
 
     The data of each request goes from the caller's buffer to the socket before
     :meth:`write` returns, so the caller may reuse its buffer at once.
     """
 
-    _flushed = 0  # bytes written when the server last flushed the file
+    def __init__(self, raw: Any, park: Callable[[_Closing], None]):
+        super().__init__(raw)
+        self._park = park
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
@@ -615,16 +688,24 @@ class PipelinedWriter(_Pipelined):
     def flush(self) -> None:
         while self._pending:
             self._complete_one()
-        if self._offset > self._flushed:  # the stream's close flushes again: skip that
-            self._fd.flush()
-            self._flushed = self._offset
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.flush()
-        finally:
+            answers = []
+            if self._offset:  # on the server's disk before the file counts as written
+                message, receive = self._fd.flush(send=False)
+                answers.append((self._send(message, None, 1), receive))
+            message, receive = self._fd.close(send=False)
+            answers.append((self._send(message, None, 1), receive))
+        except BaseException:
             self._pending.clear()
             self._raw.close()
+            raise
+        self._park(_Closing("", self._raw, answers))
 
 
 class PipelinedReader(_Pipelined):
@@ -632,8 +713,9 @@ class PipelinedReader(_Pipelined):
     received into a buffer of this reader's (no copies but the one :meth:`read` returns).
     """
 
-    def __init__(self, raw: Any):
+    def __init__(self, raw: Any, on_close: Callable[[], None] = lambda: None):
         super().__init__(raw)
+        self._on_close = on_close
         self._size = raw.fd.end_of_file
         self._free: list[_Sink] = []
         if self._direct:
@@ -714,6 +796,7 @@ class PipelinedReader(_Pipelined):
         finally:
             self._free, self._current = [], None
             self._raw.close()
+        self._on_close()
 
 
 __all__ = ["SMBDestination"]

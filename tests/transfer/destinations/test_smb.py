@@ -245,3 +245,23 @@ def test_a_server_that_requires_signing_gets_the_data_signed_too(samba):
     finally:
         server.cleanup()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_sync_waits_for_the_flushes_of_files_other_threads_wrote(samba, smb_env, smb_folder,
+                                                                 caplog):
+    """A closed stream's FLUSH is answered later; sync() (before a rename) awaits them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {f"f{i}.bin": os.urandom(300_000 + i) for i in range(8)}
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        dest.make_tmp("tmp/exp")
+        with ThreadPoolExecutor(4) as pool:  # written, never read back
+            list(pool.map(lambda item: dest.write_bytes(f"tmp/exp/{item[0]}", item[1]),
+                          files.items()))
+        assert dest._closing  # some answers not awaited yet: the copy threads went on
+        dest.sync("tmp/exp")
+        assert dest._closing == []
+        dest.rename("tmp/exp", "exp")
+    assert "did not reach the disk" not in caplog.text
+    assert {p.name: p.read_bytes() for p in (samba.data / smb_folder / "exp").iterdir()} \
+        == files
