@@ -9,6 +9,7 @@ import pytest
 
 from autotx_lib.errors import (
     DestinationAuth,
+    DestinationError,
     DestinationFullError,
     DestinationMissing,
     DestinationPermission,
@@ -135,3 +136,132 @@ def test_connections_of_finished_copies_are_closed(samba, smb_env, smb_folder):
                 list(pool.map(lambda i, c=copy: dest.write_bytes(f"c{c}-{i}", b"x"), range(8)))
         assert connections() <= 4 + 1  # the last pool's and this thread's
     assert connections() == 0
+
+
+def _smb_destination(samba, folder: str, require_signing: bool):
+    from autotx_lib.transfer.destinations.smb import SMBDestination
+
+    return SMBDestination("127.0.0.1", "data", folder, username=samba.user,
+                          password=samba.password, port=samba.port, timeout=5,
+                          require_signing=require_signing)
+
+
+@pytest.mark.parametrize("require_signing", [False, True], ids=["data-unsigned", "all-signed"])
+def test_files_of_every_size_round_trip_with_and_without_signing(samba, smb_folder,
+                                                                 require_signing):
+    """Default: the data goes beside smbprotocol's messages, unsigned; signed: the usual way.
+
+    Sizes around the request size (CHUNK), written and read in pieces that do not line
+    up with it, through read(n), readinto and read().
+    """
+    from autotx_lib.transfer.destinations.smb import CHUNK
+
+    sizes = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 12345]
+    with _smb_destination(samba, smb_folder, require_signing) as dest:
+        for size in sizes:
+            data = os.urandom(size)
+            with dest.open_write(f"f{size}.bin") as out:
+                assert out._raw._direct is not require_signing  # the path under test
+                for start in range(0, size, 700_001):
+                    out.write(memoryview(data)[start:start + 700_001])
+            assert (samba.data / smb_folder / f"f{size}.bin").read_bytes() == data
+            with dest.open_read(f"f{size}.bin") as back:
+                assert back._raw._direct is not require_signing
+                first = back.read(1000)
+                buffer = bytearray(333_333)
+                count = back.readinto(buffer)
+                rest = back.read()
+            assert first + bytes(buffer[:count]) + rest == data
+            assert dest.read_bytes(f"f{size}.bin") == data
+
+
+def test_a_file_that_shrinks_while_read_back_is_a_destination_error(samba, smb_env,
+                                                                    smb_folder):
+    """A short READ answer must not be glued to the next one: the read-back fails, typed."""
+    from autotx_lib.transfer.destinations.smb import CHUNK, IN_FLIGHT
+
+    size = 2 * IN_FLIGHT * CHUNK + CHUNK  # the last chunks are asked for only later
+    path = samba.data / smb_folder / "shrinks.bin"
+    path.write_bytes(os.urandom(size))
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        with pytest.raises(DestinationError) as info, dest.open_read("shrinks.bin") as back:
+            assert len(back.read(CHUNK)) == CHUNK  # IN_FLIGHT more chunks are asked for
+            os.truncate(path, size - CHUNK // 2)  # the last chunk, not asked yet, shrinks
+            while back.read(CHUNK):
+                pass
+        assert not isinstance(info.value, DestinationMissing)  # the server is there
+        assert dest.read_bytes("shrinks.bin") == path.read_bytes()  # the connection works
+
+
+def test_the_next_copys_threads_take_over_the_connections_of_the_last(samba, smb_env,
+                                                                      smb_folder):
+    """Logging on again for every dataset's copy costs round trips and CPU on both ends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    def local_ports() -> set[int]:
+        return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED"}
+
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        dest.check()
+        after_copy = []
+        for copy in range(2):  # two datasets, each copied by a pool of 4 threads
+            with ThreadPoolExecutor(4) as pool:
+                list(pool.map(lambda i, c=copy: dest.write_bytes(f"c{c}-{i}", b"x"), range(8)))
+            after_copy.append(local_ports())
+        assert after_copy[0] <= after_copy[1]  # the same connections, none closed
+        assert len(after_copy[1]) <= 4 + 1
+
+
+def test_a_server_that_requires_signing_gets_the_data_signed_too(samba):
+    """The data goes unsigned only where the server allows it."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .samba import SambaServer
+
+    class SigningSamba(SambaServer):
+        def _config(self) -> str:
+            return super()._config().replace("[global]\n",
+                                             "[global]\n  server signing = mandatory\n", 1)
+
+    base = Path(tempfile.mkdtemp(prefix="autotx-smb-signing-"))
+    base.chmod(0o755)  # the share's user (nobody) must reach its folders
+    server = SigningSamba(base, small_share=False)
+    try:
+        server.start()
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        with _smb_destination(server, "", require_signing=False) as dest:
+            with dest.open_write("signed.bin") as out:
+                assert not out._raw._direct  # signed, the usual way
+                out.write(data)
+            with dest.open_read("signed.bin") as back:
+                assert not back._raw._direct
+                assert back.read() == data
+        assert (server.data / "signed.bin").read_bytes() == data
+    finally:
+        server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_sync_waits_for_the_flushes_of_files_other_threads_wrote(samba, smb_env, smb_folder,
+                                                                 caplog):
+    """A closed stream's FLUSH is answered later; sync() (before a rename) awaits them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = {f"f{i}.bin": os.urandom(300_000 + i) for i in range(8)}
+    with open_smb(samba, smb_env, path=smb_folder) as dest:
+        dest.make_tmp("tmp/exp")
+        with ThreadPoolExecutor(4) as pool:  # written, never read back
+            list(pool.map(lambda item: dest.write_bytes(f"tmp/exp/{item[0]}", item[1]),
+                          files.items()))
+        assert dest._closing  # some answers not awaited yet: the copy threads went on
+        dest.sync("tmp/exp")
+        assert dest._closing == []
+        dest.rename("tmp/exp", "exp")
+    assert "did not reach the disk" not in caplog.text
+    assert {p.name: p.read_bytes() for p in (samba.data / smb_folder / "exp").iterdir()} \
+        == files
