@@ -489,6 +489,9 @@ class DestinationSettings(_Section):
                                      "holds the password.")
     password_file: Path | None = Field(None, description="SMB: a file holding the password, "
                                        "readable only by the agent's user.")
+    require_signing: bool = Field(False, description="SMB: sign the file data too (by "
+                                  "default only when the server requires signing; every "
+                                  "copy is read back and hashed either way).")
 
     @field_validator("url")
     @classmethod

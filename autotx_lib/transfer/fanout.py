@@ -168,7 +168,8 @@ def relative_to(member: Member, path: str) -> str:
 
 def open_member_destination(settings: DestinationSettings) -> Destination:
     """The destination object for one configured destination."""
-    return open_destination(settings.url, settings.credentials)
+    return open_destination(settings.url, settings.credentials,
+                            require_signing=settings.require_signing)
 
 
 __all__ = ["Member", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",

@@ -355,3 +355,16 @@ def test_the_idle_agent_rechecks_the_backup_copies_too(tmp_path):
     assert len(failed) == 1 and str(tmp_path / "backup") in failed[0]
     assert journal.get_setting("recheck")["at"]  # the primary's round closed, clean
     assert journal.get_setting("recheck:backup")["after_id"] in (0, 1)
+
+
+def test_require_signing_reaches_the_smb_destination(monkeypatch):
+    pytest.importorskip("smbprotocol", reason="needs the smb extra")
+    from autotx_lib.config import DestinationSettings
+    from autotx_lib.transfer.fanout import open_member_destination
+
+    monkeypatch.setenv("AUTOTX_TEST_NAS_PW", "pw")
+    settings = {"name": "nas", "url": "smb://autotx@nas/imaging",
+                "password_env": "AUTOTX_TEST_NAS_PW"}
+    assert open_member_destination(DestinationSettings(**settings)).require_signing is False
+    signed = open_member_destination(DestinationSettings(**settings, require_signing=True))
+    assert signed.require_signing is True  # nothing connects until it is used

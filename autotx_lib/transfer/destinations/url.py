@@ -125,8 +125,8 @@ def parse_unc(unc: str) -> str:
 
 def open_destination(url: str | os.PathLike | Destination,
                      credentials: Mapping[str, Any] | Credentials | None = None, *,
-                     environ: Mapping[str, str] | None = None, timeout: float = 30.0
-                     ) -> Destination:
+                     environ: Mapping[str, str] | None = None, timeout: float = 30.0,
+                     require_signing: bool = False) -> Destination:
     """The destination a URL or path names (see the module doc for the forms).
 
     Parameters
@@ -140,6 +140,10 @@ def open_destination(url: str | os.PathLike | Destination,
         Where ``password_env`` is looked up (default ``os.environ``).
     timeout : float
         Seconds to wait for an SMB server to answer a connection.
+    require_signing : bool
+        SMB: sign every message, file data included. By default the file data is signed
+        only when the server requires it (as Windows' and Samba's clients do); every copy
+        is read back and hashed all the same.
 
     Returns
     -------
@@ -158,7 +162,8 @@ def open_destination(url: str | os.PathLike | Destination,
     folder = local_path_of(text)
     if folder is not None:
         return LocalDestination(folder)
-    return _open_smb(text, Credentials.from_mapping(credentials), environ, timeout)
+    return _open_smb(text, Credentials.from_mapping(credentials), environ, timeout,
+                     require_signing)
 
 
 def check_url(url: str) -> str:
@@ -240,7 +245,7 @@ def _shown(text: str) -> str:
 
 
 def _open_smb(text: str, credentials: Credentials, environ: Mapping[str, str] | None,
-              timeout: float) -> Destination:
+              timeout: float, require_signing: bool = False) -> Destination:
     server, port, share, path, user = _smb_parts(text)
     username = user or credentials.username
     if not username:
@@ -250,7 +255,7 @@ def _open_smb(text: str, credentials: Credentials, environ: Mapping[str, str] | 
 
     return SMBDestination(server, share, path, username=username,
                           password=read_password(credentials, environ), port=port,
-                          timeout=timeout)
+                          timeout=timeout, require_signing=require_signing)
 
 
 __all__ = ["Credentials", "check_url", "local_path_of", "open_destination", "parse_unc",
