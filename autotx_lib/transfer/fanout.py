@@ -25,7 +25,7 @@ from autotx_lib.errors import DestinationError, SourceChangedError, Verification
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.destinations import Destination, open_destination
 
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024  # fewer, larger SMB requests (the transport pipelines them)
 PRIMARY_MARKER_SETTING = "destination_id"
 
 
