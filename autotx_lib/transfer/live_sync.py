@@ -292,8 +292,7 @@ class LiveSync:
                     self._sync_file(root, relpath, info, known, result)
             except SourceChangedError as error:  # written to again: a later pass (or the claim)
                 log.info("live sync: %s", error)
-        if not last:  # (after the end, a dataset claimed meanwhile is not 'deleted')
-            self._drop_vanished(seen)
+        self._drop_vanished(seen)
         self._walked_at = started
         self._pending = result.interrupted
         if result.newest_change:

@@ -131,3 +131,21 @@ def test_no_last_pass_while_the_gate_is_closed_and_nothing_is_left_staged(writin
     control.resume(writing)
     assert agent.run(once=True).delivered
     assert _delivered(writing, "run4") == {"big.raw": data}
+
+
+def test_after_a_restart_a_file_staged_in_part_is_staged_again_from_its_start(writing):
+    """What a range covers is known in memory only: a new agent starts the file over."""
+    head, rest = os.urandom(5 * KiB), os.urandom(2 * KiB)
+    folder = make_dataset(writing.incoming, "alice", "run5", {"big.raw": head})
+    session = start_session(writing, "alice")
+    journal = Journal(writing.journal_url)
+    assert LiveSync(writing, journal, session.id).step(session).growing_bytes == len(head)
+    _append(folder / "big.raw", rest)
+
+    restarted = LiveSync(writing, journal, session.id)
+    assert restarted.step(session).growing_bytes == len(head + rest)
+    assert restarted.step(end_session(writing)).completed == 1
+
+    assert Agent(writing).run(once=True).delivered
+    assert _delivered(writing, "run5") == {"big.raw": head + rest}
+    assert not any(p.is_file() for p in staging_root(writing, session.id).rglob("*"))
