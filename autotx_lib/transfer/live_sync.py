@@ -339,7 +339,7 @@ class LiveSync:
                 os.close(dst_fd)
         except (_Changed, VerificationError) as error:  # truncated, or a bad write: start over
             log.info("live sync: %s is staged again from its start (%s)", relpath,
-                     error or "it shrank")
+                     str(error) or "it shrank")
             self._growing[relpath] = growing
             self._drop_growing([relpath])
             return
@@ -386,7 +386,7 @@ class LiveSync:
         if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
                 (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
             return None
-        return C.CopiedFile(str(source), before.st_size, before.st_mtime_ns,
+        return C.CopiedFile(source.name, before.st_size, before.st_mtime_ns,
                             hasher.hexdigest(), 1), before.st_ctime_ns
 
     def _sync_file(self, root: Path, relpath: str, info: os.stat_result, known: Staged | None,
@@ -394,8 +394,9 @@ class LiveSync:
         algorithm = self.config.verify.algorithm
         source = root / relpath
         target = staging_root(self.config, self.session_id) / relpath
-        growing = self._growing.pop(relpath, None)
+        growing = self._growing.get(relpath)
         finished = self._complete(source, growing) if growing is not None else None
+        self._growing.pop(relpath, None)  # (kept when interrupted: a later pass finishes it)
         if finished is not None:
             copied, ctime_ns = finished
             os.replace(growing.part, target)
