@@ -265,21 +265,26 @@ class Agent(DatasetSteps):
         if close_if_idle(self.config, self.journal) is not None:
             self._event("info", "session-timeout", "the open session was closed: no activity "
                         f"for {self.config.sessions.idle_timeout_minutes:g} min")
-        self._open_session = current_session(self.journal, self.config.host_alias)
+        self._open_session = session = current_session(self.journal, self.config.host_alias)
         since = utcnow() - dt.timedelta(days=1)
         self._session_ends = {row.user: row.ended_at.timestamp() for row in
                               SessionStore(self.journal).ended_since(self.config.host_alias,
                                                                      since)}
-        if self._open_session is None or not self.config.sessions.live_sync:
+        sync = self._live_sync
+        if sync is not None and (session is None or session.id != sync.session_id):
+            self._live_sync = None  # its session ended: one last pass now, before the claim
+            session = sync.session()
+        if session is None or not self.config.sessions.live_sync:
             return
         if self._gate_blocks():
+            if not session.open:
+                sync.close()  # no last pass: what is left is copied at delivery
             return  # the acquisition wins: nothing is synced while the gate is closed
-        if self._live_sync is None or self._live_sync.session_id != self._open_session.id:
-            self._live_sync = LiveSync(self.config, self.journal, self._open_session.id)
-        gate = self._live_sync.throttle = self._gate_monitor().start()
+        if sync is None or sync.session_id != session.id:
+            sync = self._live_sync = LiveSync(self.config, self.journal, session.id)
+        gate = sync.throttle = self._gate_monitor().start()
         try:
-            step = self._live_sync.step(self._open_session,
-                                        should_stop=self.stop_requested.is_set)
+            step = sync.step(session, should_stop=self.stop_requested.is_set)
         except (TransferError, OSError) as error:
             log.info("live sync postponed: %s", error)
             return
@@ -287,7 +292,7 @@ class Agent(DatasetSteps):
             gate.stop()
         if step.copied_files:
             log.info("live sync: %d file(s), %s copied for %s", step.copied_files,
-                     human_bytes(step.copied_bytes), self._open_session.user)
+                     human_bytes(step.copied_bytes), session.user)
 
     @staticmethod
     def _busy_journal(error: JournalBusyError) -> None:
