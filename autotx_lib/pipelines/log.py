@@ -25,7 +25,7 @@ from autotx_lib.journal.pipeline_runs import RUN_STATES, PipelineStore, aware
 #: Columns of :func:`runs`.
 RUN_COLUMNS = ["id", "workflow", "version", "status", "dataset_path", "user", "initiator",
                "attempts", "created_at", "started_at", "finished_at", "duration_s", "error",
-               "dataset_id", "rerun_of"]
+               "dataset_id", "rerun_of", "next_attempt_at"]
 GROUPINGS = ("day", "workflow", "initiator")
 
 
@@ -33,7 +33,7 @@ def _frame(rows: list[Any], columns: list[str]):
     import pandas as pd
 
     frame = pd.DataFrame([{c: getattr(r, c) for c in columns} for r in rows], columns=columns)
-    for column in ("created_at", "started_at", "finished_at"):
+    for column in ("created_at", "started_at", "finished_at", "next_attempt_at"):
         if column in frame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
