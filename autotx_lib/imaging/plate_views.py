@@ -264,15 +264,17 @@ def metric_heatmap(table, view: str | MetricView, *, channel: str | None = None,
         wells = wells[wells["channel"] == channel].set_index("well")
     data = _cells(rows, columns)
     data |= {"value": [], "shown": [], "verdict": []}
+    # plain dicts: a pandas lookup per well costs more than the whole picture
+    value_of = values.to_dict()
+    verdict_of = wells["verdict"].to_dict() if wells is not None else {}
+    imaged = set(part["well"])
     for well in data["well"]:
-        value = float(values.get(well, np.nan))
+        value = float(value_of.get(well, np.nan))
         data["value"].append(value)
         if view.log2 and math.isfinite(value):  # folds from 1/32x to 32x
             value = math.log2(min(max(value, 2.0**-5), 2.0**5))
         data["shown"].append(value)
-        verdict = wells.loc[well, "verdict"] if wells is not None and well in wells.index else (
-            "not imaged" if well not in set(part["well"]) else "")
-        data["verdict"].append(verdict)
+        data["verdict"].append(verdict_of.get(well, "" if well in imaged else "not imaged"))
     ticks = _thresholds_for(view, table, channel)
     finite = [v for v in data["shown"] if math.isfinite(v)]
     low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
