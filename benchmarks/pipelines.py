@@ -204,7 +204,8 @@ def plate_benchmark(repeats: int = 3) -> None:
           f"{images} images 256 x 256, median of {repeats}, runs alternating: 1 worker "
           f"{one:.1f} s [{listed(seconds[1])}], 2 workers {two:.1f} s [{listed(seconds[2])}], "
           f"report and CSV included; the measure step alone {m1 / m2:.2f}x ({m1:.1f} s, "
-          f"{m2:.1f} s); discover and report, one thread: {s1:.2f} s, {s2:.2f} s; numpy reference "
+          f"{m2:.1f} s); discover and report, one thread: {s1:.2f} s, {s2:.2f} s, so at best "
+          f"{one / (s1 + (one - s1) / 2):.2f}x on two free cores; numpy reference "
           f"tasks on the same clusters {r1 / r2:.2f}x: the machine's own gain meanwhile)")
 
 
