@@ -270,8 +270,8 @@ class OmeroSettings(_Section):
     screen: str = "{user}"
     transfer: Literal["upload", "ln_s"] = Field("upload", description="ln_s imports in place "
                                                 "(the server must see the destination).")
-    run_in_agent: bool = Field(True, description="Run import jobs in a thread of the agent "
-                               "(else only `autotx jobs run` runs them).")
+    run_in_agent: bool = Field(True, description="Run the import runs on a pipeline engine "
+                               "thread of the agent (else `autotx pipelines serve` runs them).")
     max_attempts: int = Field(5, ge=1, description="Tries of one import before it gives up.")
     retry_seconds: float = Field(60.0, gt=0, description="First retry delay; doubles each time.")
     max_retry_seconds: float = Field(3600.0, gt=0)

@@ -35,6 +35,7 @@ from autotx_lib.config import Config, check_config, load_config
 from autotx_lib.errors import ConfigError
 from autotx_lib.logging_setup import configure_logging
 from autotx_lib.pipelines import pipeline_hooks
+from autotx_lib.pipelines.log import pipelines_status, pipelines_status_lines
 from autotx_lib.transfer import agent as agent_module
 from autotx_lib.transfer.status import Status, status
 from autotx_lib.units import human_duration, local_time
@@ -194,10 +195,13 @@ def status_command(config: ConfigOption, as_json: Annotated[bool, typer.Option(
     """
     cfg = handle_errors(load_config)(config)
     snapshot = handle_errors(status)(cfg)
+    runs = handle_errors(pipelines_status)(cfg)  # runs under way, failed lately
     if as_json:
-        out.print_json(json.dumps(snapshot.to_dict()))
+        out.print_json(json.dumps(snapshot.to_dict() | {"pipelines": runs}))
     else:
         _status_table(snapshot)
+        for line in pipelines_status_lines(runs):
+            out.print(line, markup=False, soft_wrap=True)
 
 
 def suspend_command(

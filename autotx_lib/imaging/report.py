@@ -134,10 +134,9 @@ def export_csv(table, path: str | os.PathLike) -> Path:
     return path
 
 
-def _wells_to_redo(table, max_thumbnails: int) -> list[dict[str, Any]]:
-    from autotx_lib.imaging.qc_verdicts import OK, well_verdicts
+def _wells_to_redo(table, max_thumbnails: int, wells) -> list[dict[str, Any]]:
+    from autotx_lib.imaging.qc_verdicts import OK
 
-    wells = well_verdicts(table)
     labels = table.attrs.get("channel_names") or {}
     result = []
     for item in wells[wells["verdict"] != OK].itertuples(index=False):
@@ -229,6 +228,7 @@ def write_report(
         DEFAULT_THRESHOLDS,
         VERDICT_COLOURS,
         unreadable_plate_message,
+        well_verdicts,
     )
 
     out = Path(out)
@@ -240,22 +240,26 @@ def write_report(
     chosen = [pv.METRIC_VIEWS[k] for k in (views or REPORT_VIEWS)
               if k in pv.METRIC_VIEWS and pv.METRIC_VIEWS[k].column in table.columns]
     measured = table[table["error"] == ""] if "error" in table.columns else table
+    # once for the whole page: every picture below and the list of wells need it
+    wells = well_verdicts(table) if len(table) else None
     panels = []
     for channel in channels:
         if measured[measured["channel"] == channel].empty or not chosen:
             continue
-        figures = [pv.metric_heatmap(table, view, channel=channel) for view in chosen]
+        figures = [pv.metric_heatmap(table, view, channel=channel, wells=wells)
+                   for view in chosen]
         label = names.get(channel, channel)
         panels.append(TabPanel(child=column([row(f) for f in figures]),
                                title=f"{label} ({channel})" if label != channel else label))
     heatmaps = Tabs(tabs=panels) if panels else Div(text="<p>No image could be measured.</p>")
-    plate_map = pv.verdict_map(table) if len(table) else Div(text="<p>No images.</p>")
+    plate_map = pv.verdict_map(table, wells=wells) if len(table) else \
+        Div(text="<p>No images.</p>")
     script, (map_div, heatmap_div) = components((plate_map, heatmaps))
     limits = table.attrs.get("thresholds") or DEFAULT_THRESHOLDS
     rules = [{"verdict": name, "text": text,
               "threshold": threshold.format(**limits) if threshold else "-"}
              for name, (text, threshold) in _RULES.items()]
-    wells = table.groupby(["row", "column"]).ngroups if len(table) else 0
+    n_wells = table.groupby(["row", "column"]).ngroups if len(table) else 0
     guessed = table.attrs.get("plate_format_guessed", False)
     page = template.render(
         title=title or (f"Plate QC: {plate}" if plate else "Plate QC"),
@@ -263,13 +267,13 @@ def write_report(
                "format": f"{table.attrs.get('plate_wells', '?')}-well plate"
                + (" (guessed from the wells imaged: no plate format in the metadata)"
                   if guessed else "")},
-        counts={"images": len(table), "wells": wells, "verdicts": pv.verdict_counts(table)
-                if len(table) else {}},
+        counts={"images": len(table), "wells": n_wells,
+                "verdicts": pv.verdict_counts(table, wells) if len(table) else {}},
         channels=[f"{names.get(c, c)} ({c})" if names.get(c, c) != c else c for c in channels],
         colours=VERDICT_COLOURS,
         plate_map=map_div,
         heatmaps=heatmap_div,
-        wells_to_redo=_wells_to_redo(table, max_thumbnails) if len(table) else [],
+        wells_to_redo=_wells_to_redo(table, max_thumbnails, wells) if len(table) else [],
         rules=rules,
         views=pv.describe_views(table),
         csv_name=csv_name,

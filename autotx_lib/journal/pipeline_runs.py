@@ -307,6 +307,36 @@ class PipelineStore:
                 found[r.run_id][r.key] = json.loads(r.value)
         return found
 
+    def open_runs(self, limit: int = 5) -> tuple[dict[str, int], list[Row]]:
+        """Runs not ended: counts (``started``, ``created``, ``retrying``) and the newest.
+
+        ``retrying``: failed attempts with a retry planned (status error, next attempt set).
+        """
+        c = pipeline_runs.c
+        condition = or_(c.status.in_(OPEN_STATES),
+                        and_(c.status == ERROR, c.next_attempt_at.is_not(None)))
+        counts = {STARTED: 0, CREATED: 0, "retrying": 0}
+        with self.engine.connect() as conn:
+            for status, count in conn.execute(select(c.status, func.count())
+                                              .where(condition).group_by(c.status)):
+                counts["retrying" if status == ERROR else status] = int(count)
+            rows = list(conn.execute(select(pipeline_runs).where(condition)
+                                     .order_by(c.id.desc()).limit(limit)))
+        return counts, rows
+
+    def failed_since(self, since: dt.datetime, limit: int = 5) -> tuple[int, list[Row]]:
+        """Runs that ended in error (no retry planned) or timeout since ``since``: how
+        many, and the newest."""
+        c = pipeline_runs.c
+        condition = and_(c.finished_at >= since, or_(
+            c.status == TIMEOUT, and_(c.status == ERROR, c.next_attempt_at.is_(None))))
+        with self.engine.connect() as conn:
+            count = int(conn.execute(select(func.count()).select_from(pipeline_runs)
+                                     .where(condition)).scalar_one())
+            rows = list(conn.execute(select(pipeline_runs).where(condition)
+                                     .order_by(c.finished_at.desc(), c.id.desc()).limit(limit)))
+        return count, rows
+
     # --- engines (so a run whose engine is gone is noticed) ---------------------------------
 
     def register_engine(self, engine_id: str, host: str, pid: int) -> None:

@@ -1,14 +1,16 @@
-"""What runs after a dataset arrives: workflows on dask, and the OMERO import job.
+"""What runs after a dataset arrives: workflows on dask, with an execution log.
 
 The glue between :mod:`autotx_lib.transfer` and :mod:`autotx_lib.imaging`. The agent
 only records what is due (:func:`pipeline_hooks`):
 
-- ``[[pipelines.rules]]`` record a workflow run per matching delivered dataset; a
-  :class:`~autotx_lib.pipelines.engine.PipelineEngine` runs them on dask distributed
-  (a thread of the agent with ``[pipelines] run_in_agent``, or ``autotx pipelines serve``),
-  with an execution log and statistics (:mod:`autotx_lib.pipelines.log`);
-- ``[omero] enabled`` queues an OMERO import job, run by a
-  :class:`~autotx_lib.pipelines.jobs.JobRunner` (``autotx jobs``) as before.
+- ``[[pipelines.rules]]`` record a workflow run per matching delivered dataset;
+- ``[omero] enabled`` records an ``omero-import`` run per delivered dataset
+  (:mod:`autotx_lib.pipelines.omero_import`).
+
+One :class:`~autotx_lib.pipelines.engine.PipelineEngine` runs them all on dask
+distributed (a thread of the agent with ``[pipelines] run_in_agent`` or ``[omero]
+run_in_agent``, or ``autotx pipelines serve``), with an execution log and statistics
+(:mod:`autotx_lib.pipelines.log`).
 """
 
 from __future__ import annotations
@@ -21,41 +23,21 @@ from typing import Any
 
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal
-from autotx_lib.pipelines.jobs import JobRunner
 
 _log = logging.getLogger("autotx.pipelines")
 
-_runners: dict[str, JobRunner] = {}
-_runners_lock = threading.Lock()
-
-
-def job_runner(config: Config, journal: Journal | None = None, **kwargs: Any) -> JobRunner:
-    """A runner for every job kind the configuration enables (``kwargs`` go to JobRunner).
-
-    Examples
-    --------
-    >>> job_runner(config).run_once()        # doctest: +SKIP
-    """
-    from autotx_lib.pipelines import omero_import
-
-    journal = journal or Journal(config.journal_url)
-    handlers: dict[str, Callable] = {}
-    policies = {}
-    if config.omero.enabled:
-        handlers[omero_import.KIND] = omero_import.make_omero_handler(
-            config, kwargs.pop("import_step", None))
-        policies[omero_import.KIND] = omero_import.retry_policy(config.omero)
-    kwargs.pop("import_step", None)
-    return JobRunner(journal, handlers, policy=policies, **kwargs)
+_engines_lock = threading.Lock()
 
 
 def pipeline_hooks(config: Config, journal: Journal | None = None, *,
                    start_runner: bool = True) -> list[Callable[[Any], None]]:
     """The after-delivery hooks for ``Agent(after_delivery=...)`` that ``config`` enables.
 
-    With ``[omero] enabled`` this queues an import per delivered dataset and, when
-    ``[omero] run_in_agent`` (the default) and ``start_runner``, starts one job runner
-    thread in this process (stopped at exit); otherwise ``autotx jobs run`` runs the jobs.
+    ``[[pipelines.rules]]`` record the runs they match; ``[omero] enabled`` records an
+    import run per delivered dataset (and moves import jobs left in the old ``jobs``
+    table onto the engine). With ``start_runner`` and ``run_in_agent`` (of
+    ``[pipelines]`` for rules, of ``[omero]`` for the import) one engine thread starts in
+    this process (stopped at exit); otherwise ``autotx pipelines serve`` runs them.
     Empty when nothing is enabled.
     """
     hooks: list[Callable[[Any], None]] = []
@@ -64,24 +46,16 @@ def pipeline_hooks(config: Config, journal: Journal | None = None, *,
         if start_runner and config.pipelines.run_in_agent:
             start_background_engine(config)
     if config.omero.enabled:
-        from autotx_lib.pipelines.omero_import import omero_after_delivery
+        from autotx_lib.pipelines.omero_import import adopt_legacy_jobs, omero_after_delivery
 
         hooks.append(omero_after_delivery(config, journal))
+        try:
+            adopt_legacy_jobs(config, journal or Journal(config.journal_url))
+        except Exception:  # noqa: BLE001 - never stops the agent; tried again next start
+            _log.exception("cannot move the old OMERO import jobs onto the pipeline engine")
         if start_runner and config.omero.run_in_agent:
-            start_background_runner(config)
+            start_background_engine(config)  # once per journal: shared with the rules' runs
     return hooks
-
-
-def start_background_runner(config: Config, poll_seconds: float = 10.0) -> JobRunner:
-    """Start (once per journal) a job runner thread in this process; returns it."""
-    with _runners_lock:
-        runner = _runners.get(config.journal_url)
-        if runner is None:
-            runner = _runners[config.journal_url] = job_runner(config)
-            atexit.register(runner.stop, 2.0)
-        runner.start(poll_seconds)
-        _log.info("post-delivery job runner started")
-        return runner
 
 
 _engines: dict[str, Any] = {}
@@ -134,7 +108,7 @@ def start_background_engine(config: Config, poll_seconds: float = 2.0) -> Any:
     """Start (once per journal) a pipeline engine thread in this process; returns it."""
     from autotx_lib.pipelines.engine import PipelineEngine
 
-    with _runners_lock:
+    with _engines_lock:
         engine = _engines.get(config.journal_url)
         if engine is None:
             engine = _engines[config.journal_url] = PipelineEngine(config)
@@ -144,5 +118,4 @@ def start_background_engine(config: Config, poll_seconds: float = 2.0) -> Any:
         return engine
 
 
-__all__ = ["pipeline_hooks", "job_runner", "start_background_runner",
-           "pipelines_after_delivery", "start_background_engine"]
+__all__ = ["pipeline_hooks", "pipelines_after_delivery", "start_background_engine"]

@@ -39,6 +39,9 @@ class RunContext:
         The journal's dataset id, when the run is about a delivered dataset.
     params : dict
         From the rule or the command line.
+    sections : dict
+        Sections of the engine's configuration, as plain data (``sections["omero"]``):
+        what a workflow needs of the agent's settings, read where the engine runs.
     """
 
     run_id: int
@@ -51,6 +54,7 @@ class RunContext:
     dataset_id: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
+    sections: dict[str, Any] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     mails: list[dict[str, str]] = field(default_factory=list)
 

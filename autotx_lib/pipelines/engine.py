@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,22 +79,39 @@ def dedup_key(workflow: str, path: str | os.PathLike) -> str:
     return f"{workflow}@{os.path.normpath(os.path.abspath(path))}"
 
 
-def retry_delay(settings: PipelinesSettings, attempt: int) -> float:
-    """Seconds before retrying after failed attempt number ``attempt`` (capped doubling)."""
+def retry_delay(settings: Any, attempt: int) -> float:
+    """Seconds before retrying after failed attempt number ``attempt`` (capped doubling).
+
+    ``settings`` has ``retry_seconds`` and ``max_retry_seconds``: ``[pipelines]``, or
+    ``[omero]`` for ``omero-import`` runs (:func:`retry_settings`).
+    """
     return float(min(settings.max_retry_seconds,
                      settings.retry_seconds * 2 ** max(0, attempt - 1)))
+
+
+def retry_settings(config: Config, workflow: str) -> Any:
+    """The section whose retry delays a workflow's runs use.
+
+    ``omero-import`` keeps the ``[omero]`` section's (``retry_seconds``,
+    ``max_retry_seconds``), as when it ran as a job; every other workflow ``[pipelines]``.
+    """
+    if workflow == "omero-import":
+        return config.omero
+    return config.pipelines
 
 
 def record_run(store: PipelineStore, registry: Registry, workflow: str,
                path: str | os.PathLike, *, initiator: str, settings: PipelinesSettings,
                user: str | None = None, dataset_id: int | None = None,
                params: dict[str, Any] | None = None, timeout_s: float | None = None,
-               automatic: bool = False, rerun_of: int | None = None) -> tuple[int, bool]:
+               automatic: bool = False, rerun_of: int | None = None,
+               max_attempts: int | None = None) -> tuple[int, bool]:
     """Record a due run; returns ``(run id, created)``.
 
     ``automatic`` runs (from rules) are deduplicated by workflow and folder: two agents
     recording the same run get the same id. The workflow must be known now (its
     version is recorded); a workflow missing later fails its run with a clear error.
+    ``max_attempts`` defaults to ``settings.max_attempts``.
     """
     item = registry.get(workflow)
     folder = os.path.normpath(os.path.abspath(path))
@@ -102,7 +119,7 @@ def record_run(store: PipelineStore, registry: Registry, workflow: str,
         workflow=workflow, version=item.version, dataset_path=folder, initiator=initiator,
         dataset_id=dataset_id, user=user if user is not None else Path(folder).parent.name,
         params=params, dedup_key=dedup_key(workflow, folder) if automatic else None,
-        max_attempts=settings.max_attempts, timeout_s=timeout_s or settings.timeout_seconds,
+        max_attempts=max_attempts or settings.max_attempts, timeout_s=timeout_s or settings.timeout_seconds,
         rerun_of=rerun_of)
 
 
@@ -175,6 +192,15 @@ def shared_local_cluster(n_workers: int) -> Any:
 
 
 @dataclass
+class Tally:
+    """What ended while an engine ran: counts, and one line per failed run."""
+
+    finished: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
 class _Active:
     future: Any
     row: Any
@@ -233,6 +259,11 @@ class PipelineEngine:
         self._thread: threading.Thread | None = None
         self._registered = False
         self._last_heartbeat = 0.0
+        self.tally = Tally()  # what ended since this engine started
+        # what a workflow may read of the agent's settings on its worker (the [omero]
+        # section holds no password: only where to find one)
+        self._sections = {"omero": config.omero.model_dump(mode="json"),
+                          "journal_url": self.journal.url, "instrument": config.host_alias}
 
     # --- recording ---------------------------------------------------------------------
 
@@ -345,7 +376,8 @@ class PipelineEngine:
         context = RunContext(run_id=row.id, workflow=row.workflow, version=item.version,
                              dataset_path=row.dataset_path, results_dir=str(results_dir),
                              user=row.user, dataset=dataset, dataset_id=row.dataset_id,
-                             params=json.loads(row.params or "{}"), attempt=attempt)
+                             params=json.loads(row.params or "{}"), attempt=attempt,
+                             sections=self._sections)
         return row, item, context, f"autotx-run-{row.id}-{attempt}-{uuid.uuid4().hex[:6]}"
 
     def poll(self, wait_s: float = 0.0) -> int:
@@ -435,7 +467,8 @@ class PipelineEngine:
         """The outcome of a failed attempt: retried later when retryable and tries are left."""
         retry_at = None
         if retryable and attempt < row.max_attempts:
-            retry_at = utcnow() + dt.timedelta(seconds=retry_delay(self.settings, attempt))
+            delay = retry_delay(retry_settings(self.config, row.workflow), attempt)
+            retry_at = utcnow() + dt.timedelta(seconds=delay)
             event = ("warning", f"{row.workflow} run {row.id} failed (attempt {attempt} of "
                      f"{row.max_attempts}), retried at {retry_at:%H:%M:%S} UTC: {text}")
         else:
@@ -445,7 +478,19 @@ class PipelineEngine:
                              next_attempt_at=retry_at, steps=steps, event=event)
 
     def _record(self, outcomes: list[dict[str, Any]]) -> list[bool]:
-        return self.store.record_outcomes(outcomes) if outcomes else []
+        written = self.store.record_outcomes(outcomes) if outcomes else []
+        for outcome, done in zip(outcomes, written, strict=True):
+            if not done:
+                continue
+            if outcome["status"] == FINISHED:
+                self.tally.finished += 1
+            else:
+                self.tally.failed += 1
+                retry = outcome["next_attempt_at"]
+                self.tally.errors.append(
+                    f"run {outcome['run_id']} {outcome['status']}: {outcome['error']}"
+                    + (f" (retried at {retry:%H:%M:%S} UTC)" if retry else ""))
+        return written
 
     def _mail(self, row: Any, mail: dict[str, str]) -> None:
         if not row.user or not self.config.email.smtp_host:
@@ -477,18 +522,22 @@ class PipelineEngine:
             log.warning("%s", error)
         return self.poll(wait_s)
 
-    def run_until_idle(self, timeout_s: float | None = None, poll_s: float = 0.2) -> None:
+    def run_until_idle(self, timeout_s: float | None = None, poll_s: float = 0.2) -> Tally:
         """Run until nothing is due or in flight (retries planned later do not count).
 
-        Raises SchedulerUnreachableError when runs are due and the scheduler is down.
+        Returns what ended during this call. Raises SchedulerUnreachableError when runs
+        are due and the scheduler is down.
         """
+        before = Tally(self.tally.finished, self.tally.failed, list(self.tally.errors))
         self.start_engine()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             self._heartbeat()
             self.submit_due()
             if not self.active:
-                return
+                return Tally(self.tally.finished - before.finished,
+                             self.tally.failed - before.failed,
+                             self.tally.errors[len(before.errors):])
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self.active)} runs still in flight")
             self.poll(poll_s)
@@ -556,5 +605,5 @@ def _explain_future_error(error: BaseException) -> str:
             + describe_error(error))
 
 
-__all__ = ["PipelineEngine", "record_run", "record_all_delivered", "cancel_run", "rerun", "results_root", "run_results_dir", "dedup_key",
-           "retry_delay", "shared_local_cluster", "SchedulerUnreachableError", "STARTED"]
+__all__ = ["PipelineEngine", "Tally", "record_run", "record_all_delivered", "cancel_run", "rerun", "results_root", "run_results_dir", "dedup_key",
+           "retry_delay", "retry_settings", "shared_local_cluster", "SchedulerUnreachableError", "STARTED"]

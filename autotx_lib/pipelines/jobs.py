@@ -1,4 +1,10 @@
-"""Post-delivery jobs: run due journal jobs outside the copy path, with retries.
+"""The journal's old ``jobs`` table and a runner for it (no longer used by autotx itself).
+
+The OMERO import, the only kind of job autotx queued, is now the ``omero-import`` workflow
+of the pipeline engine (:mod:`autotx_lib.pipelines.omero_import`; unfinished old jobs are
+moved onto it by :func:`~autotx_lib.pipelines.omero_import.adopt_legacy_jobs`). This
+module stays for scripts and notebooks that run their own handlers over the table; new
+code records pipeline runs instead.
 
 A job is a row of the journal's ``jobs`` table (kind, dataset, JSON payload). It goes
 ``created`` -> ``started`` -> ``finished``; a failed attempt becomes ``error`` with

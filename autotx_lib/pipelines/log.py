@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from typing import Any
 
 from autotx_lib.journal import Journal
@@ -25,7 +26,7 @@ from autotx_lib.journal.pipeline_runs import RUN_STATES, PipelineStore, aware
 #: Columns of :func:`runs`.
 RUN_COLUMNS = ["id", "workflow", "version", "status", "dataset_path", "user", "initiator",
                "attempts", "created_at", "started_at", "finished_at", "duration_s", "error",
-               "dataset_id", "rerun_of"]
+               "dataset_id", "rerun_of", "next_attempt_at"]
 GROUPINGS = ("day", "workflow", "initiator")
 
 
@@ -33,7 +34,7 @@ def _frame(rows: list[Any], columns: list[str]):
     import pandas as pd
 
     frame = pd.DataFrame([{c: getattr(r, c) for c in columns} for r in rows], columns=columns)
-    for column in ("created_at", "started_at", "finished_at"):
+    for column in ("created_at", "started_at", "finished_at", "next_attempt_at"):
         if column in frame:
             frame[column] = pd.to_datetime(frame[column], utc=True)
     return frame
@@ -76,6 +77,81 @@ def count(journal: Journal, **filters: Any) -> int:
     if filters.get("since") is not None:
         filters["since"] = aware(filters["since"])
     return PipelineStore(journal).count(**filters)
+
+
+def pipelines_status(source: Any, *, now: dt.datetime | None = None,
+                     failed_within: dt.timedelta = dt.timedelta(days=1), limit: int = 5
+                     ) -> dict[str, Any]:
+    """The pipelines part of ``autotx status``: runs under way, runs failed lately.
+
+    Parameters
+    ----------
+    source : Config or Journal
+        A configuration's journal is opened read-only (as ``autotx status`` does).
+    now : datetime, optional
+        Aware UTC; default now.
+    failed_within : timedelta
+        How far back failures count (a day).
+    limit : int
+        Runs listed in each part (the counts cover all).
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``started``, ``waiting`` (created), ``retrying`` (a retry planned),
+        ``failed`` (error without retry, or timeout, within ``failed_within``), and
+        ``under_way`` / ``failures``: lists of ``{id, workflow, dataset, status,
+        created_at, error}``.
+
+    Examples
+    --------
+    >>> pipelines_status(Journal("sqlite://"))["started"]
+    0
+    """
+    journal = source if isinstance(source, Journal) else \
+        Journal(source.journal_url, readonly=True)
+    store = PipelineStore(journal)
+    now = aware(now) or dt.datetime.now(dt.UTC)
+    counts, open_rows = store.open_runs(limit)
+    failed, failed_rows = store.failed_since(now - failed_within, limit)
+
+    def brief(row: Any) -> dict[str, Any]:
+        created = aware(row.created_at)
+        return {"id": row.id, "workflow": row.workflow,
+                "dataset": f"{row.user}/{Path(row.dataset_path).name}" if row.user
+                else row.dataset_path, "status": row.status,
+                "created_at": created.isoformat() if created else None, "error": row.error}
+
+    return {"started": counts["started"], "waiting": counts["created"],
+            "retrying": counts["retrying"], "failed": failed,
+            "failed_within_hours": failed_within.total_seconds() / 3600,
+            "under_way": [brief(r) for r in open_rows],
+            "failures": [brief(r) for r in failed_rows]}
+
+
+def pipelines_status_lines(summary: dict[str, Any], width: int = 160) -> list[str]:
+    """:func:`pipelines_status` as a few lines of text (none when nothing is going on).
+
+    Examples
+    --------
+    >>> pipelines_status_lines(pipelines_status(Journal("sqlite://")))
+    []
+    """
+    if not (summary["started"] or summary["waiting"] or summary["retrying"]
+            or summary["failed"]):
+        return []
+    hours = summary["failed_within_hours"]
+    within = "day" if hours == 24 else f"{hours:g} h"
+    lines = [f"pipelines: {summary['started']} running, {summary['waiting']} waiting, "
+             f"{summary['retrying']} to retry; {summary['failed']} failed in the last "
+             f"{within} (autotx pipelines log)"]
+    for run in summary["under_way"]:
+        state = "to retry" if run["status"] == "error" else run["status"]
+        lines.append(f"  run {run['id']} {run['workflow']} on {run['dataset']}: {state}")
+    for run in summary["failures"]:
+        lines.append(f"  run {run['id']} {run['workflow']} on {run['dataset']} "
+                     f"{run['status']}: {(run['error'] or '')[:width]}")
+    return lines
 
 
 def run_detail(journal: Journal, run_id: int) -> dict[str, Any]:
@@ -223,4 +299,5 @@ def history(journal: Journal, dataset: str | int):
 
 
 __all__ = ["runs", "count", "run_detail", "statistics", "error_statistics", "history",
-           "find_dataset", "RUN_COLUMNS", "GROUPINGS"]
+           "find_dataset", "RUN_COLUMNS", "GROUPINGS", "pipelines_status",
+           "pipelines_status_lines"]

@@ -1,23 +1,31 @@
-"""Import delivered datasets into OMERO, as journal jobs run outside the copy path.
+"""Import delivered datasets into OMERO: an ``omero-import`` run of the pipeline engine.
 
-:func:`omero_after_delivery` gives the agent a hook that only *queues* an
-``omero-import`` job per delivered dataset (quick, never raises). A
-:class:`~autotx_lib.pipelines.jobs.JobRunner` built by :func:`omero_runner` runs the jobs:
-:func:`plan_import` turns a job into an :class:`ImportRequest` (paths, target by the
-``[omero]`` rule, provenance), and the *import step* carries it out; the real step,
-:func:`omero_import_step`, connects and calls
-:func:`autotx_lib.imaging.omero.import_files`, which skips datasets already imported.
-Tests inject a fake step.
+:func:`omero_after_delivery` gives the agent a hook that only *records* an
+``omero-import`` pipeline run per delivered dataset (quick, never raises); the
+:class:`~autotx_lib.pipelines.engine.PipelineEngine` runs it on dask like every other
+workflow, with the ``[omero]`` section's retries (``max_attempts``, ``retry_seconds``,
+``max_retry_seconds``), and the execution log shows it (``autotx pipelines log -w
+omero-import``, ``autotx jobs``). The workflow
+(:mod:`autotx_lib.pipelines.workflows.omero_import`) calls :func:`plan_import`, which
+turns the run's payload into an :class:`ImportRequest` (paths, target by the ``[omero]``
+rule, provenance fixed at delivery), and an *import step* carries it out; the real step,
+:func:`omero_import_step`, connects and calls :func:`autotx_lib.imaging.omero.import_files`,
+which skips datasets already imported. Tests inject a fake step with
+:func:`~autotx_lib.pipelines.workflows.omero_import.omero_import_workflow`.
+
+Journals from before this change may hold ``omero-import`` rows in the old ``jobs``
+table: :func:`adopt_legacy_jobs` moves the unfinished ones onto the engine.
 
 Examples
 --------
 >>> hook = omero_after_delivery(config, journal)        # doctest: +SKIP
 >>> agent = Agent(config, after_delivery=[hook])        # doctest: +SKIP
->>> omero_runner(config, journal).run_once()            # doctest: +SKIP
+>>> PipelineEngine(config, journal).run_until_idle()    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -29,17 +37,16 @@ from autotx_lib.config import Config, OmeroSettings
 from autotx_lib.errors import AutotxError
 from autotx_lib.imaging import omero as om
 from autotx_lib.journal import Journal
-from autotx_lib.pipelines.jobs import (
-    CANCELLED,
-    Job,
-    JobRunner,
-    PermanentJobError,
-    RetryPolicy,
-)
 
 log = logging.getLogger("autotx.pipelines.omero")
 
 KIND = "omero-import"
+
+
+class PermanentImportError(AutotxError):
+    """The run cannot succeed by trying again (bad payload, bad ``[omero]`` target)."""
+
+    retryable = False
 
 
 class DeliveredDataMissingError(AutotxError):
@@ -52,7 +59,7 @@ class DeliveredDataMissingError(AutotxError):
 class ImportRequest:
     """Everything one import needs; what an import step receives."""
 
-    job_id: int
+    run_id: int
     dataset: str  # user/name
     paths: tuple[str, ...]
     target: om.ContainerSpec
@@ -70,32 +77,76 @@ def _iso(value: Any) -> str | None:
 
 
 def omero_payload(config: Config, row: Any) -> dict[str, Any]:
-    """What an ``omero-import`` job stores about its dataset (JSON-ready).
+    """What an ``omero-import`` run stores about its dataset (JSON-ready).
 
     The provenance is fixed at delivery time (instrument, agent version, digest).
     """
+    return dataset_payload(row, config.host_alias)
+
+
+def dataset_payload(row: Any, instrument: str | None) -> dict[str, Any]:
+    """:func:`omero_payload` of a journal dataset row, given the instrument's alias."""
     return {
         "dataset_id": row.id, "user": row.user, "name": row.name, "dest_path": row.dest_path,
-        "instrument": config.host_alias, "finished_at": _iso(row.finished_at),
-        "provenance": om.provenance_map(row, instrument=config.host_alias),
+        "instrument": instrument, "finished_at": _iso(row.finished_at),
+        "provenance": om.provenance_map(row, instrument=instrument),
     }
 
 
-def queue_omero_import(config: Config, journal: Journal, row: Any) -> int | None:
-    """Queue an import of a delivered dataset; returns the job id (None: already queued).
+def queue_omero_import(config: Config, journal: Journal, row: Any,
+                       registry: Any = None) -> int | None:
+    """Record an ``omero-import`` run of a delivered dataset; its id (None: already there).
 
-    A dataset that already has an ``omero-import`` job (not cancelled) is not queued twice.
+    A dataset (delivered folder) has one automatic import run: recording it again, by a
+    second call or by a ``[[pipelines.rules]]`` rule naming ``omero-import``, adds nothing
+    (``autotx pipelines rerun ID`` imports again; the import itself skips what is there).
     """
-    existing = [j for j in journal.jobs_in(["created", "started", "finished", "error"], KIND)
-                if j.dataset_id == row.id]
-    if existing:
-        return None
-    return journal.add_job(KIND, row.id, omero_payload(config, row))
+    from autotx_lib.journal.pipeline_runs import PipelineStore
+    from autotx_lib.pipelines.engine import record_run
+    from autotx_lib.pipelines.registry import registry_for
+
+    run_id, created = record_run(
+        PipelineStore(journal), registry or registry_for(config), KIND, row.dest_path,
+        initiator=config.host_alias, settings=config.pipelines, user=row.user,
+        dataset_id=row.id, params={"payload": omero_payload(config, row)}, automatic=True,
+        max_attempts=config.omero.max_attempts)
+    return run_id if created else None
+
+
+def adopt_legacy_jobs(config: Config, journal: Journal, registry: Any = None) -> list[int]:
+    """Move unfinished ``omero-import`` rows of the old ``jobs`` table onto the engine.
+
+    Each becomes a pipeline run with the job's payload (its provenance as queued); the job
+    is closed as ``cancelled`` with "moved to pipeline run N", so nothing runs twice and
+    nothing queued before an upgrade is lost. Returns the new run ids.
+    """
+    from autotx_lib.journal.pipeline_runs import PipelineStore
+    from autotx_lib.pipelines.engine import record_run
+    from autotx_lib.pipelines.registry import registry_for
+
+    store, created = PipelineStore(journal), []
+    for job in journal.jobs_in(["created", "error", "started"], KIND):
+        if job.state == "error" and job.next_attempt_at is None:
+            continue  # it gave up: history, not work
+        payload = json.loads(job.payload or "{}")
+        if not payload.get("dest_path"):
+            continue
+        run_id, new = record_run(
+            store, registry or registry_for(config), KIND, payload["dest_path"],
+            initiator=payload.get("instrument") or config.host_alias,
+            settings=config.pipelines, user=payload.get("user"), dataset_id=job.dataset_id,
+            params={"payload": payload}, automatic=True,
+            max_attempts=config.omero.max_attempts)
+        journal.update_job(job.id, state="cancelled", next_attempt_at=None,
+                           error=f"moved to pipeline run {run_id}")
+        if new:
+            created.append(run_id)
+    return created
 
 
 def omero_after_delivery(config: Config, journal: Journal | None = None
                          ) -> Callable[[Any], None]:
-    """The hook to pass as ``Agent(after_delivery=[...])``: queue an import, never raise.
+    """The hook to pass as ``Agent(after_delivery=[...])``: record an import run, never raise.
 
     Parameters
     ----------
@@ -106,22 +157,22 @@ def omero_after_delivery(config: Config, journal: Journal | None = None
     """
     state: dict[str, Journal] = {}
 
-    def queue_omero_import_job(row: Any) -> None:
-        if not config.omero.enabled:
+    def queue_omero_import_run(row: Any) -> None:
+        if not config.omero.enabled or not getattr(row, "dest_path", None):
             return
         try:
             target_journal = journal or state.get("journal")
             if target_journal is None:
                 target_journal = state["journal"] = Journal(config.journal_url)
-            job_id = queue_omero_import(config, target_journal, row)
-            if job_id is not None:
-                target_journal.log("info", "job", f"{row.user}/{row.name}: OMERO import queued "
-                                   f"(job {job_id})", row.id)
+            run_id = queue_omero_import(config, target_journal, row)
+            if run_id is not None:
+                target_journal.log("info", "pipeline", f"{row.user}/{row.name}: OMERO import "
+                                   f"queued (run {run_id})", row.id)
         except Exception:  # noqa: BLE001 - a hook never blocks or breaks transfers
             log.exception("cannot queue the OMERO import of %s/%s", getattr(row, "user", "?"),
                           getattr(row, "name", "?"))
 
-    return queue_omero_import_job
+    return queue_omero_import_run
 
 
 def _list_files(folder: Path, limit: int = 10000) -> list[Path]:
@@ -133,21 +184,21 @@ def _list_files(folder: Path, limit: int = 10000) -> list[Path]:
     return found
 
 
-def plan_import(job: Job, settings: OmeroSettings) -> ImportRequest:
-    """Turn an ``omero-import`` job into an :class:`ImportRequest`.
+def plan_import(payload: dict[str, Any], settings: OmeroSettings, run_id: int = 0
+                ) -> ImportRequest:
+    """Turn an ``omero-import`` payload (:func:`omero_payload`) into an :class:`ImportRequest`.
 
     Raises
     ------
-    PermanentJobError
-        The payload lacks what an import needs.
+    PermanentImportError
+        The payload lacks what an import needs, or the target rule does not fit.
     DeliveredDataMissingError
         The delivered folder is missing (retried).
     """
-    payload = job.payload
     dest = payload.get("dest_path")
     provenance = payload.get("provenance") or {}
     if not dest or not provenance.get("autotx.manifest_digest"):
-        raise PermanentJobError(f"job {job.id} lacks the dataset's destination or manifest "
+        raise PermanentImportError(f"run {run_id} lacks the dataset's destination or manifest "
                                 "digest; only verified, delivered datasets can be imported")
     folder = Path(dest)
     if not folder.exists():
@@ -158,8 +209,8 @@ def plan_import(job: Job, settings: OmeroSettings) -> ImportRequest:
     try:
         target = om.target_for(settings, payload, is_plate=is_plate)
     except om.OmeroSettingsError as error:
-        raise PermanentJobError(str(error)) from None
-    return ImportRequest(job.id, f"{payload.get('user')}/{payload.get('name')}", (str(folder),),
+        raise PermanentImportError(str(error)) from None
+    return ImportRequest(run_id, f"{payload.get('user')}/{payload.get('name')}", (str(folder),),
                          target, settings.transfer, dict(provenance), is_plate, settings)
 
 
@@ -174,32 +225,6 @@ def omero_import_step(request: ImportRequest) -> dict[str, Any]:
             "already_imported": not ids}
 
 
-def make_omero_handler(config: Config, import_step: ImportStep | None = None
-                       ) -> Callable[[Job], dict[str, Any]]:
-    """The job handler for ``omero-import``: plan, then run ``import_step``."""
-    step = import_step or omero_import_step
-
-    def run_omero_import(job: Job) -> dict[str, Any]:
-        request = plan_import(job, config.omero)
-        return step(request)
-
-    return run_omero_import
-
-
-def retry_policy(settings: OmeroSettings) -> RetryPolicy:
-    """The ``[omero]`` section's retry settings as a :class:`RetryPolicy`."""
-    return RetryPolicy(max_attempts=settings.max_attempts, first_seconds=settings.retry_seconds,
-                       cap_seconds=settings.max_retry_seconds)
-
-
-def omero_runner(config: Config, journal: Journal | None = None, *,
-                 import_step: ImportStep | None = None, **kwargs: Any) -> JobRunner:
-    """A :class:`JobRunner` for ``omero-import`` jobs (``kwargs`` go to JobRunner)."""
-    return JobRunner(journal or Journal(config.journal_url),
-                     {KIND: make_omero_handler(config, import_step)},
-                     policy={KIND: retry_policy(config.omero)}, **kwargs)
-
-
-__all__ = ["KIND", "ImportRequest", "ImportStep", "DeliveredDataMissingError", "omero_payload",
-           "queue_omero_import", "omero_after_delivery", "plan_import", "omero_import_step",
-           "make_omero_handler", "retry_policy", "omero_runner", "CANCELLED"]
+__all__ = ["KIND", "ImportRequest", "ImportStep", "DeliveredDataMissingError",
+           "PermanentImportError", "omero_payload", "dataset_payload", "queue_omero_import", "adopt_legacy_jobs",
+           "omero_after_delivery", "plan_import", "omero_import_step"]

@@ -46,21 +46,29 @@ def test_grace_table_at_80_columns(facility, tmp_path):
 
 
 def test_jobs_table_and_json_at_80_columns(facility, tmp_path):
+    from autotx_lib.journal.pipeline_runs import PipelineStore
+
     config = write_config(facility, tmp_path / "autotx.toml")
     journal = Journal(facility.journal_url)
-    job_ids = [journal.add_job("omero_import", None, {}) for _ in range(3)]
+    store = PipelineStore(journal)
+    run_ids = [store.add_run(workflow="omero-import", version="1", initiator="scope-1",
+                             dataset_path=f"/mnt/storage/alice/{LONG}{i}", user="alice")[0]
+               for i in range(3)]
     journal.close()
 
     result = runner.invoke(app, ["jobs", "-c", str(config)], env={"COLUMNS": "80"})
 
     assert result.exit_code == 0, result.output
     _assert_readable(result.stdout)
-    assert all(f" {i} " in result.stdout for i in job_ids)
+    assert all(f" {i} " in result.stdout for i in run_ids)
     zone = dt.datetime.now().astimezone().strftime("%Z")
-    assert result.stdout.count("omero_import") == 3 and result.stdout.count(f" {zone}") == 3
+    datasets = "".join(line.split("│")[1].strip() for line in result.stdout.splitlines()
+                       if "│" in line)  # folded cells read whole again
+    assert datasets == "".join(f"alice/{LONG}{i}" for i in (2, 1, 0))
+    assert result.stdout.count(f" {zone}") == 3
     as_json = runner.invoke(app, ["jobs", "-c", str(config), "--json"])
     created = json.loads(as_json.stdout)[0]["created_at"]
-    assert created.endswith("+00:00"), created  # a time in JSON carries its zone
+    assert created.endswith("+00:00") or created.endswith("Z"), created  # with its zone
 
 
 def test_grace_json_time_has_its_zone(facility, tmp_path):

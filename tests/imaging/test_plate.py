@@ -441,6 +441,24 @@ def test_heatmaps_have_a_fixed_colour_direction_and_thresholds_on_the_legend(deg
     assert "DAPI (w1): dark" in dict(zip(data["well"], data["detail"], strict=True))["C03"]
 
 
+def test_pictures_drawn_from_well_verdicts_computed_once_are_the_same(degraded_plate):
+    """The report computes well_verdicts once for all its pictures; nothing may change."""
+    from bokeh.models import ColumnDataSource
+
+    from autotx_lib.imaging import plate_views as pv
+    from autotx_lib.imaging.qc_verdicts import well_verdicts
+
+    wells = well_verdicts(degraded_plate)  # both channels: each heatmap takes its own rows
+    for channel in ("w1", "w2"):
+        alone = pv.metric_heatmap(degraded_plate, "brightness", channel=channel)
+        shared = pv.metric_heatmap(degraded_plate, "brightness", channel=channel, wells=wells)
+        assert shared.select_one(ColumnDataSource).data == \
+            alone.select_one(ColumnDataSource).data
+    assert pv.verdict_map(degraded_plate, wells=wells).select_one(ColumnDataSource).data == \
+        pv.verdict_map(degraded_plate).select_one(ColumnDataSource).data
+    assert pv.verdict_counts(degraded_plate, wells) == pv.verdict_counts(degraded_plate)
+
+
 def test_cli_on_a_folder_without_plate(sampledata, tmp_path):
     from autotx_lib.cli.main import app
 

@@ -38,7 +38,7 @@ def omero_facility(tmp_path: Path, monkeypatch) -> Config:
                   gate={"max_cpu_percent": 100, "min_available_memory_mb": 0},
                   omero={"enabled": True, "host": "127.0.0.1", "port": closed_port(),
                          "user": "importer", "run_in_agent": False, "max_attempts": 3,
-                         "retry_seconds": 60, "max_retry_seconds": 100})
+                         "retry_seconds": 45, "max_retry_seconds": 100})
 
 
 def write_config(config: Config, path: Path, omero: str = "") -> Path:

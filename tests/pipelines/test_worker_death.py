@@ -21,10 +21,13 @@ def small_cluster():
     distributed = pytest.importorskip("distributed", reason="needs dask distributed")
     import dask
 
-    # no second chance on another worker: one death is enough to know
+    from autotx_lib.imaging.plate import start_local_cluster
+
+    # no second chance on another worker: one death is enough to know. start_local_cluster
+    # leaves os.environ as it was (a plain LocalCluster leaves the workers' malloc settings
+    # in it, and every cluster started later in this process would inherit them)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                     memory_limit="400MB", dashboard_address=None) as cluster, \
+            start_local_cluster(1, memory_limit="400MB") as cluster, \
             distributed.Client(cluster, set_as_default=False) as client:
         yield client
 
