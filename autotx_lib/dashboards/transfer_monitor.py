@@ -52,7 +52,7 @@ STATE_COLOURS = {
 }
 
 JOB_COLOURS = {"finished": "#2ca02c", "error": "#d62728", "started": "#1f77b4",
-               "created": "#7f7f7f", "cancelled": "#ff7f0e"}
+               "created": "#7f7f7f", "cancelled": "#ff7f0e", "timeout": "#d62728"}
 GRACE_PLACEHOLDER = ("grace summary: not available (needs autotx_lib.transfer.grace, "
                      "which this installation lacks)")
 
@@ -357,16 +357,30 @@ class TransferMonitor(PeriodicRefresh):
             empty="nothing transferred yet")
 
     def _show_jobs(self, s: Status) -> None:
+        """Pipeline runs after delivery (OMERO import, plate QC ...), newest first; jobs
+        of the journal's old jobs table below them, while there are any."""
+        from autotx_lib.journal.pipeline_runs import PipelineStore
+
+        def note(error: str | None, next_attempt: Any, state: str) -> str:
+            return error or (f"next attempt {local_time(next_attempt)}"
+                             if next_attempt and state != "finished" else "")
+
+        def took(seconds: float | None) -> str:
+            return human_duration(seconds) if seconds is not None else ""
+
+        rows = [(local_time(r.created_at), r.workflow,
+                 f"{r.user}/{Path(r.dataset_path).name}" if r.user else r.dataset_path,
+                 badge(r.status, JOB_COLOURS.get(r.status, "#7f7f7f")), r.attempts,
+                 took(r.duration_s), note(r.error, r.next_attempt_at, r.status))
+                for r in PipelineStore(self.journal).query(limit=self.events)]
         datasets = {d.id: f"{d.user}/{d.name}" for d in s.queue + s.history}
-        rows = [(local_time(j.created_at), j.kind, datasets.get(j.dataset_id, j.dataset_id or ""),
-                 badge(j.state, JOB_COLOURS.get(j.state, "#7f7f7f")), j.attempts,
-                 human_duration(j.duration_s) if j.duration_s is not None else "",
-                 j.error or (f"next attempt {local_time(j.next_attempt_at)}"
-                             if j.next_attempt_at and j.state != "finished" else ""))
-                for j in s.jobs]
+        rows += [(local_time(j.created_at), j.kind, datasets.get(j.dataset_id, j.dataset_id or ""),
+                  badge(j.state, JOB_COLOURS.get(j.state, "#7f7f7f")), j.attempts,
+                  took(j.duration_s), note(j.error, j.next_attempt_at, j.state))
+                 for j in s.jobs]
         self.jobs.value = html_table(
-            ["queued", "job", "dataset", "state", "attempts", "took", "note"], rows,
-            empty="no post-delivery jobs")
+            ["queued", "workflow", "dataset", "state", "attempts", "took", "note"], rows,
+            empty="no pipeline runs after delivery")
 
     def _show_events(self, s: Status) -> None:
         rows = [(local_time(e.at), e.level, e.kind, e.message) for e in s.events]

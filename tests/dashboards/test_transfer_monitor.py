@@ -208,6 +208,19 @@ def test_post_delivery_jobs_are_listed_with_their_state(config):
     assert "connection refused" in monitor.jobs.value
 
 
+def test_pipeline_runs_after_delivery_are_listed(config):
+    from autotx_lib.journal.pipeline_runs import PipelineStore
+
+    _dataset(config, "alice", "plate7")
+    summary = Agent(config).run(once=True)
+    row = Journal(config.journal_url).dataset(summary.delivered[0])
+    store = PipelineStore(Journal(config.journal_url))
+    store.add_run(workflow="omero-import", version="1", dataset_path=row.dest_path,
+                  initiator="rule", dataset_id=row.id, user="alice")
+    shown = TransferMonitor(config, start=False).jobs.value
+    assert "omero-import" in shown and "alice/plate7" in shown and "created" in shown
+
+
 def test_waiting_folders_paused_copies_requeue_and_bandwidth(config):
     """What waits in incoming/ is listed with why; a suspended copy shows no rate or ETA;
     the requeue and bandwidth controls call the library."""
