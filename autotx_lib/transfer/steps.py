@@ -275,8 +275,9 @@ class DatasetSteps:
         members = self._usable(row, candidates)
         if not members:
             return self._between_rounds(row, waiting)
-        if members[0].number == 0 and not self._user_folder_ready(row):
-            return True  # UNMATCHING
+        if self._primary_answers(members) and not self._user_folder_ready(row):
+            return True  # UNMATCHING: no copy anywhere for a user the storage does not know
+        members = self._with_user_folders(row, members)
         source = Path(row.processing_path)
         listing = list_dataset(source)
         if not listing.files:
@@ -310,8 +311,6 @@ class DatasetSteps:
             try:
                 self._check_member(member)
                 self._check_free_space(member, row)
-                if member.number != 0:
-                    self._make_user_folder(member, row.user)
                 usable.append(member)
             except DestinationError as error:
                 if len(candidates) == 1:
@@ -321,6 +320,33 @@ class DatasetSteps:
         if not usable and failure is not None:
             raise failure
         return usable
+
+    def _primary_answers(self, members: list[Member]) -> bool:
+        """Whether the primary destination is there (checked already when in the round)."""
+        if members[0].number == 0:
+            return True
+        try:
+            self._check_destination()
+        except DestinationError:
+            return False  # unknown: the user's folder there is checked when it is due
+        return True
+
+    def _with_user_folders(self, row, members: list[Member]) -> list[Member]:
+        """The members after the primary get the user's folder; one that cannot leaves."""
+        kept = []
+        for member in members:
+            try:
+                if member.number != 0:
+                    self._make_user_folder(member, row.user)
+                kept.append(member)
+            except DestinationError as error:
+                if len(members) == 1:
+                    raise
+                self._drop(row, member, error)
+        if not kept:
+            raise DestinationError(self.config.destination, "no destination could take the "
+                                   "user's folder")
+        return kept
 
     @staticmethod
     def _check_free_space(member: Member, row) -> None:

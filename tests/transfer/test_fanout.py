@@ -368,3 +368,16 @@ def test_require_signing_reaches_the_smb_destination(monkeypatch):
     assert open_member_destination(DestinationSettings(**settings)).require_signing is False
     signed = open_member_destination(DestinationSettings(**settings, require_signing=True))
     assert signed.require_signing is True  # nothing connects until it is used
+
+
+def test_a_user_unknown_at_the_primary_gets_no_backup_copy_while_the_primary_waits(tmp_path):
+    later = (dt.datetime.now() + dt.timedelta(hours=3)).strftime("%H:%M")
+    end = (dt.datetime.now() + dt.timedelta(hours=4)).strftime("%H:%M")
+    config = two_destinations(tmp_path)
+    config.destinations[0].time_windows = [f"{later}-{end}"]  # the primary is not due now
+    make_dataset(config.incoming, "bob", "exp", FILES)  # no folder bob at the primary
+    summary = Agent(config).run(once=True)
+    assert len(summary.unmatched) == 1
+    assert not (tmp_path / "backup" / "bob").exists()
+    row = Journal(config.journal_url).dataset(summary.unmatched[0])
+    assert tree(Path(row.final_path)) == FILES  # kept in managed/unmatched/
