@@ -666,10 +666,7 @@ class DatasetSteps:
         manifest = Path(member.delivery.manifest_path).name
         if member.root is None:
             return self._rename_remote(row, member, tmp, dest, manifest)
-        if member.number == 0:
-            self._check_destination()  # an unmounted share must not look like a lost tmp copy
-        else:
-            self._check_member(member)
+        self._check_member(member)  # an unmounted share must not look like a lost tmp copy
         tmp, dest = Path(tmp), Path(dest)
         if tmp.is_dir():
             if os.path.lexists(dest):  # taken since the name was chosen: never overwrite
