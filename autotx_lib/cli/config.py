@@ -65,7 +65,7 @@ def check(file: Annotated[Path, typer.Argument(help="A .toml file, an AutoTx .xm
         print_config_error(ConfigError(file, problems))
         raise typer.Exit(int(ExitCode.BAD_INPUT))
     out.print(f"{file}: valid. incoming={config.incoming} managed={config.managed} "
-              f"destination={config.destination} journal={display_url(config.journal_url)}",
+              f"destination={config.primary_shown} journal={display_url(config.journal_url)}",
               markup=False, soft_wrap=True)
 
 

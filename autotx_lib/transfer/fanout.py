@@ -166,6 +166,14 @@ def relative_to(member: Member, path: str) -> str:
     return Path(path).relative_to(member.root).as_posix()
 
 
+def shown_path(member: Member, path: str) -> str:
+    """A member's stored path as a person finds it: a folder path, or the URL of a path
+    reached through the protocol (``smb://server/share/alice/exp``)."""
+    if member.root is not None:
+        return path
+    return f"{member.destination.url.rstrip('/')}/{path}" if member.destination else path
+
+
 def open_member_destination(settings: DestinationSettings) -> Destination:
     """The destination object for one configured destination."""
     return open_destination(settings.url, settings.credentials,
@@ -173,4 +181,4 @@ def open_member_destination(settings: DestinationSettings) -> Destination:
 
 
 __all__ = ["Member", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
-           "open_member_destination", "replicate_file", "tmp_location"]
+           "open_member_destination", "replicate_file", "shown_path", "tmp_location"]

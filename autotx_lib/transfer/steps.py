@@ -39,11 +39,13 @@ from autotx_lib.errors import (
 from autotx_lib.journal import utcnow
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.destination import check_destination
+from autotx_lib.transfer.destinations import Destination
 from autotx_lib.transfer.fanout import (
     Member,
     due_now,
     member_for,
     replicate_file,
+    shown_path,
     tmp_location,
 )
 from autotx_lib.transfer.fanout import marker_setting as _marker_setting
@@ -344,15 +346,17 @@ class DatasetSteps:
                     raise
                 self._drop(row, member, error)
         if not kept:
-            raise DestinationError(self.config.destination, "no destination could take the "
-                                   "user's folder")
+            raise DestinationError(self.config.primary_shown, "no destination could take "
+                                   "the user's folder")
         return kept
 
-    @staticmethod
-    def _check_free_space(member: Member, row) -> None:
+    def _check_free_space(self, member: Member, row) -> None:
         """Raise DestinationFullError when the dataset would eat into the destination's
-        free-space floor (``min_free_mb``)."""
+        free-space floor (``min_free_mb``; for an smb:// primary also the gate's
+        ``min_free_destination_mb``, which the gate samples only on a folder)."""
         floor = member.settings.min_free_mb * 1_000_000
+        if member.number == 0 and member.root is None:
+            floor = max(floor, self.config.gate.min_free_destination_mb * 1_000_000)
         if floor and member.destination.free_bytes() - row.total_bytes < floor:
             raise DestinationFullError(member.destination.url, row.total_bytes + floor)
 
@@ -368,23 +372,34 @@ class DatasetSteps:
     def _user_folder_ready(self, row) -> bool:
         """The primary destination has the user's folder (made when create_user_dirs);
         otherwise the dataset goes to unmatched/ and False is returned."""
-        user_folder = self.config.destination / row.user
-        if user_folder.is_dir():
+        if self._primary_has_folder(row.user):
             return True
         if not self.config.create_user_dirs:
             listing = list_dataset(Path(row.processing_path))
             self.journal.update_dataset(row.id, state=J.UNMATCHING, error=(
-                f"no folder {user_folder} at the destination"),
+                f"no folder {self.config.primary_shown}/{row.user} at the destination"),
                 total_files=len(listing.files), total_bytes=listing.total_bytes)
             return False
-        try:
-            user_folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise DestinationError(user_folder, str(error)) from None
+        primary = Member(None, self.config.primary, 0, self._primary())
+        self._make_user_folder(primary, row.user)
         return True
 
+    def _primary_has_folder(self, user: str) -> bool:
+        if self.config.destination is not None:
+            return (self.config.destination / user).is_dir()
+        try:
+            return self._primary().stat(user).is_dir
+        except FileNotFoundError:
+            return False
+
+    def _primary(self) -> Destination:
+        """The primary destination, through its protocol."""
+        return self._destination(self.config.primary)
+
     def _check_destination(self) -> None:
-        check_destination(self.config.destination, self.journal, self.config.host_alias)
+        where = self.config.destination if self.config.destination is not None else \
+            self._primary()
+        check_destination(where, self.journal, self.config.host_alias)
 
     def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> list[str]:
         """Bring the journal's file rows in line with the source; returns what changed."""
@@ -420,7 +435,8 @@ class DatasetSteps:
         source = Path(row.processing_path)
         self._recheck_verified(row, members, rehash=row.id in self._recovering)
         self._recovering.discard(row.id)
-        if [m.number for m in members] == [0]:  # staged copies live on the primary only
+        if [m.number for m in members] == [0] and members[0].root is not None:
+            # staged copies live on a folder primary only
             self._take_live_copies(row, members[0].tmp)
         rows = self.journal.files_of(row.id)
         listed = {r.relpath for r in rows}
@@ -626,7 +642,8 @@ class DatasetSteps:
         self.journal.update_delivery(member.delivery.id, dest_path=dest,
                                      manifest_path=manifest_path, manifest_digest=digest)
         if member.number == 0:
-            self.journal.update_dataset(row.id, dest_path=dest, manifest_path=manifest_path,
+            self.journal.update_dataset(row.id, dest_path=shown_path(member, dest),
+                                        manifest_path=shown_path(member, manifest_path),
                                         manifest_digest=digest)
 
     def _deliver(self, row) -> bool:
@@ -707,7 +724,8 @@ class DatasetSteps:
         self.journal.update_delivery(member.delivery.id, dest_path=dest,
                                      manifest_path=f"{dest}/{manifest}")
         if member.number == 0:
-            self.journal.update_dataset(row.id, dest_path=dest, manifest_path=f"{dest}/{manifest}")
+            self.journal.update_dataset(row.id, dest_path=shown_path(member, dest),
+                                        manifest_path=shown_path(member, f"{dest}/{manifest}"))
 
     def _tmp_lost(self, row, member: Member) -> None:
         self.journal.reset_files(row.id)

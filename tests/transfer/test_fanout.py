@@ -205,8 +205,9 @@ def test_status_shows_each_destination(tmp_path):
     ([{"name": "a", "url": "/x"}, {"name": "b", "url": "smb://nas"}], "names no share"),
     ([{"name": "a", "url": "/x"}, {"name": "b", "url": "smb://u:pw@nas/s"}], "never put the password"),
     ([{"name": "a", "url": "/x"}, {"name": "a", "url": "/y"}], "names must differ"),
-    ([{"name": "a", "url": "smb://u@nas/share"}], "must be a folder"),
     ([{"name": "a", "url": "/x", "required": False}], "cannot be required = false"),
+    ([{"name": "a", "url": "smb://u@nas/share", "required": False}], "cannot be required"),
+    ([], "give `destination`"),
 ])
 def test_bad_destination_settings_are_refused_with_the_reason(tmp_path, entries, problem):
     from autotx_lib.config import config_from_dict
@@ -214,6 +215,23 @@ def test_bad_destination_settings_are_refused_with_the_reason(tmp_path, entries,
     with pytest.raises(ConfigError, match=problem):
         config_from_dict({"incoming": str(tmp_path / "in"), "managed": str(tmp_path / "m"),
                           "destinations": entries})
+
+
+@pytest.mark.parametrize("feature,named", [
+    ({"sessions": {"live_sync": True}}, "live_sync"),
+    ({"pipelines": {"rules": [{"workflow": "previews"}]}}, "pipelines.rules"),
+    ({"omero": {"enabled": True, "host": "omero.example.org", "user": "importer"}}, "omero"),
+])
+def test_an_smb_primary_refuses_what_reads_delivered_data_from_a_folder(tmp_path, feature,
+                                                                          named):
+    from autotx_lib.config import config_from_dict
+
+    base = {"incoming": str(tmp_path / "in"), "managed": str(tmp_path / "m"),
+            "destinations": [{"name": "storage", "url": "smb://u@nas/share"}]}
+    config = config_from_dict(base)  # on its own an smb:// primary is fine
+    assert config.destination is None and config.primary_shown == "smb://u@nas/share"
+    with pytest.raises(ConfigError, match=f"(?s){named}.*mount the share"):
+        config_from_dict({**base, **feature})
 
 
 def test_destinations_that_overlap_each_other_or_managed_are_problems(tmp_path):

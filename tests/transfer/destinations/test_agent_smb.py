@@ -94,3 +94,17 @@ def test_server_stopped_mid_transfer_then_back_delivers_once(samba, smb_folder, 
     assert tree(samba.data / smb_folder / "alice" / "exp") == FILES
     assert sorted(os.listdir(samba.data / smb_folder / "alice")) == ["exp"]  # once
     assert sorted(os.listdir(tmp_path / "storage" / "alice")) == ["exp"]
+
+
+def test_verify_reads_the_copy_on_an_smb_backup(samba, smb_folder, tmp_path, monkeypatch):
+    from autotx_lib.transfer.recheck import recheck_delivered
+
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config = smb_facility(tmp_path, samba.url(path=smb_folder))
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    assert len(Agent(config).run(once=True).delivered) == 1
+    assert recheck_delivered(config, destination="nas").ok
+    (samba.data / smb_folder / "alice" / "exp" / "sub0" / "img0.tif").unlink()  # deleted there
+    report = recheck_delivered(config, destination="nas")
+    assert report.failed and any("sub0/img0.tif" in p for p in report.failed[0].problems)
+    assert recheck_delivered(config).ok  # the primary's copy is intact
