@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,76 @@ def replicate_file(src: Path, destination: Destination, relpath: str, algorithm:
     raise VerificationError(f"{destination.url}/{relpath}", digest, stored)
 
 
+class Replicas:
+    """Write each file verified locally to the round's protocol (``smb://``) destinations,
+    in one background thread per destination, while the local copy goes on.
+
+    A file counts (``on_done``, called in the caller's thread and in order) only once every
+    destination holds its checked copy; the first error is raised in the caller's thread by
+    the next :meth:`add`, :meth:`collect` or :meth:`finish`. At most ``ahead`` files wait
+    for the destinations, so a slow share holds the local copy back rather than memory.
+
+    Examples
+    --------
+    >>> with Replicas(remote, source, "xxh3_128", on_done=record) as replicas:  # doctest: +SKIP
+    ...     copy_files(..., on_file=replicas.add, tick=replicas.collect)
+    ...     replicas.finish()
+    """
+
+    def __init__(self, members: list[Member], source: Path, algorithm: str,
+                 on_done: Callable[[C.CopiedFile], None], *,
+                 throttle: Callable[[int], None] | None = None, ahead: int = 16):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.members, self.source, self.algorithm = members, source, algorithm
+        self.on_done, self.throttle, self.ahead = on_done, throttle, ahead
+        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"autotx-{m.name}")
+                       for m in members]
+        self._pending: deque[tuple[C.CopiedFile, list[Any]]] = deque()
+
+    def add(self, result: C.CopiedFile) -> None:
+        """Start writing one locally verified file to every destination."""
+        if not self.members:
+            self.on_done(result)
+            return
+        futures = [pool.submit(replicate_file, self.source / result.relpath, m.destination,
+                               f"{m.delivery.tmp_path}/{result.relpath}", self.algorithm,
+                               expected=result.digest, throttle=self.throttle)
+                   for m, pool in zip(self.members, self._pools, strict=True)]
+        self._pending.append((result, futures))
+        self.collect(wait=len(self._pending) > self.ahead)
+
+    def collect(self, wait: bool = False) -> None:
+        """Hand over the files every destination holds (the oldest first; ``wait``: at
+        least the oldest)."""
+        while self._pending and (wait or all(f.done() for f in self._pending[0][1])):
+            result, futures = self._pending.popleft()
+            for future in futures:
+                future.result()  # raises the destination's error
+            self.on_done(result)
+            wait = False
+
+    def finish(self) -> None:
+        """Wait until every file is at every destination."""
+        while self._pending:
+            self.collect(wait=True)
+
+    def close(self) -> None:
+        """Drop what has not started, wait for what runs, hand over what is complete."""
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        while self._pending and all(f.done() and not f.cancelled() and f.exception() is None
+                                    for f in self._pending[0][1]):
+            self.on_done(self._pending.popleft()[0])
+        self._pending.clear()
+
+    def __enter__(self) -> Replicas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def hash_at(destination: Destination, relpath: str, algorithm: str) -> str:
     """The digest of a file as the destination returns it."""
     hasher = C.new_hasher(algorithm)
@@ -180,5 +251,5 @@ def open_member_destination(settings: DestinationSettings) -> Destination:
                             require_signing=settings.require_signing)
 
 
-__all__ = ["Member", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
+__all__ = ["Member", "Replicas", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
            "open_member_destination", "replicate_file", "shown_path", "tmp_location"]

@@ -42,6 +42,7 @@ from autotx_lib.transfer.destination import check_destination
 from autotx_lib.transfer.destinations import Destination
 from autotx_lib.transfer.fanout import (
     Member,
+    Replicas,
     due_now,
     member_for,
     replicate_file,
@@ -468,11 +469,8 @@ class DatasetSteps:
                 "dataset_id": row.id, "copied_bytes": counter.value,
                 "rate_bytes_per_s": rate, "at": utcnow().isoformat()})
 
-        def on_file(result: C.CopiedFile) -> None:
-            for member in remote:  # the same bytes, written through the protocol
-                replicate_file(source / result.relpath, member.destination,
-                               f"{member.delivery.tmp_path}/{result.relpath}", row.algorithm,
-                               expected=result.digest, throttle=gate.throttle)
+        def verified(result: C.CopiedFile) -> None:
+            """A file every destination of the round holds, checked."""
             batch.append({"relpath": result.relpath, "digest": result.digest,
                           "size": result.size, "mtime_ns": result.mtime_ns,
                           "copies": result.copies})
@@ -481,6 +479,7 @@ class DatasetSteps:
                 flush()
 
         def tick() -> None:
+            replicas.collect()
             if batch and time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
                 flush()  # progress visible to `autotx status` at least twice a second
             publish_progress()
@@ -489,19 +488,25 @@ class DatasetSteps:
                                           len(rows), counter.value, row.total_bytes, started))
 
         gate = self._gate_monitor(members).start()
+        # the protocol destinations (smb://) are written alongside, from the same source
+        replicas = Replicas(remote if local else remote[1:], source, row.algorithm, verified,
+                            throttle=gate.throttle)
         try:
             self._make_remote_folders(remote, todo)
             if local:
                 C.copy_files(todo, source, [m.tmp for m in local], row.algorithm,
                              workers=self.config.copy_.workers, verify=self.config.verify.mode,
                              max_attempts=self.config.copy_.max_attempts_per_file,
-                             on_file=on_file, on_bytes=counter.add,
+                             on_file=replicas.add, on_bytes=counter.add,
                              should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
             else:
-                self._copy_through_protocol(row, todo, remote, on_file, counter, tick, gate)
+                self._copy_through_protocol(row, todo, remote[0], replicas.add, counter, tick,
+                                            gate)
+            replicas.finish()
         except CopyInterrupted:
             pass  # checkpointed below: what was verified is in the journal
         finally:
+            replicas.close()
             gate.stop()
             flush()
             tick()
@@ -519,11 +524,10 @@ class DatasetSteps:
             for folder in folders:
                 member.destination.make_dirs(f"{member.delivery.tmp_path}/{folder}")
 
-    def _copy_through_protocol(self, row, todo, remote, on_file, counter, tick, gate) -> None:
+    def _copy_through_protocol(self, row, todo, first: Member, on_file, counter, tick,
+                               gate) -> None:
         """No local destination in the round: the first remote one reads and hashes the
-        source; ``on_file`` writes the others, checked against that digest."""
-        first, others = remote[0], remote[1:]
-        remote[:] = others  # on_file writes these
+        source; ``on_file`` hands each file on to the others (checked against that digest)."""
         for entry in todo:
             if self.stop_requested.is_set():
                 raise CopyInterrupted()

@@ -399,3 +399,87 @@ def test_a_user_unknown_at_the_primary_gets_no_backup_copy_while_the_primary_wai
     assert not (tmp_path / "backup" / "bob").exists()
     row = Journal(config.journal_url).dataset(summary.unmatched[0])
     assert tree(Path(row.final_path)) == FILES  # kept in managed/unmatched/
+
+
+class _HeldDestination:
+    """A real folder destination whose first write waits until the test lets it go."""
+
+    def __init__(self, root: Path):
+        import threading
+
+        from autotx_lib.transfer.destinations import LocalDestination
+
+        self.real, self.release, self.threads = LocalDestination(root), threading.Event(), set()
+        self.url = self.real.url
+
+    def open_write(self, relpath: str):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        if relpath.endswith("f0.bin"):
+            assert self.release.wait(30), "the test never released the first write"
+        return self.real.open_write(relpath)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+def replica_members(tmp_path: Path, destination) -> list:
+    from types import SimpleNamespace
+
+    from autotx_lib.config import DestinationSettings
+    from autotx_lib.transfer.fanout import Member
+
+    destination.make_dirs("tmp/d0")
+    destination.make_dirs("tmp/d1")
+    settings = DestinationSettings(name="nas", url=str(tmp_path / "nas"))
+    return [Member(SimpleNamespace(tmp_path="tmp"), settings, 1, destination)]
+
+
+def test_a_share_is_written_alongside_and_a_file_counts_once_every_copy_is_checked(tmp_path):
+    """Replicas: a slow destination does not hold the caller (the local copy) up, and a file
+    is handed over only once every protocol destination holds its checked copy, in order."""
+    from autotx_lib.transfer import copy as C
+    from autotx_lib.transfer.fanout import Replicas
+
+    source = tmp_path / "source"
+    for relpath, data in FILES.items():
+        (source / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (source / relpath).write_bytes(data)
+    (tmp_path / "nas").mkdir()
+    held = _HeldDestination(tmp_path / "nas")
+    done: list[str] = []
+    ordered = sorted(FILES, key=lambda r: int(r.split("f")[1].split(".")[0]))
+    with Replicas(replica_members(tmp_path, held), source, "xxh3_128", lambda r: done.append(
+            r.relpath)) as replicas:
+        for relpath in ordered:  # as copy_files hands over locally verified files
+            replicas.add(C.CopiedFile(relpath, len(FILES[relpath]), 0,
+                                      C.hash_file(source / relpath, "xxh3_128"), 1))
+        replicas.collect()
+        assert done == []  # every file was handed in while the first write still waited
+        held.release.set()
+        replicas.finish()
+    assert done == ordered
+    assert tree(tmp_path / "nas" / "tmp") == FILES
+    assert held.threads == {"autotx-nas_0"}  # written in the destination's own thread
+
+
+def test_a_failing_share_is_raised_to_the_caller_and_its_file_does_not_count(tmp_path):
+    from autotx_lib.errors import DestinationError
+    from autotx_lib.transfer import copy as C
+    from autotx_lib.transfer.destinations import LocalDestination
+    from autotx_lib.transfer.fanout import Replicas
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.bin").write_bytes(b"a" * 1000)
+    (tmp_path / "nas").mkdir()
+    nas = LocalDestination(tmp_path / "nas")
+    members = replica_members(tmp_path, nas)
+    (tmp_path / "nas").rename(tmp_path / "gone")  # unmounted under the agent
+    done: list[str] = []
+    with pytest.raises(DestinationError), Replicas(members, source, "xxh3_128",
+                                                   lambda r: done.append(r.relpath)) as replicas:
+        replicas.add(C.CopiedFile("a.bin", 1000, 0, C.hash_file(source / "a.bin", "xxh3_128"), 1))
+        replicas.finish()
+    assert done == []
