@@ -12,6 +12,7 @@ from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.agent import Agent
 
 from ..conftest import make_dataset, tree
+from .conftest import run_with_server_stopped
 
 FILES = {f"sub{i % 2}/img{i}.tif": os.urandom(200_000 + i) for i in range(6)}
 PASSWORD_ENV = "AUTOTX_TEST_SMB_PASSWORD"
@@ -68,19 +69,8 @@ def test_server_stopped_mid_transfer_then_back_delivers_once(samba, smb_folder, 
     config = smb_facility(tmp_path, samba.url(path=smb_folder))
     config.copy_.workers = 1
     make_dataset(config.incoming, "alice", "exp", FILES)
-    stopped = []
-
-    def stop_server(progress) -> None:
-        if progress.files_done >= 2 and not stopped:
-            stopped.append(progress.files_done)
-            samba.stop()
-
-    try:
-        summary = Agent(config, on_progress=stop_server).run(once=True)
-    finally:
-        if samba.process is None:
-            samba.start()
-    assert stopped and not summary.delivered
+    summary = run_with_server_stopped(samba, config)
+    assert not summary.delivered
     dataset = summary.retrying[0]
     rows = deliveries(config, dataset)
     assert rows["storage"].state == "delivered" and rows["nas"].state == "pending"

@@ -19,6 +19,7 @@ from autotx_lib.transfer.grace import purge
 from autotx_lib.transfer.recheck import recheck_delivered
 
 from ..conftest import make_dataset, tree
+from .conftest import run_with_server_stopped
 
 FILES = {f"sub{i % 2}/img{i}.tif": os.urandom(150_000 + i) for i in range(5)}
 PASSWORD_ENV = "AUTOTX_TEST_SMB_PASSWORD"
@@ -142,19 +143,8 @@ def test_server_stopped_mid_transfer_then_back_delivers_once(samba, smb_folder, 
     user_folder(samba, smb_folder)
     config = smb_only(tmp_path, samba.url(path=smb_folder))
     make_dataset(config.incoming, "alice", "exp", FILES)
-    stopped = []
-
-    def stop_server(progress) -> None:
-        if progress.files_done >= 2 and not stopped:
-            stopped.append(progress.files_done)
-            samba.stop()
-
-    try:
-        summary = Agent(config, on_progress=stop_server).run(once=True)
-    finally:
-        if samba.process is None:
-            samba.start()
-    assert stopped and not summary.delivered
+    summary = run_with_server_stopped(samba, config)
+    assert not summary.delivered
     dataset = summary.retrying[0]
     journal = Journal(config.journal_url)
     row = journal.dataset(dataset)
