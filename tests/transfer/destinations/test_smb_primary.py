@@ -174,6 +174,11 @@ def test_destination_init_and_show_speak_smb(samba, smb_folder, tmp_path, monkey
     shown = runner.invoke(app, ["destination", "show", "-c", str(file)])
     assert shown.exit_code == 0 and "this agent's destination" in shown.output
 
+    checked = runner.invoke(app, ["verify", "-c", str(file)])
+    assert checked.exit_code == 0, checked.output  # nothing delivered yet, nothing wrong
+
     monkeypatch.setenv(PASSWORD_ENV, "wrong")
-    refused = runner.invoke(app, ["destination", "init", "-c", str(file)])
-    assert refused.exit_code == 2 and "wrong" not in refused.output
+    for command in (["destination", "init"], ["verify"]):
+        refused = runner.invoke(app, [*command, "-c", str(file)])
+        assert refused.exit_code == 2, (command, refused.output)
+        assert "wrong" not in refused.output and "Traceback" not in refused.output
