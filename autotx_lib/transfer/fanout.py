@@ -6,7 +6,8 @@ first). The agent copies it in *rounds*: a round takes the destinations that are
 (inside their time windows, not backing off after a failure) and writes every file to all
 of them at once: the source is read and hashed once, written to each local folder by
 :func:`~autotx_lib.transfer.copy.copy_files`, and to a destination without a local path
-(``smb://``) by :func:`replicate_file`, each copy read back and checked on its own. A
+(``smb://``) by :func:`replicate_file` in that destination's own thread (:class:`Replicas`),
+each copy read back and checked on its own. A
 destination that fails during a round leaves it and is tried again later; the others go
 on. The journal keeps one delivery row per (dataset, destination).
 """

@@ -8,6 +8,7 @@ import datetime as dt
 import os
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from autotx_lib import journal as J
@@ -15,6 +16,7 @@ from autotx_lib.cli.main import app
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.agent import Agent
+from autotx_lib.transfer.copy import verify_manifest
 from autotx_lib.transfer.grace import purge
 from autotx_lib.transfer.recheck import recheck_delivered
 
@@ -182,3 +184,39 @@ def test_destination_init_and_show_speak_smb(samba, smb_folder, tmp_path, monkey
         refused = runner.invoke(app, [*command, "-c", str(file)])
         assert refused.exit_code == 2, (command, refused.output)
         assert "wrong" not in refused.output and "Traceback" not in refused.output
+
+
+def _smb_steps():
+    from autotx_lib.transfer import steps as steps_module
+    from autotx_lib.transfer.destinations.smb import SMBDestination
+
+    return [("SMB rename", SMBDestination, "rename"),
+            ("SMB write_bytes", SMBDestination, "write_bytes"),
+            ("move_dir", steps_module, "move_dir"),
+            ("Journal.update_delivery", Journal, "update_delivery"),
+            ("Journal.mark_verified", Journal, "mark_verified")]
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", range(5), ids=[s[0] for s in _smb_steps()])
+def test_crash_at_every_step_with_an_smb_primary(samba, smb_folder, tmp_path, monkeypatch,
+                                                  step, when):
+    """A crash before or after every call of each step, then a restart: one verified copy
+    with one manifest on the share, the original in grace."""
+    from tests.transfer.test_crash import crash_at_every_call
+
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    user_folder(samba, smb_folder)
+    config = smb_only(tmp_path, samba.url(path=smb_folder))
+    files = dict(list(FILES.items())[:3])
+    make_dataset(config.incoming, "alice", "exp", files)
+    crash_at_every_call(config, monkeypatch, *_smb_steps()[step], when)
+    Agent(config).run(once=True)
+    delivered = on_server(samba, smb_folder) / "alice"
+    assert sorted(os.listdir(delivered)) == ["exp"]
+    assert tree(delivered / "exp") == files
+    [manifest] = (delivered / "exp").glob("autotx-manifest.*")
+    assert verify_manifest(delivered / "exp", manifest, "xxh3_128") == []
+    journal = Journal(config.journal_url)
+    [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
+    assert row.state == J.DONE and tree(Path(row.final_path)) == files
