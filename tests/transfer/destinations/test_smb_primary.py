@@ -220,3 +220,16 @@ def test_crash_at_every_step_with_an_smb_primary(samba, smb_folder, tmp_path, mo
     journal = Journal(config.journal_url)
     [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
     assert row.state == J.DONE and tree(Path(row.final_path)) == files
+
+
+def test_a_missing_share_folder_keeps_the_dataset_waiting_with_the_reason(samba, smb_folder,
+                                                                          tmp_path, monkeypatch):
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config = smb_only(tmp_path, samba.url(path=f"{smb_folder}/not-there"))
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    summary = Agent(config).run(once=True)
+    assert summary.retrying and not summary.delivered
+    row = Journal(config.journal_url).dataset(summary.retrying[0])
+    assert row.state == J.QUEUED and "not-there" in (row.error or "")
+    assert tree(Path(row.processing_path)) == FILES  # nothing lost, nothing moved to grace
+    assert not (config.managed / "done").exists() or not list((config.managed / "done").iterdir())
