@@ -45,6 +45,9 @@ _SIMPLE: dict[str, tuple[str, Any]] = {
 _PATHS = {"SourceDrive", "IncomingDirectory", "ManagedDirectory", "DestinationDirectory"}
 _LISTS = {"BlacklistedProcesses", "SpaceMonitoring"}
 
+# read, but into a different form; the admin is told what to add
+CONVERTED_KEYS = {"DestinationDirectory"}
+
 IGNORED_KEYS = {
     "EnforceInheritedACLs": "Windows ACL inheritance has no equivalent here; files get the "
                             "destination folder's default permissions",

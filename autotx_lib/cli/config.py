@@ -57,8 +57,11 @@ def check(file: Annotated[Path, typer.Argument(help="A .toml file, an AutoTx .xm
                                           "waits in the outbox and transfers go on"))
     except ConfigError as error:
         problems = error.problems
+    from autotx_lib.autotx_xml import CONVERTED_KEYS
+
     for key, why in ignored.items():
-        err.print(f"ignored AutoTx key {key}: {why}", markup=False, soft_wrap=True)
+        kind = "note on AutoTx key" if key in CONVERTED_KEYS else "ignored AutoTx key"
+        err.print(f"{kind} {key}: {why}", markup=False, soft_wrap=True)
     for warning in warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     if problems:

@@ -142,6 +142,8 @@ def test_config_check_reports_ignored_autotx_keys(tmp_path):
     write(tmp_path / "config.common.xml", COMMON)
     result = runner.invoke(app, ["config", "check", str(tmp_path / "config.common.xml")])
     assert "ignored AutoTx key EnforceInheritedACLs" in result.output
+    assert "note on AutoTx key DestinationDirectory: became [[destinations]] url = " \
+        "\"smb://fileserver/share\"" in result.output
     assert result.exit_code == 2  # D:/... and the UNC share do not exist on this machine
     assert "destination" in result.output
 
