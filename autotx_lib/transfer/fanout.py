@@ -14,16 +14,22 @@ on. The journal keeps one delivery row per (dataset, destination).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autotx_lib.config import Config, DestinationSettings
-from autotx_lib.errors import DestinationError, SourceChangedError, VerificationError
+from autotx_lib.errors import (
+    CopyInterrupted,
+    DestinationError,
+    SourceChangedError,
+    VerificationError,
+)
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.destinations import Destination, open_destination
 
@@ -152,6 +158,55 @@ def replicate_file(src: Path, destination: Destination, relpath: str, algorithm:
     raise VerificationError(f"{destination.url}/{relpath}", digest, stored)
 
 
+def replicate_files(entries: Iterable[Any], source: Path, member: Member, algorithm: str, *,
+                    workers: int = 4, throttle: Callable[[int], None] | None = None,
+                    should_stop: Callable[[], bool] = lambda: False,
+                    tick_seconds: float = 0.5) -> Iterator[C.CopiedFile | None]:
+    """Copy files to one protocol destination with ``workers`` files in flight at once
+    (each written, read back and checked by :func:`replicate_file`).
+
+    Yields each copied file as it completes, and None about every ``tick_seconds`` while
+    none does (for progress). The first error is raised once the files under way are done;
+    ``should_stop`` returning True raises CopyInterrupted the same way.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    def one(relpath: str) -> C.CopiedFile:
+        copied = replicate_file(source / relpath, member.destination,
+                                f"{member.delivery.tmp_path}/{relpath}", algorithm,
+                                throttle=throttle)
+        return dataclasses.replace(copied, relpath=relpath)  # the dataset's path, not tmp's
+
+    todo = iter(entries)
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix=f"autotx-{member.name}") as pool:
+        def submit_next() -> bool:
+            entry = next(todo, None)
+            if entry is None:
+                return False
+            pending.add(pool.submit(one, entry.relpath))
+            return True
+
+        pending: set[Any] = set()
+        while len(pending) < max(1, workers) and submit_next():
+            pass
+        while pending:
+            done, pending = wait(pending, timeout=tick_seconds, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    yield future.result()
+                except Exception as failure:  # noqa: BLE001 - raised below, once all settle
+                    error = error or failure
+                if error is None and should_stop():
+                    error = CopyInterrupted()
+                if error is None:
+                    submit_next()
+            if not done:
+                yield None
+    if error is not None:
+        raise error
+
+
 class Replicas:
     """Write each file verified locally to the round's protocol (``smb://``) destinations,
     in one background thread per destination, while the local copy goes on.
@@ -253,4 +308,5 @@ def open_member_destination(settings: DestinationSettings) -> Destination:
 
 
 __all__ = ["Member", "Replicas", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
-           "open_member_destination", "replicate_file", "shown_path", "tmp_location"]
+           "open_member_destination", "replicate_file", "replicate_files", "shown_path",
+           "tmp_location"]

@@ -46,6 +46,7 @@ from autotx_lib.transfer.fanout import (
     due_now,
     member_for,
     replicate_file,
+    replicate_files,
     shown_path,
     tmp_location,
 )
@@ -527,16 +528,14 @@ class DatasetSteps:
     def _copy_through_protocol(self, row, todo, first: Member, on_file, counter, tick,
                                gate) -> None:
         """No local destination in the round: the first remote one reads and hashes the
-        source; ``on_file`` hands each file on to the others (checked against that digest)."""
-        for entry in todo:
-            if self.stop_requested.is_set():
-                raise CopyInterrupted()
-            copied = replicate_file(Path(row.processing_path) / entry.relpath, first.destination,
-                                    f"{first.delivery.tmp_path}/{entry.relpath}", row.algorithm,
-                                    throttle=gate.throttle)
-            counter.add(copied.size)
-            on_file(C.CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
-                                 copied.copies))
+        source (``copy.workers`` files at once); ``on_file`` hands each file on to the
+        others (checked against that digest)."""
+        for copied in replicate_files(todo, Path(row.processing_path), first, row.algorithm,
+                                      workers=self.config.copy_.workers, throttle=gate.throttle,
+                                      should_stop=self.stop_requested.is_set):
+            if copied is not None:
+                counter.add(copied.size)
+                on_file(copied)
             tick()
 
     def _take_live_copies(self, row, tmp: Path) -> None:

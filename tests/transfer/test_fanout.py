@@ -483,3 +483,28 @@ def test_a_failing_share_is_raised_to_the_caller_and_its_file_does_not_count(tmp
         replicas.add(C.CopiedFile("a.bin", 1000, 0, C.hash_file(source / "a.bin", "xxh3_128"), 1))
         replicas.finish()
     assert done == []
+
+
+def test_files_go_to_a_share_several_at_once_with_their_dataset_paths(tmp_path):
+    """With no local destination the first share reads the source: ``copy.workers`` files
+    are in flight at once (the first is held until another one completed)."""
+    from autotx_lib.transfer.fanout import replicate_files
+    from autotx_lib.transfer.layout import SourceFile
+
+    source = tmp_path / "source"
+    for relpath, data in FILES.items():
+        (source / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (source / relpath).write_bytes(data)
+    (tmp_path / "nas").mkdir()
+    held = _HeldDestination(tmp_path / "nas")
+    [member] = replica_members(tmp_path, held)
+    entries = [SourceFile(r, len(d), 0) for r, d in sorted(FILES.items(),
+                                                          key=lambda i: "f0" not in i[0])]
+    got = []
+    for copied in replicate_files(entries, source, member, "xxh3_128", workers=3,
+                                  tick_seconds=0.05):
+        if copied is not None:
+            got.append(copied.relpath)
+            held.release.set()
+    assert got[0] != "d0/f0.bin" and sorted(got) == sorted(FILES)
+    assert tree(tmp_path / "nas" / "tmp") == FILES
