@@ -209,7 +209,8 @@ def replicate_files(entries: Iterable[Any], source: Path, member: Member, algori
 
 class Replicas:
     """Write each file verified locally to the round's protocol (``smb://``) destinations,
-    in one background thread per destination, while the local copy goes on.
+    in background threads (``workers`` files at once per destination), while the local
+    copy goes on.
 
     A file counts (``on_done``, called in the caller's thread and in order) only once every
     destination holds its checked copy; the first error is raised in the caller's thread by
@@ -225,12 +226,13 @@ class Replicas:
 
     def __init__(self, members: list[Member], source: Path, algorithm: str,
                  on_done: Callable[[C.CopiedFile], None], *,
-                 throttle: Callable[[int], None] | None = None, ahead: int = 16):
+                 throttle: Callable[[int], None] | None = None, workers: int = 1,
+                 ahead: int = 16):
         from concurrent.futures import ThreadPoolExecutor
 
         self.members, self.source, self.algorithm = members, source, algorithm
         self.on_done, self.throttle, self.ahead = on_done, throttle, ahead
-        self._pools = [ThreadPoolExecutor(1, thread_name_prefix=f"autotx-{m.name}")
+        self._pools = [ThreadPoolExecutor(max(1, workers), thread_name_prefix=f"autotx-{m.name}")
                        for m in members]
         self._pending: deque[tuple[C.CopiedFile, list[Any]]] = deque()
 

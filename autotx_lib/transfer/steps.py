@@ -491,7 +491,7 @@ class DatasetSteps:
         gate = self._gate_monitor(members).start()
         # the protocol destinations (smb://) are written alongside, from the same source
         replicas = Replicas(remote if local else remote[1:], source, row.algorithm, verified,
-                            throttle=gate.throttle)
+                            throttle=gate.throttle, workers=self.config.copy_.workers)
         try:
             self._make_remote_folders(remote, todo)
             if local:
