@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
@@ -188,6 +189,11 @@ audit = Table(
     Column("result", Text),
 )
 
+#: Seconds a verified token is remembered: the bound on how long a token revoked from
+#: another process (the CLI) keeps working at a running hub.
+TOKEN_CACHE_SECONDS = 5.0
+_CACHED_TOKENS = 10_000  # more distinct valid tokens than this: the cache starts afresh
+
 DATASET_FIELDS = [c.name for c in datasets.columns if c.name not in ("agent_id", "received_at")]
 
 
@@ -221,6 +227,10 @@ class HubStore:
         ``postgresql+psycopg://hub@db/autotx_hub``).
     create : bool
         Create the tables, or upgrade them to this code's schema (migrations).
+    token_cache_seconds : float
+        How long a verified token is remembered (by its hash) before the database is asked
+        again. A token revoked through this store stops working at once; one revoked from
+        another process (``autotx hub token revoke``) within this many seconds. 0: no cache.
 
     Examples
     --------
@@ -230,8 +240,12 @@ class HubStore:
     'viewer'
     """
 
-    def __init__(self, url: str, *, create: bool = True):
+    def __init__(self, url: str, *, create: bool = True,
+                 token_cache_seconds: float = TOKEN_CACHE_SECONDS):
         self.url = url
+        self.token_cache_seconds = token_cache_seconds
+        # token hash -> (its row, monotonic time to ask the database again)
+        self._verified: dict[str, tuple[Row, float]] = {}
         if url.startswith("sqlite"):
             from sqlalchemy.pool import StaticPool
 
@@ -298,15 +312,36 @@ class HubStore:
         with self._write() as conn:
             done = conn.execute(update(tokens).where(tokens.c.name == name)
                                 .where(tokens.c.revoked_at.is_(None)).values(revoked_at=now()))
+        self._verified.clear()  # revoked here: no request gets through on a cached answer
         return done.rowcount > 0
 
+    def cached_token(self, secret: str) -> Row | None:
+        """The token row for ``secret`` if it was verified less than
+        ``token_cache_seconds`` ago, else None (then ask :meth:`token_for`)."""
+        hit = self._verified.get(auth.hash_token(secret))  # keyed by the hash: no timing leak
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
     def token_for(self, secret: str) -> Row | None:
-        """The valid (not revoked) token row matching ``secret``, or None."""
+        """The valid (not revoked) token row matching ``secret``, or None.
+
+        A valid token is remembered for ``token_cache_seconds`` (see :meth:`cached_token`);
+        unknown and revoked ones are never remembered.
+        """
+        cached = self.cached_token(secret)
+        if cached is not None:
+            return cached
         digest = auth.hash_token(secret)
         with self.engine.connect() as conn:
             row = conn.execute(select(tokens).where(tokens.c.hash == digest)).first()
         if row is None or row.revoked_at is not None or not auth.matches(secret, row.hash):
+            self._verified.pop(digest, None)
             return None
+        if self.token_cache_seconds > 0:
+            if len(self._verified) >= _CACHED_TOKENS:
+                self._verified.clear()
+            self._verified[digest] = (row, time.monotonic() + self.token_cache_seconds)
         return row
 
     # --- agents -----------------------------------------------------------------------
@@ -655,4 +690,5 @@ def as_dict(row: Row, drop: Iterable[str] = ()) -> dict[str, Any]:
 
 __all__ = ["HubStore", "metadata", "tokens", "agents", "events", "datasets", "runs",
            "sessions", "commands",
-           "audit", "COMMAND_ACTIONS", "COMMAND_STATES", "now", "aware", "as_dict"]
+           "audit", "COMMAND_ACTIONS", "COMMAND_STATES", "TOKEN_CACHE_SECONDS", "now", "aware",
+           "as_dict"]
