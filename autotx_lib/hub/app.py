@@ -35,7 +35,7 @@ from autotx_lib import __version__
 from autotx_lib.errors import HubError
 from autotx_lib.hub import auth, stats
 from autotx_lib.hub.settings import HubSettings, bind_problem
-from autotx_lib.hub.store import COMMAND_ACTIONS, HubStore, as_dict, now
+from autotx_lib.hub.store import COMMAND_ACTIONS, HubStore, as_dict, aware, now
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 DOCS_ASSETS = "/docs-assets"  # where the docs pages' scripts and styles are served
@@ -504,7 +504,7 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
                     limit: Limit = 100) -> Response:
         """Events oldest first (one agent: in its own order); poll with ``after=next_after``."""
         rows = await db.events(agent_id=agent, kind=kind, level=level, after=after, limit=limit)
-        return respond(request, {"items": [as_dict(r) for r in rows],
+        return respond(request, {"items": [_event(r) for r in rows],
                                  "next_after": max((r.id for r in rows), default=after)})
 
     @app.get("/stats/{name}", tags=["statistics"])
@@ -615,6 +615,13 @@ def init_hub(settings: HubSettings, name: str = "admin") -> str:
         return token
     finally:
         store.close()
+
+
+def _event(row: Row) -> dict:
+    """An event row as a dict (``as_dict``, less general: dashboards poll for up to 1,000)."""
+    data = row._asdict()
+    data["at"], data["received_at"] = aware(row.at), aware(row.received_at)
+    return data
 
 
 def _command(row: Row) -> dict:

@@ -31,6 +31,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     case,
     create_engine,
     event,
@@ -194,6 +195,9 @@ audit = Table(
 TOKEN_CACHE_SECONDS = 5.0
 _CACHED_TOKENS = 10_000  # more distinct valid tokens than this: the cache starts afresh
 
+#: The agents' columns a heartbeat sets.
+HEARTBEAT_COLUMNS = ("agent_time", "interval_s", "clock_offset_s", "state", "detail",
+                     "version", "heartbeat")
 DATASET_FIELDS = [c.name for c in datasets.columns if c.name not in ("agent_id", "received_at")]
 
 
@@ -259,6 +263,7 @@ class HubStore:
         # SQLite has one writer: writers queue on this lock instead of SQLite's busy
         # handler, whose growing sleeps turn 50 concurrent pushes into seconds of latency
         self._writing = threading.Lock() if url.startswith("sqlite") else nullcontext()
+        self._statements = self._prepare()
         if create:
             from autotx_lib.hub import migrate
 
@@ -348,16 +353,34 @@ class HubStore:
 
     def _seen(self, conn, agent_id: str, received: dt.datetime, top_seq: int | None = None,
               **values: Any) -> None:
-        """Create or update an agent's row: seen now (hub clock), with ``values``, and its
-        highest event sequence number raised to ``top_seq``."""
-        first = {"id": agent_id, "first_seen": received, "last_seen": received,
-                 "last_seq": top_seq or 0}
-        updates = {"last_seen": received, **values}
-        if top_seq is not None:
-            updates["last_seq"] = case((agents.c.last_seq < top_seq, top_seq),
-                                       else_=agents.c.last_seq)
-        statement = self._insert(agents).values(**first, **values)
-        conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
+        """Create or update an agent's row: seen now (hub clock), with ``values`` (the
+        heartbeat's columns), and its highest event sequence number raised to ``top_seq``."""
+        if values:
+            conn.execute(self._statements["beat"], {"id": agent_id, "first_seen": received,
+                                                   "last_seen": received, "last_seq": 0,
+                                                   **values})
+        else:
+            conn.execute(self._statements["seen"], {"id": agent_id, "first_seen": received,
+                                                   "last_seen": received,
+                                                   "last_seq": top_seq or 0})
+
+    def _prepare(self) -> dict[str, Any]:
+        """The statements of the frequent pushes, built once (building and caching a
+        statement per request was a good part of the hub's CPU per push)."""
+        seen = self._insert(agents)
+        beat = self._insert(agents)
+        return {
+            "seen": seen.on_conflict_do_update(index_elements=["id"], set_={
+                "last_seen": seen.excluded.last_seen,
+                "last_seq": case((agents.c.last_seq < seen.excluded.last_seq,
+                                  seen.excluded.last_seq), else_=agents.c.last_seq)}),
+            "beat": beat.on_conflict_do_update(index_elements=["id"], set_={
+                name: beat.excluded[name] for name in HEARTBEAT_COLUMNS + ("last_seen",)}),
+            "known_seqs": select(events.c.seq).where(events.c.agent_id == bindparam("agent"))
+            .where(events.c.seq.between(bindparam("low"), bindparam("high"))),
+            "add_events": self._insert(events).on_conflict_do_nothing(
+                index_elements=["agent_id", "seq"]),
+        }
 
     def heartbeat(self, agent_id: str, beat: dict[str, Any]) -> dt.datetime:
         """Record a heartbeat (``beat``: sent_at, interval_s, version, status, ...).
@@ -395,14 +418,12 @@ class HubStore:
         received = now()
         seqs = [e["seq"] for e in batch]
         with self._write() as conn:
-            known = set(conn.execute(select(events.c.seq).where(events.c.agent_id == agent_id)
-                                     .where(events.c.seq.between(min(seqs), max(seqs))))
-                        .scalars())
+            known = set(conn.execute(self._statements["known_seqs"], {
+                "agent": agent_id, "low": min(seqs), "high": max(seqs)}).scalars())
             fresh = [{"agent_id": agent_id, "received_at": received, **e, "at": aware(e["at"])}
                      for e in sorted(batch, key=lambda e: e["seq"]) if e["seq"] not in known]
             if fresh:  # ON CONFLICT: a concurrent repeat of the same push is no error either
-                conn.execute(self._insert(events).on_conflict_do_nothing(
-                    index_elements=["agent_id", "seq"]), fresh)
+                conn.execute(self._statements["add_events"], fresh)
             self._seen(conn, agent_id, received, top_seq=max(seqs))
         return len(fresh), len(batch) - len(fresh)
 
