@@ -510,7 +510,8 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     @app.get("/stats/{name}", tags=["statistics"])
     def stats_table(request: Request, name: Literal[stats.TABLES],  # type: ignore[valid-type]
                     _token: Reader, since: dt.datetime | None = None) -> Response:
-        """day (x agent), user, destination or errors: records (see autotx_lib.hub.stats)."""
+        """day (x agent), user, destination, runs (pipeline runs per day x agent x
+        workflow) or errors: records (see autotx_lib.hub.stats)."""
         frame = stats.table(store, name, since)
         records = json.loads(frame.to_json(orient="records", date_format="iso"))
         return respond(request, records)

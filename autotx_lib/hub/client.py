@@ -18,7 +18,7 @@ from autotx_lib.errors import HubError
 if TYPE_CHECKING:
     import pandas as pd
 
-STATS_TABLES = ("day", "user", "destination", "errors")
+STATS_TABLES = ("day", "user", "destination", "runs", "errors")
 
 
 class HubClient:
@@ -148,9 +148,10 @@ class HubClient:
 
     def stats(self, name: str | None = None, *,
               since: dt.datetime | None = None) -> pd.DataFrame | dict[str, pd.DataFrame]:
-        """Statistics tables: "day" (x agent), "user", "destination", "errors".
+        """Statistics tables: "day" (x agent), "user", "destination", "runs" (pipeline
+        runs per day x agent x workflow), "errors".
 
-        Without ``name``: a dict of all four DataFrames.
+        Without ``name``: a dict of all five DataFrames.
         """
         import pandas as pd
 

@@ -501,6 +501,16 @@ class HubStore:
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 
+    def run_rows(self, since: dt.datetime | None = None) -> list[Row]:
+        """(agent_id, workflow, status, created_at, duration_s) of every pipeline run
+        created since ``since`` (for statistics)."""
+        query = select(runs.c.agent_id, runs.c.workflow, runs.c.status, runs.c.created_at,
+                       runs.c.duration_s)
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
     def error_counts(self, since: dt.datetime | None = None) -> list[Row]:
         """(kind, count, agents, last) of error and warning events since ``since``."""
         query = (select(events.c.kind, events.c.level, func.count().label("count"),
