@@ -108,16 +108,26 @@ class Reporter:
             raise HubError("the configuration has no [hub] url")
         self.config, self.journal = config, journal
         self.agent_id = config.hub.agent_id or config.host_alias
-        self.client = HubClient(config.hub.url, token or read_token(config),
-                                timeout=config.hub.timeout_seconds,
-                                verify=str(config.hub.ca_file) if config.hub.ca_file else True)
+        self._token = token or read_token(config)  # a missing token: an error right here
+        self._client: HubClient | None = None
         self._base = f"/agents/{self.agent_id}"
         self._outage = False
         self._deferred = 0  # rounds in a row that pushed only the heartbeat (a copy ran)
 
+    @property
+    def client(self) -> HubClient:
+        """The HTTP client, made at first use: in the reporter's thread, not in the agent's
+        (a TLS client loads the system's certificates, tens to hundreds of ms)."""
+        if self._client is None:
+            hub = self.config.hub
+            self._client = HubClient(hub.url, self._token, timeout=hub.timeout_seconds,
+                                     verify=str(hub.ca_file) if hub.ca_file else True)
+        return self._client
+
     def close(self) -> None:
         """Close the connections to the hub."""
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
     # --- one round ---------------------------------------------------------------------
 

@@ -190,9 +190,6 @@ audit = Table(
     Column("result", Text),
 )
 
-#: Seconds a verified token is remembered: the bound on how long a token revoked from
-#: another process (the CLI) keeps working at a running hub.
-TOKEN_CACHE_SECONDS = 5.0
 _CACHED_TOKENS = 10_000  # more distinct valid tokens than this: the cache starts afresh
 
 #: The agents' columns a heartbeat sets.
@@ -234,7 +231,9 @@ class HubStore:
     token_cache_seconds : float
         How long a verified token is remembered (by its hash) before the database is asked
         again. A token revoked through this store stops working at once; one revoked from
-        another process (``autotx hub token revoke``) within this many seconds. 0: no cache.
+        another process (``autotx hub token revoke``) within this many seconds. Default 0
+        (no cache); the hub's app uses ``HubSettings.token_cache_seconds``
+        (:data:`autotx_lib.hub.auth.TOKEN_CACHE_SECONDS`).
 
     Examples
     --------
@@ -245,7 +244,7 @@ class HubStore:
     """
 
     def __init__(self, url: str, *, create: bool = True,
-                 token_cache_seconds: float = TOKEN_CACHE_SECONDS):
+                 token_cache_seconds: float = 0.0):
         self.url = url
         self.token_cache_seconds = token_cache_seconds
         # token hash -> (its row, monotonic time to ask the database again)
@@ -721,5 +720,4 @@ def as_dict(row: Row, drop: Iterable[str] = ()) -> dict[str, Any]:
 
 __all__ = ["HubStore", "metadata", "tokens", "agents", "events", "datasets", "runs",
            "sessions", "commands",
-           "audit", "COMMAND_ACTIONS", "COMMAND_STATES", "TOKEN_CACHE_SECONDS", "now", "aware",
-           "as_dict"]
+           "audit", "COMMAND_ACTIONS", "COMMAND_STATES", "now", "aware", "as_dict"]
