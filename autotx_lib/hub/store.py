@@ -31,7 +31,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    bindparam,
     case,
     create_engine,
     event,
@@ -375,10 +374,8 @@ class HubStore:
                                   seen.excluded.last_seq), else_=agents.c.last_seq)}),
             "beat": beat.on_conflict_do_update(index_elements=["id"], set_={
                 name: beat.excluded[name] for name in HEARTBEAT_COLUMNS + ("last_seen",)}),
-            "known_seqs": select(events.c.seq).where(events.c.agent_id == bindparam("agent"))
-            .where(events.c.seq.between(bindparam("low"), bindparam("high"))),
             "add_events": self._insert(events).on_conflict_do_nothing(
-                index_elements=["agent_id", "seq"]),
+                index_elements=["agent_id", "seq"]).returning(events.c.seq),
         }
 
     def heartbeat(self, agent_id: str, beat: dict[str, Any]) -> dt.datetime:
@@ -416,15 +413,14 @@ class HubStore:
             return 0, 0
         received = now()
         seqs = [e["seq"] for e in batch]
+        rows = [{"agent_id": agent_id, "received_at": received, **e, "at": aware(e["at"])}
+                for e in sorted(batch, key=lambda e: e["seq"])]
         with self._write() as conn:
-            known = set(conn.execute(self._statements["known_seqs"], {
-                "agent": agent_id, "low": min(seqs), "high": max(seqs)}).scalars())
-            fresh = [{"agent_id": agent_id, "received_at": received, **e, "at": aware(e["at"])}
-                     for e in sorted(batch, key=lambda e: e["seq"]) if e["seq"] not in known]
-            if fresh:  # ON CONFLICT: a concurrent repeat of the same push is no error either
-                conn.execute(self._statements["add_events"], fresh)
+            # one statement: ON CONFLICT skips the events stored before (a repeated push,
+            # even a concurrent one), RETURNING says which ones are new
+            new = len(conn.execute(self._statements["add_events"], rows).all())
             self._seen(conn, agent_id, received, top_seq=max(seqs))
-        return len(fresh), len(batch) - len(fresh)
+        return new, len(batch) - new
 
     def events(self, *, agent_id: str | None = None, kind: str | None = None,
                level: str | None = None, dataset_id: int | None = None,
