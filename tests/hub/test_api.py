@@ -258,6 +258,11 @@ def test_push_and_read_on_each_database(database, tmp_path):
             "sent_at": NOW.isoformat(), "interval_s": 5, "status": {"agent_state": "idle"}})
         assert viewer.agents().loc["test-pc", "last_seq"] == 300
         assert len(viewer.events(agent="test-pc", limit=1000)) == 300
+        first = viewer.request("GET", "/events", params={"limit": 1})["items"][0]
+        assert (first["seq"], first["message"]) == (1, "event 1")
+        # times in the hub's answers are UTC with their zone, whatever the database gives
+        assert dt.datetime.fromisoformat(first["at"]) == NOW
+        assert first["received_at"].endswith("+00:00") and first["at"].endswith("+00:00")
         assert viewer.stats("user")["failures"].tolist() == [0, 1]
         command = hub.client(hub.operator).command("test-pc", "resume", expires_in_s=60)
         assert agent.request("GET", "/agents/test-pc/commands")[0]["id"] == command["id"]
