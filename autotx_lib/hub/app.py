@@ -16,6 +16,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import hashlib
 import json
 from typing import Annotated, Any, Literal
@@ -34,7 +35,7 @@ from autotx_lib import __version__
 from autotx_lib.errors import HubError
 from autotx_lib.hub import auth, stats
 from autotx_lib.hub.settings import HubSettings, bind_problem
-from autotx_lib.hub.store import COMMAND_ACTIONS, HubStore, as_dict, now
+from autotx_lib.hub.store import COMMAND_ACTIONS, HubStore, as_dict, aware, now
 
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 DOCS_ASSETS = "/docs-assets"  # where the docs pages' scripts and styles are served
@@ -217,9 +218,18 @@ def _json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+def _encode(data: Any) -> bytes:
+    """Compact JSON, times as ISO 8601 text (orjson when installed: several times faster)."""
+    try:
+        import orjson
+    except ImportError:
+        return json.dumps(data, default=_json, separators=(",", ":")).encode()
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)
+
+
 def respond(request: Request, data: Any) -> Response:
     """JSON with an ETag; 304 when the client already has this exact answer."""
-    body = json.dumps(data, default=_json, separators=(",", ":")).encode()
+    body = _encode(data)
     tag = '"' + hashlib.sha1(body, usedforsecurity=False).hexdigest() + '"'
     if request.headers.get("if-none-match") == tag:
         return Response(status_code=304, headers={"ETag": tag})
@@ -261,7 +271,10 @@ async def principal(request: Request, credentials: Annotated[HTTPAuthorizationCr
         raise HTTPException(401, "no token: send 'Authorization: Bearer TOKEN' (ask the "
                             "hub's admin for one: autotx hub token add)",
                             headers={"WWW-Authenticate": "Bearer"})
-    token = await request.app.state.db.token_for(credentials.credentials)
+    # a token verified in the last few seconds needs no database round trip (nor, on
+    # PostgreSQL, a hop to the thread pool): see HubSettings.token_cache_seconds
+    token = request.app.state.store.cached_token(credentials.credentials) or \
+        await request.app.state.db.token_for(credentials.credentials)
     if token is None:
         raise HTTPException(401, "unknown or revoked token; ask the hub's admin for a "
                             "new one", headers={"WWW-Authenticate": "Bearer"})
@@ -309,7 +322,8 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
     store : HubStore, optional
         Defaults to ``HubStore(settings.database)`` (tables created if missing).
     """
-    store = store or HubStore(settings.database)
+    store = store or HubStore(settings.database,
+                              token_cache_seconds=settings.token_cache_seconds)
     # the API docs (/docs) load Swagger UI from the hub itself, not from a CDN: a facility
     # network may have no internet. No /redoc: ReDoc fetches its logo from its CDN.
     app = FastAPIOffline(title="autotx hub", version=__version__, static_url=DOCS_ASSETS,
@@ -490,13 +504,14 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
                     limit: Limit = 100) -> Response:
         """Events oldest first (one agent: in its own order); poll with ``after=next_after``."""
         rows = await db.events(agent_id=agent, kind=kind, level=level, after=after, limit=limit)
-        return respond(request, {"items": [as_dict(r) for r in rows],
+        return respond(request, {"items": [_event(r) for r in rows],
                                  "next_after": max((r.id for r in rows), default=after)})
 
     @app.get("/stats/{name}", tags=["statistics"])
     def stats_table(request: Request, name: Literal[stats.TABLES],  # type: ignore[valid-type]
                     _token: Reader, since: dt.datetime | None = None) -> Response:
-        """day (x agent), user, destination or errors: records (see autotx_lib.hub.stats)."""
+        """day (x agent), user, destination, runs (pipeline runs per day x agent x
+        workflow) or errors: records (see autotx_lib.hub.stats)."""
         frame = stats.table(store, name, since)
         records = json.loads(frame.to_json(orient="records", date_format="iso"))
         return respond(request, records)
@@ -568,10 +583,19 @@ def serve(settings: HubSettings, *, insecure: bool = False) -> None:
     problem = bind_problem(settings, insecure)
     if problem:
         raise HubError(problem)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-                ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-                log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        log_level="warning", access_log=False)  # uvloop and httptools when installed
+    config.load()
+    # Everything loaded so far (FastAPI, pydantic, SQLAlchemy: ~100,000 objects) lives as
+    # long as the hub. Freezing it keeps the collector's full passes, which would walk it
+    # all (100-300 ms on a busy machine, with the event loop stopped), to the
+    # requests' own objects.
+    gc.collect()
+    gc.freeze()
+    uvicorn.Server(config).run()
 
 
 def init_hub(settings: HubSettings, name: str = "admin") -> str:
@@ -592,6 +616,13 @@ def init_hub(settings: HubSettings, name: str = "admin") -> str:
         return token
     finally:
         store.close()
+
+
+def _event(row: Row) -> dict:
+    """An event row as a dict (``as_dict``, less general: dashboards poll for up to 1,000)."""
+    data = row._asdict()
+    data["at"], data["received_at"] = aware(row.at), aware(row.received_at)
+    return data
 
 
 def _command(row: Row) -> dict:

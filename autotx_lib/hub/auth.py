@@ -15,6 +15,9 @@ ROLES = ("agent", "viewer", "operator", "admin")
 #: Roles allowed to read the facility (agents only read their own commands).
 READERS = ("viewer", "operator", "admin")
 OPERATORS = ("operator", "admin")
+#: Seconds a running hub remembers a verified token (``HubSettings.token_cache_seconds``):
+#: the bound on how long a token revoked from another process (the CLI) still works there.
+TOKEN_CACHE_SECONDS = 5.0
 
 
 def new_token() -> str:
@@ -39,4 +42,5 @@ def check_role(role: str) -> str:
     return role
 
 
-__all__ = ["ROLES", "READERS", "OPERATORS", "new_token", "hash_token", "matches", "check_role"]
+__all__ = ["ROLES", "READERS", "OPERATORS", "TOKEN_CACHE_SECONDS", "new_token", "hash_token",
+           "matches", "check_role"]

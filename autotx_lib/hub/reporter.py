@@ -18,6 +18,10 @@ Every ``[hub] interval_seconds`` it
 5. fetches its open commands, runs them (suspend, resume, set_bandwidth, requeue) and
    acknowledges each with its result.
 
+While a dataset is being copied, steps 2 to 4 run every :data:`COPYING_PUSH_EVERY`
+rounds only (the heartbeat carries the copy's progress; each push costs the copying agent
+CPU and journal writes); when the agent stops, one last round pushes everything.
+
 The agent never waits for any of this: a hub that is down, slow or unreachable only delays
 the reports, which all arrive when it is back. A batch the hub refuses as malformed (4xx)
 is split down to the single offending items, whose ids are kept in the journal setting
@@ -52,6 +56,9 @@ RUN_CURSOR_KEY = "hub_run_cursor"
 SESSION_CURSOR_KEY = "hub_session_cursor"  # the same for instrument sessions
 COMMAND_KEY = "hub_last_command"  # {"id", "ok", "result"} of the last command carried out
 BATCH = 500
+#: While a copy runs, the journal's records go to the hub every this many rounds (the
+#: heartbeat, with the copy's progress, and the commands every round).
+COPYING_PUSH_EVERY = 4
 LISTED = 50  # queue and waiting entries sent in a heartbeat (the totals are sent too)
 # Rows updated in another transaction may commit a little after a later timestamp:
 # each pass looks this far back again (upserts make a second push harmless).
@@ -101,20 +108,41 @@ class Reporter:
             raise HubError("the configuration has no [hub] url")
         self.config, self.journal = config, journal
         self.agent_id = config.hub.agent_id or config.host_alias
-        self.client = HubClient(config.hub.url, token or read_token(config),
-                                timeout=config.hub.timeout_seconds,
-                                verify=str(config.hub.ca_file) if config.hub.ca_file else True)
+        self._token = token or read_token(config)  # a missing token: an error right here
+        self._client: HubClient | None = None
         self._base = f"/agents/{self.agent_id}"
         self._outage = False
+        self._deferred = 0  # rounds in a row that pushed only the heartbeat (a copy ran)
+
+    @property
+    def client(self) -> HubClient:
+        """The HTTP client, made at first use: in the reporter's thread, not in the agent's
+        (a TLS client loads the system's certificates, tens to hundreds of ms)."""
+        if self._client is None:
+            hub = self.config.hub
+            self._client = HubClient(hub.url, self._token, timeout=hub.timeout_seconds,
+                                     verify=str(hub.ca_file) if hub.ca_file else True)
+        return self._client
 
     def close(self) -> None:
         """Close the connections to the hub."""
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
     # --- one round ---------------------------------------------------------------------
 
-    def report_once(self) -> dict[str, int]:
-        """Heartbeat, events, datasets, commands; returns how many of each went through.
+    def report_once(self, *, defer_while_copying: bool = False) -> dict[str, int]:
+        """Heartbeat, events, datasets, runs, sessions, commands; returns how many of each
+        went through.
+
+        Parameters
+        ----------
+        defer_while_copying : bool
+            While a dataset is being copied, send only the heartbeat (with the copy's
+            progress) and take the commands; push the journal's records every
+            :data:`COPYING_PUSH_EVERY` rounds only (what the loop of :meth:`run` does:
+            each round costs the agent CPU and journal writes, and the heartbeat already
+            shows what the copy does).
 
         Raises
         ------
@@ -122,7 +150,12 @@ class Reporter:
             The hub cannot be reached or refused the token (nothing is lost: the next
             round sends it all).
         """
-        self.heartbeat()
+        copying = self.heartbeat()
+        if defer_while_copying and copying and self._deferred < COPYING_PUSH_EVERY - 1:
+            self._deferred += 1
+            return {"events": 0, "datasets": 0, "runs": 0, "sessions": 0,
+                    "commands": self.run_commands()}
+        self._deferred = 0
         return {"events": self.push_events(), "datasets": self.push_datasets(),
                 "runs": self.push_runs(), "sessions": self.push_sessions(),
                 "commands": self.run_commands()}
@@ -133,7 +166,7 @@ class Reporter:
         while True:
             last = stop.is_set()
             try:
-                self.report_once()
+                self.report_once(defer_while_copying=not last)
                 if self._outage:
                     log.warning("the hub at %s answers again", self.config.hub.url)
                 self._outage = False
@@ -150,11 +183,18 @@ class Reporter:
 
     # --- heartbeat ---------------------------------------------------------------------
 
-    def heartbeat(self) -> None:
-        """Send the status snapshot and the free space of each destination."""
+    def heartbeat(self) -> bool:
+        """Send the status snapshot and the free space of each destination; returns
+        whether a dataset is being copied.
+
+        The snapshot is the agent's state, its current dataset and queue (what the hub
+        shows); no events (pushed on their own) and nothing from the old ``jobs`` table
+        (pipeline runs, OMERO import included, are pushed from the pipelines engine's).
+        """
         from autotx_lib.transfer.status import status
 
-        snapshot = status(self.journal, history=1, events=0, jobs=5).to_dict()
+        # history=1: status() reads the three newest datasets for it (0 would read them all)
+        snapshot = status(self.journal, history=1, events=0, jobs=0).to_dict()
         for key in ("queue", "waiting"):
             snapshot[f"{key}_total"] = len(snapshot[key])
             snapshot[key] = snapshot[key][:LISTED]
@@ -163,6 +203,7 @@ class Reporter:
             "sent_at": dt.datetime.now(dt.UTC).isoformat(),
             "interval_s": self.config.hub.interval_seconds, "version": __version__,
             "status": snapshot, "free_space": self._free_space()})
+        return snapshot["current"] is not None
 
     def _instrument_session(self) -> dict[str, Any] | None:
         """The instrument's open session (who is at the microscope), if any."""
@@ -422,6 +463,6 @@ def start_reporter(config: Config, journal: Journal,
     return thread
 
 
-__all__ = ["Reporter", "start_reporter", "read_token", "EVENT_CURSOR_KEY",
+__all__ = ["Reporter", "start_reporter", "read_token", "COPYING_PUSH_EVERY", "EVENT_CURSOR_KEY",
            "DATASET_CURSOR_KEY", "RUN_CURSOR_KEY", "SESSION_CURSOR_KEY", "REJECTED_KEY",
            "COMMAND_KEY"]

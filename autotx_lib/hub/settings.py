@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from autotx_lib.errors import ConfigError, ConfigProblem
+from autotx_lib.hub.auth import TOKEN_CACHE_SECONDS
 
 
 class HubSettings(BaseModel):
@@ -41,6 +42,10 @@ class HubSettings(BaseModel):
                                        "of its heartbeat intervals is shown as lost.")
     command_ttl_seconds: float = Field(7 * 86400, gt=0, description="A command an agent has "
                                        "not picked up by then expires (default: a week).")
+    token_cache_seconds: float = Field(TOKEN_CACHE_SECONDS, ge=0, description="A verified token is "
+                                       "remembered this long: a token revoked with `autotx "
+                                       "hub token revoke` stops working within this time "
+                                       "(at once when revoked through the API). 0: no cache.")
 
     @field_validator("database")
     @classmethod

@@ -1,8 +1,10 @@
-"""Facility statistics from the hub's datasets and events, as pandas DataFrames.
+"""Facility statistics from the hub's datasets, pipeline runs and events, as pandas
+DataFrames.
 
 Like the ESRF workflow tables: per day x instrument, per user, per destination (datasets,
-bytes, files, failures, median copy rate, median time from ready to delivered), and error
-statistics per kind of event.
+bytes, files, failures, median copy rate, median time from ready to delivered); pipeline
+runs per day x instrument x workflow (runs, finished, failures, still open, median and
+total duration); and error statistics per kind of event.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from autotx_lib.hub.store import HubStore, aware
 if TYPE_CHECKING:
     import pandas as pd
 
-TABLES = ("day", "user", "destination", "errors")
+TABLES = ("day", "user", "destination", "runs", "errors")
 _GROUPS = {"day": ["day", "agent_id"], "user": ["user"], "destination": ["destination"]}
 _COLUMNS = ["datasets", "bytes", "files", "failures", "median_rate_mb_s",
             "median_ready_to_delivered_s"]
@@ -65,6 +67,38 @@ def dataset_table(store: HubStore, by: str, since: dt.datetime | None = None) ->
                              ignore_index=True)
 
 
+_RUN_COLUMNS = ["day", "agent_id", "workflow", "runs", "finished", "failures", "open",
+                "median_duration_s", "total_duration_s"]
+_RUN_FAILED = ("error", "timeout")  # pipeline run statuses counted as failures
+_RUN_OPEN = ("created", "started")
+
+
+def run_table(store: HubStore, since: dt.datetime | None = None) -> pd.DataFrame:
+    """Pipeline runs per day (created, UTC) x agent x workflow, newest day first.
+
+    ``runs``: all; ``finished``, ``failures`` (error or timeout), ``open`` (created or
+    started): by status; durations over the runs that have one (ended attempts).
+    """
+    import pandas as pd
+
+    rows = [row._mapping for row in store.run_rows(since)]
+    frame = pd.DataFrame(rows, columns=["agent_id", "workflow", "status", "created_at",
+                                        "duration_s"])
+    if frame.empty:
+        return pd.DataFrame(columns=_RUN_COLUMNS)
+    created = pd.to_datetime([aware(v) for v in frame["created_at"]], utc=True)
+    frame["day"] = created.strftime("%Y-%m-%d")
+    frame["finished"] = frame["status"] == "finished"
+    frame["failed"] = frame["status"].isin(_RUN_FAILED)
+    frame["open"] = frame["status"].isin(_RUN_OPEN)
+    table = frame.groupby(["day", "agent_id", "workflow"]).agg(
+        runs=("status", "size"), finished=("finished", "sum"), failures=("failed", "sum"),
+        open=("open", "sum"), median_duration_s=("duration_s", "median"),
+        total_duration_s=("duration_s", "sum")).reset_index()
+    return table.sort_values(["day", "agent_id", "workflow"], ascending=[False, True, True],
+                             ignore_index=True)[_RUN_COLUMNS]
+
+
 def error_table(store: HubStore, since: dt.datetime | None = None) -> pd.DataFrame:
     """Warnings and errors per kind of event: count, how many agents, last seen."""
     import pandas as pd
@@ -75,7 +109,11 @@ def error_table(store: HubStore, since: dt.datetime | None = None) -> pd.DataFra
 
 def table(store: HubStore, name: str, since: dt.datetime | None = None) -> pd.DataFrame:
     """One of :data:`TABLES` as a DataFrame."""
-    return error_table(store, since) if name == "errors" else dataset_table(store, name, since)
+    if name == "errors":
+        return error_table(store, since)
+    if name == "runs":
+        return run_table(store, since)
+    return dataset_table(store, name, since)
 
 
-__all__ = ["TABLES", "dataset_table", "error_table", "table"]
+__all__ = ["TABLES", "dataset_table", "run_table", "error_table", "table"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
@@ -188,6 +189,11 @@ audit = Table(
     Column("result", Text),
 )
 
+_CACHED_TOKENS = 10_000  # more distinct valid tokens than this: the cache starts afresh
+
+#: The agents' columns a heartbeat sets.
+HEARTBEAT_COLUMNS = ("agent_time", "interval_s", "clock_offset_s", "state", "detail",
+                     "version", "heartbeat")
 DATASET_FIELDS = [c.name for c in datasets.columns if c.name not in ("agent_id", "received_at")]
 
 
@@ -221,6 +227,12 @@ class HubStore:
         ``postgresql+psycopg://hub@db/autotx_hub``).
     create : bool
         Create the tables, or upgrade them to this code's schema (migrations).
+    token_cache_seconds : float
+        How long a verified token is remembered (by its hash) before the database is asked
+        again. A token revoked through this store stops working at once; one revoked from
+        another process (``autotx hub token revoke``) within this many seconds. Default 0
+        (no cache); the hub's app uses ``HubSettings.token_cache_seconds``
+        (:data:`autotx_lib.hub.auth.TOKEN_CACHE_SECONDS`).
 
     Examples
     --------
@@ -230,8 +242,12 @@ class HubStore:
     'viewer'
     """
 
-    def __init__(self, url: str, *, create: bool = True):
+    def __init__(self, url: str, *, create: bool = True,
+                 token_cache_seconds: float = 0.0):
         self.url = url
+        self.token_cache_seconds = token_cache_seconds
+        # token hash -> (its row, monotonic time to ask the database again)
+        self._verified: dict[str, tuple[Row, float]] = {}
         if url.startswith("sqlite"):
             from sqlalchemy.pool import StaticPool
 
@@ -245,6 +261,7 @@ class HubStore:
         # SQLite has one writer: writers queue on this lock instead of SQLite's busy
         # handler, whose growing sleeps turn 50 concurrent pushes into seconds of latency
         self._writing = threading.Lock() if url.startswith("sqlite") else nullcontext()
+        self._statements = self._prepare()
         if create:
             from autotx_lib.hub import migrate
 
@@ -298,31 +315,68 @@ class HubStore:
         with self._write() as conn:
             done = conn.execute(update(tokens).where(tokens.c.name == name)
                                 .where(tokens.c.revoked_at.is_(None)).values(revoked_at=now()))
+        self._verified.clear()  # revoked here: no request gets through on a cached answer
         return done.rowcount > 0
 
+    def cached_token(self, secret: str) -> Row | None:
+        """The token row for ``secret`` if it was verified less than
+        ``token_cache_seconds`` ago, else None (then ask :meth:`token_for`)."""
+        hit = self._verified.get(auth.hash_token(secret))  # keyed by the hash: no timing leak
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
     def token_for(self, secret: str) -> Row | None:
-        """The valid (not revoked) token row matching ``secret``, or None."""
+        """The valid (not revoked) token row matching ``secret``, or None.
+
+        A valid token is remembered for ``token_cache_seconds`` (see :meth:`cached_token`);
+        unknown and revoked ones are never remembered.
+        """
+        cached = self.cached_token(secret)
+        if cached is not None:
+            return cached
         digest = auth.hash_token(secret)
         with self.engine.connect() as conn:
             row = conn.execute(select(tokens).where(tokens.c.hash == digest)).first()
         if row is None or row.revoked_at is not None or not auth.matches(secret, row.hash):
+            self._verified.pop(digest, None)
             return None
+        if self.token_cache_seconds > 0:
+            if len(self._verified) >= _CACHED_TOKENS:
+                self._verified.clear()
+            self._verified[digest] = (row, time.monotonic() + self.token_cache_seconds)
         return row
 
     # --- agents -----------------------------------------------------------------------
 
     def _seen(self, conn, agent_id: str, received: dt.datetime, top_seq: int | None = None,
               **values: Any) -> None:
-        """Create or update an agent's row: seen now (hub clock), with ``values``, and its
-        highest event sequence number raised to ``top_seq``."""
-        first = {"id": agent_id, "first_seen": received, "last_seen": received,
-                 "last_seq": top_seq or 0}
-        updates = {"last_seen": received, **values}
-        if top_seq is not None:
-            updates["last_seq"] = case((agents.c.last_seq < top_seq, top_seq),
-                                       else_=agents.c.last_seq)
-        statement = self._insert(agents).values(**first, **values)
-        conn.execute(statement.on_conflict_do_update(index_elements=["id"], set_=updates))
+        """Create or update an agent's row: seen now (hub clock), with ``values`` (the
+        heartbeat's columns), and its highest event sequence number raised to ``top_seq``."""
+        if values:
+            conn.execute(self._statements["beat"], {"id": agent_id, "first_seen": received,
+                                                   "last_seen": received, "last_seq": 0,
+                                                   **values})
+        else:
+            conn.execute(self._statements["seen"], {"id": agent_id, "first_seen": received,
+                                                   "last_seen": received,
+                                                   "last_seq": top_seq or 0})
+
+    def _prepare(self) -> dict[str, Any]:
+        """The statements of the frequent pushes, built once (building and caching a
+        statement per request was a good part of the hub's CPU per push)."""
+        seen = self._insert(agents)
+        beat = self._insert(agents)
+        return {
+            "seen": seen.on_conflict_do_update(index_elements=["id"], set_={
+                "last_seen": seen.excluded.last_seen,
+                "last_seq": case((agents.c.last_seq < seen.excluded.last_seq,
+                                  seen.excluded.last_seq), else_=agents.c.last_seq)}),
+            "beat": beat.on_conflict_do_update(index_elements=["id"], set_={
+                name: beat.excluded[name] for name in HEARTBEAT_COLUMNS + ("last_seen",)}),
+            "add_events": self._insert(events).on_conflict_do_nothing(
+                index_elements=["agent_id", "seq"]).returning(events.c.seq),
+        }
 
     def heartbeat(self, agent_id: str, beat: dict[str, Any]) -> dt.datetime:
         """Record a heartbeat (``beat``: sent_at, interval_s, version, status, ...).
@@ -359,17 +413,14 @@ class HubStore:
             return 0, 0
         received = now()
         seqs = [e["seq"] for e in batch]
+        rows = [{"agent_id": agent_id, "received_at": received, **e, "at": aware(e["at"])}
+                for e in sorted(batch, key=lambda e: e["seq"])]
         with self._write() as conn:
-            known = set(conn.execute(select(events.c.seq).where(events.c.agent_id == agent_id)
-                                     .where(events.c.seq.between(min(seqs), max(seqs))))
-                        .scalars())
-            fresh = [{"agent_id": agent_id, "received_at": received, **e, "at": aware(e["at"])}
-                     for e in sorted(batch, key=lambda e: e["seq"]) if e["seq"] not in known]
-            if fresh:  # ON CONFLICT: a concurrent repeat of the same push is no error either
-                conn.execute(self._insert(events).on_conflict_do_nothing(
-                    index_elements=["agent_id", "seq"]), fresh)
+            # one statement: ON CONFLICT skips the events stored before (a repeated push,
+            # even a concurrent one), RETURNING says which ones are new
+            new = len(conn.execute(self._statements["add_events"], rows).all())
             self._seen(conn, agent_id, received, top_seq=max(seqs))
-        return len(fresh), len(batch) - len(fresh)
+        return new, len(batch) - new
 
     def events(self, *, agent_id: str | None = None, kind: str | None = None,
                level: str | None = None, dataset_id: int | None = None,
@@ -442,6 +493,16 @@ class HubStore:
         query = select(datasets)
         if since is not None:
             query = query.where(datasets.c.created_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def run_rows(self, since: dt.datetime | None = None) -> list[Row]:
+        """(agent_id, workflow, status, created_at, duration_s) of every pipeline run
+        created since ``since`` (for statistics)."""
+        query = select(runs.c.agent_id, runs.c.workflow, runs.c.status, runs.c.created_at,
+                       runs.c.duration_s)
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
         with self.engine.connect() as conn:
             return list(conn.execute(query))
 

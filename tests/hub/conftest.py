@@ -52,7 +52,8 @@ class ThreadHub:
 
     def __init__(self, settings: HubSettings, start: bool = True):
         self.settings = settings
-        self.store = HubStore(settings.database)
+        self.store = HubStore(settings.database,
+                              token_cache_seconds=settings.token_cache_seconds)
         self.admin = self.store.add_token("admin", "admin")
         self.viewer = self.store.add_token("viewer", "viewer")
         self.operator = self.store.add_token("operator", "operator")

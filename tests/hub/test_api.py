@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 
 import httpx
 import pytest
 
 from autotx_lib.errors import HubError
 from autotx_lib.hub.settings import HubSettings
+from autotx_lib.hub.store import HubStore
 
-from .conftest import ThreadHub
+from .conftest import ThreadHub, wait_for
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -74,6 +76,28 @@ def test_a_revoked_token_gets_401(hub):
     assert answer.status_code == 401 and "revoked" in answer.json()["error"]["message"]
     # tokens are stored hashed: the database never holds the token itself
     assert all(hub.agent not in str(tuple(row)) for row in hub.store.tokens())
+
+
+def test_a_token_revoked_by_another_process_stops_working_within_the_cache_time(tmp_path):
+    """The hub remembers verified tokens (no database look-up per request); a revocation
+    from the CLI (another process, another store) takes effect within token_cache_seconds."""
+    database = f"sqlite:///{tmp_path / 'hub.sqlite'}"
+    hub = ThreadHub(HubSettings(database=database, token_cache_seconds=1.0))
+    cli = HubStore(database)  # what `autotx hub token revoke` opens
+    try:
+        assert get(hub, "/agents", hub.viewer).status_code == 200  # verified: now cached
+        assert cli.revoke_token("viewer")
+        revoked_at = time.monotonic()
+        wait_for(lambda: get(hub, "/agents", hub.viewer).status_code == 401, timeout=10,
+                 what="the revoked token to get 401")
+        assert time.monotonic() - revoked_at <= 1.0 + 1.5  # the cache time, plus requests
+        # revoked through the hub's own store (the API, the test's store): at once
+        assert get(hub, "/agents", hub.admin).status_code == 200
+        assert hub.store.revoke_token("admin")
+        assert get(hub, "/agents", hub.admin).status_code == 401
+    finally:
+        cli.close()
+        hub.stop()
 
 
 def test_malformed_and_oversized_pushes_get_a_clear_4xx(tmp_path):
@@ -234,6 +258,11 @@ def test_push_and_read_on_each_database(database, tmp_path):
             "sent_at": NOW.isoformat(), "interval_s": 5, "status": {"agent_state": "idle"}})
         assert viewer.agents().loc["test-pc", "last_seq"] == 300
         assert len(viewer.events(agent="test-pc", limit=1000)) == 300
+        first = viewer.request("GET", "/events", params={"limit": 1})["items"][0]
+        assert (first["seq"], first["message"]) == (1, "event 1")
+        # times in the hub's answers are UTC with their zone, whatever the database gives
+        assert dt.datetime.fromisoformat(first["at"]) == NOW
+        assert first["received_at"].endswith("+00:00") and first["at"].endswith("+00:00")
         assert viewer.stats("user")["failures"].tolist() == [0, 1]
         command = hub.client(hub.operator).command("test-pc", "resume", expires_in_s=60)
         assert agent.request("GET", "/agents/test-pc/commands")[0]["id"] == command["id"]

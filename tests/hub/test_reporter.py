@@ -17,6 +17,7 @@ from autotx_lib.hub import store as S
 from autotx_lib.hub.client import HubClient
 from autotx_lib.hub.reporter import (
     COMMAND_KEY,
+    COPYING_PUSH_EVERY,
     EVENT_CURSOR_KEY,
     REJECTED_KEY,
     Reporter,
@@ -294,3 +295,45 @@ def test_the_agent_reports_by_itself(facility, hub, tmp_path):
     assert agent.run(once=True).ok
     assert hub_events(hub.store) == journal_events(agent.journal)
     assert set(hub_states(hub.store).values()) == {"done"}
+
+
+def copying_dataset(journal: Journal) -> int:
+    """A dataset the journal shows being copied (as the agent leaves it mid-copy)."""
+    dataset = journal.add_dataset(user="alice", name="big", stamp="20261201-120000",
+                                  state=J.COPYING, incoming_path="/x", processing_path="/y",
+                                  algorithm="xxh128", total_files=4, total_bytes=4_000_000)
+    journal.set_progress(dataset, copied_bytes=1_000_000, copied_files=1)
+    return dataset
+
+
+def test_while_a_copy_runs_only_the_heartbeat_goes_every_round(facility, hub, tmp_path):
+    """Reporting stays cheap for a copying agent: the heartbeat (with the copy's progress)
+    every round, the journal's records every COPYING_PUSH_EVERY rounds; none lost."""
+    link(facility, hub.url, hub.agent, tmp_path)
+    journal = Journal(facility.journal_url)
+    reporter = Reporter(facility, journal)
+    copying_dataset(journal)
+    journal.log("info", "copy", "alice/big: started")
+    pushed = [reporter.report_once(defer_while_copying=True)["events"]
+              for _ in range(COPYING_PUSH_EVERY)]
+    assert pushed[:-1] == [0] * (COPYING_PUSH_EVERY - 1) and pushed[-1] > 0
+    current = hub.client(hub.viewer).agent("test-pc")["current"]
+    assert (current["name"], current["copied_bytes"]) == ("big", 1_000_000)
+    journal.log("info", "copy", "alice/big: half way")
+    assert reporter.report_once(defer_while_copying=True)["events"] == 0
+    assert reporter.report_once()["events"] == 1  # the last round (agent stopping): all
+    assert hub_events(hub.store) == journal_events(journal)
+
+
+def test_the_heartbeat_reads_no_jobs(facility, hub, tmp_path):
+    """OMERO import runs on the pipelines engine: the heartbeat no longer reads the old
+    jobs table (a leftover job there does not show up at the hub)."""
+    link(facility, hub.url, hub.agent, tmp_path)
+    journal = Journal(facility.journal_url)
+    with journal.engine.begin() as conn:
+        conn.execute(J.jobs.insert().values(kind="omero-import", state="created",
+                                            payload="{}", attempts=0,
+                                            created_at=J.utcnow(), next_attempt_at=J.utcnow()))
+    Reporter(facility, journal).heartbeat()
+    status = hub.client(hub.viewer).request("GET", "/agents/test-pc")["status"]
+    assert status["jobs"] == [] and status["agent_state"]

@@ -194,3 +194,41 @@ def test_runs_and_sessions_are_listed_filtered_and_paged(any_hub):
     bad = httpx.post(f"{hub.url}/agents/test-pc/sessions", json={"sessions": [{"session_id": 3}]},
                      headers={"Authorization": f"Bearer {hub.agent}"})
     assert bad.status_code == 422 and "sessions.0" in bad.json()["error"]["message"]
+
+
+def test_pipeline_runs_in_the_statistics(any_hub):
+    """stats("runs"): per day x agent x workflow, counts by status and durations, on
+    SQLite and on PostgreSQL; the other tables keep their shape."""
+    hub = any_hub
+    agent = hub.client(hub.agent)
+    day1, day2 = dt.datetime(2026, 11, 3, 9, tzinfo=dt.UTC), dt.datetime(2026, 11, 4, 23,
+                                                                          tzinfo=dt.UTC)
+
+    def run(i: int, at: dt.datetime, workflow: str, status: str,
+            duration: float | None) -> dict:
+        return {"run_id": i, "workflow": workflow, "status": status, "duration_s": duration,
+                "created_at": at.isoformat(), "observed_at": at.isoformat()}
+
+    agent.request("POST", "/agents/test-pc/runs", json={"runs": [
+        run(1, day1, "omero-import", "finished", 10.0),
+        run(2, day1, "omero-import", "finished", 30.0),
+        run(3, day1, "omero-import", "error", 2.0),
+        run(4, day1, "omero-import", "started", None),
+        run(5, day1, "plate-qc", "timeout", 60.0),
+        run(6, day2, "omero-import", "created", None)]})
+    tables = hub.client(hub.viewer).stats()
+    assert set(tables) == {"day", "user", "destination", "runs", "errors"}
+    runs = tables["runs"]
+    assert list(runs.columns) == ["day", "agent_id", "workflow", "runs", "finished",
+                                  "failures", "open", "median_duration_s",
+                                  "total_duration_s"]
+    assert runs[["day", "workflow"]].values.tolist() == [
+        ["2026-11-04", "omero-import"], ["2026-11-03", "omero-import"],
+        ["2026-11-03", "plate-qc"]]  # newest day first
+    omero = runs.iloc[1]
+    assert (omero["runs"], omero["finished"], omero["failures"], omero["open"]) == (4, 2, 1, 1)
+    assert omero["median_duration_s"] == pytest.approx(10.0)  # of 10, 30 and 2
+    assert omero["total_duration_s"] == pytest.approx(42.0)
+    assert runs.iloc[2]["failures"] == 1  # a timeout is a failure
+    since = hub.client(hub.viewer).stats("runs", since=dt.datetime(2026, 11, 4, tzinfo=dt.UTC))
+    assert since["runs"].tolist() == [1]
