@@ -7,6 +7,7 @@ to its equivalent here; keys without an equivalent are reported, never silently 
 
 from __future__ import annotations
 
+import os
 import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -43,6 +44,9 @@ _SIMPLE: dict[str, tuple[str, Any]] = {
 }
 _PATHS = {"SourceDrive", "IncomingDirectory", "ManagedDirectory", "DestinationDirectory"}
 _LISTS = {"BlacklistedProcesses", "SpaceMonitoring"}
+
+# read, but into a different form; the admin is told what to add
+CONVERTED_KEYS = {"DestinationDirectory"}
 
 IGNORED_KEYS = {
     "EnforceInheritedACLs": "Windows ACL inheritance has no equivalent here; files get the "
@@ -154,10 +158,24 @@ def _map_elements(source: Path, seen: dict[str, ET.Element]) -> tuple[dict, dict
         if text.get(tag):
             data[key] = _autotx_path(_join(drive, text[tag]))
     if text.get("DestinationDirectory"):
-        data["destination"] = _autotx_path(text["DestinationDirectory"])
+        _destination(data, ignored, text["DestinationDirectory"])
     if problems:
         raise ConfigError(source, problems)
     return data, ignored
+
+
+def _destination(data: dict[str, Any], ignored: dict[str, str], value: str) -> None:
+    """AutoTx's destination: a UNC path becomes an smb:// destination off Windows (where
+    the service reached it through the OS), anything else a folder."""
+    if value.startswith(("\\\\", "//")) and os.name != "nt":
+        from autotx_lib.transfer.destinations.url import parse_unc
+
+        data["destinations"] = [{"name": "storage", "url": parse_unc(value)}]
+        ignored["DestinationDirectory"] = (
+            f"became [[destinations]] url = \"{data['destinations'][0]['url']}\"; add "
+            "username and password_env (or password_file) to that entry")
+    else:
+        data["destination"] = _autotx_path(value)
 
 
 def _join(drive: str, folder: str) -> str:

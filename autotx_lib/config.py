@@ -460,8 +460,10 @@ class HubLink(_Section):
 class DestinationSettings(_Section):
     """One place datasets are delivered to: a ``[[destinations]]`` entry.
 
-    The first entry is the primary destination (a folder: the storage users read, where
-    live sync stages files); the others get the same verified copy, e.g. a backup.
+    The first entry is the primary destination (the storage users read: a folder, or an
+    ``smb://`` share written without a mount); the others get the same verified copy, e.g.
+    a backup. Live sync, pipelines and OMERO import read the delivered data from a folder,
+    so they need a folder primary.
 
     Examples
     --------
@@ -554,8 +556,9 @@ class Config(_Section):
 
     incoming: Path
     managed: Path
-    destination: Path = Field(description="The primary destination folder (set from the first "
-                              "[[destinations]] entry when those are given).")
+    destination: Path | None = Field(None, description="The primary destination folder (set "
+                                     "from the first [[destinations]] entry when those are "
+                                     "given; none when that entry is an smb:// share).")
     destinations: list[DestinationSettings] = Field(
         default_factory=list, description="Several destinations: [[destinations]] entries "
         "with name, url, required, time_windows, bandwidth_mb_s, min_free_mb; the first is "
@@ -614,11 +617,8 @@ class Config(_Section):
                 primary = local_path_of(url)
             except ValueError:
                 return data  # the entry's own validation names the problem
-            if primary is None:
-                raise ValueError("the first [[destinations]] entry is the primary destination "
-                                 "and must be a folder (mount the share there); put smb:// "
-                                 "destinations after it")
-            data = {**data, "destination": primary}
+            if primary is not None:
+                data = {**data, "destination": primary}
         return data
 
     @model_validator(mode="after")
@@ -627,16 +627,34 @@ class Config(_Section):
         names = [d.name for d in config.destinations]
         if len(set(names)) != len(names):
             raise ValueError(f"[[destinations]] names must differ: {names}")
+        if not config.destinations and config.destination is None:
+            raise ValueError("give `destination` (a folder) or [[destinations]] entries "
+                             "(the first is the primary destination)")
         if config.destinations:
             first = config.destinations[0]
-            if first.local_path is None or \
-                    os.path.abspath(first.local_path) != os.path.abspath(config.destination):
+            if (first.local_path is None) != (config.destination is None) or \
+                    (first.local_path is not None and config.destination is not None and
+                     os.path.abspath(first.local_path) != os.path.abspath(config.destination)):
                 raise ValueError("give either `destination` or [[destinations]] (whose first "
                                  "entry is the primary destination), not both")
             if not first.required:
                 raise ValueError("the first [[destinations]] entry is the primary destination: "
                                  "it cannot be required = false")
+        if config.destination is None:
+            config._refuse_folder_features()
         return config
+
+    def _refuse_folder_features(self) -> None:
+        """With an smb:// primary, refuse what reads the delivered data from a folder."""
+        needs = [what for what, used in (
+            ("[sessions] live_sync", self.sessions.live_sync),
+            ("[[pipelines.rules]]", bool(self.pipelines.rules)),
+            ("[omero] enabled", self.omero.enabled)) if used]
+        if needs:
+            raise ValueError(f"{' and '.join(needs)} read the delivered data from a folder, "
+                             "but the primary destination is an smb:// share; mount the share "
+                             "and give its folder as the first [[destinations]] entry, or turn "
+                             f"{'them' if len(needs) > 1 else 'it'} off")
 
     @field_validator("tmp_transfer_dir")
     @classmethod
@@ -664,8 +682,21 @@ class Config(_Section):
 
     @property
     def tmp_path(self) -> Path:
-        """The destination's temporary transfer folder."""
+        """The primary destination's temporary transfer folder (a folder primary only)."""
+        if self.destination is None:
+            raise ValueError("the primary destination is an smb:// share: it has no local "
+                             "tmp folder")
         return self.destination / self.tmp_transfer_dir
+
+    @property
+    def primary(self) -> DestinationSettings:
+        """The primary destination (the first of :attr:`targets`)."""
+        return self.targets[0]
+
+    @property
+    def primary_shown(self) -> str:
+        """The primary destination as a person reads it: its folder, or its URL."""
+        return str(self.destination) if self.destination is not None else self.primary.url
 
     @property
     def targets(self) -> list[DestinationSettings]:
@@ -942,10 +973,14 @@ def _shown(given: Path, real: Path) -> str:
     return str(given) if Path(os.path.abspath(given)) == real else f"{given} (-> {real})"
 
 
-def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
+def _folder_problems(incoming: Path, managed: Path, destination: Path | None, *,
                      check_destination: bool = True) -> list[ConfigProblem]:
+    """The agent's own folders, and the primary destination when it is a folder (an smb://
+    primary is checked with the other destinations)."""
     problems: list[ConfigProblem] = []
-    folders = {"incoming": incoming, "managed": managed, "destination": destination}
+    folders = {"incoming": incoming, "managed": managed}
+    if destination is not None:
+        folders["destination"] = destination
     # resolved: a symbolic link anywhere in a path must not hide an overlap
     resolved = {k: Path(os.path.realpath(v)) for k, v in folders.items()}
     for key, folder in resolved.items():
@@ -957,6 +992,8 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
             problems.append(ConfigProblem(key, f"{folder} does not exist and cannot be created",
                                           "create it, or fix the path"))
     for a, b in (("incoming", "managed"), ("incoming", "destination"), ("managed", "destination")):
+        if b not in resolved:
+            continue
         pa, pb = resolved[a], resolved[b]
         if pa == pb or pa in pb.parents or pb in pa.parents:
             problems.append(ConfigProblem(
@@ -966,7 +1003,7 @@ def _folder_problems(incoming: Path, managed: Path, destination: Path, *,
         problems.append(ConfigProblem("incoming/managed", "incoming and managed are on different "
                                       "volumes; datasets are moved between them by renaming",
                                       "put both on the instrument's data drive"))
-    if not check_destination:
+    if not check_destination or "destination" not in resolved:
         return problems
     dest = resolved["destination"]
     if not dest.is_dir():

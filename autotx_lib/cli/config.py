@@ -57,15 +57,18 @@ def check(file: Annotated[Path, typer.Argument(help="A .toml file, an AutoTx .xm
                                           "waits in the outbox and transfers go on"))
     except ConfigError as error:
         problems = error.problems
+    from autotx_lib.autotx_xml import CONVERTED_KEYS
+
     for key, why in ignored.items():
-        err.print(f"ignored AutoTx key {key}: {why}", markup=False, soft_wrap=True)
+        kind = "note on AutoTx key" if key in CONVERTED_KEYS else "ignored AutoTx key"
+        err.print(f"{kind} {key}: {why}", markup=False, soft_wrap=True)
     for warning in warnings:
         err.print(f"warning: {warning}", markup=False, soft_wrap=True)
     if problems:
         print_config_error(ConfigError(file, problems))
         raise typer.Exit(int(ExitCode.BAD_INPUT))
     out.print(f"{file}: valid. incoming={config.incoming} managed={config.managed} "
-              f"destination={config.destination} journal={display_url(config.journal_url)}",
+              f"destination={config.primary_shown} journal={display_url(config.journal_url)}",
               markup=False, soft_wrap=True)
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from autotx_lib.cli._common import ConfigOption, JsonOption, handle_errors, out
-from autotx_lib.config import load_config
+from autotx_lib.config import Config, load_config
 from autotx_lib.journal import Journal
+
+if TYPE_CHECKING:
+    from autotx_lib.transfer.destinations import Destination
 
 destination_app = typer.Typer(help="The destination's marker file: proof that the share is "
                               "mounted (agents wait while it is missing).",
@@ -32,13 +36,13 @@ def init_command(
     from autotx_lib.transfer.destination import MARKER_NAME, init_destination
 
     cfg = handle_errors(load_config)(config)
+    where = handle_errors(_primary)(cfg)
     journal = handle_errors(Journal)(cfg.journal_url)
     try:
-        marker = handle_errors(init_destination)(cfg.destination, journal, cfg.host_alias,
-                                                 force=force)
+        marker = handle_errors(init_destination)(where, journal, cfg.host_alias, force=force)
     finally:
         journal.close()
-    out.print(f"{cfg.destination / MARKER_NAME}: destination {marker['id']} (made by "
+    out.print(f"{cfg.primary_shown}/{MARKER_NAME}: destination {marker['id']} (made by "
               f"{marker.get('created_by', '?')} at {marker.get('created_at', '?')})",
               markup=False, soft_wrap=True)
 
@@ -57,17 +61,26 @@ def show_command(config: ConfigOption, as_json: JsonOption = False) -> None:
         expected = journal.get_setting(SETTING)
     finally:
         journal.close()
-    marker = read_marker(cfg.destination)
+    marker = read_marker(handle_errors(_primary)(cfg))
     matches = marker is not None and expected in (None, marker["id"])
     if as_json:
-        out.print_json(json.dumps({"destination": str(cfg.destination), "marker": marker,
+        out.print_json(json.dumps({"destination": cfg.primary_shown, "marker": marker,
                                    "expected_id": expected, "matches": matches}))
     elif marker is None:
-        out.print(f"{cfg.destination}: no marker (not mounted, or never used)"
+        out.print(f"{cfg.primary_shown}: no marker (not mounted, or never used)"
                   + (f"; this agent expects destination {expected}" if expected else ""),
                   markup=False, soft_wrap=True)
     else:
         state = "this agent's destination" if matches else f"NOT {expected}"
-        out.print(f"{cfg.destination}: destination {marker['id']} ({state})", markup=False,
+        out.print(f"{cfg.primary_shown}: destination {marker['id']} ({state})", markup=False,
                   soft_wrap=True)
     raise typer.Exit(0 if matches else 1)
+
+
+def _primary(cfg: Config) -> Path | Destination:
+    """The primary destination: its folder, or (smb://) the share opened with its
+    credentials."""
+    from autotx_lib.transfer.fanout import open_member_destination
+
+    return cfg.destination if cfg.destination is not None else \
+        open_member_destination(cfg.primary)

@@ -46,7 +46,7 @@ grace_app = typer.Typer(
 )
 
 
-def _report_table(report: GraceReport, destination: Path) -> None:
+def _report_table(report: GraceReport, destination: str) -> None:
     # Readable at 80 columns: numbers never wrap, names fold rather than vanish into "…",
     # and delivered copies are shown relative to the destination (named once, below).
     table = Table(title=f"grace area {report.done_folder} (grace period "
@@ -75,12 +75,10 @@ def _report_table(report: GraceReport, destination: Path) -> None:
                   markup=False, soft_wrap=True)
 
 
-def _relative(path: str, root: Path) -> str:
-    """``path`` relative to ``root`` when it lies inside it, else as it is."""
-    try:
-        return str(Path(path).relative_to(root))
-    except ValueError:
-        return path
+def _relative(path: str, root: str) -> str:
+    """``path`` relative to ``root`` (a folder or an smb:// URL) when inside it, else as is."""
+    prefix = root.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 @grace_app.callback(invoke_without_command=True)
@@ -99,7 +97,7 @@ def show(ctx: typer.Context, config: OptionalConfigOption = None, as_json: JsonO
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:
-        _report_table(report, cfg.destination)
+        _report_table(report, cfg.primary_shown)
 
 
 SHOWN_REASONS = 20  # per original; --json has them all

@@ -128,7 +128,7 @@ class TransferMonitor(PeriodicRefresh):
         title = "AutoTx transfer monitor"
         if self.config is not None:
             title = (f"{html.escape(self.config.host_alias or 'this instrument')} &rarr; "
-                     f"{html.escape(self.config.destination_alias or str(self.config.destination))}")
+                     f"{html.escape(self.config.destination_alias or self.config.primary_shown)}")
         self.title = W.HTML(f"<h3 style='margin:4px 0'>{title}</h3>")
         self.state = W.HTML()
         self.current = W.HTML()

@@ -218,7 +218,8 @@ class Reporter:
                 for k, v in asdict(session).items()}
 
     def _free_space(self) -> dict[str, int | None]:
-        places = {self.config.destination_alias: self.config.destination}
+        places = {self.config.destination_alias: self.config.destination} \
+            if self.config.destination is not None else {}  # smb://: not a disk here
         places.update({str(c.path): c.path for c in self.config.space_monitoring})
         free: dict[str, int | None] = {}
         for name, path in places.items():

@@ -232,11 +232,10 @@ class Agent(DatasetSteps):
 
     def _recheck_one(self) -> None:
         """While idle: hash one delivered dataset again (``[verify] recheck_days``), at the
-        first folder destination whose round is due (the primary's first)."""
+        first destination whose round is due (the primary's first; an smb:// one is read
+        through SMB)."""
         for number, target in enumerate(self.config.targets):
             name = None if number == 0 else target.name
-            if target.local_path is None:
-                continue  # checked on the server, not from here
             after_id = recheck_due(self.journal, self.config.verify.recheck_days,
                                    destination=name)
             if after_id is None:
@@ -395,7 +394,7 @@ class Agent(DatasetSteps):
             return
         self._housekeeping_at = time.monotonic()
         checks = [(c.path, c.min_free_mb) for c in self.config.space_monitoring]
-        if self.config.gate.min_free_destination_mb:
+        if self.config.gate.min_free_destination_mb and self.config.destination is not None:
             checks.append((self.config.destination, self.config.gate.min_free_destination_mb))
         for path, threshold in checks:
             try:

@@ -6,22 +6,30 @@ first). The agent copies it in *rounds*: a round takes the destinations that are
 (inside their time windows, not backing off after a failure) and writes every file to all
 of them at once: the source is read and hashed once, written to each local folder by
 :func:`~autotx_lib.transfer.copy.copy_files`, and to a destination without a local path
-(``smb://``) by :func:`replicate_file`, each copy read back and checked on its own. A
+(``smb://``) by :func:`replicate_file` in that destination's own thread (:class:`Replicas`),
+each copy read back and checked on its own. A
 destination that fails during a round leaves it and is tried again later; the others go
 on. The journal keeps one delivery row per (dataset, destination).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from autotx_lib.config import Config, DestinationSettings
-from autotx_lib.errors import DestinationError, SourceChangedError, VerificationError
+from autotx_lib.errors import (
+    CopyInterrupted,
+    DestinationError,
+    SourceChangedError,
+    VerificationError,
+)
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.destinations import Destination, open_destination
 
@@ -150,6 +158,127 @@ def replicate_file(src: Path, destination: Destination, relpath: str, algorithm:
     raise VerificationError(f"{destination.url}/{relpath}", digest, stored)
 
 
+def replicate_files(entries: Iterable[Any], source: Path, member: Member, algorithm: str, *,
+                    workers: int = 4, throttle: Callable[[int], None] | None = None,
+                    should_stop: Callable[[], bool] = lambda: False,
+                    tick_seconds: float = 0.5) -> Iterator[C.CopiedFile | None]:
+    """Copy files to one protocol destination with ``workers`` files in flight at once
+    (each written, read back and checked by :func:`replicate_file`).
+
+    Yields each copied file as it completes, and None about every ``tick_seconds`` while
+    none does (for progress). The first error is raised once the files under way are done;
+    ``should_stop`` returning True raises CopyInterrupted the same way.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    def one(relpath: str) -> C.CopiedFile:
+        copied = replicate_file(source / relpath, member.destination,
+                                f"{member.delivery.tmp_path}/{relpath}", algorithm,
+                                throttle=throttle)
+        return dataclasses.replace(copied, relpath=relpath)  # the dataset's path, not tmp's
+
+    todo = iter(entries)
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix=f"autotx-{member.name}") as pool:
+        def submit_next() -> bool:
+            entry = next(todo, None)
+            if entry is None:
+                return False
+            pending.add(pool.submit(one, entry.relpath))
+            return True
+
+        pending: set[Any] = set()
+        while len(pending) < max(1, workers) and submit_next():
+            pass
+        while pending:
+            done, pending = wait(pending, timeout=tick_seconds, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    yield future.result()
+                except Exception as failure:  # noqa: BLE001 - raised below, once all settle
+                    error = error or failure
+                if error is None and should_stop():
+                    error = CopyInterrupted()
+                if error is None:
+                    submit_next()
+            if not done:
+                yield None
+    if error is not None:
+        raise error
+
+
+class Replicas:
+    """Write each file verified locally to the round's protocol (``smb://``) destinations,
+    in background threads (``workers`` files at once per destination), while the local
+    copy goes on.
+
+    A file counts (``on_done``, called in the caller's thread and in order) only once every
+    destination holds its checked copy; the first error is raised in the caller's thread by
+    the next :meth:`add`, :meth:`collect` or :meth:`finish`. At most ``ahead`` files wait
+    for the destinations, so a slow share holds the local copy back rather than memory.
+
+    Examples
+    --------
+    >>> with Replicas(remote, source, "xxh3_128", on_done=record) as replicas:  # doctest: +SKIP
+    ...     copy_files(..., on_file=replicas.add, tick=replicas.collect)
+    ...     replicas.finish()
+    """
+
+    def __init__(self, members: list[Member], source: Path, algorithm: str,
+                 on_done: Callable[[C.CopiedFile], None], *,
+                 throttle: Callable[[int], None] | None = None, workers: int = 1,
+                 ahead: int = 16):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.members, self.source, self.algorithm = members, source, algorithm
+        self.on_done, self.throttle, self.ahead = on_done, throttle, ahead
+        self._pools = [ThreadPoolExecutor(max(1, workers), thread_name_prefix=f"autotx-{m.name}")
+                       for m in members]
+        self._pending: deque[tuple[C.CopiedFile, list[Any]]] = deque()
+
+    def add(self, result: C.CopiedFile) -> None:
+        """Start writing one locally verified file to every destination."""
+        if not self.members:
+            self.on_done(result)
+            return
+        futures = [pool.submit(replicate_file, self.source / result.relpath, m.destination,
+                               f"{m.delivery.tmp_path}/{result.relpath}", self.algorithm,
+                               expected=result.digest, throttle=self.throttle)
+                   for m, pool in zip(self.members, self._pools, strict=True)]
+        self._pending.append((result, futures))
+        self.collect(wait=len(self._pending) > self.ahead)
+
+    def collect(self, wait: bool = False) -> None:
+        """Hand over the files every destination holds (the oldest first; ``wait``: at
+        least the oldest)."""
+        while self._pending and (wait or all(f.done() for f in self._pending[0][1])):
+            result, futures = self._pending.popleft()
+            for future in futures:
+                future.result()  # raises the destination's error
+            self.on_done(result)
+            wait = False
+
+    def finish(self) -> None:
+        """Wait until every file is at every destination."""
+        while self._pending:
+            self.collect(wait=True)
+
+    def close(self) -> None:
+        """Drop what has not started, wait for what runs, hand over what is complete."""
+        for pool in self._pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+        while self._pending and all(f.done() and not f.cancelled() and f.exception() is None
+                                    for f in self._pending[0][1]):
+            self.on_done(self._pending.popleft()[0])
+        self._pending.clear()
+
+    def __enter__(self) -> Replicas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def hash_at(destination: Destination, relpath: str, algorithm: str) -> str:
     """The digest of a file as the destination returns it."""
     hasher = C.new_hasher(algorithm)
@@ -166,11 +295,20 @@ def relative_to(member: Member, path: str) -> str:
     return Path(path).relative_to(member.root).as_posix()
 
 
+def shown_path(member: Member, path: str) -> str:
+    """A member's stored path as a person finds it: a folder path, or the URL of a path
+    reached through the protocol (``smb://server/share/alice/exp``)."""
+    if member.root is not None:
+        return path
+    return f"{member.destination.url.rstrip('/')}/{path}" if member.destination else path
+
+
 def open_member_destination(settings: DestinationSettings) -> Destination:
     """The destination object for one configured destination."""
     return open_destination(settings.url, settings.credentials,
                             require_signing=settings.require_signing)
 
 
-__all__ = ["Member", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
-           "open_member_destination", "replicate_file", "tmp_location"]
+__all__ = ["Member", "Replicas", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
+           "open_member_destination", "replicate_file", "replicate_files", "shown_path",
+           "tmp_location"]

@@ -21,6 +21,7 @@ blocks while paused (mid-file: no progress is lost) and enforces the bandwidth c
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -191,7 +192,7 @@ class Sampler:
     ``meter`` defaults to the process's shared :class:`CpuMeter`.
     """
 
-    def __init__(self, destination: Path, watch_processes: bool,
+    def __init__(self, destination: Path | None, watch_processes: bool,
                  meter: CpuMeter | None = None):
         self.destination = destination
         self.watch_processes = watch_processes
@@ -206,10 +207,10 @@ class Sampler:
                 if process.info["name"]:
                     names.add(normalize_process_name(process.info["name"]))
             processes = frozenset(names)
-        try:
-            free = shutil.disk_usage(self.destination).free / 1e6
-        except OSError:
-            free = None
+        free = None  # an smb:// primary: its floor is checked per dataset, not sampled
+        if self.destination is not None:
+            with contextlib.suppress(OSError):
+                free = shutil.disk_usage(self.destination).free / 1e6
         return Reading(cpu, psutil.virtual_memory().available / 1e6, processes, free,
                        dt.datetime.now(), suspension)
 
@@ -246,7 +247,7 @@ class GateMonitor:
         Defaults to the process's shared one.
     """
 
-    def __init__(self, settings: GateSettings, destination: Path, *,
+    def __init__(self, settings: GateSettings, destination: Path | None, *,
                  suspension: Callable[[], str | None] = lambda: None,
                  on_change: Callable[[list[str]], None] = lambda reasons: None,
                  interval: float = 0.25, stall_seconds: float | None = None,
@@ -352,7 +353,8 @@ class GateMonitor:
         if self.interrupted():
             raise CopyInterrupted()
         if self.stalled:
-            raise DestinationError(self.sampler.destination, f"the copy stalled (no progress for "
+            raise DestinationError(self.sampler.destination or "the destination",
+                                   f"the copy stalled (no progress for "
                                    f"{self.stall_seconds:.0f} s)")
 
     def _take_tokens(self, copied: int, bytes_per_s: float) -> None:
@@ -375,7 +377,7 @@ class GateMonitor:
         return int(min(default, max(256 * 1024, rate * 1e6 * 0.1)))
 
 
-def blocking_reasons(settings: GateSettings, destination: Path,
+def blocking_reasons(settings: GateSettings, destination: Path | None,
                      suspension: str | None = None, meter: CpuMeter | None = None) -> list[str]:
     """One reading of the gate, without hysteresis (e.g. before starting a dataset).
 

@@ -29,8 +29,12 @@ from typing import Any
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
+from autotx_lib.errors import DestinationError
 from autotx_lib.journal import Journal, as_utc
+from autotx_lib.transfer.destinations import Destination
+from autotx_lib.transfer.fanout import open_member_destination
 from autotx_lib.transfer.integrity import (
+    delivered_at,
     hash_disagreements,
     journal_disagreements,
     listing_disagreements,
@@ -296,7 +300,7 @@ def _entry(folder: Path, user: str, row, grace_days: int, now: dt.datetime) -> G
         manifest_digest=row.manifest_digest if row is not None else None)
 
 
-def _record_reason(entry: GraceEntry, done: Path) -> str | None:
+def _record_reason(entry: GraceEntry, done: Path, remote: Destination | None) -> str | None:
     """Why ``entry`` cannot even be compared (None: the journal and both folders are there)."""
     folder = Path(entry.path)
     if folder.is_symlink() or Path(os.path.abspath(folder)).parent.parent != \
@@ -305,7 +309,8 @@ def _record_reason(entry: GraceEntry, done: Path) -> str | None:
     if entry.dataset_id is None or not entry.dest_path or not entry.manifest_path:
         return ("the journal has no record of its delivered copy, so it cannot be verified; "
                 "check it by hand and remove it yourself if it is safe")
-    dest, manifest = Path(entry.dest_path), Path(entry.manifest_path)
+    dest = delivered_at(entry.dest_path, remote)
+    manifest = delivered_at(entry.manifest_path, remote)
     if not dest.is_dir():
         return f"its delivered copy {dest} is missing (destination not mounted, or moved)"
     if not manifest.is_file():
@@ -313,28 +318,34 @@ def _record_reason(entry: GraceEntry, done: Path) -> str | None:
     return None
 
 
-def _cheap_reasons(entry: GraceEntry, done: Path, rows: list[Any]) -> list[str]:
+def _cheap_reasons(entry: GraceEntry, done: Path, rows: list[Any],
+                   remote: Destination | None) -> list[str]:
     """Every disagreement found without hashing a data file (empty: go on to hash)."""
-    reason = _record_reason(entry, done)
+    try:
+        reason = _record_reason(entry, done, remote)
+    except DestinationError as error:  # an smb:// primary that does not answer
+        return [f"its delivered copy cannot be reached ({error})"]
     if reason is not None:
         return [reason]
     reasons = journal_disagreements(rows)
     if reasons:  # without every digest the other comparisons mean little
         return reasons
-    return (manifest_disagreements(Path(entry.manifest_path or ""), rows,
-                                   entry.algorithm or "xxh3_128", entry.manifest_digest)
+    manifest = delivered_at(entry.manifest_path or "", remote)
+    return (manifest_disagreements(manifest, rows, entry.algorithm or "xxh3_128",
+                                   entry.manifest_digest)
             + listing_disagreements(Path(entry.path), rows, "original", mtimes=True)
-            + listing_disagreements(Path(entry.dest_path or ""), rows, "delivered copy",
-                                    mtimes=False, skip=Path(entry.manifest_path or "").name))
+            + listing_disagreements(delivered_at(entry.dest_path or "", remote), rows,
+                                    "delivered copy", mtimes=False, skip=manifest.name))
 
 
-def _hash_reasons(entry: GraceEntry, rows: list[Any],
+def _hash_reasons(entry: GraceEntry, rows: list[Any], remote: Destination | None,
                   hashed: Callable[[GraceEntry, Any], None]) -> list[str]:
     """Hash every file of the original and of the delivered copy against the journal."""
     algorithm = entry.algorithm or "xxh3_128"
-    return [reason for side, folder in (("original", entry.path),
-                                        ("delivered copy", entry.dest_path or ""))
-            for reason in hash_disagreements(Path(folder), rows, side, algorithm,
+    return [reason for side, folder in (("original", Path(entry.path)),
+                                        ("delivered copy",
+                                         delivered_at(entry.dest_path or "", remote)))
+            for reason in hash_disagreements(folder, rows, side, algorithm,
                                              lambda row: hashed(entry, row))]
 
 
@@ -363,9 +374,9 @@ def _keep(result: PurgeResult, journal: Journal, entry: GraceEntry, reasons: lis
 
 
 def _remove(result: PurgeResult, journal: Journal, entry: GraceEntry, rows: list[Any],
-            hashed: _ProgressCounter) -> None:
+            remote: Destination | None, hashed: _ProgressCounter) -> None:
     """Hash both sides, look once more for changes made meanwhile, then remove the original."""
-    reasons = _hash_reasons(entry, rows, hashed) or \
+    reasons = _hash_reasons(entry, rows, remote, hashed) or \
         listing_disagreements(Path(entry.path), rows, "original", mtimes=True)
     if reasons:
         _keep(result, journal, entry, reasons)
@@ -428,6 +439,8 @@ def purge(config: Config, older_than_days: float, *, dry_run: bool = True,
         raise ValueError(f"older_than_days must be 0 or more, got {older_than_days}")
     own_journal = journal is None
     journal = journal or Journal(config.journal_url)
+    # an smb:// primary: the delivered copies are read through its protocol
+    remote = open_member_destination(config.primary) if config.destination is None else None
     try:
         report = grace_report(config, journal, now)
         result = PurgeResult(older_than_days, dry_run)
@@ -435,7 +448,7 @@ def purge(config: Config, older_than_days: float, *, dry_run: bool = True,
         passed = []
         for entry in result.candidates:
             rows = journal.files_of(entry.dataset_id) if entry.dataset_id is not None else []
-            reasons = _cheap_reasons(entry, Path(report.done_folder), rows)
+            reasons = _cheap_reasons(entry, Path(report.done_folder), rows, remote)
             if reasons:
                 _keep(result, journal, entry, reasons)
             else:
@@ -445,9 +458,11 @@ def purge(config: Config, older_than_days: float, *, dry_run: bool = True,
                                       sum(2 * r.size for _, rows in passed for r in rows),
                                       on_progress)
             for entry, rows in passed:
-                _remove(result, journal, entry, rows, hashed)
+                _remove(result, journal, entry, rows, remote, hashed)
         return result
     finally:
+        if remote is not None:
+            remote.close()
         if own_journal:
             journal.close()
 

@@ -469,7 +469,7 @@ class Notifier:
         return self._queue_admin(DESTINATION_PROBLEM,
                                  self.settings.admin_notification_delta_minutes,
                                  "destination_problem", reason=reason,
-                                 destination=str(self.config.destination),
+                                 destination=self.config.primary_shown,
                                  queue=self._queue_list())
 
     def low_space(self, path, free_mb: float, threshold_mb: float) -> int | None:
@@ -505,7 +505,7 @@ class Notifier:
         journal_url = self.journal.engine.url.render_as_string(hide_password=True)
         settings = [
             ("incoming", cfg.incoming), ("managed", cfg.managed),
-            ("destination", f"{cfg.destination} ({cfg.destination_alias})"),
+            ("destination", f"{cfg.primary_shown} ({cfg.destination_alias})"),
             ("journal", journal_url),
             ("verification", f"{cfg.verify.algorithm}, {cfg.verify.mode}"),
             ("copy workers", cfg.copy_.workers),
@@ -516,8 +516,9 @@ class Notifier:
             ("user mail", "on" if cfg.email.send_transfer_notification else "off"),
             ("smtp", f"{cfg.email.smtp_host}:{cfg.email.smtp_port} ({cfg.email.security})"),
         ]
-        disks = [_disk("incoming", cfg.incoming), _disk("managed", cfg.managed),
-                 _disk("destination", cfg.destination)]
+        disks = [_disk("incoming", cfg.incoming), _disk("managed", cfg.managed)]
+        if cfg.destination is not None:  # an smb:// primary has no disk here
+            disks.append(_disk("destination", cfg.destination))
         disks += [_disk("watched", check.path) for check in cfg.space_monitoring]
         try:
             grace = grace_report(cfg, self.journal)

@@ -23,10 +23,13 @@ from typing import Any
 
 from autotx_lib import journal as J
 from autotx_lib.config import Config
+from autotx_lib.errors import DestinationError
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.destination import check_destination
-from autotx_lib.transfer.fanout import marker_setting
+from autotx_lib.transfer.destinations import Destination
+from autotx_lib.transfer.fanout import marker_setting, open_member_destination
 from autotx_lib.transfer.integrity import (
+    delivered_at,
     hash_disagreements,
     journal_disagreements,
     listing_disagreements,
@@ -74,13 +77,19 @@ class RecheckReport:
         return {"checked": [asdict(c) for c in self.checked], "failed": len(self.failed)}
 
 
-def check_delivered_copy(row, files: list, on_file: Callable[[Any], None] | None = None
-                         ) -> list[str]:
-    """Every disagreement between one delivered copy and its journal rows and manifest."""
-    dest = Path(row.dest_path or "")
-    if not dest.is_dir():
-        return [f"the delivered copy {dest} is gone (deleted or moved)"]
-    manifest = Path(row.manifest_path or "")
+def check_delivered_copy(row, files: list, on_file: Callable[[Any], None] | None = None,
+                         destination: Destination | None = None) -> list[str]:
+    """Every disagreement between one delivered copy and its journal rows and manifest.
+
+    ``destination``: the protocol destination the copy is read through (None: a folder).
+    """
+    dest = delivered_at(row.dest_path or "", destination)
+    try:
+        if not dest.is_dir():
+            return [f"the delivered copy {dest} is gone (deleted or moved)"]
+    except DestinationError as error:
+        return [f"the delivered copy {dest} cannot be reached ({error})"]
+    manifest = delivered_at(row.manifest_path or "", destination)
     problems = journal_disagreements(files)
     if problems:
         return problems
@@ -113,7 +122,8 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
         Receives each file row once hashed (progress).
     destination : str, optional
         The name of a ``[[destinations]]`` entry to check (default: the primary). Its
-        copies are found through the journal's delivery rows; it must be a folder.
+        copies are found through the journal's delivery rows; an ``smb://`` destination
+        is read through SMB.
 
     Returns
     -------
@@ -125,13 +135,14 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
         The destination is not there or not marked as this agent's (not mounted): nothing
         is reported as deleted then.
     ValueError
-        ``destination`` names no configured destination, or one that is not a folder.
+        ``destination`` names no configured destination.
     """
     own = journal is None
     journal = journal or Journal(config.journal_url)
+    number, folder = _destination_folder(config, destination)
+    remote = None if folder is not None else open_member_destination(config.targets[number])
     try:
-        number, folder = _destination_folder(config, destination)
-        check_destination(folder, journal, config.host_alias,
+        check_destination(folder if remote is None else remote, journal, config.host_alias,
                           setting=marker_setting(number, config.targets[number].name))
         rows = [r for r in journal.datasets_in([J.DONE]) if r.dest_path and r.id > after_id
                 and (since is None or (r.finished_at and _utc(r.finished_at) >= _utc(since)))
@@ -141,7 +152,7 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
         report = RecheckReport()
         for row in rows[:limit]:
             files = journal.files_of(row.id)
-            problems = check_delivered_copy(row, files, on_file)
+            problems = check_delivered_copy(row, files, on_file, remote)
             report.checked.append(DatasetCheck(row.id, row.user, row.name, row.dest_path,
                                                len(files), sum(f.size for f in files), problems))
             if problems:
@@ -150,24 +161,23 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
                             + "; ".join(problems[:5]), row.id)
         return report
     finally:
+        if remote is not None:
+            remote.close()
         if own:
             journal.close()
 
 
-def _destination_folder(config: Config, name: str | None) -> tuple[int, Path]:
-    """(position, folder) of the destination to check: the named one, or the primary."""
+def _destination_folder(config: Config, name: str | None) -> tuple[int, Path | None]:
+    """(position, folder) of the destination to check: the named one, or the primary;
+    the folder is None for a destination reached through its protocol (smb://)."""
     names = [t.name for t in config.targets]
     if name is None:
-        return 0, config.destination
+        return 0, config.targets[0].local_path
     if name not in names:
         raise ValueError(f"no destination named {name!r}: the configured ones are "
                          f"{', '.join(names)}")
     number = names.index(name)
-    folder = config.targets[number].local_path
-    if folder is None:
-        raise ValueError(f"destination {name!r} is not a folder: mount the share and check "
-                         "the mounted copy, or check it on the server")
-    return number, folder
+    return number, config.targets[number].local_path
 
 
 def _copies_at(journal: Journal, rows: list, name: str) -> list:

@@ -78,8 +78,8 @@ def _check_user(config: Config, user: str) -> str:
         check_name(user)
     except Exception as error:  # UnsafePathError: say it as a session problem
         raise SessionError(f"{user!r} cannot be a user name: {error}") from None
-    if not (config.destination / user).is_dir() and not config.create_user_dirs and \
-            config.destination.is_dir():
+    if config.destination is not None and not (config.destination / user).is_dir() and \
+            not config.create_user_dirs and config.destination.is_dir():
         raise SessionError(f"unknown user {user!r}: there is no folder {user!r} at the "
                            f"destination {config.destination}; create it, or check the name")
     return user

@@ -39,11 +39,15 @@ from autotx_lib.errors import (
 from autotx_lib.journal import utcnow
 from autotx_lib.transfer import copy as C
 from autotx_lib.transfer.destination import check_destination
+from autotx_lib.transfer.destinations import Destination
 from autotx_lib.transfer.fanout import (
     Member,
+    Replicas,
     due_now,
     member_for,
     replicate_file,
+    replicate_files,
+    shown_path,
     tmp_location,
 )
 from autotx_lib.transfer.fanout import marker_setting as _marker_setting
@@ -344,15 +348,17 @@ class DatasetSteps:
                     raise
                 self._drop(row, member, error)
         if not kept:
-            raise DestinationError(self.config.destination, "no destination could take the "
-                                   "user's folder")
+            raise DestinationError(self.config.primary_shown, "no destination could take "
+                                   "the user's folder")
         return kept
 
-    @staticmethod
-    def _check_free_space(member: Member, row) -> None:
+    def _check_free_space(self, member: Member, row) -> None:
         """Raise DestinationFullError when the dataset would eat into the destination's
-        free-space floor (``min_free_mb``)."""
+        free-space floor (``min_free_mb``; for an smb:// primary also the gate's
+        ``min_free_destination_mb``, which the gate samples only on a folder)."""
         floor = member.settings.min_free_mb * 1_000_000
+        if member.number == 0 and member.root is None:
+            floor = max(floor, self.config.gate.min_free_destination_mb * 1_000_000)
         if floor and member.destination.free_bytes() - row.total_bytes < floor:
             raise DestinationFullError(member.destination.url, row.total_bytes + floor)
 
@@ -368,23 +374,34 @@ class DatasetSteps:
     def _user_folder_ready(self, row) -> bool:
         """The primary destination has the user's folder (made when create_user_dirs);
         otherwise the dataset goes to unmatched/ and False is returned."""
-        user_folder = self.config.destination / row.user
-        if user_folder.is_dir():
+        if self._primary_has_folder(row.user):
             return True
         if not self.config.create_user_dirs:
             listing = list_dataset(Path(row.processing_path))
             self.journal.update_dataset(row.id, state=J.UNMATCHING, error=(
-                f"no folder {user_folder} at the destination"),
+                f"no folder {self.config.primary_shown}/{row.user} at the destination"),
                 total_files=len(listing.files), total_bytes=listing.total_bytes)
             return False
-        try:
-            user_folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise DestinationError(user_folder, str(error)) from None
+        primary = Member(None, self.config.primary, 0, self._primary())
+        self._make_user_folder(primary, row.user)
         return True
 
+    def _primary_has_folder(self, user: str) -> bool:
+        if self.config.destination is not None:
+            return (self.config.destination / user).is_dir()
+        try:
+            return self._primary().stat(user).is_dir
+        except FileNotFoundError:
+            return False
+
+    def _primary(self) -> Destination:
+        """The primary destination, through its protocol."""
+        return self._destination(self.config.primary)
+
     def _check_destination(self) -> None:
-        check_destination(self.config.destination, self.journal, self.config.host_alias)
+        where = self.config.destination if self.config.destination is not None else \
+            self._primary()
+        check_destination(where, self.journal, self.config.host_alias)
 
     def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> list[str]:
         """Bring the journal's file rows in line with the source; returns what changed."""
@@ -420,7 +437,8 @@ class DatasetSteps:
         source = Path(row.processing_path)
         self._recheck_verified(row, members, rehash=row.id in self._recovering)
         self._recovering.discard(row.id)
-        if [m.number for m in members] == [0]:  # staged copies live on the primary only
+        if [m.number for m in members] == [0] and members[0].root is not None:
+            # staged copies live on a folder primary only
             self._take_live_copies(row, members[0].tmp)
         rows = self.journal.files_of(row.id)
         listed = {r.relpath for r in rows}
@@ -452,11 +470,8 @@ class DatasetSteps:
                 "dataset_id": row.id, "copied_bytes": counter.value,
                 "rate_bytes_per_s": rate, "at": utcnow().isoformat()})
 
-        def on_file(result: C.CopiedFile) -> None:
-            for member in remote:  # the same bytes, written through the protocol
-                replicate_file(source / result.relpath, member.destination,
-                               f"{member.delivery.tmp_path}/{result.relpath}", row.algorithm,
-                               expected=result.digest, throttle=gate.throttle)
+        def verified(result: C.CopiedFile) -> None:
+            """A file every destination of the round holds, checked."""
             batch.append({"relpath": result.relpath, "digest": result.digest,
                           "size": result.size, "mtime_ns": result.mtime_ns,
                           "copies": result.copies})
@@ -465,6 +480,7 @@ class DatasetSteps:
                 flush()
 
         def tick() -> None:
+            replicas.collect()
             if batch and time.monotonic() - state["flushed"] > JOURNAL_BATCH_SECONDS:
                 flush()  # progress visible to `autotx status` at least twice a second
             publish_progress()
@@ -473,19 +489,25 @@ class DatasetSteps:
                                           len(rows), counter.value, row.total_bytes, started))
 
         gate = self._gate_monitor(members).start()
+        # the protocol destinations (smb://) are written alongside, from the same source
+        replicas = Replicas(remote if local else remote[1:], source, row.algorithm, verified,
+                            throttle=gate.throttle, workers=self.config.copy_.workers)
         try:
             self._make_remote_folders(remote, todo)
             if local:
                 C.copy_files(todo, source, [m.tmp for m in local], row.algorithm,
                              workers=self.config.copy_.workers, verify=self.config.verify.mode,
                              max_attempts=self.config.copy_.max_attempts_per_file,
-                             on_file=on_file, on_bytes=counter.add,
+                             on_file=replicas.add, on_bytes=counter.add,
                              should_stop=self.stop_requested.is_set, tick=tick, throttle=gate)
             else:
-                self._copy_through_protocol(row, todo, remote, on_file, counter, tick, gate)
+                self._copy_through_protocol(row, todo, remote[0], replicas.add, counter, tick,
+                                            gate)
+            replicas.finish()
         except CopyInterrupted:
             pass  # checkpointed below: what was verified is in the journal
         finally:
+            replicas.close()
             gate.stop()
             flush()
             tick()
@@ -503,20 +525,17 @@ class DatasetSteps:
             for folder in folders:
                 member.destination.make_dirs(f"{member.delivery.tmp_path}/{folder}")
 
-    def _copy_through_protocol(self, row, todo, remote, on_file, counter, tick, gate) -> None:
+    def _copy_through_protocol(self, row, todo, first: Member, on_file, counter, tick,
+                               gate) -> None:
         """No local destination in the round: the first remote one reads and hashes the
-        source; ``on_file`` writes the others, checked against that digest."""
-        first, others = remote[0], remote[1:]
-        remote[:] = others  # on_file writes these
-        for entry in todo:
-            if self.stop_requested.is_set():
-                raise CopyInterrupted()
-            copied = replicate_file(Path(row.processing_path) / entry.relpath, first.destination,
-                                    f"{first.delivery.tmp_path}/{entry.relpath}", row.algorithm,
-                                    throttle=gate.throttle)
-            counter.add(copied.size)
-            on_file(C.CopiedFile(entry.relpath, copied.size, copied.mtime_ns, copied.digest,
-                                 copied.copies))
+        source (``copy.workers`` files at once); ``on_file`` hands each file on to the
+        others (checked against that digest)."""
+        for copied in replicate_files(todo, Path(row.processing_path), first, row.algorithm,
+                                      workers=self.config.copy_.workers, throttle=gate.throttle,
+                                      should_stop=self.stop_requested.is_set):
+            if copied is not None:
+                counter.add(copied.size)
+                on_file(copied)
             tick()
 
     def _take_live_copies(self, row, tmp: Path) -> None:
@@ -626,7 +645,8 @@ class DatasetSteps:
         self.journal.update_delivery(member.delivery.id, dest_path=dest,
                                      manifest_path=manifest_path, manifest_digest=digest)
         if member.number == 0:
-            self.journal.update_dataset(row.id, dest_path=dest, manifest_path=manifest_path,
+            self.journal.update_dataset(row.id, dest_path=shown_path(member, dest),
+                                        manifest_path=shown_path(member, manifest_path),
                                         manifest_digest=digest)
 
     def _deliver(self, row) -> bool:
@@ -707,7 +727,8 @@ class DatasetSteps:
         self.journal.update_delivery(member.delivery.id, dest_path=dest,
                                      manifest_path=f"{dest}/{manifest}")
         if member.number == 0:
-            self.journal.update_dataset(row.id, dest_path=dest, manifest_path=f"{dest}/{manifest}")
+            self.journal.update_dataset(row.id, dest_path=shown_path(member, dest),
+                                        manifest_path=shown_path(member, f"{dest}/{manifest}"))
 
     def _tmp_lost(self, row, member: Member) -> None:
         self.journal.reset_files(row.id)

@@ -131,6 +131,8 @@ def obstacles(config: Config, user: str, folder: Path | None = None) -> list[str
     marker = config.readiness.marker_file
     if marker and folder is not None and not (folder / marker).is_file():
         found.append(f"it waits for the marker file {marker}, which is not there yet")
+    if config.destination is None:
+        return found  # an smb:// primary: the agent connects and says what stands in the way
     if not config.destination.is_dir():
         found.append(f"the destination {config.destination} is not reachable (not mounted?); "
                      "it waits until it is")

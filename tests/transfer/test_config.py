@@ -103,9 +103,13 @@ def test_autotx_xml_host_file_wins_over_common(tmp_path):
     assert data["poll_seconds"] == 1.0 and data["grace_period_days"] == 5
     assert data["email"]["smtp_host"] == "smtp.example.org"
     assert data["space_monitoring"] == [{"path": "D:", "min_free_mb": 20000}]
-    assert set(ignored) == {"EnforceInheritedACLs", "InterPacketGap"}
+    assert set(ignored) == {"EnforceInheritedACLs", "InterPacketGap", "DestinationDirectory"}
+    # the UNC destination is written through SMB (no mount); credentials are the admin's to add
+    assert data["destinations"] == [{"name": "storage", "url": "smb://fileserver/share"}]
+    assert "password_env" in ignored["DestinationDirectory"]
     config = load_config(tmp_path)
     assert config.gate.max_cpu_percent == 60.0
+    assert config.destination is None and config.primary.url == "smb://fileserver/share"
 
 
 def test_autotx_xml_bad_number_and_bad_xml(tmp_path):
@@ -138,6 +142,8 @@ def test_config_check_reports_ignored_autotx_keys(tmp_path):
     write(tmp_path / "config.common.xml", COMMON)
     result = runner.invoke(app, ["config", "check", str(tmp_path / "config.common.xml")])
     assert "ignored AutoTx key EnforceInheritedACLs" in result.output
+    assert "note on AutoTx key DestinationDirectory: became [[destinations]] url = " \
+        "\"smb://fileserver/share\"" in result.output
     assert result.exit_code == 2  # D:/... and the UNC share do not exist on this machine
     assert "destination" in result.output
 

@@ -205,8 +205,9 @@ def test_status_shows_each_destination(tmp_path):
     ([{"name": "a", "url": "/x"}, {"name": "b", "url": "smb://nas"}], "names no share"),
     ([{"name": "a", "url": "/x"}, {"name": "b", "url": "smb://u:pw@nas/s"}], "never put the password"),
     ([{"name": "a", "url": "/x"}, {"name": "a", "url": "/y"}], "names must differ"),
-    ([{"name": "a", "url": "smb://u@nas/share"}], "must be a folder"),
     ([{"name": "a", "url": "/x", "required": False}], "cannot be required = false"),
+    ([{"name": "a", "url": "smb://u@nas/share", "required": False}], "cannot be required"),
+    ([], "give `destination`"),
 ])
 def test_bad_destination_settings_are_refused_with_the_reason(tmp_path, entries, problem):
     from autotx_lib.config import config_from_dict
@@ -214,6 +215,23 @@ def test_bad_destination_settings_are_refused_with_the_reason(tmp_path, entries,
     with pytest.raises(ConfigError, match=problem):
         config_from_dict({"incoming": str(tmp_path / "in"), "managed": str(tmp_path / "m"),
                           "destinations": entries})
+
+
+@pytest.mark.parametrize("feature,named", [
+    ({"sessions": {"live_sync": True}}, "live_sync"),
+    ({"pipelines": {"rules": [{"workflow": "previews"}]}}, "pipelines.rules"),
+    ({"omero": {"enabled": True, "host": "omero.example.org", "user": "importer"}}, "omero"),
+])
+def test_an_smb_primary_refuses_what_reads_delivered_data_from_a_folder(tmp_path, feature,
+                                                                          named):
+    from autotx_lib.config import config_from_dict
+
+    base = {"incoming": str(tmp_path / "in"), "managed": str(tmp_path / "m"),
+            "destinations": [{"name": "storage", "url": "smb://u@nas/share"}]}
+    config = config_from_dict(base)  # on its own an smb:// primary is fine
+    assert config.destination is None and config.primary_shown == "smb://u@nas/share"
+    with pytest.raises(ConfigError, match=f"(?s){named}.*mount the share"):
+        config_from_dict({**base, **feature})
 
 
 def test_destinations_that_overlap_each_other_or_managed_are_problems(tmp_path):
@@ -381,3 +399,112 @@ def test_a_user_unknown_at_the_primary_gets_no_backup_copy_while_the_primary_wai
     assert not (tmp_path / "backup" / "bob").exists()
     row = Journal(config.journal_url).dataset(summary.unmatched[0])
     assert tree(Path(row.final_path)) == FILES  # kept in managed/unmatched/
+
+
+class _HeldDestination:
+    """A real folder destination whose first write waits until the test lets it go."""
+
+    def __init__(self, root: Path):
+        import threading
+
+        from autotx_lib.transfer.destinations import LocalDestination
+
+        self.real, self.release, self.threads = LocalDestination(root), threading.Event(), set()
+        self.url = self.real.url
+
+    def open_write(self, relpath: str):
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        if relpath.endswith("f0.bin"):
+            assert self.release.wait(30), "the test never released the first write"
+        return self.real.open_write(relpath)
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+def replica_members(tmp_path: Path, destination) -> list:
+    from types import SimpleNamespace
+
+    from autotx_lib.config import DestinationSettings
+    from autotx_lib.transfer.fanout import Member
+
+    destination.make_dirs("tmp/d0")
+    destination.make_dirs("tmp/d1")
+    settings = DestinationSettings(name="nas", url=str(tmp_path / "nas"))
+    return [Member(SimpleNamespace(tmp_path="tmp"), settings, 1, destination)]
+
+
+def test_a_share_is_written_alongside_and_a_file_counts_once_every_copy_is_checked(tmp_path):
+    """Replicas: a slow destination does not hold the caller (the local copy) up, and a file
+    is handed over only once every protocol destination holds its checked copy, in order."""
+    from autotx_lib.transfer import copy as C
+    from autotx_lib.transfer.fanout import Replicas
+
+    source = tmp_path / "source"
+    for relpath, data in FILES.items():
+        (source / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (source / relpath).write_bytes(data)
+    (tmp_path / "nas").mkdir()
+    held = _HeldDestination(tmp_path / "nas")
+    done: list[str] = []
+    ordered = sorted(FILES, key=lambda r: int(r.split("f")[1].split(".")[0]))
+    with Replicas(replica_members(tmp_path, held), source, "xxh3_128", lambda r: done.append(
+            r.relpath)) as replicas:
+        for relpath in ordered:  # as copy_files hands over locally verified files
+            replicas.add(C.CopiedFile(relpath, len(FILES[relpath]), 0,
+                                      C.hash_file(source / relpath, "xxh3_128"), 1))
+        replicas.collect()
+        assert done == []  # every file was handed in while the first write still waited
+        held.release.set()
+        replicas.finish()
+    assert done == ordered
+    assert tree(tmp_path / "nas" / "tmp") == FILES
+    assert held.threads == {"autotx-nas_0"}  # written in the destination's own thread
+
+
+def test_a_failing_share_is_raised_to_the_caller_and_its_file_does_not_count(tmp_path):
+    from autotx_lib.errors import DestinationError
+    from autotx_lib.transfer import copy as C
+    from autotx_lib.transfer.destinations import LocalDestination
+    from autotx_lib.transfer.fanout import Replicas
+
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.bin").write_bytes(b"a" * 1000)
+    (tmp_path / "nas").mkdir()
+    nas = LocalDestination(tmp_path / "nas")
+    members = replica_members(tmp_path, nas)
+    (tmp_path / "nas").rename(tmp_path / "gone")  # unmounted under the agent
+    done: list[str] = []
+    with pytest.raises(DestinationError), Replicas(members, source, "xxh3_128",
+                                                   lambda r: done.append(r.relpath)) as replicas:
+        replicas.add(C.CopiedFile("a.bin", 1000, 0, C.hash_file(source / "a.bin", "xxh3_128"), 1))
+        replicas.finish()
+    assert done == []
+
+
+def test_files_go_to_a_share_several_at_once_with_their_dataset_paths(tmp_path):
+    """With no local destination the first share reads the source: ``copy.workers`` files
+    are in flight at once (the first is held until another one completed)."""
+    from autotx_lib.transfer.fanout import replicate_files
+    from autotx_lib.transfer.layout import SourceFile
+
+    source = tmp_path / "source"
+    for relpath, data in FILES.items():
+        (source / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (source / relpath).write_bytes(data)
+    (tmp_path / "nas").mkdir()
+    held = _HeldDestination(tmp_path / "nas")
+    [member] = replica_members(tmp_path, held)
+    entries = [SourceFile(r, len(d), 0) for r, d in sorted(FILES.items(),
+                                                          key=lambda i: "f0" not in i[0])]
+    got = []
+    for copied in replicate_files(entries, source, member, "xxh3_128", workers=3,
+                                  tick_seconds=0.05):
+        if copied is not None:
+            got.append(copied.relpath)
+            held.release.set()
+    assert got[0] != "d0/f0.bin" and sorted(got) == sorted(FILES)
+    assert tree(tmp_path / "nas" / "tmp") == FILES

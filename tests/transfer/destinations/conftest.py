@@ -91,3 +91,24 @@ def vanish_destination(request):
             root = request.getfixturevalue("samba").data / destination.folder
         os.rename(root, root.with_name(root.name + "-gone"))
     return vanish
+
+
+def run_with_server_stopped(samba, config, after_files: int = 2):
+    """One agent pass during which the Samba server stops once ``after_files`` files are
+    copied (and is started again afterwards); returns the pass's summary."""
+    from autotx_lib.transfer.agent import Agent
+
+    stopped = []
+
+    def stop_server(progress) -> None:
+        if progress.files_done >= after_files and not stopped:
+            stopped.append(progress.files_done)
+            samba.stop()
+
+    try:
+        summary = Agent(config, on_progress=stop_server).run(once=True)
+    finally:
+        if samba.process is None:
+            samba.start()
+    assert stopped, "the copy ended before the server could be stopped"
+    return summary

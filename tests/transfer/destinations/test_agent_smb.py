@@ -12,6 +12,7 @@ from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.agent import Agent
 
 from ..conftest import make_dataset, tree
+from .conftest import run_with_server_stopped
 
 FILES = {f"sub{i % 2}/img{i}.tif": os.urandom(200_000 + i) for i in range(6)}
 PASSWORD_ENV = "AUTOTX_TEST_SMB_PASSWORD"
@@ -68,19 +69,8 @@ def test_server_stopped_mid_transfer_then_back_delivers_once(samba, smb_folder, 
     config = smb_facility(tmp_path, samba.url(path=smb_folder))
     config.copy_.workers = 1
     make_dataset(config.incoming, "alice", "exp", FILES)
-    stopped = []
-
-    def stop_server(progress) -> None:
-        if progress.files_done >= 2 and not stopped:
-            stopped.append(progress.files_done)
-            samba.stop()
-
-    try:
-        summary = Agent(config, on_progress=stop_server).run(once=True)
-    finally:
-        if samba.process is None:
-            samba.start()
-    assert stopped and not summary.delivered
+    summary = run_with_server_stopped(samba, config)
+    assert not summary.delivered
     dataset = summary.retrying[0]
     rows = deliveries(config, dataset)
     assert rows["storage"].state == "delivered" and rows["nas"].state == "pending"
@@ -94,3 +84,17 @@ def test_server_stopped_mid_transfer_then_back_delivers_once(samba, smb_folder, 
     assert tree(samba.data / smb_folder / "alice" / "exp") == FILES
     assert sorted(os.listdir(samba.data / smb_folder / "alice")) == ["exp"]  # once
     assert sorted(os.listdir(tmp_path / "storage" / "alice")) == ["exp"]
+
+
+def test_verify_reads_the_copy_on_an_smb_backup(samba, smb_folder, tmp_path, monkeypatch):
+    from autotx_lib.transfer.recheck import recheck_delivered
+
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config = smb_facility(tmp_path, samba.url(path=smb_folder))
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    assert len(Agent(config).run(once=True).delivered) == 1
+    assert recheck_delivered(config, destination="nas").ok
+    (samba.data / smb_folder / "alice" / "exp" / "sub0" / "img0.tif").unlink()  # deleted there
+    report = recheck_delivered(config, destination="nas")
+    assert report.failed and any("sub0/img0.tif" in p for p in report.failed[0].problems)
+    assert recheck_delivered(config).ok  # the primary's copy is intact
