@@ -218,13 +218,18 @@ class Reporter:
                 for k, v in asdict(session).items()}
 
     def _free_space(self) -> dict[str, int | None]:
-        places = {self.config.destination_alias: self.config.destination} \
-            if self.config.destination is not None else {}  # smb://: not a disk here
+        """Free bytes per destination (by its alias, or each [[destinations]] entry by its
+        name) and per watched folder; None: unknown (unmounted, or an smb:// share, which
+        is not asked at every heartbeat)."""
+        if self.config.destinations:
+            places = {t.name: t.local_path for t in self.config.targets}
+        else:
+            places = {self.config.destination_alias: self.config.destination}
         places.update({str(c.path): c.path for c in self.config.space_monitoring})
         free: dict[str, int | None] = {}
         for name, path in places.items():
             try:
-                free[name] = shutil.disk_usage(path).free
+                free[name] = None if path is None else shutil.disk_usage(path).free
             except OSError:
                 free[name] = None  # unmounted: the hub shows it as unknown
         return free

@@ -43,6 +43,8 @@ def test_each_destination_copy_reaches_the_hub_and_its_statistics(hub, tmp_path)
         [row] = hub.store.datasets(agent_id="test-pc")[0]
         backup = next(d for d in row.deliveries if d["destination"] == "backup")
         assert backup["error"] and not backup["required"]  # why it waits, seen at the hub
+        free = hub.client(hub.viewer).agent("test-pc")["free_space"]
+        assert free["storage"] > 0 and free["backup"] is None  # per destination; one missing
         (tmp_path / "backup").mkdir()  # the backup comes back; time passes
         journal = Journal(config.journal_url)
         [delivery] = [d for d in journal.deliveries_of(row.dataset_id)
