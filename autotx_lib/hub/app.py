@@ -60,6 +60,19 @@ class EventBatch(_Body):
     events: list[EventIn] = Field(max_length=5000)
 
 
+class DeliveryIn(_Body):
+    """One destination's copy of a dataset (``[[destinations]]``: one per destination)."""
+
+    destination: Name
+    required: bool = True
+    state: str = Field(max_length=32)
+    attempts: int = 0
+    error: str | None = Field(None, max_length=20_000)
+    dest_path: str | None = Field(None, max_length=4096)
+    delivered_at: dt.datetime | None = None
+    next_attempt_at: dt.datetime | None = None
+
+
 class DatasetIn(_Body):
     """The latest state of one dataset of an agent (an upsert; newer ``updated_at`` wins)."""
 
@@ -76,6 +89,7 @@ class DatasetIn(_Body):
     error: str | None = Field(None, max_length=20_000)
     dest_path: str | None = Field(None, max_length=4096)
     final_path: str | None = Field(None, max_length=4096)
+    deliveries: list[DeliveryIn] | None = Field(None, max_length=64)
     created_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -362,7 +376,9 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
 
     @app.post("/agents/{agent_id}/datasets", tags=["agents push"])
     async def push_datasets(agent_id: str, batch: DatasetBatch, _token: Agent) -> dict:
-        rows = [d.model_dump() for d in batch.datasets]
+        rows = [{**d.model_dump(exclude={"deliveries"}),  # JSON-ready: stored as one column
+                 "deliveries": None if d.deliveries is None else
+                 [c.model_dump(mode="json") for c in d.deliveries]} for d in batch.datasets]
         return {"stored": await db.upsert_datasets(agent_id, rows)}
 
     @app.post("/agents/{agent_id}/runs", tags=["agents push"])
@@ -448,8 +464,8 @@ def create_app(settings: HubSettings, store: HubStore | None = None) -> Any:
         if row is None:
             raise HTTPException(404, f"agent {agent_id!r} has reported no dataset {dataset_id}")
         data = as_dict(row)
-        data["deliveries"] = [{k: data[k] for k in ("destination", "dest_path", "state",
-                                                    "finished_at")}]
+        data["deliveries"] = data.get("deliveries") or [  # an agent of one destination
+            {k: data[k] for k in ("destination", "dest_path", "state", "finished_at")}]
         data["events"] = [as_dict(e) for e in store.events(agent_id=agent_id,
                                                            dataset_id=dataset_id, limit=1000)]
         data["runs"] = [as_dict(r) for r in store.runs(agent_id=agent_id, dataset_id=dataset_id,

@@ -218,13 +218,18 @@ class Reporter:
                 for k, v in asdict(session).items()}
 
     def _free_space(self) -> dict[str, int | None]:
-        places = {self.config.destination_alias: self.config.destination} \
-            if self.config.destination is not None else {}  # smb://: not a disk here
+        """Free bytes per destination (by its alias, or each [[destinations]] entry by its
+        name) and per watched folder; None: unknown (unmounted, or an smb:// share, which
+        is not asked at every heartbeat)."""
+        if self.config.destinations:
+            places = {t.name: t.local_path for t in self.config.targets}
+        else:
+            places = {self.config.destination_alias: self.config.destination}
         places.update({str(c.path): c.path for c in self.config.space_monitoring})
         free: dict[str, int | None] = {}
         for name, path in places.items():
             try:
-                free[name] = shutil.disk_usage(path).free
+                free[name] = None if path is None else shutil.disk_usage(path).free
             except OSError:
                 free[name] = None  # unmounted: the hub shows it as unknown
         return free
@@ -281,14 +286,16 @@ class Reporter:
             rows = self.journal.datasets_changed_after(start, last, BATCH)
             if not rows:
                 return sent
-            sent += self._push("datasets", [self._dataset(r) for r in rows],
+            copies = self.journal.deliveries_for([r.id for r in rows])
+            sent += self._push("datasets", [self._dataset(r, copies[r.id]) for r in rows],
                                lambda d: d["dataset_id"])
             last = (rows[-1].updated_at, rows[-1].id)
             self.journal.set_setting(DATASET_CURSOR_KEY, last[0].isoformat())
 
-    def _dataset(self, row) -> dict[str, Any]:
+    def _dataset(self, row, copies: list) -> dict[str, Any]:
         return {"dataset_id": row.id, "user": row.user, "name": row.name, "state": row.state,
                 "destination": self.config.destination_alias,
+                "deliveries": [_delivery(d) for d in copies] or None,
                 **{k: getattr(row, k) for k in ("total_files", "total_bytes", "copied_files",
                                                 "copied_bytes", "attempts", "error",
                                                 "dest_path", "final_path")},
@@ -421,6 +428,12 @@ def _event(row) -> dict[str, Any]:
 def _times(row, names: tuple[str, ...]) -> dict[str, str | None]:
     return {k: _utc(getattr(row, k)) for k in names}
 
+
+def _delivery(row) -> dict[str, Any]:
+    """One (dataset, destination) copy as the hub stores it."""
+    return {"destination": row.destination, "required": bool(row.required), "state": row.state,
+            "attempts": row.attempts, "error": row.error, "dest_path": row.dest_path,
+            "delivered_at": _utc(row.delivered_at), "next_attempt_at": _utc(row.next_attempt_at)}
 
 def _run(row) -> dict[str, Any]:
     return {"run_id": row.id, **{k: getattr(row, k) for k in (

@@ -23,10 +23,37 @@ _COLUMNS = ["datasets", "bytes", "files", "failures", "median_rate_mb_s",
             "median_ready_to_delivered_s"]
 
 
-def _dataset_frame(store: HubStore, since: dt.datetime | None) -> pd.DataFrame:
+def _per_destination(rows: list[dict]) -> list[dict]:
+    """One row per (dataset, destination) for agents that report their deliveries: done
+    when that copy was delivered (at ``delivered_at``), failed when the dataset was
+    quarantined or that copy waits after an error. A copy delivered after the dataset
+    finished (an optional destination catching up) has no copy rate."""
+    out = []
+    for row in rows:
+        for copy in row.get("deliveries") or [None]:
+            if copy is None:
+                out.append(row)
+                continue
+            delivered_at = dt.datetime.fromisoformat(copy["delivered_at"]) \
+                if copy.get("delivered_at") else None
+            done = copy["state"] == "delivered"
+            later = done and row["finished_at"] is not None and delivered_at is not None and \
+                delivered_at > aware(row["finished_at"]) + dt.timedelta(seconds=5)
+            state = "done" if done else "error" if row["state"] == "error" or \
+                copy.get("error") else "pending"
+            out.append({**row, "destination": copy["destination"], "state": state,
+                        "finished_at": delivered_at if done else None,
+                        "started_at": None if later else row["started_at"]})
+    return out
+
+
+def _dataset_frame(store: HubStore, since: dt.datetime | None,
+                   per_destination: bool = False) -> pd.DataFrame:
     import pandas as pd
 
-    rows = [row._mapping for row in store.dataset_rows(since)]
+    rows = [dict(row._mapping) for row in store.dataset_rows(since)]
+    if per_destination:
+        rows = _per_destination(rows)
     frame = pd.DataFrame(rows, columns=["agent_id", "user", "state", "destination",
                                         "total_files", "total_bytes", "created_at",
                                         "started_at", "finished_at"])
@@ -47,13 +74,14 @@ def dataset_table(store: HubStore, by: str, since: dt.datetime | None = None) ->
     """Dataset statistics grouped ``by`` "day" (x agent), "user" or "destination".
 
     Bytes and files count delivered datasets; failures count quarantined ones; medians
-    are over delivered datasets.
+    are over delivered datasets. ``by="destination"`` counts each destination's copy
+    (``[[destinations]]``): delivered there, or failed there (an error while it waits).
     """
     import pandas as pd
 
     if by not in _GROUPS:
         raise ValueError(f"unknown table {by!r}; choose one of {', '.join(TABLES)}")
-    frame = _dataset_frame(store, since)
+    frame = _dataset_frame(store, since, per_destination=by == "destination")
     keys = _GROUPS[by]
     if frame.empty:
         return pd.DataFrame(columns=keys + _COLUMNS)

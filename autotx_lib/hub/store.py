@@ -20,6 +20,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     DateTime,
@@ -104,6 +105,7 @@ datasets = Table(
     Column("error", Text),
     Column("dest_path", Text),
     Column("final_path", Text),
+    Column("deliveries", JSON),  # [[destinations]]: each destination's copy (list of dicts)
     Column("created_at", UTC_TIME),  # agent clock: claimed (ready)
     Column("started_at", UTC_TIME),
     Column("finished_at", UTC_TIME),

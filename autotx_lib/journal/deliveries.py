@@ -58,10 +58,15 @@ class DeliveryRecords(Records):
         return found
 
     def update_delivery(self, delivery_id: int, **values: Any) -> None:
-        """Update columns of one delivery row (``updated_at`` is set too)."""
+        """Update columns of one delivery row (``updated_at`` is set too, and its dataset's:
+        a delivery's change is a change of the dataset for those who follow it, the hub)."""
         values["updated_at"] = utcnow()
+        dataset_id = select(deliveries.c.dataset_id).where(deliveries.c.id == delivery_id) \
+            .scalar_subquery()
         with self.engine.begin() as conn:
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+            conn.execute(update(datasets).where(datasets.c.id == dataset_id)
+                         .values(updated_at=values["updated_at"]))
 
     def catch_ups(self) -> list[Row]:
         """Deliveries still pending for datasets that are done (their original in the grace

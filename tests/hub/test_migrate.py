@@ -35,6 +35,8 @@ def test_a_hub_database_from_before_migrations_is_stamped_and_upgraded(database)
     engine = create_engine(database)
     baseline = [S.tokens, S.agents, S.events, S.datasets, S.commands, S.audit]
     S.metadata.create_all(engine, tables=baseline)  # what that release's create_all made
+    with engine.begin() as conn:  # ... before datasets had deliveries (migration 0003)
+        conn.execute(text("ALTER TABLE datasets DROP COLUMN deliveries"))
     engine.dispose()
     old = S.HubStore(database, create=False)
     token = old.add_token("admin", "admin")
