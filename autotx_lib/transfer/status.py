@@ -295,7 +295,7 @@ def status(source: Config | Journal, *, history: int = 20, events: int = 30,
     live = journal.get_setting(LIVE_PROGRESS_KEY) or {}
     active_rows = journal.datasets_in(J.ACTIVE_STATES)
     finished_rows = [r for r in journal.all_datasets(limit=history * 3)
-                     if r.state in J.FINAL_STATES][:history]
+                     if r.state in J.FINAL_STATES][:history] if history > 0 else []
     copies = journal.deliveries_for([r.id for r in active_rows + finished_rows])
     active = [_dataset(r, live, paused, copies[r.id]) for r in active_rows]
     current = next((d for d in active if d.state in (J.COPYING, J.DELIVERING)), None)

@@ -41,6 +41,7 @@ def test_status_reports_history_queue_and_frames(facility):
     events = snapshot.events_df()
     assert (events["kind"] == "delivered").sum() == 1
     assert json.loads(json.dumps(snapshot.to_dict()))["history"][0]["user"] in {"alice", "bob"}
+    assert status(facility, history=0).history == []  # none asked: none read (the heartbeat)
 
 
 def test_status_shows_a_waiting_dataset_in_the_queue(facility):
