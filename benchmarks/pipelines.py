@@ -130,12 +130,19 @@ def _plate(root: Path) -> Path:
 
 
 def _warm_worker() -> bool:
-    """Import what a plate-qc run uses (bokeh alone takes about a second the first time)."""
+    """Import what a plate-qc run uses (bokeh alone takes about a second the first time).
+
+    Also the measures' own imports (qc, scipy.fft, tifffile: 2-3 s a worker under load,
+    seen with py-spy inside the first run).
+    """
     import bokeh.embed  # noqa: F401
     import bokeh.plotting  # noqa: F401
+    import scipy.fft  # noqa: F401
+    import tifffile  # noqa: F401
     from bokeh.resources import INLINE
 
     import autotx_lib.imaging.plate  # noqa: F401
+    import autotx_lib.imaging.qc  # noqa: F401
     import autotx_lib.imaging.report  # noqa: F401
     import autotx_lib.pipelines.workflows.plate_qc  # noqa: F401
 
