@@ -726,7 +726,9 @@ def _measure_batch(
     return _measure_records(plate_name, batch.records, metrics, options)
 
 
-def _batches(records: list[ImageRecord], size: int) -> list[_Batch]:
+def _batches(records: list[ImageRecord], size: int | None, threads: int) -> list[_Batch]:
+    """Batches of ``size`` records; default about 8 per thread, at most 64 records."""
+    size = size or max(1, min(64, math.ceil(len(records) / (threads * 8))))
     return [_Batch(records[i : i + size]) for i in range(0, len(records), size)]
 
 
@@ -883,8 +885,7 @@ def plate_qc(
     options = {"scale": scale, "window": window, "ceiling": ceiling}
     workers = n_workers or os.cpu_count() or 1
     total = len(plate.records)
-    size = batch_size or max(1, min(64, math.ceil(total / (workers * 8))))
-    batches = _batches(plate.records, size)
+    batches = _batches(plate.records, batch_size, workers)
     done = 0
     results: list[list[dict[str, Any]]] = []
 
@@ -936,8 +937,8 @@ def plate_qc(
             owned = [client]
         try:
             if batch_size is None and n_workers is None:  # the cluster's threads, not ours
-                threads = sum(client.nthreads().values()) or workers
-                batches = _batches(plate.records, max(1, min(64, math.ceil(total / (threads * 8)))))
+                batches = _batches(plate.records, None,
+                                   sum(client.nthreads().values()) or workers)
             futures = client.map(
                 _measure_batch, [plate.name] * len(batches), batches,
                 [chosen] * len(batches), [options] * len(batches), pure=False,
