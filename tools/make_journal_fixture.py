@@ -27,7 +27,8 @@ from pathlib import Path
 
 
 def main(target: Path) -> None:
-    import autotx_lib
+    # pipelines.jobs is the old release's JobRunner (removed since: ruff sorts it as unknown)
+    import autotx_lib  # noqa: I001
     from autotx_lib import journal as J
     from autotx_lib.config import Config
     from autotx_lib.journal import Journal

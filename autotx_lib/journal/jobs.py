@@ -1,4 +1,7 @@
-"""Post-delivery jobs (run outside the copy path; see :mod:`autotx_lib.pipelines.jobs`).
+"""Post-delivery jobs of older releases (the ``jobs`` table; kept for their rows).
+
+New post-delivery work runs on the pipelines engine (:mod:`autotx_lib.pipelines.engine`);
+:func:`autotx_lib.pipelines.omero_import.adopt_legacy_jobs` moves unfinished import jobs onto it.
 
 A job goes ``created`` -> ``started`` -> ``finished``, or ``error`` (retried when
 ``next_attempt_at`` is set), or ``cancelled``. Claiming and closing are compare-and-set

@@ -279,6 +279,19 @@ def test_distributed_scheduler_address_and_progress(doctored_plate):
     assert seen[0] == (0, 48) and seen[-1] == (48, 48) and len(seen) == 1 + 6
 
 
+def test_default_batches_follow_the_threads_of_the_dask_cluster(doctored_plate):
+    """About 8 tasks per thread of the cluster measuring, not of the machine calling."""
+    distributed = pytest.importorskip("distributed", reason="distributed is not installed")
+    folder, _ = doctored_plate
+    seen = []
+    with distributed.LocalCluster(n_workers=3, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        P.plate_qc(folder, ["mean_intensity"], scheduler=client,
+                   progress=lambda done, total: seen.append(done))
+    assert len(seen) == 1 + 24  # 48 images, 3 threads x 8 tasks: batches of 2
+
+
 def test_local_cluster_workers_get_the_qc_environment_and_give_the_same_table(doctored_plate):
     distributed = pytest.importorskip("distributed", reason="distributed is not installed")
     import os

@@ -5,7 +5,8 @@ image with :func:`~autotx_lib.imaging.plate.plate_qc` as dask tasks on the same 
 (the run leaves its worker slot while they run), gives each a verdict, writes
 ``plate_qc.html`` and ``plate_qc.csv`` into the run's results folder, and mails the user a
 summary with the flagged wells. The ``[qc]`` thresholds and controls can be given as the
-rule's ``params`` (``thresholds``, ``controls``, ``metrics``, ``pattern``).
+rule's ``params`` (``thresholds``, ``controls``, ``metrics``, ``pattern``), and
+``batch_size``: images per dask task (default about 8 tasks per worker thread).
 
 Result items: ``plate``, ``vendor``, ``images``, ``wells``, ``flagged_wells`` (list),
 ``verdicts`` (counts per verdict), ``usable`` (no well flagged), ``report``, ``csv``.
