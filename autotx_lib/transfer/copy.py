@@ -760,9 +760,18 @@ def manifest_content(entries: Iterable[tuple[str, str]], algorithm: str,
                      taken: Iterable[str] = ()) -> tuple[str, bytes]:
     """The manifest's name and bytes for ``(relpath, digest)`` entries (see
     :func:`write_manifest`); for destinations written through the protocol."""
+    name, text, _ = _manifest(entries, algorithm, taken)
+    return name, text
+
+
+def _manifest(entries: Iterable[tuple[str, str]], algorithm: str, taken: Iterable[str]
+              ) -> tuple[str, bytes, set[str]]:
+    """The manifest's name and bytes, and the names it must not take (built once)."""
     entries = sorted(entries)
-    name = manifest_name(algorithm, {relpath for relpath, _ in entries} | set(taken))
-    return name, "".join(_manifest_line(d, r) for r, d in entries).encode("utf-8")
+    names = {relpath for relpath, _ in entries}
+    names.update(taken)
+    name = manifest_name(algorithm, names)
+    return name, "".join([_manifest_line(d, r) for r, d in entries]).encode("utf-8"), names
 
 
 def write_manifest(folder: Path, entries: Iterable[tuple[str, str]], algorithm: str,
@@ -800,9 +809,7 @@ def write_manifest(folder: Path, entries: Iterable[tuple[str, str]], algorithm: 
         A file name holds a line break (:func:`~autotx_lib.transfer.layout.check_name`
         refuses those when a dataset is listed).
     """
-    entries = sorted(entries)
-    names = {relpath for relpath, _ in entries} | set(taken or ())
-    name, text = manifest_content(entries, algorithm, names)
+    name, text, names = _manifest(entries, algorithm, taken or ())
     path, tmp = folder / name, folder / _manifest_tmp_name(name)
     try:
         _write_durably(tmp, text)
