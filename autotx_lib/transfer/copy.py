@@ -667,8 +667,9 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path | Seq
     mode = verify_mode(verify)
     todo = list(files)
     roots = tuple(_paths(dst_root))
-    # os.path, not pathlib: 5,000 Path objects cost a tenth of a second of the copy
-    folders = sorted({os.path.dirname(f.relpath) for f in todo} - {""})
+    # os.path, not pathlib: 5,000 Path objects cost a tenth of a second of the copy.
+    # A top-level file's folder is "": the root itself, made too when it is missing.
+    folders = sorted({os.path.dirname(f.relpath) for f in todo})
     for root in roots:
         try:
             for folder in folders:

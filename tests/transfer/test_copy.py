@@ -486,6 +486,20 @@ def test_copy_files_copies_a_tree_in_parallel(tmp_path):
         k: REFERENCE["blake3"](v) for k, v in expected.items()}
 
 
+@pytest.mark.parametrize("names", [["top.bin"], ["top.bin", "a/b/deep.bin"]])
+def test_copy_files_makes_missing_roots_and_folders(tmp_path, names):
+    src = tmp_path / "src"
+    expected = {name: name.encode() * 10 for name in names}
+    for relpath, content in expected.items():
+        (src / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (src / relpath).write_bytes(content)
+    roots = [tmp_path / "one" / "tmp", tmp_path / "two"]  # neither exists yet
+    results = C.copy_files(list_dataset(src).files, src, roots, "md5", verify="cache")
+    assert sorted(r.relpath for r in results) == sorted(expected)
+    for root in roots:
+        assert {relpath: (root / relpath).read_bytes() for relpath in expected} == expected
+
+
 def test_sync_filesystem_runs_on_a_folder(tmp_path: Path):
     C.sync_filesystem(tmp_path)  # must not raise; durability itself cannot be observed here
     assert tmp_path.is_dir()
