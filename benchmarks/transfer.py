@@ -38,7 +38,9 @@ just before the next command made that command pay for them: ext4 without a jour
 each one it passes (deleted less than 5 s ago, or 300 s while its inode-table block is
 dirty), so creating 5,000 files cost 2 to 5 s of kernel time instead of 0.2 s, for every
 contender alike (``perf``: ``ext4_create`` -> ``recently_deleted``), and hid the tools'
-own differences.
+own differences. For the same reason, leave five minutes between two runs of this script
+(emptying the trash deletes every copy), and expect noise while other work deletes many
+files on the same disk. The small scenario's trash holds 5 copies per round (5 runs: 4.7 GiB).
 
 The commands are interleaved (autotx-storage autotx-cache cp rsync rclone, autotx-storage
 ...) over ``--runs`` rounds, after one untimed warm-up round. Reported: the median seconds
