@@ -26,10 +26,21 @@ Every command copies that same folder to the same filesystem:
 - ``rclone``: ``rclone copy SRC DST`` then ``sync`` (default transfers/checkers).
 
 Fairness: before each command every source file is read (page cache warm for all);
-after each command its copy is deleted and ``sync`` runs, outside the timing, so no
+after each command its copy is put away and ``sync`` runs, outside the timing, so no
 command pays for another's dirty pages. After autotx the source is renamed back from
 managed/done/ into incoming/ (same filesystem). One Agent (one journal) serves all
 runs of a scenario, as a long-running agent would.
+
+Putting a copy away means deleting it, except in the many-files scenario: its copies are
+renamed into a ``trash`` folder, deleted when the scenario ends. Deleting 5,000 files
+just before the next command made that command pay for them: ext4 without a journal
+(e.g. a VM's root disk) skips recently deleted inodes when it allocates new ones, checking
+each one it passes (deleted less than 5 s ago, or 300 s while its inode-table block is
+dirty), so creating 5,000 files cost 2 to 5 s of kernel time instead of 0.2 s, for every
+contender alike (``perf``: ``ext4_create`` -> ``recently_deleted``), and hid the tools'
+own differences. For the same reason, leave five minutes between two runs of this script
+(emptying the trash deletes every copy), and expect noise while other work deletes many
+files on the same disk. The small scenario's trash holds 5 copies per round (5 runs: 4.7 GiB).
 
 The commands are interleaved (autotx-storage autotx-cache cp rsync rclone, autotx-storage
 ...) over ``--runs`` rounds, after one untimed warm-up round. Reported: the median seconds
@@ -65,6 +76,7 @@ KiB = 1024
 USER, DATASET = "bench", "dataset"
 INSTALL_HINT = "apt-get update && apt-get install -y rsync rclone"
 
+MANY_FILES = 100  # copies of a scenario with more files go to the trash, not deleted
 MODES = ("storage", "cache")
 # (scenario, verify mode) -> reference -> target ratio (None: reported, no target)
 TARGETS: dict[tuple[str, str], dict[str, float | None]] = {
@@ -177,7 +189,26 @@ class Command:
     reset: Callable[[], None]
 
 
-def reference_command(name: str, source: Path, dest: Path) -> Command:
+class Trash:
+    """Where copies go between commands (see the module docstring: deleting thousands of
+    files makes the next command slower on some filesystems); emptied by :meth:`empty`."""
+
+    def __init__(self, folder: Path, keep: bool):
+        self.folder, self.keep, self.count = folder, keep, 0
+
+    def put(self, path: Path) -> None:
+        if not self.keep:
+            shutil.rmtree(path)
+            return
+        self.folder.mkdir(exist_ok=True)
+        self.count += 1
+        os.rename(path, self.folder / str(self.count))
+
+    def empty(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def reference_command(name: str, source: Path, dest: Path, trash: Trash) -> Command:
     argv = REFERENCES[name](source, dest)
 
     def run() -> None:
@@ -187,13 +218,13 @@ def reference_command(name: str, source: Path, dest: Path) -> Command:
         sync()
 
     def reset() -> None:
-        shutil.rmtree(dest)
+        trash.put(dest)
         sync()
 
     return Command(name, run, reset)
 
 
-def autotx_command(workdir: Path, mode: str) -> Command:
+def autotx_command(workdir: Path, mode: str, trash: Trash) -> Command:
     incoming, managed = workdir / "incoming", workdir / f"managed-{mode}"
     destination = workdir / f"autotx-dest-{mode}"
     (destination / USER).mkdir(parents=True, exist_ok=True)
@@ -214,20 +245,21 @@ def autotx_command(workdir: Path, mode: str) -> Command:
         if len(done) != 1:
             raise RuntimeError(f"expected one dataset in managed/done/{USER}, found {done}")
         os.rename(done[0], incoming / USER / DATASET)
-        shutil.rmtree(destination / USER / DATASET)
+        trash.put(destination / USER / DATASET)
         sync()
 
     return Command(f"autotx-{mode}", run, reset)
 
 
-def make_commands(workdir: Path, source: Path) -> tuple[list[Command], list[str]]:
+def make_commands(workdir: Path, source: Path, trash: Trash
+                  ) -> tuple[list[Command], list[str]]:
     """autotx and the installed references; also the names of the missing ones."""
-    commands, missing = [autotx_command(workdir, mode) for mode in MODES], []
+    commands, missing = [autotx_command(workdir, mode, trash) for mode in MODES], []
     for name in REFERENCES:
         if shutil.which(name) is None:
             missing.append(name)
         else:
-            commands.append(reference_command(name, source, workdir / f"{name}-dest"))
+            commands.append(reference_command(name, source, workdir / f"{name}-dest", trash))
     return commands, missing
 
 
@@ -273,7 +305,8 @@ def run_scenario(scenario: Scenario, runs: int, base: Path) -> None:
     source = workdir / "incoming" / USER / DATASET
     generate(source, scenario)
     sync()
-    commands, missing = make_commands(workdir, source)
+    trash = Trash(workdir / "trash", keep=len(scenario.files) > MANY_FILES)
+    commands, missing = make_commands(workdir, source, trash)
     print(f"\n== {scenario.name}: {scenario.describe()}; {runs} runs after 1 warm-up, "
           f"medians; {load()} ==")
     for name in missing:
@@ -281,6 +314,7 @@ def run_scenario(scenario: Scenario, runs: int, base: Path) -> None:
     times = measure(commands, source, runs)
     report(scenario, times, missing)
     print(f"  ({load()} at the end)")
+    trash.empty()
     shutil.rmtree(workdir)
 
 

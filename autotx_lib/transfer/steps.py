@@ -289,7 +289,7 @@ class DatasetSteps:
         for skipped in listing.skipped:
             self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
         self._reconcile_files(row.id, listing.files)
-        fresh = not any(f.verified for f in self.journal.files_of(row.id))
+        fresh = not self.journal.any_verified(row.id)
         stamped = stamped_name(row.stamp, row.name)
         for member in members:
             tmp = tmp_location(self.config, member.settings, row.user, stamped)
@@ -543,7 +543,7 @@ class DatasetSteps:
         taken = use_live_copies(self.config, self.journal, row.user, row.name,
                                 Path(row.processing_path), tmp, self.journal.files_of(row.id))
         if taken:
-            done = [f for f in self.journal.files_of(row.id) if f.verified]
+            done = self.journal.files_of(row.id, verified=True)
             self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +
                                        sum(t["size"] for t in taken), len(done) + len(taken))
             self._event("info", "live-synced", f"{row.user}/{row.name}: {len(taken)} file(s) "
@@ -558,7 +558,7 @@ class DatasetSteps:
         destination reached through the protocol, the size is checked.
         """
         bad = set()
-        verified = [entry for entry in self.journal.files_of(row.id) if entry.verified]
+        verified = self.journal.files_of(row.id, verified=True)
         for member in members:
             for entry in verified:
                 if not self._intact(member, entry, row.algorithm, rehash):

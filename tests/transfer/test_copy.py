@@ -486,6 +486,20 @@ def test_copy_files_copies_a_tree_in_parallel(tmp_path):
         k: REFERENCE["blake3"](v) for k, v in expected.items()}
 
 
+@pytest.mark.parametrize("names", [["top.bin"], ["top.bin", "a/b/deep.bin"]])
+def test_copy_files_makes_missing_roots_and_folders(tmp_path, names):
+    src = tmp_path / "src"
+    expected = {name: name.encode() * 10 for name in names}
+    for relpath, content in expected.items():
+        (src / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (src / relpath).write_bytes(content)
+    roots = [tmp_path / "one" / "tmp", tmp_path / "two"]  # neither exists yet
+    results = C.copy_files(list_dataset(src).files, src, roots, "md5", verify="cache")
+    assert sorted(r.relpath for r in results) == sorted(expected)
+    for root in roots:
+        assert {relpath: (root / relpath).read_bytes() for relpath in expected} == expected
+
+
 def test_sync_filesystem_runs_on_a_folder(tmp_path: Path):
     C.sync_filesystem(tmp_path)  # must not raise; durability itself cannot be observed here
     assert tmp_path.is_dir()
@@ -494,12 +508,61 @@ def test_sync_filesystem_runs_on_a_folder(tmp_path: Path):
 def test_small_files_travel_in_batches_and_large_ones_alone():
     small = [SourceFile(f"s{i}", 10_000, 0) for i in range(70)]
     large = SourceFile("big.raw", C.LARGE_FILE, 0)
-    batches = C._batches(small[:40] + [large] + small[40:])
+    batches = list(C._batches(small[:40] + [large] + small[40:]))
     assert [large] in batches
     assert all(len(b) <= C.BATCH_FILES for b in batches)
     assert all(sum(f.size for f in b) <= C.BATCH_BYTES for b in batches if large not in b)
     assert sorted(f.relpath for b in batches for f in b) == sorted(
         f.relpath for f in small + [large])  # every file exactly once
+
+
+def test_batches_take_their_size_limit_when_made():
+    """Under a bandwidth cap a batch holds what the cap passes in about 0.1 s; a cap set
+    during the copy bounds the batches made after it."""
+    files = [SourceFile(f"s{i:03d}", 32 * 1024, 0) for i in range(200)]
+    limits = iter([C.BATCH_BYTES, 256 * 1024, 256 * 1024, 256 * 1024] + [128 * 1024] * 200)
+    batches = list(C._batches(files, lambda: next(limits)))
+    assert [len(b) for b in batches[:4]] == [C.BATCH_FILES, 8, 8, 8]
+    assert {len(b) for b in batches[4:-1]} == {4}
+    assert [f for b in batches for f in b] == files  # in order, every file once
+
+
+def test_batches_stay_within_the_open_files_limit():
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < 0:
+        soft = 1 << 20
+    assert C._batch_files(4) == min(C.BATCH_FILES, soft // 8)
+    for open_at_once in (8, 64 * 2 * 3, 10 ** 9):  # e.g. 64 workers, 3 destinations
+        assert 1 <= C._batch_files(open_at_once) * open_at_once <= max(soft // 2, open_at_once)
+    small = [SourceFile(f"s{i}", 10, 0) for i in range(10)]
+    assert [len(b) for b in C._batches(small, batch_files=3)] == [3, 3, 3, 1]
+
+
+def test_copy_files_sizes_batches_by_the_throttle(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i:02d}.bin").write_bytes(os.urandom(32 * 1024))
+    sizes = []
+    original = C._copy_batch
+    monkeypatch.setattr(C, "_copy_batch", lambda batch, job: (sizes.append(len(batch)),
+                                                             original(batch, job))[1])
+
+    class Capped:  # a bandwidth cap passing 128 KiB per 0.1 s, never pausing
+        def throttle(self, copied: int) -> None:
+            pass
+
+        def chunk_size(self, default: int) -> int:
+            return min(default, 128 * 1024)
+
+    results = C.copy_files(list_dataset(src).files, src, tmp_path / "dst", "md5",
+                           verify="storage", throttle=Capped())
+    assert len(results) == 40 and sizes == [4] * 10
+    sizes.clear()
+    C.copy_files(list_dataset(src).files, src, tmp_path / "again", "md5", verify="storage")
+    assert sizes[0] == min(40, C._batch_files(4 * 2)) and sum(sizes) == 40  # uncapped
 
 
 # --- several destinations: read and hash once, write and verify each ------------------------
