@@ -519,6 +519,8 @@ class DatasetSteps:
 
     @staticmethod
     def _make_remote_folders(remote: list[Member], todo: list[SourceFile]) -> None:
+        if not remote:
+            return
         folders = sorted({Path(f.relpath).parent.as_posix() for f in todo} - {"."})
         for member in remote:
             member.destination.make_dirs(member.delivery.tmp_path)
