@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -90,19 +91,37 @@ def _event_printer(console):
 
 
 def run_agent(config: Config, once: bool) -> agent_module.RunSummary:
-    """Run the agent with progress bars; SIGTERM and Ctrl-C stop it cleanly."""
+    """Run the agent with progress bars; SIGTERM and Ctrl-C stop it cleanly.
+
+    Ctrl-C (SIGINT, which Windows service wrappers send) asks the agent to stop, as SIGTERM
+    does, instead of raising KeyboardInterrupt wherever the agent happens to be; once it
+    has stopped, KeyboardInterrupt is raised (exit status 130). A second Ctrl-C interrupts
+    at once.
+    """
     with _progress_bars() as bars:
         agent = agent_module.Agent(config, on_progress=ProgressView(bars),
                                    on_event=_event_printer(bars.console),
                                    after_delivery=pipeline_hooks(config))
+        interrupted = threading.Event()
+
+        def on_interrupt(*_: object) -> None:
+            interrupted.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next one: at once
+            agent.stop()
+
         previous = signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+        previous_int = signal.signal(signal.SIGINT, on_interrupt)
         try:
-            return agent.run(once=once)
+            summary = agent.run(once=once)
         except KeyboardInterrupt:
             agent.stop()
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        return summary
 
 
 def run(config: ConfigOption, once: Annotated[bool, typer.Option(

@@ -207,5 +207,8 @@ def test_ctrl_c_as_windows_service_wrappers_send_it_ends_the_session_cleanly(fac
     agent.send_signal(signal.SIGINT)
     _, stderr = agent.communicate(timeout=30)
     assert agent.returncode == 130, stderr  # interrupted
-    session = Journal(facility.journal_url).last_session()
+    journal = Journal(facility.journal_url)
+    session = journal.last_session()
     assert session.clean and session.ended_at is not None
+    [row] = journal.all_datasets()  # the copy stopped at a checkpoint, as with SIGTERM
+    assert row.state != J.DONE and 2 <= row.copied_files < 12, (row.state, stderr)
