@@ -45,9 +45,13 @@ def assert_delivered_exactly_once(config, files: dict[str, bytes]) -> None:
     assert [r.state for r in rows if r.state != J.VANISHED] == [J.DONE]
 
 
-def crash_at_every_call(config, monkeypatch, label: str, owner, name: str, when: str) -> None:
+def crash_at_every_call(config, monkeypatch, label: str, owner, name: str, when: str,
+                        after_crash=None) -> None:
     """Run the agent again and again, crashing before or after the k-th call of
-    ``owner.name`` for k = 1, 2, ... until a run no longer reaches the k-th call."""
+    ``owner.name`` for k = 1, 2, ... until a run no longer reaches the k-th call.
+
+    ``after_crash(agent)`` does what the death of the process would (e.g. close its SMB
+    connections, so the server drops the files it held open)."""
     original = getattr(owner, name)
     crashes = 0
     for k in range(1, 100):
@@ -63,10 +67,13 @@ def crash_at_every_call(config, monkeypatch, label: str, owner, name: str, when:
             return result
 
         monkeypatch.setattr(owner, name, crashing)
+        agent = Agent(config)
         try:
-            Agent(config).run(once=True)
+            agent.run(once=True)
         except Crash:
             crashes += 1
+            if after_crash is not None:
+                after_crash(agent)
             continue
         finally:
             monkeypatch.setattr(owner, name, original)

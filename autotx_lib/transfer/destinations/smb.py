@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import select
 import stat as stat_module
 import struct
@@ -561,7 +562,8 @@ class SMBDestination(Destination):
 
     def _check_writable(self) -> None:
         """Write and remove a small probe file: a share's permissions show only then."""
-        probe = f".autotx-probe-{threading.get_ident()}"
+        # a name of its own: a probe left open (an interrupted check) never blocks the next
+        probe = f".autotx-probe-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.write_bytes(probe, b"")
         self.remove_tree(probe)
 

@@ -6,6 +6,8 @@ import datetime as dt
 import os
 from pathlib import Path
 
+import pytest
+
 from autotx_lib import journal as J
 from autotx_lib.config import Config
 from autotx_lib.journal import Journal, utcnow
@@ -98,3 +100,42 @@ def test_verify_reads_the_copy_on_an_smb_backup(samba, smb_folder, tmp_path, mon
     report = recheck_delivered(config, destination="nas")
     assert report.failed and any("sub0/img0.tif" in p for p in report.failed[0].problems)
     assert recheck_delivered(config).ok  # the primary's copy is intact
+
+
+def close_connections(agent: Agent) -> None:
+    """What a crashed process's end does: its connections close and the server lets go of
+    the files it held open."""
+    for destination in agent._opened.values():
+        destination.close()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("step", ["SMB open_write", "Journal.mark_verified", "move_dir"])
+def test_crash_at_every_step_with_a_folder_and_a_share(samba, smb_folder, tmp_path, monkeypatch,
+                                                        step, when):
+    """The share written alongside the folder (its own threads): a crash before or after
+    every call of each step, then a restart, ends with one verified copy at each."""
+    from autotx_lib.transfer import steps as steps_module
+    from autotx_lib.transfer.copy import verify_manifest
+    from autotx_lib.transfer.destinations.smb import SMBDestination
+    from tests.transfer.test_crash import crash_at_every_call
+
+    owners = {"SMB open_write": (SMBDestination, "open_write"),
+              "Journal.mark_verified": (Journal, "mark_verified"),
+              "move_dir": (steps_module, "move_dir")}
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config = smb_facility(tmp_path, samba.url(path=smb_folder))
+    files = dict(list(FILES.items())[:4])
+    make_dataset(config.incoming, "alice", "exp", files)
+    crash_at_every_call(config, monkeypatch, step, *owners[step], when,
+                        after_crash=close_connections)
+    Agent(config).run(once=True)
+    for root in (tmp_path / "storage", samba.data / smb_folder):
+        assert sorted(os.listdir(root / "alice")) == ["exp"], root
+        assert tree(root / "alice" / "exp") == files
+        [manifest] = (root / "alice" / "exp").glob("autotx-manifest.*")
+        assert verify_manifest(root / "alice" / "exp", manifest, "xxh3_128") == []
+    journal = Journal(config.journal_url)
+    [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
+    assert row.state == J.DONE and tree(Path(row.final_path)) == files
+    assert {d.state for d in journal.deliveries_of(row.id)} == {"delivered"}
