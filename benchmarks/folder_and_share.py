@@ -30,15 +30,13 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from autotx_lib.config import Config  # noqa: E402
-from autotx_lib.transfer.agent import Agent  # noqa: E402
-from benchmarks.two_destinations import make_pool  # noqa: E402
+from benchmarks.two_destinations import make_pool, one_run  # noqa: E402
 from tests.transfer.destinations.samba import SambaServer, install_samba  # noqa: E402
 
 MiB = 1024 * 1024
@@ -56,24 +54,6 @@ def config_for(work: Path, label: str, share_url: str) -> Config:
                   destinations=entries, readiness={"quiet_seconds": 0}, host_alias="bench",
                   gate={"max_cpu_percent": 100, "min_available_memory_mb": 0},
                   email={}, grace_period_days=0)
-
-
-def one_run(pool: Path, config: Config, name: str, share_root: Path) -> float:
-    dataset = config.incoming / "bench" / name
-    dataset.mkdir(parents=True)
-    for source in pool.iterdir():
-        os.link(source, dataset / source.name)
-    started = time.perf_counter()
-    summary = Agent(config).run(once=True)
-    seconds = time.perf_counter() - started
-    if len(summary.delivered) != 1:
-        raise SystemExit(f"the agent did not deliver: {summary}")
-    for target in config.targets:
-        root = target.local_path or share_root
-        shutil.rmtree(root / "bench" / name)
-    shutil.rmtree(config.managed / "done", ignore_errors=True)
-    os.sync()
-    return seconds
 
 
 def main() -> None:
@@ -104,7 +84,8 @@ def main() -> None:
         load = os.getloadavg()[0]
         for round_ in range(args.runs + 1):
             for label, config in configs.items():
-                seconds = one_run(work / "pool", config, f"{label}-{round_}", share_root)
+                seconds = one_run(work, work / "pool", config, f"{label}-{round_}",
+                                  share_root)
                 if round_:  # round 0 warms up
                     times[label].append(seconds)
     finally:

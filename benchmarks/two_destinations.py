@@ -61,7 +61,10 @@ def config_for(work: Path, destinations: int, verify: str) -> Config:
                   email={}, grace_period_days=0, verify={"mode": verify})
 
 
-def one_run(work: Path, pool: Path, config: Config, name: str) -> float:
+def one_run(work: Path, pool: Path, config: Config, name: str,
+            share_root: Path | None = None) -> float:
+    """One timed delivery of a dataset hard-linked from ``pool``; the copies are removed
+    afterwards (``share_root``: where an smb:// destination's folder is on this machine)."""
     dataset = config.incoming / "bench" / name
     dataset.mkdir(parents=True)
     for source in pool.iterdir():
@@ -72,7 +75,7 @@ def one_run(work: Path, pool: Path, config: Config, name: str) -> float:
     if len(summary.delivered) != 1:
         raise SystemExit(f"the agent did not deliver: {summary}")
     for target in config.targets:
-        shutil.rmtree(target.local_path / "bench" / name)
+        shutil.rmtree((target.local_path or share_root) / "bench" / name)
     shutil.rmtree(config.managed / "done", ignore_errors=True)
     os.sync()
     return seconds
