@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from autotx_lib.cli._common import ConfigOption, JsonOption, handle_errors, out
-from autotx_lib.config import Config, load_config
+from autotx_lib.config import load_config
 from autotx_lib.journal import Journal
-
-if TYPE_CHECKING:
-    from autotx_lib.transfer.destinations import Destination
 
 destination_app = typer.Typer(help="The destination's marker file: proof that the share is "
                               "mounted (agents wait while it is missing).",
@@ -34,9 +30,10 @@ def init_command(
     destination (without --force).
     """
     from autotx_lib.transfer.destination import MARKER_NAME, init_destination
+    from autotx_lib.transfer.fanout import primary_destination
 
     cfg = handle_errors(load_config)(config)
-    where = handle_errors(_primary)(cfg)
+    where = handle_errors(primary_destination)(cfg)
     journal = handle_errors(Journal)(cfg.journal_url)
     try:
         marker = handle_errors(init_destination)(where, journal, cfg.host_alias, force=force)
@@ -54,6 +51,7 @@ def show_command(config: ConfigOption, as_json: JsonOption = False) -> None:
     Exit status: 0 the marker matches; 1 it is missing or differs; 2 bad configuration.
     """
     from autotx_lib.transfer.destination import SETTING, read_marker
+    from autotx_lib.transfer.fanout import primary_destination
 
     cfg = handle_errors(load_config)(config)
     journal = handle_errors(Journal)(cfg.journal_url)
@@ -61,7 +59,7 @@ def show_command(config: ConfigOption, as_json: JsonOption = False) -> None:
         expected = journal.get_setting(SETTING)
     finally:
         journal.close()
-    marker = read_marker(handle_errors(_primary)(cfg))
+    marker = read_marker(handle_errors(primary_destination)(cfg))
     matches = marker is not None and expected in (None, marker["id"])
     if as_json:
         out.print_json(json.dumps({"destination": cfg.primary_shown, "marker": marker,
@@ -75,12 +73,3 @@ def show_command(config: ConfigOption, as_json: JsonOption = False) -> None:
         out.print(f"{cfg.primary_shown}: destination {marker['id']} ({state})", markup=False,
                   soft_wrap=True)
     raise typer.Exit(0 if matches else 1)
-
-
-def _primary(cfg: Config) -> Path | Destination:
-    """The primary destination: its folder, or (smb://) the share opened with its
-    credentials."""
-    from autotx_lib.transfer.fanout import open_member_destination
-
-    return cfg.destination if cfg.destination is not None else \
-        open_member_destination(cfg.primary)

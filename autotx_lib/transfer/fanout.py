@@ -309,6 +309,14 @@ def open_member_destination(settings: DestinationSettings) -> Destination:
                             require_signing=settings.require_signing)
 
 
+def primary_destination(config: Config) -> Path | Destination:
+    """The primary destination: its folder, or (``smb://``) the share opened with its
+    credentials (what :func:`~autotx_lib.transfer.destination.init_destination` and
+    :func:`~autotx_lib.transfer.destination.read_marker` take)."""
+    return config.destination if config.destination is not None else \
+        open_member_destination(config.primary)
+
+
 __all__ = ["Member", "Replicas", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
-           "open_member_destination", "replicate_file", "replicate_files", "shown_path",
+           "open_member_destination", "primary_destination", "replicate_file", "replicate_files", "shown_path",
            "tmp_location"]
