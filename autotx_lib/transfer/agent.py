@@ -241,8 +241,10 @@ class Agent(DatasetSteps):
             if after_id is None:
                 continue
             try:
+                opened = self._destination(target) if target.local_path is None else None
                 report = recheck_delivered(self.config, journal=self.journal, limit=1,
-                                           after_id=after_id, destination=name)
+                                           after_id=after_id, destination=name,
+                                           opened=opened)
             except DestinationError as error:
                 log.info("recheck of %s postponed: %s", target.name, error)
                 continue

@@ -103,7 +103,8 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
                       since: dt.datetime | None = None, dataset_ids: list[int] | None = None,
                       limit: int | None = None, after_id: int = 0,
                       on_file: Callable[[Any], None] | None = None,
-                      destination: str | None = None) -> RecheckReport:
+                      destination: str | None = None,
+                      opened: Destination | None = None) -> RecheckReport:
     """Hash delivered datasets again and compare them with what was delivered.
 
     Parameters
@@ -124,6 +125,9 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
         The name of a ``[[destinations]]`` entry to check (default: the primary). Its
         copies are found through the journal's delivery rows; an ``smb://`` destination
         is read through SMB.
+    opened : Destination, optional
+        That ``smb://`` destination already connected (the agent's); it stays open. By
+        default it is opened here and closed at the end.
 
     Returns
     -------
@@ -140,7 +144,8 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
     own = journal is None
     journal = journal or Journal(config.journal_url)
     number, folder = _destination_folder(config, destination)
-    remote = None if folder is not None else open_member_destination(config.targets[number])
+    remote = None if folder is not None else \
+        opened or open_member_destination(config.targets[number])
     try:
         check_destination(folder if remote is None else remote, journal, config.host_alias,
                           setting=marker_setting(number, config.targets[number].name))
@@ -161,7 +166,7 @@ def recheck_delivered(config: Config, *, journal: Journal | None = None,
                             + "; ".join(problems[:5]), row.id)
         return report
     finally:
-        if remote is not None:
+        if remote is not None and opened is None:
             remote.close()
         if own:
             journal.close()

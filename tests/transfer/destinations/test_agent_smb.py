@@ -139,3 +139,21 @@ def test_crash_at_every_step_with_a_folder_and_a_share(samba, smb_folder, tmp_pa
     [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
     assert row.state == J.DONE and tree(Path(row.final_path)) == files
     assert {d.state for d in journal.deliveries_of(row.id)} == {"delivered"}
+
+
+def test_the_idle_agent_rechecks_the_copy_on_the_share(samba, smb_folder, tmp_path, monkeypatch):
+    """[verify] recheck_days goes over an smb:// destination too, through the agent's own
+    connection to it."""
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config = smb_facility(tmp_path, samba.url(path=smb_folder))
+    config.verify.recheck_days = 7
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    Agent(config).run(once=True)
+    rotten = samba.data / smb_folder / "alice" / "exp" / "sub1" / "img1.tif"
+    rotten.write_bytes(b"\0" + rotten.read_bytes()[1:])
+    journal = Journal(config.journal_url)
+    for _ in range(4):  # the primary's round (check, close), then the share's
+        Agent(config).run(once=True)
+    failed = [e.message for e in journal.recent_events(50) if e.kind == "recheck-failed"]
+    assert len(failed) == 1 and "sub1/img1.tif" in failed[0] and "alice/exp" in failed[0]
+    assert journal.get_setting("recheck")["at"]  # the primary's round closed, clean
