@@ -184,7 +184,7 @@ class _StoredReadback:
     read-backs overlap instead of following each other.
     """
 
-    def __init__(self, path: Path, algorithm: str):
+    def __init__(self, path: str | Path, algorithm: str):
         self.path = path
         try:
             self.fd = os.open(path, os.O_RDONLY)
@@ -231,7 +231,7 @@ class _StoredReadback:
         os.close(self.fd)
 
 
-def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
+def hash_stored_files(paths: Sequence[str | Path], algorithm: str) -> list[str]:
     """Hash files as the storage holds them, not as this machine's page cache does.
 
     Each file is opened anew, written back (and waited for), its cached pages dropped
@@ -240,7 +240,7 @@ def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
 
     Parameters
     ----------
-    paths : list of Path
+    paths : sequence of str or Path
         Files just written (their flush is part of the check).
     algorithm : str
         ``xxh3_128``, ``blake3``, ``sha256`` or ``md5``.
@@ -255,8 +255,8 @@ def hash_stored_files(paths: list[Path], algorithm: str) -> list[str]:
     DestinationError, DestinationFullError
         A file cannot be opened, flushed or read (e.g. EIO, no space for delayed blocks).
     """
-    opened: list[tuple[Path, int]] = []
-    path = Path()
+    opened: list[tuple[str | Path, int]] = []
+    path: str | Path = ""
     try:
         for path in paths:
             opened.append((path, os.open(path, os.O_RDONLY)))
@@ -306,7 +306,7 @@ class CopiedFile:
     copies: int
 
 
-def _destination_error(error: OSError, destination: Path) -> DestinationError:
+def _destination_error(error: OSError, destination: str | Path) -> DestinationError:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return DestinationFullError(destination)
     return DestinationError(destination, f"{error.strerror or error} ({error.filename or ''})")
@@ -367,7 +367,7 @@ class _Copy:
     copies: int
 
 
-def _attempt(src: Path, dsts: Sequence[Path], algorithm: str, mode: str,
+def _attempt(src: str | Path, dsts: Sequence[str | Path], algorithm: str, mode: str,
              on_bytes: Callable[[int], None] | None, throttle: Throttle | None
              ) -> tuple[_Copy, list[str | None]] | None:
     """Copy one file once to every path of ``dsts``: (what was read, the read-back digests).
@@ -417,7 +417,7 @@ def _attempt(src: Path, dsts: Sequence[Path], algorithm: str, mode: str,
         os.close(src_fd)
 
 
-def _open_destination_file(stack: contextlib.ExitStack, dst: Path, mode: str) -> int:
+def _open_destination_file(stack: contextlib.ExitStack, dst: str | Path, mode: str) -> int:
     """Open (create, truncate) one destination file; closed when ``stack`` closes."""
     flags = (os.O_RDWR if mode == "cache" else os.O_WRONLY) | os.O_CREAT | os.O_TRUNC
     try:
@@ -428,13 +428,13 @@ def _open_destination_file(stack: contextlib.ExitStack, dst: Path, mode: str) ->
     return fd
 
 
-def _classify_stream_error(error: OSError, src: Path, dst: Path) -> Exception:
+def _classify_stream_error(error: OSError, src: str | Path, dst: str | Path) -> Exception:
     if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
         return _destination_error(error, dst)
     return UnreadableFileError(src, error.strerror or str(error))
 
 
-def _copy_settled(src: Path, dsts: Sequence[Path], algorithm: str, mode: str,
+def _copy_settled(src: str | Path, dsts: Sequence[str | Path], algorithm: str, mode: str,
                   on_bytes: Callable[[int], None] | None, max_attempts: int,
                   throttle: Throttle | None) -> _Copy:
     """Copy until one copy saw the source hold still and, if it was read back, read back equal
@@ -464,7 +464,7 @@ def _needs_stored_check(mode: str, copied: _Copy) -> bool:
     return mode == "storage" and copied.size < LARGE_FILE
 
 
-def _check_stored(copied: _Copy, stored: Sequence[str], dsts: Sequence[Path], algorithm: str,
+def _check_stored(copied: _Copy, stored: Sequence[str], dsts: Sequence[str | Path], algorithm: str,
                   copy_again: Callable[[], _Copy]) -> _Copy:
     """Accept a copy whose stored bytes hash as the source did at every destination; else
     copy once more.
@@ -599,23 +599,27 @@ def _batches(files: Iterable[SourceFile], batch_bytes: Callable[[], int] = lambd
 class _Job:
     """How every file of one copy_files call is copied (shared by its tasks)."""
 
-    src_root: Path
-    dst_roots: tuple[Path, ...]
+    src_root: str
+    dst_roots: tuple[str, ...]
     algorithm: str
     verify: str
     on_bytes: Callable[[int], None] | None
     max_attempts: int
     throttle: Throttle | None
 
-    def copy_step(self, relpath: str, targets: list[Path]) -> Callable[[], _Copy]:
+    def copy_step(self, relpath: str, targets: list[str]) -> Callable[[], _Copy]:
         """Copy one file to ``targets`` until its source held still (no ``storage`` check)."""
-        return lambda: _copy_settled(self.src_root / relpath, targets, self.algorithm,
-                                     self.verify, self.on_bytes, self.max_attempts,
-                                     self.throttle)
+        return lambda: _copy_settled(os.path.join(self.src_root, relpath), targets,
+                                     self.algorithm, self.verify, self.on_bytes,
+                                     self.max_attempts, self.throttle)
 
-    def targets(self, relpath: str) -> list[Path]:
-        """Where one file goes: its path under every destination root."""
-        return [root / relpath for root in self.dst_roots]
+    def targets(self, relpath: str) -> list[str]:
+        """Where one file goes: its path under every destination root.
+
+        Strings, not Path objects: with thousands of small files, building paths cost
+        more than the system calls of their copy.
+        """
+        return [os.path.join(root, relpath) for root in self.dst_roots]
 
 
 def _copy_batch(batch: list[SourceFile], job: _Job
@@ -699,7 +703,8 @@ def copy_files(files: Iterable[SourceFile], src_root: Path, dst_root: Path | Seq
                 (root / folder).mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise _destination_error(error, root) from None
-    job = _Job(src_root, roots, algorithm, mode, on_bytes, max_attempts, throttle)
+    job = _Job(os.fspath(src_root), tuple(map(os.fspath, roots)), algorithm, mode, on_bytes,
+               max_attempts, throttle)
     results: list[CopiedFile] = []
     pending: set[Future] = set()
     first_error: BaseException | None = None

@@ -42,6 +42,7 @@ MIN_CPU_WINDOW = 0.1  # seconds: over less, CPU counters (100 ticks/s) say nothi
 MAX_CPU_WINDOW = 1.0  # seconds: over more, a load that just began would be averaged away
 NOT_BUSY = ("idle", "iowait", "nice", "steal")  # none of them competes with an acquisition
 NOT_COUNTED = ("guest", "guest_nice")  # already inside user and nice (Linux)
+RATE_CHECK_SECONDS = 0.25  # the bandwidth cap is asked at most this often by the copy threads
 
 
 def _cpu_total(times) -> float:
@@ -274,6 +275,7 @@ class GateMonitor:
         self.stalled = False
         self._suspension_checked = 0.0
         self._suspension_value: str | None = None
+        self._rate_checked: tuple[float, float | None] = (-RATE_CHECK_SECONDS, None)
 
     # --- sampling ---------------------------------------------------------------------
 
@@ -344,7 +346,7 @@ class GateMonitor:
             When the agent is stopping (SIGTERM): the file is abandoned, copied again later.
         """
         self._last_progress = time.monotonic()
-        rate = self.bandwidth()
+        rate = self._current_rate()
         if rate:  # the cap first, so a pause decided meanwhile is obeyed before the next chunk
             self._take_tokens(copied, rate * 1e6)
         while not self._resume.wait(0.2):
@@ -356,6 +358,16 @@ class GateMonitor:
             raise DestinationError(self.sampler.destination or "the destination",
                                    f"the copy stalled (no progress for "
                                    f"{self.stall_seconds:.0f} s)")
+
+    def _current_rate(self) -> float | None:
+        """The cap, asked at most every ``RATE_CHECK_SECONDS``: with thousands of small files
+        a question per chunk cost more than the bytes it throttled."""
+        checked, rate = self._rate_checked
+        now = time.monotonic()
+        if now - checked >= RATE_CHECK_SECONDS:
+            rate = self.bandwidth()
+            self._rate_checked = (now, rate)  # one tuple: the copy threads read it unlocked
+        return rate
 
     def _take_tokens(self, copied: int, bytes_per_s: float) -> None:
         with self._lock:

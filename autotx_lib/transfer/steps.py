@@ -403,9 +403,12 @@ class DatasetSteps:
             self._primary()
         check_destination(where, self.journal, self.config.host_alias)
 
-    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile]) -> list[str]:
-        """Bring the journal's file rows in line with the source; returns what changed."""
-        known = {f.relpath: f for f in self.journal.files_of(dataset_id)}
+    def _reconcile_files(self, dataset_id: int, listed: list[SourceFile],
+                         rows: list | None = None) -> list[str]:
+        """Bring the journal's file rows (``rows`` if the caller read them already) in line
+        with the source; returns what changed."""
+        known = {f.relpath: f for f in (self.journal.files_of(dataset_id) if rows is None
+                                        else rows)}
         if not known:
             self.journal.add_files(dataset_id, [(f.relpath, f.size, f.mtime_ns) for f in listed])
             return []
@@ -435,12 +438,14 @@ class DatasetSteps:
 
     def _copy_round(self, row, members: list[Member]) -> bool:
         source = Path(row.processing_path)
-        self._recheck_verified(row, members, rehash=row.id in self._recovering)
-        self._recovering.discard(row.id)
-        if [m.number for m in members] == [0] and members[0].root is not None:
-            # staged copies live on a folder primary only
-            self._take_live_copies(row, members[0].tmp)
         rows = self.journal.files_of(row.id)
+        if self._recheck_verified(row, members, rows, rehash=row.id in self._recovering):
+            rows = self.journal.files_of(row.id)
+        self._recovering.discard(row.id)
+        if [m.number for m in members] == [0] and members[0].root is not None and \
+                self._take_live_copies(row, members[0].tmp, rows):
+            # staged copies live on a folder primary only
+            rows = self.journal.files_of(row.id)
         listed = {r.relpath for r in rows}
         todo = [SourceFile(r.relpath, r.size, r.mtime_ns) for r in rows if not r.verified]
         done_files = len(rows) - len(todo)
@@ -540,27 +545,31 @@ class DatasetSteps:
                 on_file(copied)
             tick()
 
-    def _take_live_copies(self, row, tmp: Path) -> None:
-        """Files live-synced during a session and unchanged since: moved, not copied."""
+    def _take_live_copies(self, row, tmp: Path, rows: list) -> bool:
+        """Files live-synced during a session and unchanged since: moved, not copied.
+
+        ``rows`` are the dataset's file rows; returns whether any file was taken over.
+        """
         taken = use_live_copies(self.config, self.journal, row.user, row.name,
-                                Path(row.processing_path), tmp, self.journal.files_of(row.id))
+                                Path(row.processing_path), tmp, rows)
         if taken:
-            done = self.journal.files_of(row.id, verified=True)
+            done = [f for f in rows if f.verified]
             self.journal.mark_verified(row.id, taken, sum(f.size for f in done) +
                                        sum(t["size"] for t in taken), len(done) + len(taken))
             self._event("info", "live-synced", f"{row.user}/{row.name}: {len(taken)} file(s) "
                         "were synced during the session and are taken over unchanged", row.id)
+        return bool(taken)
 
-    def _recheck_verified(self, row, members: list[Member], rehash: bool) -> None:
-        """Check that files verified earlier are still intact at every destination of the
-        round; re-copy those that are not.
+    def _recheck_verified(self, row, members: list[Member], rows: list, rehash: bool) -> bool:
+        """Check that files verified earlier (of the file ``rows``) are still intact at every
+        destination of the round; re-copy those that are not (returns whether any).
 
         After a crash (``rehash``) a local copy's content is hashed again, since a power
         loss can leave a file of the right size but wrong content; otherwise, and for a
         destination reached through the protocol, the size is checked.
         """
         bad = set()
-        verified = self.journal.files_of(row.id, verified=True)
+        verified = [entry for entry in rows if entry.verified]
         for member in members:
             for entry in verified:
                 if not self._intact(member, entry, row.algorithm, rehash):
@@ -570,6 +579,7 @@ class DatasetSteps:
             self._event("warning", "recheck", f"{row.user}/{row.name}: {len(bad)} file(s) "
                         "copied earlier are missing or changed in the tmp area; copying them again",
                         row.id)
+        return bool(bad)
 
     @staticmethod
     def _intact(member: Member, entry, algorithm: str, rehash: bool) -> bool:
@@ -583,15 +593,17 @@ class DatasetSteps:
         return target.is_file() and target.stat().st_size == entry.size and \
             (not rehash or C.hash_file(target, algorithm) == entry.digest)
 
-    def _sources_changed_since_verified(self, row) -> bool:
-        """Re-list the source: a file changed or added after it was verified is copied again.
+    def _sources_changed_since_verified(self, row, rows: list) -> bool:
+        """Re-list the source: a file changed or added after it was verified (``rows``: the
+        journal's file rows) is copied again.
 
         Raises
         ------
         SourceChangedError
             The source kept changing for ``MAX_SEAL_ROUNDS`` rounds: wait for quiet.
         """
-        changed = self._reconcile_files(row.id, list_dataset(Path(row.processing_path)).files)
+        changed = self._reconcile_files(row.id, list_dataset(Path(row.processing_path)).files,
+                                        rows)
         if not changed:
             self._seal_rounds.pop(row.id, None)
             return False
@@ -606,9 +618,10 @@ class DatasetSteps:
 
     def _seal(self, row, members: list[Member], relpaths: set[str]) -> bool:
         """All files verified: write each destination's manifest, sync, pick the final name."""
-        if self._sources_changed_since_verified(row):
+        rows = self.journal.files_of(row.id)
+        if self._sources_changed_since_verified(row, rows):
             return True  # still COPYING: the changed files are copied in the next round
-        entries = [(r.relpath, r.digest) for r in self.journal.files_of(row.id)]
+        entries = [(r.relpath, r.digest) for r in rows]
         sealed = 0
         for member in members:
             try:
