@@ -60,6 +60,7 @@ from autotx_lib.transfer.layout import (
     stamped_name,
 )
 from autotx_lib.transfer.live_sync import use_live_copies
+from autotx_lib.transfer.names import check_storable
 from autotx_lib.transfer.readiness import scan_incoming
 from autotx_lib.transfer.status import LIVE_PROGRESS_KEY
 from autotx_lib.units import human_bytes
@@ -288,6 +289,7 @@ class DatasetSteps:
             raise EmptyDatasetError(source)
         for skipped in listing.skipped:
             self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
+        members = self._storable(row, members, [f.relpath for f in listing.files])
         self._reconcile_files(row.id, listing.files)
         fresh = not self.journal.any_verified(row.id)
         stamped = stamped_name(row.stamp, row.name)
@@ -350,6 +352,26 @@ class DatasetSteps:
         if not kept:
             raise DestinationError(self.config.primary_shown, "no destination could take "
                                    "the user's folder")
+        return kept
+
+    def _storable(self, row, members: list[Member], relpaths: list[str]) -> list[Member]:
+        """The members that can store every name of the dataset as it is.
+
+        Raises UnsafePathError (the dataset is quarantined) when one cannot: two names it
+        would merge, or a name it refuses. A member that cannot be asked leaves the round.
+        """
+        kept = []
+        for member in members:
+            try:
+                check_storable(member.destination, member.name, row.name, relpaths)
+                kept.append(member)
+            except DestinationError as error:
+                if len(members) == 1:
+                    raise
+                self._drop(row, member, error)
+        if not kept:
+            raise DestinationError(self.config.primary_shown, "no destination could be asked "
+                                   "whether it tells letter case apart")
         return kept
 
     def _check_free_space(self, member: Member, row) -> None:

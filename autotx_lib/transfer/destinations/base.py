@@ -124,6 +124,11 @@ class Destination(ABC):
     def sync(self, relpath: str = "") -> None:  # noqa: B027 - a transport may have nothing to do
         """Make what was written below ``relpath`` durable before it is renamed into place."""
 
+    def name_problem(self, name: str) -> str | None:
+        """Why this destination cannot store an entry called ``name`` (one path component)
+        as it is, or None. A transport with naming rules (SMB: Windows names) overrides it."""
+        return None
+
     def local_path(self, relpath: str = ""):
         """The local filesystem path of an entry, for fast paths (None: not a local folder)."""
         return None
@@ -165,6 +170,28 @@ class Destination(ABC):
             number += 1
             candidate = f"{name}_{number}"
         return f"{folder}/{candidate}" if folder else candidate
+
+    def case_sensitive(self) -> bool:
+        """Whether ``A.tif`` and ``a.tif`` are two entries here (an SMB share, a CIFS mount,
+        macOS and Windows disks usually say no).
+
+        Asked once per destination object: by looking for the marker file under its name in
+        capitals (nothing written); where there is no marker yet, by writing an empty probe
+        file at the root.
+        """
+        if self._case_sensitive is None:
+            name = MARKER_NAME
+            if not self.exists(name):
+                name = f".autotx-case-probe-{uuid.uuid4().hex}"
+                self.write_bytes(name, b"")
+            try:
+                self._case_sensitive = not self.exists(name.upper())
+            finally:
+                if name != MARKER_NAME:
+                    self.remove_tree(name)
+        return self._case_sensitive
+
+    _case_sensitive: bool | None = None
 
     def write_bytes(self, relpath: str, data: bytes) -> None:
         """Write a small file in one go."""

@@ -47,6 +47,7 @@ from autotx_lib.transfer.destinations.base import (
     TranslatingStream,
     clean_relpath,
 )
+from autotx_lib.transfer.names import windows_name_problem
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -539,6 +540,10 @@ class SMBDestination(Destination):
             self._run(relpath, smbclient.shutil.rmtree)
         else:
             self._run(relpath, smbclient.remove)
+
+    def name_problem(self, name: str) -> str | None:
+        """SMB names follow Windows' rules (no ``:``, ``?``, ``*``..., no trailing dot)."""
+        return windows_name_problem(name)
 
     def free_bytes(self) -> int:
         smbclient, _ = _smb()
