@@ -361,7 +361,8 @@ class DatasetSteps:
         floor = member.settings.min_free_mb * 1_000_000
         if member.number == 0 and member.root is None:
             floor = max(floor, self.config.gate.min_free_destination_mb * 1_000_000)
-        if floor and member.destination.free_bytes() - row.total_bytes < floor:
+        if floor and self._free_bytes(member.settings, member.destination) - \
+                row.total_bytes < floor:
             raise DestinationFullError(member.destination.url, row.total_bytes + floor)
 
     def _make_user_folder(self, member: Member, user: str) -> None:
