@@ -118,3 +118,27 @@ def test_a_file_damaged_on_the_share_fails_the_catch_up_naming_it(samba, smb_fol
     assert failed.level == "error" and "sub1/img3.tif" in failed.message
     assert not (place / "alice" / "exp").exists()  # nothing delivered to the backup
     assert not [p for p in place.rglob("*") if p.is_file() and p.name != ".autotx-destination"]
+
+
+def test_a_primary_share_that_does_not_answer_only_postpones_the_catch_up(samba, smb_folder,
+                                                                          tmp_path, monkeypatch):
+    """Whether the copy on the share is still there cannot be told while the server is
+    away: the catch-up waits (backs off), it is not given up."""
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    config, place = share_primary(tmp_path, samba, smb_folder, "folder")
+    dataset, journal = deliver_then_purge(config)
+    bring_back(place, journal, dataset)
+    samba.stop()
+    try:
+        Agent(config).run(once=True)
+    finally:
+        samba.start()
+    delivery = backup_delivery(journal, dataset)
+    assert delivery.state == "pending" and "cannot be read now" in delivery.error
+    assert delivery.next_attempt_at < utcnow() + dt.timedelta(hours=1)  # retried, not final
+    assert "neither the original" not in delivery.error
+
+    journal.update_delivery(delivery.id, next_attempt_at=None)  # time passes
+    Agent(config).run(once=True)
+    assert backup_delivery(journal, dataset).state == "delivered"
+    assert tree(place / "alice" / "exp") == FILES
