@@ -228,9 +228,9 @@ class Reporter:
         A folder is measured now (None when unmounted). An ``smb://`` share is not asked
         at every heartbeat: its value is the one the agent measured last, through its own
         connection (:mod:`~autotx_lib.transfer.destinations.free_space`: at its hourly
-        housekeeping, and before each copy to a share that has a free-space floor), so it
-        may be up to an hour old; None when none was measured within
-        :data:`FREE_SPACE_MAX_AGE`.
+        housekeeping, which waits while a dataset is being copied, and before each copy to
+        a share that has a free-space floor), so it is usually up to an hour old; None when
+        none was measured within :data:`FREE_SPACE_MAX_AGE`.
         """
         from autotx_lib.transfer.destinations.free_space import last_free_space
 
