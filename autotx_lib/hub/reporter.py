@@ -4,7 +4,8 @@ A :class:`Reporter` runs in its own thread beside the agent (:func:`start_report
 Every ``[hub] interval_seconds`` it
 
 1. sends a heartbeat: the status snapshot (:func:`autotx_lib.transfer.status.status`), the
-   instrument's open session, if any, and the free space of each destination;
+   instrument's open session, if any, and the free space of each destination (an
+   ``smb://`` share's as the agent last measured it, see :meth:`Reporter._free_space`);
 2. pushes the journal's events with an id above a cursor kept in the journal's settings
    (``hub_event_cursor``), oldest first, in batches; the cursor moves only once the hub
    acknowledged a batch, and the hub keys events by (agent id, event id), so a push
@@ -65,6 +66,9 @@ LISTED = 50  # queue and waiting entries sent in a heartbeat (the totals are sen
 DATASET_OVERLAP = dt.timedelta(seconds=5)
 # PostgreSQL may commit event ids out of order: events younger than this wait a pass.
 SETTLE = dt.timedelta(seconds=2)
+#: A share's free space measured longer ago than this (two of the agent's hourly
+#: housekeeping rounds) is reported as unknown.
+FREE_SPACE_MAX_AGE = dt.timedelta(hours=2)
 
 
 def read_token(config: Config) -> str:
@@ -219,17 +223,31 @@ class Reporter:
 
     def _free_space(self) -> dict[str, int | None]:
         """Free bytes per destination (by its alias, or each [[destinations]] entry by its
-        name) and per watched folder; None: unknown (unmounted, or an smb:// share, which
-        is not asked at every heartbeat)."""
+        name) and per watched folder; None: unknown.
+
+        A folder is measured now (None when unmounted). An ``smb://`` share is not asked
+        at every heartbeat: its value is the one the agent measured last, through its own
+        connection (:mod:`~autotx_lib.transfer.destinations.free_space`: at its hourly
+        housekeeping, which waits while a dataset is being copied, and before each copy to
+        a share that has a free-space floor), so it is usually up to an hour old; None when
+        none was measured within :data:`FREE_SPACE_MAX_AGE`.
+        """
+        from autotx_lib.transfer.destinations.free_space import last_free_space
+
         if self.config.destinations:
             places = {t.name: t.local_path for t in self.config.targets}
         else:
             places = {self.config.destination_alias: self.config.destination}
         places.update({str(c.path): c.path for c in self.config.space_monitoring})
+        measured = last_free_space(self.journal, FREE_SPACE_MAX_AGE) \
+            if None in places.values() else {}
         free: dict[str, int | None] = {}
         for name, path in places.items():
+            if path is None:  # a share: what the agent measured
+                free[name] = measured[name].free_bytes if name in measured else None
+                continue
             try:
-                free[name] = None if path is None else shutil.disk_usage(path).free
+                free[name] = shutil.disk_usage(path).free
             except OSError:
                 free[name] = None  # unmounted: the hub shows it as unknown
         return free
@@ -477,5 +495,6 @@ def start_reporter(config: Config, journal: Journal,
 
 
 __all__ = ["Reporter", "start_reporter", "read_token", "COPYING_PUSH_EVERY", "EVENT_CURSOR_KEY",
+           "FREE_SPACE_MAX_AGE",
            "DATASET_CURSOR_KEY", "RUN_CURSOR_KEY", "SESSION_CURSOR_KEY", "REJECTED_KEY",
            "COMMAND_KEY"]

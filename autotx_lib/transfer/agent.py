@@ -42,6 +42,7 @@ from autotx_lib.journal.instrument_sessions import SessionStore
 from autotx_lib.transfer import control
 from autotx_lib.transfer.agent_lock import AgentLock, lock_paths
 from autotx_lib.transfer.destinations import Destination
+from autotx_lib.transfer.destinations.free_space import record_free_space
 from autotx_lib.transfer.fanout import Member, bandwidth_cap, open_member_destination
 from autotx_lib.transfer.gate import GateMonitor, blocking_reasons, prime_cpu_meter
 from autotx_lib.transfer.grace import grace_report
@@ -390,26 +391,59 @@ class Agent(DatasetSteps):
                 raise DestinationAuth(settings.url, str(error)) from None
         return self._opened[settings.name]
 
+    def _free_bytes(self, settings: DestinationSettings,
+                    destination: Destination | None = None) -> int:
+        """A destination's free bytes, asked now (a share through the agent's connection),
+        and recorded with the time for the hub heartbeat
+        (:mod:`~autotx_lib.transfer.destinations.free_space`).
+
+        Raises
+        ------
+        DestinationError
+            The destination cannot be asked (unreachable, credentials refused).
+        """
+        free = (destination or self._destination(settings)).free_bytes()
+        record_free_space(self.journal, settings.name, free)
+        return free
+
     def _housekeeping(self) -> None:
-        """Hourly: report low free space and expired grace folders to the admin."""
+        """Hourly: report low free space and expired grace folders to the admin.
+
+        The watched folders (``space_monitoring``) and every destination are measured; a
+        destination below its floor (its ``min_free_mb``; for the primary also
+        ``gate.min_free_destination_mb``) is reported, an ``smb://`` share too (asked through
+        the agent's connection). A destination that cannot be asked is skipped (logged at
+        debug level): the copies report it when it matters.
+        """
         if time.monotonic() - self._housekeeping_at < HOUSEKEEPING_SECONDS:
             return
         self._housekeeping_at = time.monotonic()
-        checks = [(c.path, c.min_free_mb) for c in self.config.space_monitoring]
-        if self.config.gate.min_free_destination_mb and self.config.destination is not None:
-            checks.append((self.config.destination, self.config.gate.min_free_destination_mb))
-        for path, threshold in checks:
+        for check in self.config.space_monitoring:
             try:
-                free_mb = shutil.disk_usage(path).free / 1e6
+                free_mb = shutil.disk_usage(check.path).free / 1e6
             except OSError:
                 continue
-            if free_mb < threshold:
-                self._event("warning", "low-space", f"{path}: {free_mb:.0f} MB free, below "
-                            f"{threshold} MB")
-                self.notifier.low_space(path, free_mb, threshold)
+            self._report_low_space(check.path, free_mb, check.min_free_mb)
+        for number, settings in enumerate(self.config.targets):
+            floor = settings.min_free_mb
+            if number == 0:
+                floor = max(floor, self.config.gate.min_free_destination_mb)
+            try:
+                free_mb = self._free_bytes(settings) / 1e6
+            except (DestinationError, OSError) as error:
+                log.debug("free space of destination %s not measured: %s", settings.name,
+                          error)
+                continue
+            self._report_low_space(settings.local_path or settings.url, free_mb, floor)
         report = grace_report(self.config, self.journal)
         if report.expired:
             self.notifier.grace_summary(report)
+
+    def _report_low_space(self, where: Path | str, free_mb: float, threshold: int) -> None:
+        if threshold and free_mb < threshold:
+            self._event("warning", "low-space", f"{where}: {free_mb:.0f} MB free, below "
+                        f"{threshold} MB")
+            self.notifier.low_space(where, free_mb, threshold)
 
     def _due(self, row) -> bool:
         return row.next_attempt_at is None or row.next_attempt_at <= utcnow()

@@ -28,6 +28,7 @@ from autotx_lib.errors import (
     CopyInterrupted,
     DestinationError,
     SourceChangedError,
+    UnreadableFileError,
     VerificationError,
 )
 from autotx_lib.transfer import copy as C
@@ -156,6 +157,47 @@ def replicate_file(src: Path, destination: Destination, relpath: str, algorithm:
         if stored == digest:
             return C.CopiedFile(relpath, after.st_size, after.st_mtime_ns, digest, attempt)
     raise VerificationError(f"{destination.url}/{relpath}", digest, stored)
+
+
+def copy_between(source: Destination, src: str, destination: Destination, relpath: str,
+                 algorithm: str, *, expected: str,
+                 throttle: Callable[[int], None] | None = None) -> None:
+    """Copy one file from one destination to another, both through their protocol (an
+    optional destination catching up from the primary's delivered copy on a share).
+
+    What is read must hash to ``expected`` (the digest delivered); the copy is then read
+    back and checked (written twice at most).
+
+    Raises
+    ------
+    VerificationError
+        What was read differs from ``expected`` (the error names the source file), or the
+        copy read back differs, twice.
+    UnreadableFileError
+        The source file is missing.
+    DestinationError
+        Either destination cannot be read or written (typed: missing, full, auth ...).
+    """
+    shown = f"{source.url.rstrip('/')}/{src}"
+    for _ in (1, 2):
+        hasher = C.new_hasher(algorithm)
+        try:
+            stream = source.open_read(src)
+        except FileNotFoundError:
+            raise UnreadableFileError(shown, "it is missing from the delivered copy") from None
+        with stream, destination.open_write(relpath) as out:
+            while chunk := stream.read(CHUNK):
+                hasher.update(chunk)
+                out.write(chunk)
+                if throttle is not None:
+                    throttle(len(chunk))
+        digest = hasher.hexdigest()
+        if digest != expected:
+            raise VerificationError(shown, expected, digest)
+        stored = hash_at(destination, relpath, algorithm)
+        if stored == digest:
+            return
+    raise VerificationError(f"{destination.url.rstrip('/')}/{relpath}", digest, stored)
 
 
 def replicate_files(entries: Iterable[Any], source: Path, member: Member, algorithm: str, *,
@@ -317,6 +359,6 @@ def primary_destination(config: Config) -> Path | Destination:
         open_member_destination(config.primary)
 
 
-__all__ = ["Member", "Replicas", "bandwidth_cap", "due_now", "hash_at", "marker_setting", "member_for",
+__all__ = ["Member", "Replicas", "bandwidth_cap", "copy_between", "due_now", "hash_at", "marker_setting", "member_for",
            "open_member_destination", "primary_destination", "replicate_file", "replicate_files", "shown_path",
            "tmp_location"]

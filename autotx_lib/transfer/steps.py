@@ -43,8 +43,10 @@ from autotx_lib.transfer.destinations import Destination
 from autotx_lib.transfer.fanout import (
     Member,
     Replicas,
+    copy_between,
     due_now,
     member_for,
+    relative_to,
     replicate_file,
     replicate_files,
     shown_path,
@@ -381,7 +383,8 @@ class DatasetSteps:
         floor = member.settings.min_free_mb * 1_000_000
         if member.number == 0 and member.root is None:
             floor = max(floor, self.config.gate.min_free_destination_mb * 1_000_000)
-        if floor and member.destination.free_bytes() - row.total_bytes < floor:
+        if floor and self._free_bytes(member.settings, member.destination) - \
+                row.total_bytes < floor:
             raise DestinationFullError(member.destination.url, row.total_bytes + floor)
 
     def _make_user_folder(self, member: Member, user: str) -> None:
@@ -813,9 +816,10 @@ class DatasetSteps:
     def catch_up_one(self) -> bool:
         """Give one optional destination that missed a delivered dataset its copy.
 
-        The copy is read from the original in the grace area (or, once that is gone, from
-        the primary destination's delivered copy) and checked against the digests that
-        were delivered. Returns whether one was attempted.
+        The copy is read from the original in the grace area or, once that is gone, from
+        the primary destination's delivered copy (a folder, or an ``smb://`` share read
+        through the agent's connection), and every file is checked against the digests
+        that were delivered. Returns whether one was attempted.
         """
         targets = {t.name: (number, t) for number, t in enumerate(self.config.targets)}
         for delivery in self.journal.catch_ups():
@@ -835,14 +839,19 @@ class DatasetSteps:
         return False
 
     def _catch_up(self, row, member: Member) -> None:
-        source = next((Path(p) for p in (row.final_path, row.dest_path)
-                       if p and Path(p).is_dir()), None)
         name = f"{row.user}/{row.name}"
+        try:
+            source = self._catch_up_source(row)
+        except DestinationError as error:  # the primary share does not answer: later
+            self._catch_up_failed(row, member, f"the delivered copy {row.dest_path} cannot "
+                                  f"be read now: {error}")
+            return
         if source is None:
             self._catch_up_failed(row, member, f"neither the original ({row.final_path}) nor "
                                   f"the delivered copy ({row.dest_path}) is there any more",
                                   final=True)
             return
+        shown = source if isinstance(source, Path) else row.dest_path
         files = self.journal.files_of(row.id)
         stamped = stamped_name(row.stamp, row.name)
         tmp = tmp_location(self.config, member.settings, row.user, stamped)
@@ -868,18 +877,47 @@ class DatasetSteps:
             self._catch_up_failed(row, member, str(error))
             return
         except (VerificationError, SourceChangedError, UnreadableFileError) as error:
-            self._catch_up_failed(row, member, f"{source} no longer matches what was "
+            self._catch_up_failed(row, member, f"{shown} no longer matches what was "
                                   f"delivered: {error}", final=True)
             return
         finally:
             gate.stop()
         self.journal.update_delivery(member.delivery.id, state="delivered", dest_path=placed,
                                      delivered_at=utcnow(), error=None, next_attempt_at=None)
-        self._event("info", "caught-up", f"{name}: destination {member.name} caught up; "
-                    f"verified copy delivered to {placed}", row.id)
+        self._event("info", "caught-up", f"{name}: destination {member.name} caught up from "
+                    f"{shown}; verified copy delivered to {placed}", row.id)
 
-    def _copy_for_catch_up(self, row, member: Member, source: Path, files, gate) -> None:
-        """Copy every file, checked against the delivered digests.
+    def _catch_up_source(self, row) -> Path | str | None:
+        """Where a catch-up reads: the original in grace or the primary's delivered copy
+        as a folder (a Path), the delivered copy's path on an ``smb://`` primary (a str,
+        read through the agent's connection), or None when neither is there any more.
+
+        Raises
+        ------
+        DestinationError
+            The primary share does not answer or is not this agent's (its marker): whether
+            the copy is there cannot be told now.
+        """
+        if row.final_path and Path(row.final_path).is_dir():
+            return Path(row.final_path)
+        if self.config.destination is not None:
+            return Path(row.dest_path) if row.dest_path and Path(row.dest_path).is_dir() \
+                else None
+        primary = next((d for d in self.journal.deliveries_of(row.id)
+                        if d.destination == self.config.primary.name and d.dest_path), None)
+        if primary is None:
+            return None
+        self._check_destination()  # a share replaced must not look like a lost copy
+        try:
+            return primary.dest_path if self._primary().stat(primary.dest_path).is_dir \
+                else None
+        except FileNotFoundError:
+            return None
+
+    def _copy_for_catch_up(self, row, member: Member, source: Path | str, files,
+                           gate) -> None:
+        """Copy every file, checked against the delivered digests (``source``: see
+        :meth:`_catch_up_source`).
 
         Raises CopyInterrupted when the agent stops or a new acquisition appears in
         incoming/: a catch-up never holds up the primary deliveries for long.
@@ -887,6 +925,10 @@ class DatasetSteps:
         todo = [SourceFile(f.relpath, f.size, f.mtime_ns) for f in files]
         expected = {f.relpath: f.digest for f in files}
         should_stop = self._new_work_appeared()
+        if isinstance(source, str):  # the delivered copy on the primary share
+            self._copy_from_primary_share(row, member, source, todo, expected, should_stop,
+                                          gate)
+            return
         if member.root is None:
             self._make_remote_folders([member], todo)
             for entry in todo:
@@ -907,6 +949,21 @@ class DatasetSteps:
             if result.digest != expected[result.relpath]:
                 raise VerificationError(source / result.relpath, expected[result.relpath],
                                         result.digest)
+
+    def _copy_from_primary_share(self, row, member: Member, folder: str, todo, expected,
+                                 should_stop, gate) -> None:
+        """Each file read from the primary share, checked against its delivered digest,
+        written to the member through its protocol (a folder member's too) and read back."""
+        primary, tmp = self._primary(), relative_to(member, member.delivery.tmp_path)
+        target = member.destination
+        for sub in sorted({Path(f.relpath).parent.as_posix() for f in todo} | {"."}):
+            target.make_dirs(tmp if sub == "." else f"{tmp}/{sub}")
+        for entry in todo:
+            if should_stop():
+                raise CopyInterrupted()
+            copy_between(primary, f"{folder}/{entry.relpath}", target,
+                         f"{tmp}/{entry.relpath}", row.algorithm,
+                         expected=expected[entry.relpath], throttle=gate.throttle)
 
     def _new_work_appeared(self) -> Callable[[], bool]:
         """A check, cheap enough to call often: has the agent been asked to stop, or has a
