@@ -34,6 +34,7 @@ from autotx_lib.errors import (
     SourceChangedError,
     TransferError,
     UnreadableFileError,
+    UnsafePathError,
     VerificationError,
 )
 from autotx_lib.journal import utcnow
@@ -359,14 +360,20 @@ class DatasetSteps:
     def _storable(self, row, members: list[Member], relpaths: list[str]) -> list[Member]:
         """The members that can store every name of the dataset as it is.
 
-        Raises UnsafePathError (the dataset is quarantined) when one cannot: two names it
-        would merge, or a name it refuses. A member that cannot be asked leaves the round.
+        Raises UnsafePathError (the dataset is quarantined) when the primary or a required
+        destination cannot: two names it would merge, or a name it refuses. An optional one
+        that cannot leaves the round for good (the admin is told once); one that cannot be
+        asked leaves it until its next attempt.
         """
         kept = []
         for member in members:
             try:
                 check_storable(member.destination, member.name, row.name, relpaths)
                 kept.append(member)
+            except UnsafePathError as error:
+                if member.number == 0 or member.settings.required:
+                    raise
+                self._catch_up_failed(row, member, f"{error.reason} ({error.path})", final=True)
             except DestinationError as error:
                 if len(members) == 1:
                     raise
@@ -860,6 +867,7 @@ class DatasetSteps:
         gate = self._gate_monitor([member]).start()
         try:
             self._check_member(member)
+            check_storable(member.destination, member.name, row.name, [f.relpath for f in files])
             self._make_user_folder(member, row.user)
             self._remove_tmp(member)
             self._copy_for_catch_up(row, member, source, files, gate)
@@ -879,6 +887,9 @@ class DatasetSteps:
         except (VerificationError, SourceChangedError, UnreadableFileError) as error:
             self._catch_up_failed(row, member, f"{shown} no longer matches what was "
                                   f"delivered: {error}", final=True)
+            return
+        except UnsafePathError as error:  # names this destination would merge or refuse
+            self._catch_up_failed(row, member, error.reason + f" ({error.path})", final=True)
             return
         finally:
             gate.stop()

@@ -10,6 +10,7 @@ import unicodedata
 import pytest
 
 from autotx_lib import journal as J
+from autotx_lib.config import Config
 from autotx_lib.errors import UnsafePathError
 from autotx_lib.journal import Journal
 from autotx_lib.transfer.agent import Agent
@@ -114,3 +115,40 @@ def test_a_case_sensitive_folder_takes_both_names(facility):
     summary = Agent(facility).run(once=True)
     assert summary.delivered and summary.ok
     assert tree(facility.destination / "alice" / "exp") == files
+
+
+def folder_and_share(tmp_path, samba, smb_folder, monkeypatch, required: bool):
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    user_folder(samba, smb_folder)
+    (tmp_path / "storage" / "alice").mkdir(parents=True)
+    config = Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                    destinations=[{"name": "storage", "url": str(tmp_path / "storage")},
+                                  {"name": "backup", "url": samba.url(path=smb_folder),
+                                   "password_env": PASSWORD_ENV, "required": required}],
+                    readiness={"quiet_seconds": 0}, host_alias="test-pc",
+                    gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
+    make_dataset(config.incoming, "alice", "exp", CASE_CLASH)
+    return config, Agent(config).run(once=True)
+
+
+def test_an_optional_share_that_would_merge_names_is_left_out_and_the_folder_delivered(
+        samba, smb_folder, tmp_path, monkeypatch):
+    config, summary = folder_and_share(tmp_path, samba, smb_folder, monkeypatch, False)
+    assert summary.delivered and summary.ok
+    assert tree(tmp_path / "storage" / "alice" / "exp") == CASE_CLASH
+    journal = Journal(config.journal_url)
+    backup = next(d for d in journal.deliveries_of(summary.delivered[0])
+                  if d.destination == "backup")
+    assert backup.state == "pending" and "only in letter case" in backup.error
+    failed = [e for e in journal.recent_events(20) if e[4] == "catch-up-failed"]
+    assert len(failed) == 1 and "plate/a01.tif" in failed[0][5]
+    assert not list(on_server(samba, smb_folder).rglob("*.tif"))
+
+
+def test_a_required_share_that_would_merge_names_quarantines_the_dataset(
+        samba, smb_folder, tmp_path, monkeypatch):
+    config, summary = folder_and_share(tmp_path, samba, smb_folder, monkeypatch, True)
+    assert summary.failed and not summary.delivered
+    folder, reason = quarantined(config, "alice")
+    assert tree(folder) == CASE_CLASH and "destination backup" in reason
+    assert not (tmp_path / "storage" / "alice" / "exp").exists()
