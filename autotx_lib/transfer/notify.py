@@ -59,6 +59,7 @@ from autotx_lib.addresses import address_for_user, parse_address
 from autotx_lib.config import Config, EmailSettings
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.copy import CHECK_TOOL
+from autotx_lib.transfer.destinations.free_space import last_free_space
 from autotx_lib.transfer.grace import GraceReport, grace_report
 from autotx_lib.units import human_bytes, human_duration
 
@@ -517,8 +518,7 @@ class Notifier:
             ("smtp", f"{cfg.email.smtp_host}:{cfg.email.smtp_port} ({cfg.email.security})"),
         ]
         disks = [_disk("incoming", cfg.incoming), _disk("managed", cfg.managed)]
-        if cfg.destination is not None:  # an smb:// primary has no disk here
-            disks.append(_disk("destination", cfg.destination))
+        disks += self._destination_disks()
         disks += [_disk("watched", check.path) for check in cfg.space_monitoring]
         try:
             grace = grace_report(cfg, self.journal)
@@ -530,6 +530,24 @@ class Notifier:
         return self._queue(STARTUP, self.settings.admin or "", "startup_report",
                            settings=settings, disks=disks, queue=self._queue_list(),
                            grace=grace, grace_size=human_bytes(grace.total_bytes))
+
+    def _destination_disks(self) -> list[dict[str, str]]:
+        """Each destination's free space: a folder's now, a share's as the agent last
+        measured it (it is not logged on to for a mail)."""
+        cfg = self.config
+        if not cfg.destinations:
+            return [_disk("destination", cfg.destination)] if cfg.destination is not None else []
+        measured = last_free_space(self.journal)
+        disks = []
+        for target in cfg.targets:
+            if target.local_path is not None:
+                disks.append(_disk(target.name, target.local_path))
+                continue
+            last = measured.get(target.name)
+            disks.append({"label": target.name, "path": target.url, "text": (
+                f"{human_bytes(last.free_bytes)} free (measured {_local(last.at)})" if last
+                else "not measured yet (a share is asked at the agent's hourly housekeeping)")})
+        return disks
 
     def unclean_shutdown(self, previous_session_row) -> int | None:
         """Tell the admin the previous agent session ended without a clean stop."""

@@ -867,6 +867,7 @@ class DatasetSteps:
         gate = self._gate_monitor([member]).start()
         try:
             self._check_member(member)
+            self._check_free_space(member, row)
             check_storable(member.destination, member.name, row.name, [f.relpath for f in files])
             self._make_user_folder(member, row.user)
             self._remove_tmp(member)

@@ -105,6 +105,20 @@ def test_optional_backup_down_never_holds_up_the_primary_and_catches_up_later(tm
     assert "caught-up" in [e.kind for e in Journal(config.journal_url).recent_events(20)]
 
 
+def test_a_catch_up_keeps_the_backup_above_its_free_space_floor(tmp_path):
+    config = two_destinations(tmp_path, required=False, min_free_mb=10**12)  # an exabyte
+    (tmp_path / "backup").rename(tmp_path / "away")
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    dataset = Agent(config).run(once=True).delivered[0]
+    (tmp_path / "away").rename(tmp_path / "backup")
+    make_due(config)
+    Agent(config).run(once=True)  # idle: the catch-up would fill the backup past its floor
+    backup = deliveries(config, dataset)["backup"]
+    assert backup.state == "pending" and "no space" in backup.error, backup.error
+    assert not (tmp_path / "backup" / "alice" / "exp").exists()
+    assert not list((tmp_path / "backup").rglob("*.bin"))
+
+
 def test_catch_up_from_a_grace_copy_that_changed_is_refused_and_reported(tmp_path):
     config = two_destinations(tmp_path, required=False)
     (tmp_path / "backup").rename(tmp_path / "away")

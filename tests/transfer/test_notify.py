@@ -230,7 +230,8 @@ def test_every_admin_mail_arrives_with_its_facts(facility, smtp_server):
     assert "contains no files" in quarantine and quarantined.final_path in quarantine
     assert "/mnt/storage is not mounted" in body(mails[notify.DESTINATION_PROBLEM])
     low = body(mails[notify.LOW_SPACE])
-    assert str(facility.destination) in low and "12 MB" in low and "500 MB" in low
+    assert f"Where:          {facility.destination}" in low
+    assert "12 MB" in low and "500 MB" in low
     grace = body(mails[notify.GRACE])
     assert "alice:" in grace and "exp1" in grace and "1.2 kB" in grace and "purge" in grace
     startup = body(mails[notify.STARTUP])
@@ -238,6 +239,32 @@ def test_every_admin_mail_arrives_with_its_facts(facility, smtp_server):
                      "Queue: 0 dataset(s)", "Grace area: 1 folder(s)", "xxh3_128"):
         assert expected in startup, expected
     assert "did not stop cleanly" in mails[notify.UNCLEAN_SHUTDOWN]["Subject"]
+
+
+def test_the_startup_mail_shows_each_destination_and_a_share_as_last_measured(
+        tmp_path, smtp_server, monkeypatch):
+    from autotx_lib.transfer.destinations.free_space import record_free_space
+
+    monkeypatch.setenv("AUTOTX_TEST_SMB_PASSWORD", "secret")
+    server = smtp_server()
+    config = with_email(Config(
+        incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+        destinations=[{"name": "storage", "url": str(tmp_path / "storage")},
+                      {"name": "backup", "url": "smb://autotx@nas.example.org/backup/lsm",
+                       "password_env": "AUTOTX_TEST_SMB_PASSWORD", "required": False}]),
+        server.port, admin_notification_delta_minutes=0)
+    (tmp_path / "storage").mkdir()
+    journal = Journal(config.journal_url)
+    notifier = Notifier(config, journal)
+    assert notifier.startup_report() is not None
+    record_free_space(journal, "backup", 7_500_000_000)
+    assert notifier.startup_report() is not None
+    assert notifier.flush() == 2
+    before, after = (body(m) for m in server.inbox.to("admin@example.org"))
+    for startup in (before, after):
+        assert f"storage      {tmp_path / 'storage'}: " in startup and "free of" in startup
+        assert "backup       smb://autotx@nas.example.org/backup/lsm: " in startup
+    assert "not measured yet" in before and "7.5 GB free (measured " in after
 
 
 def test_two_destination_problems_within_the_delta_give_one_mail(facility, smtp_server):
