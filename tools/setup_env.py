@@ -219,18 +219,20 @@ def build_javabridge_wheel(venv: Path = VENV) -> Path:
         return Path(shutil.copy2(wheel, WHEELS / wheel.name))
 
 
-# command -> Debian package, for tests that check our manifests with the standard tools
+# command -> Debian package: the standard tools that check our manifests, a browser for the
+# pages, and exFAT (through FUSE) for a destination on a Windows file system (a disk image)
 TEST_TOOLS = {"xxhsum": "xxhash", "b3sum": "b3sum", "sha256sum": "coreutils",
-              "chromium": "chromium"}
+              "chromium": "chromium", "mkfs.exfat": "exfatprogs",
+              "mount.exfat-fuse": "exfat-fuse"}
 
 
 def ensure_test_tools() -> None:
-    """Install the checksum tools the tests use, via apt-get when we may; else say so."""
+    """Install the tools the tests use (TEST_TOOLS), via apt-get when we may; else say so."""
     missing = sorted({pkg for cmd, pkg in TEST_TOOLS.items() if shutil.which(cmd) is None})
     if not missing:
         return
     if shutil.which("apt-get") is None or getattr(os, "geteuid", lambda: -1)() != 0:
-        say(f"note: {', '.join(missing)} not installed; the tests that check manifests with "
+        say(f"note: {', '.join(missing)} not installed; the tests that use "
             f"them will skip (install with: apt-get install {' '.join(missing)})")
         return
     say(f"installing {', '.join(missing)} (Debian packages) for the tests")

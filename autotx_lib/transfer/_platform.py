@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
+import sys
 from pathlib import Path
 
 FORCE_PORTABLE = os.environ.get("AUTOTX_PORTABLE_IO") == "1"
@@ -144,6 +146,34 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["FORCE_PORTABLE", "drop_cache", "flush_data", "fsync_dir", "libc", "page_cached",
+def filesystem_type(path: str | os.PathLike) -> str | None:
+    """The type of the file system holding ``path``, as Linux names it (``ext4``, ``cifs``,
+    ``vfat`` ...); None elsewhere, or when it cannot be told."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mounts = Path("/proc/self/mounts").read_text()
+    except OSError:
+        return None
+    return filesystem_type_in(os.path.realpath(path), mounts)
+
+
+def filesystem_type_in(path: str, mounts: str) -> str | None:
+    """The type of the innermost mount holding ``path``, read from a ``/proc/mounts`` text
+    (a later mount over the same point wins, as the kernel's does)."""
+    found, kind = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[1])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(found):
+            found, kind = point, fields[2]
+    return kind
+
+
+__all__ = ["FORCE_PORTABLE", "drop_cache", "filesystem_type", "filesystem_type_in", "flush_data",
+           "fsync_dir", "libc", "page_cached",
            "pread_into", "read_into", "start_writeback", "sync_filesystem", "wait_written",
            "will_need"]

@@ -25,6 +25,9 @@ from autotx_lib.errors import UnsafePathError
 
 # Characters SMB (MS-FSCC 2.1.5.2) and Windows refuse in a name, besides control characters.
 WINDOWS_FORBIDDEN = '"*:<>?\\|'
+# Linux's names of file systems that follow Windows' naming rules (``fuseblk``: ntfs-3g).
+WINDOWS_FILESYSTEMS = {"cifs", "smb3", "smbfs", "vfat", "msdos", "exfat", "ntfs", "ntfs3",
+                       "fuseblk"}
 # Names Windows keeps for devices, with or without an extension (``nul.txt`` too).
 WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                     *(f"LPT{i}" for i in range(1, 10))}
@@ -132,5 +135,5 @@ def windows_name_problem(name: str) -> str | None:
     return None
 
 
-__all__ = ["WINDOWS_FORBIDDEN", "WINDOWS_RESERVED", "NamingRules", "case_clashes",
+__all__ = ["WINDOWS_FILESYSTEMS", "WINDOWS_FORBIDDEN", "WINDOWS_RESERVED", "NamingRules", "case_clashes",
            "check_storable", "windows_name_problem"]

@@ -32,6 +32,7 @@ from autotx_lib.transfer.destinations.base import (
     TranslatingStream,
     clean_relpath,
 )
+from autotx_lib.transfer.names import WINDOWS_FILESYSTEMS, windows_name_problem
 
 _GONE = {errno.ENOTCONN, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ESTALE, errno.ENODEV,
          errno.ENXIO}
@@ -72,6 +73,18 @@ class LocalDestination(Destination):
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self.url = str(self.root)
+        self._windows_names: bool | None = None
+
+    def name_problem(self, name: str) -> str | None:
+        """Windows' naming rules where the folder is a Windows file system: on Windows, or on
+        Linux a mounted SMB share (``cifs``), a FAT or NTFS disk (asked once)."""
+        if self._windows_names is None:
+            self._windows_names = os.name == "nt" or \
+                P.filesystem_type(self.root) in WINDOWS_FILESYSTEMS
+        if not self._windows_names:
+            return None
+        problem = windows_name_problem(name)
+        return problem and f"{problem} (the folder is on a Windows file system)"
 
     def local_path(self, relpath: str = "") -> Path:
         """The file or folder on this machine."""

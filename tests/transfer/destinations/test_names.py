@@ -5,6 +5,8 @@ before anything is written; a destination that can hold the names gets them as t
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import unicodedata
 
 import pytest
@@ -13,6 +15,7 @@ from autotx_lib import journal as J
 from autotx_lib.config import Config
 from autotx_lib.errors import UnsafePathError
 from autotx_lib.journal import Journal
+from autotx_lib.transfer._platform import filesystem_type, filesystem_type_in
 from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.destinations.local import LocalDestination
 from autotx_lib.transfer.names import case_clashes, check_storable, windows_name_problem
@@ -152,3 +155,86 @@ def test_a_required_share_that_would_merge_names_quarantines_the_dataset(
     folder, reason = quarantined(config, "alice")
     assert tree(folder) == CASE_CLASH and "destination backup" in reason
     assert not (tmp_path / "storage" / "alice" / "exp").exists()
+
+
+# --- a folder on a Windows file system (exFAT on a loop device) ---------------------------
+
+
+def test_filesystem_type_agrees_with_findmnt(tmp_path):
+    if shutil.which("findmnt") is None:
+        pytest.skip("findmnt (util-linux) is not installed: no reference to compare with")
+    reference = subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", str(tmp_path)],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    assert filesystem_type(tmp_path) == reference
+
+
+def test_filesystem_type_reads_escaped_and_stacked_mounts():
+    mounts = ("/dev/vda / ext4 rw 0 0\n"
+              "//nas/lab /mnt/lab\\040share cifs rw 0 0\n"
+              "tmpfs /mnt/lab\\040share/tmp tmpfs rw 0 0\n"
+              "/dev/loop0 /media/usb vfat rw 0 0\n/dev/loop1 /media/usb exfat rw 0 0\n")
+    assert filesystem_type_in("/mnt/lab share/alice/exp", mounts) == "cifs"
+    assert filesystem_type_in("/mnt/lab share/tmp/x", mounts) == "tmpfs"
+    assert filesystem_type_in("/mnt/lab sharefoo", mounts) == "ext4"
+    assert filesystem_type_in("/media/usb/data", mounts) == "exfat"  # mounted over
+
+
+@pytest.fixture
+def windows_folder(tmp_path):
+    """A folder on a small exFAT file system (a loop device, mounted through FUSE): Windows'
+    naming rules and no letter case, as on a USB disk or a mounted Windows share."""
+    for tool in ("mkfs.exfat", "mount.exfat-fuse", "losetup"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (apt-get install exfatprogs exfat-fuse); "
+                        "this test needs a real exFAT file system")
+    image, point = tmp_path / "exfat.img", tmp_path / "exfat"
+    with open(image, "wb") as handle:
+        handle.truncate(32 * 1024 * 1024)
+    subprocess.run(["mkfs.exfat", str(image)], check=True, capture_output=True)
+    point.mkdir()
+    attached = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True,
+                              text=True)
+    if attached.returncode != 0:
+        pytest.skip(f"no loop device here ({attached.stderr.strip()}); this test needs root")
+    device = attached.stdout.strip()
+    try:
+        mounted = subprocess.run(["mount.exfat-fuse", device, str(point)], capture_output=True,
+                                 text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount exFAT through FUSE here ({mounted.stderr.strip()})")
+        try:
+            (point / "alice").mkdir()
+            yield point
+        finally:
+            subprocess.run(["umount", str(point)], check=False)
+    finally:
+        subprocess.run(["losetup", "-d", device], check=False)
+
+
+def deliver_to_folder(tmp_path, folder, files):
+    config = Config(incoming=tmp_path / "incoming", managed=tmp_path / "managed",
+                    destination=folder, readiness={"quiet_seconds": 0}, host_alias="test-pc",
+                    gate={"max_cpu_percent": 100, "min_available_memory_mb": 0})
+    make_dataset(config.incoming, "alice", "exp", files)
+    return config, Agent(config).run(once=True)
+
+
+def test_an_exfat_folder_takes_ordinary_names(tmp_path, windows_folder):
+    files = {"plate/A01.tif": b"a" * 5000, "plate/B01.tif": b"b" * 5000}
+    config, summary = deliver_to_folder(tmp_path, windows_folder, files)
+    assert summary.delivered and summary.ok
+    assert tree(windows_folder / "alice" / "exp") == files
+
+
+@pytest.mark.parametrize(("files", "words"), [
+    (CASE_CLASH, "only in letter case"),
+    ({"ok.tif": b"ok", "t=0:05.tif": b"t"}, "':' is not allowed in a Windows file name (the "
+                                            "folder is on a Windows file system)"),
+], ids=["case-clash", "colon"])
+def test_names_an_exfat_folder_would_merge_or_refuse_quarantine_the_dataset(
+        tmp_path, windows_folder, files, words):
+    config, summary = deliver_to_folder(tmp_path, windows_folder, files)
+    assert summary.failed and not summary.delivered
+    folder, reason = quarantined(config, "alice")
+    assert tree(folder) == files and words in reason
+    assert not (windows_folder / "alice" / "exp").exists()
