@@ -293,6 +293,8 @@ class DatasetSteps:
         for skipped in listing.skipped:
             self._event("warning", "skipped", f"{row.user}/{row.name}: {skipped}", row.id)
         members = self._storable(row, members, [f.relpath for f in listing.files])
+        if not members:  # only optional ones were due, and none can take these names
+            return self._between_rounds(row, waiting)
         self._reconcile_files(row.id, listing.files)
         fresh = not self.journal.any_verified(row.id)
         stamped = stamped_name(row.stamp, row.name)
@@ -309,26 +311,36 @@ class DatasetSteps:
             started_at=row.started_at or utcnow(), error=None)
         return True
 
-    def _usable(self, row, candidates: list[Member]) -> list[Member]:
-        """The candidates that answer (reachable, marked, writable, with the user's folder).
+    def _keep(self, row, members: list[Member], check: Callable[[Member], bool]
+              ) -> list[Member]:
+        """The members that ``check`` keeps (returns True for).
 
-        With one candidate its error is raised (the dataset waits, as with one destination);
-        with several, a failing one leaves the round and the others go on.
+        A member whose check raises a DestinationError leaves the round until its next
+        attempt and the others go on; with one member, or when none is left, that error is
+        raised (the dataset waits, as with one destination).
         """
-        usable, failure = [], None
-        for member in candidates:
+        kept, failure = [], None
+        for member in members:
             try:
-                self._check_member(member)
-                self._check_free_space(member, row)
-                usable.append(member)
+                if check(member):
+                    kept.append(member)
             except DestinationError as error:
-                if len(candidates) == 1:
+                if len(members) == 1:
                     raise
                 failure = error
                 self._drop(row, member, error)
-        if not usable and failure is not None:
+        if not kept and failure is not None:
             raise failure
-        return usable
+        return kept
+
+    def _usable(self, row, candidates: list[Member]) -> list[Member]:
+        """The candidates that answer (reachable, marked, writable, above their floor)."""
+        def answers(member: Member) -> bool:
+            self._check_member(member)
+            self._check_free_space(member, row)
+            return True
+
+        return self._keep(row, candidates, answers)
 
     def _primary_answers(self, members: list[Member]) -> bool:
         """Whether the primary destination is there (checked already when in the round)."""
@@ -342,20 +354,12 @@ class DatasetSteps:
 
     def _with_user_folders(self, row, members: list[Member]) -> list[Member]:
         """The members after the primary get the user's folder; one that cannot leaves."""
-        kept = []
-        for member in members:
-            try:
-                if member.number != 0:
-                    self._make_user_folder(member, row.user)
-                kept.append(member)
-            except DestinationError as error:
-                if len(members) == 1:
-                    raise
-                self._drop(row, member, error)
-        if not kept:
-            raise DestinationError(self.config.primary_shown, "no destination could take "
-                                   "the user's folder")
-        return kept
+        def folder_made(member: Member) -> bool:
+            if member.number != 0:
+                self._make_user_folder(member, row.user)
+            return True
+
+        return self._keep(row, members, folder_made)
 
     def _storable(self, row, members: list[Member], relpaths: list[str]) -> list[Member]:
         """The members that can store every name of the dataset as it is.
@@ -365,23 +369,17 @@ class DatasetSteps:
         that cannot leaves the round for good (the admin is told once); one that cannot be
         asked leaves it until its next attempt.
         """
-        kept = []
-        for member in members:
+        def storable(member: Member) -> bool:
             try:
                 check_storable(member.destination, member.name, row.name, relpaths)
-                kept.append(member)
             except UnsafePathError as error:
                 if member.number == 0 or member.settings.required:
                     raise
                 self._catch_up_failed(row, member, f"{error.reason} ({error.path})", final=True)
-            except DestinationError as error:
-                if len(members) == 1:
-                    raise
-                self._drop(row, member, error)
-        if not kept:
-            raise DestinationError(self.config.primary_shown, "no destination could be asked "
-                                   "whether it tells letter case apart")
-        return kept
+                return False
+            return True
+
+        return self._keep(row, members, storable)
 
     def _check_free_space(self, member: Member, row) -> None:
         """Raise DestinationFullError when the dataset would eat into the destination's

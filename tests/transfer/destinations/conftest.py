@@ -59,6 +59,15 @@ def smb_folder(samba, request) -> str:
     return name
 
 
+def share_folder(samba, name: str) -> str:
+    """Make folder ``name`` in the test share, writable by the server's user (nobody);
+    returns ``name``."""
+    folder = samba.data / name
+    folder.mkdir()
+    folder.chmod(0o777)
+    return name
+
+
 def open_smb(samba, env, share: str = "data", path: str = "", **kwargs):
     """An SMB destination on the test server (password from the environment)."""
     return open_destination(samba.url(share, path),

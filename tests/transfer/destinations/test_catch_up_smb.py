@@ -17,17 +17,11 @@ from autotx_lib.transfer.copy import verify_manifest
 from autotx_lib.transfer.grace import purge
 
 from ..conftest import make_dataset, tree
+from .conftest import share_folder
 
 FILES = {f"sub{i % 2}/img{i}.tif": os.urandom(120_000 + i) for i in range(5)}
 PASSWORD_ENV = "AUTOTX_TEST_SMB_PASSWORD"
 
-
-def share_folder(samba, name: str) -> Path:
-    """A folder in the test share, writable by the server's user (nobody)."""
-    folder = samba.data / name
-    folder.mkdir()
-    folder.chmod(0o777)
-    return folder
 
 
 def share_primary(tmp_path: Path, samba, smb_folder: str, backup: str) -> tuple[Config, Path]:

@@ -13,16 +13,11 @@ from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.destinations.free_space import last_free_space
 
 from ..test_notify import Server, body, with_email
+from .conftest import share_folder
 
 PASSWORD_ENV = "AUTOTX_TEST_SMB_PASSWORD"
 WRONG_ENV = "AUTOTX_TEST_SMB_WRONG_PASSWORD"
 
-
-def share_folder(samba, name: str) -> str:
-    folder = samba.data / name
-    folder.mkdir()
-    folder.chmod(0o777)
-    return name
 
 
 def test_a_share_below_its_floor_is_reported_and_one_that_cannot_be_asked_is_skipped(
