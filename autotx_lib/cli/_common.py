@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import os
 import re
@@ -156,6 +157,16 @@ def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> typer.Exit:
     """Print ``message`` on stderr and return the Exit to raise."""
     err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(int(code))
+
+
+def parse_since(text: str | None) -> dt.datetime | None:
+    """A ``--since YYYY-MM-DD`` option as the start of that day, UTC (None: no option)."""
+    if text is None:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise fail(f"--since {text!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-11-30") from None
 
 
 def print_config_error(error: ConfigError) -> None:

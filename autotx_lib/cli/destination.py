@@ -7,13 +7,20 @@ from typing import Annotated
 
 import typer
 
-from autotx_lib.cli._common import ConfigOption, JsonOption, handle_errors, out
+from autotx_lib.cli._common import (
+    ConfigOption,
+    JsonOption,
+    fail,
+    handle_errors,
+    out,
+    parse_since,
+)
 from autotx_lib.config import load_config
 from autotx_lib.journal import Journal
 
-destination_app = typer.Typer(help="The destination's marker file: proof that the share is "
-                              "mounted (agents wait while it is missing).",
-                              no_args_is_help=True)
+destination_app = typer.Typer(help="The destinations: the marker file that proves the share is "
+                              "mounted (agents wait while it is missing), and back-filling one "
+                              "added later.", no_args_is_help=True)
 
 
 @destination_app.command("init")
@@ -73,3 +80,42 @@ def show_command(config: ConfigOption, as_json: JsonOption = False) -> None:
         out.print(f"{cfg.primary_shown}: destination {marker['id']} ({state})", markup=False,
                   soft_wrap=True)
     raise typer.Exit(0 if matches else 1)
+
+
+@destination_app.command("backfill")
+def backfill_command(
+    config: ConfigOption,
+    name: Annotated[str, typer.Argument(help="The [[destinations]] entry (its name) that was "
+                                        "added later.")],
+    since: Annotated[str | None, typer.Option(
+        "--since", help="Only datasets delivered on or after this date (YYYY-MM-DD).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list the datasets.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a destination added later the datasets delivered before it.
+
+    The running agent copies them while it is idle, from the original in the grace area or
+    the primary destination's copy, each checked against what was delivered, and reports
+    each one (`autotx status` shows them pending until then). Exit status: 0 done (also
+    when there was nothing to do); 2 bad configuration or an unknown destination.
+    """
+    from autotx_lib.transfer.fanout import backfill
+
+    cfg = handle_errors(load_config)(config)
+    journal = handle_errors(Journal)(cfg.journal_url)
+    try:
+        rows = backfill(cfg, journal, name, since=parse_since(since), dry_run=dry_run)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    finally:
+        journal.close()
+    if as_json:
+        out.print_json(json.dumps({"destination": name, "dry_run": dry_run, "datasets": [
+            {"id": r.id, "user": r.user, "name": r.name} for r in rows]}))
+        return
+    verb = "would be given" if dry_run else "given"
+    out.print(f"{len(rows)} delivered dataset(s) {verb} a copy at {name}"
+              + ("" if dry_run or not rows else "; the agent copies them when it is idle"),
+              markup=False, soft_wrap=True)
+    for row in rows:
+        out.print(f"  {row.id}  {row.user}/{row.name}", markup=False, soft_wrap=True)

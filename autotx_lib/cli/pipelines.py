@@ -3,7 +3,6 @@ serve, list, rules) and ``autotx history DATASET``. The work is in :mod:`autotx_
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +17,7 @@ from autotx_lib.cli._common import (
     fail,
     handle_errors,
     out,
+    parse_since,
 )
 from autotx_lib.config import Config, load_config
 from autotx_lib.journal import Journal
@@ -37,15 +37,6 @@ def _load(config: Path | None, command: str) -> Config:
     if config is None:
         raise fail(f"give the agent's configuration: autotx {command} -c CONFIG")
     return handle_errors(load_config)(config)
-
-
-def _since(text: str | None) -> dt.datetime | None:
-    if text is None:
-        return None
-    try:
-        return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
-    except ValueError:
-        raise fail(f"--since {text!r} is not a date; write it as 2026-11-30") from None
 
 
 def _params(items: list[str] | None) -> dict[str, Any]:
@@ -139,7 +130,7 @@ def run_command(
     if all_delivered == (path is not None):
         raise fail("give either a PATH or --all-delivered")
     if all_delivered:
-        run_ids, skipped = record_all_delivered(cfg, journal, workflow, since=_since(since),
+        run_ids, skipped = record_all_delivered(cfg, journal, workflow, since=parse_since(since),
                                                 params=_params(param))
         out.print(f"{len(run_ids)} run(s) of {workflow} recorded; {skipped} dataset(s) "
                   "already had one (autotx pipelines rerun ID runs one again)")
@@ -176,7 +167,7 @@ def log_command(
     cfg = _load(config, "pipelines log")
     try:
         frame = runlog.runs(Journal(cfg.journal_url), workflow=workflow, status=status,
-                            since=_since(since), limit=limit, offset=(page - 1) * limit)
+                            since=parse_since(since), limit=limit, offset=(page - 1) * limit)
     except ValueError as error:
         raise fail(str(error)) from None
     _print_runs(frame, as_json)
@@ -238,8 +229,8 @@ def stats_command(
     cfg = _load(config, "pipelines stats")
     journal = Journal(cfg.journal_url)
     try:
-        frame = (runlog.error_statistics(journal, since=_since(since)) if errors
-                 else runlog.statistics(journal, by=by, since=_since(since)).reset_index())
+        frame = (runlog.error_statistics(journal, since=parse_since(since)) if errors
+                 else runlog.statistics(journal, by=by, since=parse_since(since)).reset_index())
     except ValueError as error:
         raise fail(str(error)) from None
     if as_json:

@@ -31,6 +31,7 @@ from autotx_lib.cli._common import (
     handle_errors,
     human_bytes,
     out,
+    parse_since,
 )
 from autotx_lib.config import Config, check_config, load_config
 from autotx_lib.errors import ConfigError
@@ -311,18 +312,13 @@ def verify_command(
     Exit status: 0 every dataset matches; 1 some no longer match (listed, logged, mailed
     to the admin); 2 bad input, or the destination is not there (not mounted).
     """
-    import datetime as dt
-
     from autotx_lib.transfer.notify import Notifier
     from autotx_lib.transfer.recheck import recheck_delivered
 
     cfg = handle_errors(load_config)(config)
     try:
-        start = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC) if since else None
-    except ValueError:
-        raise fail(f"--since {since!r}: give a date as YYYY-MM-DD") from None
-    try:
-        report = handle_errors(recheck_delivered)(cfg, since=start, dataset_ids=dataset or None,
+        report = handle_errors(recheck_delivered)(cfg, since=parse_since(since),
+                                                  dataset_ids=dataset or None,
                                                   destination=destination)
     except ValueError as error:
         raise fail(f"--destination: {error}") from None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.engine import Row
 
 from autotx_lib.journal._base import Records
@@ -31,6 +32,20 @@ class DeliveryRecords(Records):
                 self.update_delivery(known[name].id, required=required)
         known = {row.destination: row for row in self.deliveries_of(dataset_id)}
         return [known[name] for name, _ in targets]
+
+    def datasets_without(self, destination: str, since: dt.datetime | None = None
+                         ) -> list[Row]:
+        """Datasets done (delivered; the original in the grace area or purged) that have no
+        delivery row for ``destination``, oldest first; with ``since``, only those finished
+        at or after it (a destination added to the configuration later)."""
+        has_row = select(deliveries.c.id).where(deliveries.c.dataset_id == datasets.c.id) \
+            .where(deliveries.c.destination == destination)
+        query = select(datasets).where(datasets.c.state == DONE).where(~exists(has_row)) \
+            .order_by(datasets.c.id)
+        if since is not None:
+            query = query.where(datasets.c.finished_at >= since)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
 
     def deliveries_of(self, dataset_id: int) -> list[Row]:
         """Every delivery row of one dataset, in the order they were made."""

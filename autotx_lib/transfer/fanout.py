@@ -359,6 +359,58 @@ def primary_destination(config: Config) -> Path | Destination:
         open_member_destination(config.primary)
 
 
-__all__ = ["Member", "Replicas", "bandwidth_cap", "copy_between", "due_now", "hash_at", "marker_setting", "member_for",
+def backfill(config: Config, journal: Any, name: str, *, since: dt.datetime | None = None,
+             dry_run: bool = False) -> list[Any]:
+    """Give a destination added to the configuration later the datasets delivered before it.
+
+    Each dataset done without a copy at ``name`` gets a pending delivery there; the agent,
+    when idle, copies it as an optional destination catches up (from the original in the
+    grace area, else the primary destination's copy), checked against the digests that
+    were delivered, and reports each copy. Nothing is copied here, and no destination is
+    opened.
+
+    Parameters
+    ----------
+    config : Config
+        The configuration that names the destination (``[[destinations]]``).
+    journal : Journal
+        The agent's journal.
+    name : str
+        The destination's ``name``; not the primary (it holds every dataset already).
+    since : datetime, optional
+        Only datasets finished at or after this time (aware).
+    dry_run : bool
+        Only say which datasets would be given a delivery.
+
+    Returns
+    -------
+    datasets : list of Row
+        The dataset rows given (or, with ``dry_run``, that would be given) a delivery.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a destination of the configuration, or is the primary.
+
+    Examples
+    --------
+    >>> backfill(config, Journal(config.journal_url), "backup", dry_run=True)  # doctest: +SKIP
+    [Row(id=1, user='alice', name='exp', ...), ...]
+    """
+    targets = {t.name: t for t in config.targets}
+    if name not in targets:
+        raise ValueError(f"no destination {name!r} in the configuration; its destinations "
+                         f"are {', '.join(targets)}")
+    if name == config.primary.name:
+        raise ValueError(f"{name!r} is the primary destination: every delivered dataset is "
+                         "there already; name a [[destinations]] entry after the first")
+    chosen = journal.datasets_without(name, since=since)
+    if not dry_run:
+        for row in chosen:
+            journal.ensure_deliveries(row.id, [(name, targets[name].required)])
+    return chosen
+
+
+__all__ = ["Member", "Replicas", "backfill", "bandwidth_cap", "copy_between", "due_now", "hash_at", "marker_setting", "member_for",
            "open_member_destination", "primary_destination", "replicate_file", "replicate_files", "shown_path",
            "tmp_location"]

@@ -38,6 +38,7 @@ CASES = {
     "service install": ["service", "install", "-c", MISSING, "--print"],
     "destination init": ["destination", "init", "-c", MISSING],
     "destination show": ["destination", "show", "-c", MISSING],
+    "destination backfill": ["destination", "backfill", "-c", MISSING, "backup"],
     "grace": ["grace"],
     "grace purge": ["grace", "purge", "-c", "{config}", "--older-than", "-1"],
     "journal upgrade": ["journal", "upgrade", "-c", "{config}"],  # no journal yet

@@ -522,3 +522,75 @@ def test_files_go_to_a_share_several_at_once_with_their_dataset_paths(tmp_path):
             held.release.set()
     assert got[0] != "d0/f0.bin" and sorted(got) == sorted(FILES)
     assert tree(tmp_path / "nas" / "tmp") == FILES
+
+
+# --- a destination added later ------------------------------------------------------------
+
+
+def config_file(tmp_path: Path, with_backup: bool) -> Path:
+    """The agent's TOML: the folder 'storage', and later also 'backup' (required)."""
+    (tmp_path / "storage" / "alice").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "backup").mkdir(exist_ok=True)
+    text = (f'incoming = "{tmp_path / "incoming"}"\nmanaged = "{tmp_path / "managed"}"\n'
+            'host_alias = "test-pc"\n[readiness]\nquiet_seconds = 0\n'
+            '[gate]\nmax_cpu_percent = 100\nmin_available_memory_mb = 0\n'
+            f'[[destinations]]\nname = "storage"\nurl = "{tmp_path / "storage"}"\n')
+    if with_backup:
+        text += f'[[destinations]]\nname = "backup"\nurl = "{tmp_path / "backup"}"\n'
+    path = tmp_path / ("later.toml" if with_backup else "first.toml")
+    path.write_text(text)
+    return path
+
+
+def test_a_destination_added_later_is_backfilled_from_grace_and_from_the_primary(tmp_path):
+    from typer.testing import CliRunner
+
+    from autotx_lib.cli.main import app
+    from autotx_lib.config import load_config
+    from autotx_lib.transfer.grace import purge
+
+    first = load_config(config_file(tmp_path, with_backup=False))
+    make_dataset(first.incoming, "alice", "old", FILES)
+    assert Agent(first).run(once=True).delivered
+    assert purge(first, 0, dry_run=False).removed  # its original is gone: the primary's copy
+    make_dataset(first.incoming, "alice", "recent", FILES)
+    assert Agent(first).run(once=True).delivered  # its original rests in grace
+
+    later = config_file(tmp_path, with_backup=True)
+    runner = CliRunner()
+    listed = runner.invoke(app, ["destination", "backfill", "-c", str(later), "backup",
+                                 "--dry-run"])
+    assert listed.exit_code == 0, listed.output
+    assert "2 delivered dataset(s) would be given a copy at backup" in listed.output
+    config = load_config(later)
+    journal = Journal(config.journal_url)
+    assert not journal.catch_ups()  # a dry run writes nothing
+    given = runner.invoke(app, ["destination", "backfill", "-c", str(later), "backup"])
+    assert given.exit_code == 0 and "2 delivered dataset(s) given" in given.output
+    assert len(journal.catch_ups()) == 2
+
+    for _ in range(4):  # the idle agent catches up one dataset a pass
+        if not journal.catch_ups():
+            break
+        Agent(config).run(once=True)
+    assert not journal.catch_ups(), journal.recent_events(5)
+    for name in ("old", "recent"):
+        assert tree(tmp_path / "backup" / "alice" / name) == FILES
+        manifest_checks(tmp_path / "backup" / "alice" / name)
+    again = runner.invoke(app, ["destination", "backfill", "-c", str(later), "backup"])
+    assert again.exit_code == 0 and "0 delivered dataset(s)" in again.output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["nas"], "no destination 'nas' in the configuration; its destinations are storage, backup"),
+    (["storage"], "'storage' is the primary destination"),
+    (["backup", "--since", "last week"], "is not a date; write it as YYYY-MM-DD"),
+])
+def test_backfill_refuses_what_it_cannot_do(tmp_path, args, words):
+    from typer.testing import CliRunner
+
+    from autotx_lib.cli.main import app
+
+    done = CliRunner().invoke(app, ["destination", "backfill", "-c",
+                                    str(config_file(tmp_path, with_backup=True)), *args])
+    assert done.exit_code == 2 and words in " ".join(done.output.split()), done.output
