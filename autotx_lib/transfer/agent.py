@@ -189,9 +189,19 @@ class Agent(DatasetSteps):
             hub_stop.set()  # the reporter sends what is left, then ends
             if reporter is not None:
                 reporter.join(self.config.hub.timeout_seconds)
+            self._close_destinations()
         finished = {*summary.delivered, *summary.unmatched, *summary.failed}
         summary.retrying = [i for i in summary.retrying if i not in finished]
         return summary
+
+    def _close_destinations(self) -> None:
+        """Log off the shares this run opened (they connect again if used later); a run
+        that ends must not leave connections, and their server-side sessions, behind."""
+        for destination in self._opened.values():
+            try:
+                destination.close()
+            except Exception as error:  # noqa: BLE001 - closing must not hide the run's outcome
+                log.warning("closing destination %s: %s", destination.url, error)
 
     def _check_journal(self) -> None:
         """Stop, telling the admin, when the journal was deleted or replaced under us."""

@@ -125,9 +125,14 @@ def test_connections_of_finished_copies_are_closed(samba, smb_env, smb_folder):
 
     import psutil
 
+    def ports() -> set[int]:
+        return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED"}
+
+    before = ports()  # another test's objects may still hold theirs
+
     def connections() -> int:
-        return sum(1 for c in psutil.Process().net_connections(kind="tcp")
-                   if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED")
+        return len(ports() - before)
 
     with open_smb(samba, smb_env, path=smb_folder) as dest:
         dest.check()
@@ -200,10 +205,13 @@ def test_the_next_copys_threads_take_over_the_connections_of_the_last(samba, smb
 
     import psutil
 
+    earlier = set()  # another test's objects may still hold theirs
+
     def local_ports() -> set[int]:
         return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
-                if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED"}
+                if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED"} - earlier
 
+    earlier = local_ports()
     with open_smb(samba, smb_env, path=smb_folder) as dest:
         dest.check()
         after_copy = []

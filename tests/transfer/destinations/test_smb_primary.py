@@ -66,6 +66,27 @@ def test_a_dataset_is_delivered_verified_to_an_smb_primary(samba, smb_folder, tm
     assert not list((on_server(samba, smb_folder) / ".autotx-tmp").rglob("*.tif"))
 
 
+def test_a_run_that_ends_leaves_no_connection_to_the_share(samba, smb_folder, tmp_path,
+                                                            monkeypatch):
+    import psutil
+
+    def ports() -> set[int]:
+        return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == samba.port and c.status == "ESTABLISHED"}
+
+    monkeypatch.setenv(PASSWORD_ENV, samba.password)
+    user_folder(samba, smb_folder)
+    config = smb_only(tmp_path, samba.url(path=smb_folder), copy={"workers": 3})
+    make_dataset(config.incoming, "alice", "exp", FILES)
+    before = ports()
+    agent = Agent(config)
+    assert agent.run(once=True).delivered
+    assert ports() - before == set()  # logged off: no session left on the server
+    make_dataset(config.incoming, "alice", "exp2", FILES)
+    assert agent.run(once=True).delivered  # the same agent connects again
+    assert tree(on_server(samba, smb_folder) / "alice" / "exp2") == FILES
+
+
 def test_a_user_without_a_folder_on_the_share_goes_to_unmatched(samba, smb_folder, tmp_path,
                                                                 monkeypatch):
     monkeypatch.setenv(PASSWORD_ENV, samba.password)
