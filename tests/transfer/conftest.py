@@ -12,7 +12,11 @@ from autotx_lib.config import Config
 
 def make_dataset(incoming: Path, user: str, name: str, files: dict[str, bytes]) -> Path:
     """Create incoming/<user>/<name> with the given files (relpath -> content)."""
-    folder = incoming / user / name
+    return write_tree(incoming / user / name, files)
+
+
+def write_tree(folder: Path, files: dict[str, bytes]) -> Path:
+    """Create ``folder`` with the given files (relpath -> content); returns it."""
     folder.mkdir(parents=True, exist_ok=True)
     for relpath, content in files.items():
         target = folder / relpath
@@ -25,6 +29,24 @@ def tree(folder: Path) -> dict[str, bytes]:
     """relpath -> content of every file below ``folder`` (the manifest excluded)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and not p.name.startswith("autotx-manifest")}
+
+
+def assert_delivered_once_to(roots, files: dict[str, bytes], journal_url: str) -> None:
+    """After a crash and a restart: one verified copy with one checkable manifest under each
+    of ``roots``, the original in grace, every delivery done."""
+    from autotx_lib import journal as J
+    from autotx_lib.journal import Journal
+    from autotx_lib.transfer.copy import verify_manifest
+
+    for root in roots:
+        assert sorted(p.name for p in (root / "alice").iterdir()) == ["exp"], root
+        assert tree(root / "alice" / "exp") == files
+        [manifest] = (root / "alice" / "exp").glob("autotx-manifest.*")
+        assert verify_manifest(root / "alice" / "exp", manifest, "xxh3_128") == []
+    journal = Journal(journal_url)
+    [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
+    assert row.state == J.DONE and tree(Path(row.final_path)) == files
+    assert {d.state for d in journal.deliveries_of(row.id)} == {"delivered"}
 
 
 @pytest.fixture

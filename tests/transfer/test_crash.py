@@ -22,7 +22,7 @@ from autotx_lib.transfer.agent import Agent
 from autotx_lib.transfer.copy import verify_manifest
 
 from ..conftest import wait_for
-from .conftest import make_dataset, tree
+from .conftest import assert_delivered_once_to, make_dataset, tree
 
 
 class Crash(BaseException):
@@ -258,12 +258,4 @@ def test_crash_at_every_step_with_two_destinations(tmp_path, monkeypatch, label,
     make_dataset(config.incoming, "alice", "exp", files)
     crash_at_every_call(config, monkeypatch, label, owner, name, when)
     Agent(config).run(once=True)
-    for root in (storage, backup):
-        assert sorted(p.name for p in (root / "alice").iterdir()) == ["exp"], root
-        assert tree(root / "alice" / "exp") == files
-        [manifest] = (root / "alice" / "exp").glob("autotx-manifest.*")
-        assert verify_manifest(root / "alice" / "exp", manifest, "xxh3_128") == []
-    journal = Journal(config.journal_url)
-    [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
-    assert row.state == J.DONE and tree(Path(row.final_path)) == files
-    assert {d.state for d in journal.deliveries_of(row.id)} == {"delivered"}
+    assert_delivered_once_to((storage, backup), files, config.journal_url)

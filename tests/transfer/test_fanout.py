@@ -17,7 +17,7 @@ from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer import status as S
 from autotx_lib.transfer.agent import Agent
 
-from .conftest import make_dataset, tree
+from .conftest import make_dataset, tree, write_tree
 
 FILES = {f"d{i % 2}/f{i}.bin": os.urandom(30_000 + i) for i in range(8)}
 
@@ -456,10 +456,7 @@ def test_a_share_is_written_alongside_and_a_file_counts_once_every_copy_is_check
     from autotx_lib.transfer import copy as C
     from autotx_lib.transfer.fanout import Replicas
 
-    source = tmp_path / "source"
-    for relpath, data in FILES.items():
-        (source / relpath).parent.mkdir(parents=True, exist_ok=True)
-        (source / relpath).write_bytes(data)
+    source = write_tree(tmp_path / "source", FILES)
     (tmp_path / "nas").mkdir()
     held = _HeldDestination(tmp_path / "nas")
     done: list[str] = []
@@ -505,10 +502,7 @@ def test_files_go_to_a_share_several_at_once_with_their_dataset_paths(tmp_path):
     from autotx_lib.transfer.fanout import replicate_files
     from autotx_lib.transfer.layout import SourceFile
 
-    source = tmp_path / "source"
-    for relpath, data in FILES.items():
-        (source / relpath).parent.mkdir(parents=True, exist_ok=True)
-        (source / relpath).write_bytes(data)
+    source = write_tree(tmp_path / "source", FILES)
     (tmp_path / "nas").mkdir()
     held = _HeldDestination(tmp_path / "nas")
     [member] = replica_members(tmp_path, held)

@@ -13,7 +13,7 @@ from autotx_lib.config import Config
 from autotx_lib.journal import Journal, utcnow
 from autotx_lib.transfer.agent import Agent
 
-from ..conftest import make_dataset, tree
+from ..conftest import assert_delivered_once_to, make_dataset, tree
 from .conftest import run_with_server_stopped
 
 FILES = {f"sub{i % 2}/img{i}.tif": os.urandom(200_000 + i) for i in range(6)}
@@ -116,7 +116,6 @@ def test_crash_at_every_step_with_a_folder_and_a_share(samba, smb_folder, tmp_pa
     """The share written alongside the folder (its own threads): a crash before or after
     every call of each step, then a restart, ends with one verified copy at each."""
     from autotx_lib.transfer import steps as steps_module
-    from autotx_lib.transfer.copy import verify_manifest
     from autotx_lib.transfer.destinations.smb import SMBDestination
     from tests.transfer.test_crash import crash_at_every_call
 
@@ -130,15 +129,8 @@ def test_crash_at_every_step_with_a_folder_and_a_share(samba, smb_folder, tmp_pa
     crash_at_every_call(config, monkeypatch, step, *owners[step], when,
                         after_crash=close_connections)
     Agent(config).run(once=True)
-    for root in (tmp_path / "storage", samba.data / smb_folder):
-        assert sorted(os.listdir(root / "alice")) == ["exp"], root
-        assert tree(root / "alice" / "exp") == files
-        [manifest] = (root / "alice" / "exp").glob("autotx-manifest.*")
-        assert verify_manifest(root / "alice" / "exp", manifest, "xxh3_128") == []
-    journal = Journal(config.journal_url)
-    [row] = [r for r in journal.all_datasets() if r.state != J.VANISHED]
-    assert row.state == J.DONE and tree(Path(row.final_path)) == files
-    assert {d.state for d in journal.deliveries_of(row.id)} == {"delivered"}
+    assert_delivered_once_to((tmp_path / "storage", samba.data / smb_folder), files,
+                             config.journal_url)
 
 
 def test_the_idle_agent_rechecks_the_copy_on_the_share(samba, smb_folder, tmp_path, monkeypatch):
